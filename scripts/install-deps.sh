@@ -1,0 +1,45 @@
+#!/bin/sh
+# Installs, from Debian 12's archive, exactly the packages tpm2-kms needs to
+# build, run and test, skipping those already present. Run as root.
+set -eu
+
+PACKAGES="
+build-essential
+pkg-config
+autoconf
+automake
+libtss2-dev
+libssl-dev
+libuv1-dev
+libnghttp2-dev
+libprotobuf-c-dev
+protobuf-c-compiler
+libcmocka-dev
+swtpm
+swtpm-tools
+tpm2-tools
+python3-grpcio
+python3-protobuf
+"
+
+missing=""
+for p in $PACKAGES; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing="$missing $p"
+	fi
+done
+
+if [ -z "$missing" ]; then
+	exit 0
+fi
+
+if [ "$(id -u)" != 0 ]; then
+	echo "install-deps: missing packages:$missing (run as root to install them)" >&2
+	exit 1
+fi
+
+echo "install-deps: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing

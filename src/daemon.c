@@ -1,0 +1,125 @@
+#include "config.h"
+
+#include "daemon.h"
+#include "log.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+struct daemon {
+	uv_loop_t *loop;
+	server *srv;
+	uv_signal_t sigterm, sigint, sighup;
+	const struct daemon_hooks *hooks;
+	bool stopping;
+};
+
+static void on_signal_closed(uv_handle_t *h)
+{
+}
+
+static void on_server_stopped(void *arg)
+{
+	struct daemon *d = arg;
+
+	uv_close((uv_handle_t *)&d->sigterm, on_signal_closed);
+	uv_close((uv_handle_t *)&d->sigint, on_signal_closed);
+	uv_close((uv_handle_t *)&d->sighup, on_signal_closed);
+	if (d->hooks && d->hooks->stopping)
+		d->hooks->stopping(d->hooks->arg);
+}
+
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+	struct daemon *d = h->data;
+
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	log_info("received %s; finishing in-flight calls", strsignal(signum));
+	server_shutdown(d->srv, on_server_stopped, d);
+}
+
+static void on_hup(uv_signal_t *h, int signum)
+{
+	struct daemon *d = h->data;
+
+	if (d->hooks && d->hooks->reload)
+		d->hooks->reload(d->hooks->arg);
+}
+
+void daemon_config_defaults(struct daemon_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->listen_fd = -1;
+	cfg->socket_mode = 0600;
+	cfg->socket_gid = (gid_t)-1;
+	server_config_defaults(&cfg->server);
+	cfg->grpc = (struct grpc_limits){
+		.max_inflight = 4096,
+		.max_timeout_ms = 60u * 1000u,
+		.default_timeout_ms = 30u * 1000u,
+	};
+}
+
+int daemon_run(uv_loop_t *loop, const struct daemon_config *cfg, const struct kms_backend_ops *ops,
+	       void *backend, const struct daemon_hooks *hooks)
+{
+	struct daemon d = {.loop = loop, .hooks = hooks};
+	struct listen_addr addr = cfg->listen;
+	grpc_server *g = NULL;
+	kms_service *svc = NULL;
+	int fd = cfg->listen_fd, r;
+	bool bound_here = false;
+
+	/* A peer that closes early must cost an EPIPE, not the process. */
+	signal(SIGPIPE, SIG_IGN);
+
+	r = grpc_server_new(loop, &cfg->grpc, &g);
+	if (r < 0)
+		goto out;
+	r = kms_service_new(g, ops, backend, &svc);
+	if (r < 0)
+		goto out;
+	r = server_new(loop, &cfg->server, g, &d.srv);
+	if (r < 0)
+		goto out;
+	if (fd < 0) {
+		r = listen_socket_open(&addr, cfg->socket_mode, cfg->socket_gid, 128, &fd);
+		if (r < 0)
+			goto out;
+		bound_here = true;
+	}
+	r = server_listen_fd(d.srv, fd);
+	if (r < 0)
+		goto out;
+
+	uv_signal_init(loop, &d.sigterm);
+	uv_signal_init(loop, &d.sigint);
+	uv_signal_init(loop, &d.sighup);
+	d.sigterm.data = d.sigint.data = d.sighup.data = &d;
+	uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
+	uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+	uv_signal_start(&d.sighup, on_hup, SIGHUP);
+
+	log_info("serving KMS on %s", listen_addr_str(&addr));
+	if (hooks && hooks->ready)
+		hooks->ready(hooks->arg);
+	uv_run(loop, UV_RUN_DEFAULT);
+	log_info("stopped");
+	r = 0;
+out:
+	if (bound_here)
+		listen_socket_remove(&addr);
+	if (r < 0 && d.srv) {
+		/* Nothing was served; close what was opened. */
+		server_shutdown(d.srv, NULL, NULL);
+		uv_run(loop, UV_RUN_DEFAULT);
+	}
+	server_free(d.srv);
+	kms_service_free(svc);
+	grpc_server_free(g);
+	return r;
+}

@@ -1,0 +1,458 @@
+#include "config.h"
+
+#include "h2.h"
+#include "util.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <nghttp2/nghttp2.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct h2_stream {
+	struct h2_stream *prev, *next;
+	h2_conn *conn;
+	int32_t id;
+	void *ctx;
+	uint32_t header_bytes;
+	uint8_t *body;
+	size_t body_len, body_off;
+	nghttp2_nv *trailers; /* one allocation holding names and values too */
+	size_t n_trailers;
+	bool reset_after;
+};
+
+/* Counts frames of one kind in one-second windows. */
+struct rate {
+	uint64_t window_start_us;
+	uint32_t count;
+};
+
+struct h2_conn {
+	nghttp2_session *session;
+	struct h2_limits limits;
+	const struct h2_stream_callbacks *cb;
+	void *cb_user;
+	void (*want_write)(void *owner);
+	void *owner;
+	struct h2_stream *streams;
+	size_t n_streams;
+	bool in_recv;
+	bool dead;
+	struct rate pings, settings, resets;
+};
+
+static void stream_unlink(h2_conn *c, struct h2_stream *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		c->streams = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	c->n_streams--;
+}
+
+static void stream_free(struct h2_stream *s)
+{
+	util_freezero(s->body, s->body_len);
+	free(s->trailers);
+	free(s);
+}
+
+/* Returns true when this frame pushes its kind over the per-second limit. */
+static bool rate_exceeded(struct rate *r, uint32_t limit)
+{
+	uint64_t now = util_now_monotonic_us();
+
+	if (now - r->window_start_us >= 1000000u) {
+		r->window_start_us = now;
+		r->count = 0;
+	}
+	return ++r->count > limit;
+}
+
+static struct h2_stream *stream_of(nghttp2_session *session, int32_t id)
+{
+	return nghttp2_session_get_stream_user_data(session, id);
+}
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+	h2_conn *c = user;
+	struct h2_stream *s;
+
+	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+					  NGHTTP2_REFUSED_STREAM);
+		return 0;
+	}
+	s->conn = c;
+	s->id = frame->hd.stream_id;
+	s->ctx = c->cb->open(c->cb_user, c, s->id);
+	if (!s->ctx) {
+		free(s);
+		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+					  NGHTTP2_REFUSED_STREAM);
+		return 0;
+	}
+	s->next = c->streams;
+	if (s->next)
+		s->next->prev = s;
+	c->streams = s;
+	c->n_streams++;
+	if (nghttp2_session_set_stream_user_data(session, s->id, s) != 0) {
+		/* Cannot happen for a stream nghttp2 just announced. */
+		stream_unlink(c, s);
+		c->cb->close(s->ctx);
+		stream_free(s);
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	}
+	return 0;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+		     size_t name_len, const uint8_t *value, size_t value_len, uint8_t flags,
+		     void *user)
+{
+	h2_conn *c = user;
+	struct h2_stream *s = stream_of(session, frame->hd.stream_id);
+
+	if (!s)
+		return 0;
+	/* Request trailers carry nothing gRPC uses; they still count. */
+	s->header_bytes += (uint32_t)(name_len + value_len + 32);
+	if (s->header_bytes > c->limits.max_header_list_bytes)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	if (c->cb->header(s->ctx, (const char *)name, name_len, (const char *)value, value_len) < 0)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+			 const uint8_t *data, size_t len, void *user)
+{
+	h2_conn *c = user;
+	struct h2_stream *s = stream_of(session, stream_id);
+
+	if (!s)
+		return 0;
+	if (c->cb->data(s->ctx, data, len) < 0)
+		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id,
+					  NGHTTP2_INTERNAL_ERROR);
+	return 0;
+}
+
+static int calm_down(h2_conn *c)
+{
+	/* Queue GOAWAY(ENHANCE_YOUR_CALM); nghttp2 ignores the peer from
+	 * now on and stops wanting I/O once the GOAWAY is out. */
+	c->dead = true;
+	nghttp2_session_terminate_session(c->session, NGHTTP2_ENHANCE_YOUR_CALM);
+	return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+	h2_conn *c = user;
+	struct h2_stream *s;
+
+	switch (frame->hd.type) {
+	case NGHTTP2_PING:
+		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) &&
+		    rate_exceeded(&c->pings, c->limits.max_pings_per_s))
+			return calm_down(c);
+		return 0;
+	case NGHTTP2_SETTINGS:
+		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) &&
+		    rate_exceeded(&c->settings, c->limits.max_settings_per_s))
+			return calm_down(c);
+		return 0;
+	case NGHTTP2_RST_STREAM:
+		if (rate_exceeded(&c->resets, c->limits.max_resets_per_s))
+			return calm_down(c);
+		return 0;
+	case NGHTTP2_HEADERS:
+		s = stream_of(session, frame->hd.stream_id);
+		if (!s)
+			return 0;
+		if (frame->headers.cat == NGHTTP2_HCAT_REQUEST && c->cb->headers_end(s->ctx, frame->hd.flags & NGHTTP2_FLAG_END_STREAM) < 0) {
+			nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id,
+						  NGHTTP2_PROTOCOL_ERROR);
+			return 0;
+		}
+		if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+			c->cb->end(s->ctx);
+		return 0;
+	case NGHTTP2_DATA:
+		s = stream_of(session, frame->hd.stream_id);
+		if (s && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+			c->cb->end(s->ctx);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+			   void *user)
+{
+	h2_conn *c = user;
+	struct h2_stream *s = stream_of(session, stream_id);
+
+	if (!s)
+		return 0;
+	nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+	stream_unlink(c, s);
+	c->cb->close(s->ctx);
+	stream_free(s);
+	return 0;
+}
+
+/* A response to a request still being sent ends with RST_STREAM(NO_ERROR)
+ * (RFC 9113 8.1), but only once the response itself is out: a reset queued
+ * earlier could overtake it. */
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+	struct h2_stream *s;
+
+	if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+		return 0;
+	s = stream_of(session, frame->hd.stream_id);
+	if (s && s->reset_after)
+		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+	return 0;
+}
+
+static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t len,
+			 uint32_t *flags, nghttp2_data_source *source, void *user)
+{
+	struct h2_stream *s = source->ptr;
+	size_t n = s->body_len - s->body_off;
+
+	if (n > len)
+		n = len;
+	memcpy(buf, s->body + s->body_off, n);
+	s->body_off += n;
+	if (s->body_off < s->body_len)
+		return (ssize_t)n;
+	*flags |= NGHTTP2_DATA_FLAG_EOF;
+	if (s->n_trailers) {
+		*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+		if (nghttp2_submit_trailer(session, stream_id, s->trailers, s->n_trailers) != 0)
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	}
+	util_freezero(s->body, s->body_len);
+	s->body = NULL;
+	s->body_len = s->body_off = 0;
+	return (ssize_t)n;
+}
+
+int h2_conn_new(const struct h2_limits *limits, const struct h2_stream_callbacks *cb,
+		void *cb_user, void (*want_write)(void *owner), void *owner, h2_conn **ret)
+{
+	nghttp2_session_callbacks *callbacks = NULL;
+	nghttp2_option *option = NULL;
+	h2_conn *c;
+	nghttp2_settings_entry iv[] = {
+		{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, limits->max_concurrent_streams},
+		{NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, limits->max_header_list_bytes},
+	};
+	int r = -ENOMEM;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->limits = *limits;
+	c->cb = cb;
+	c->cb_user = cb_user;
+	c->want_write = want_write;
+	c->owner = owner;
+
+	if (nghttp2_session_callbacks_new(&callbacks) != 0 || nghttp2_option_new(&option) != 0)
+		goto out;
+	nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
+	nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+	nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
+
+	/* We validate requests ourselves (see h2.h). */
+	nghttp2_option_set_no_http_messaging(option, 1);
+	/* Streams are refused at our limit rather than queued. */
+	nghttp2_option_set_max_outbound_ack(option, 100);
+	nghttp2_option_set_max_settings(option, 32);
+	nghttp2_option_set_max_continuations(option, 8);
+
+	if (nghttp2_session_server_new2(&c->session, callbacks, c, option) != 0)
+		goto out;
+	if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE(iv)) != 0)
+		goto out;
+	*ret = c;
+	c = NULL;
+	r = 0;
+out:
+	nghttp2_option_del(option);
+	nghttp2_session_callbacks_del(callbacks);
+	if (c) {
+		nghttp2_session_del(c->session);
+		free(c);
+	}
+	return r;
+}
+
+void h2_conn_free(h2_conn *c)
+{
+	struct h2_stream *s;
+
+	if (!c)
+		return;
+	while ((s = c->streams)) {
+		nghttp2_session_set_stream_user_data(c->session, s->id, NULL);
+		stream_unlink(c, s);
+		c->cb->close(s->ctx);
+		stream_free(s);
+	}
+	nghttp2_session_del(c->session);
+	free(c);
+}
+
+int h2_conn_recv(h2_conn *c, const uint8_t *data, size_t len)
+{
+	ssize_t n;
+
+	c->in_recv = true;
+	n = nghttp2_session_mem_recv(c->session, data, len);
+	c->in_recv = false;
+	if (n < 0) {
+		c->dead = true;
+		return n == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EPROTO;
+	}
+	return 0;
+}
+
+ssize_t h2_conn_pull(h2_conn *c, const uint8_t **ret_data)
+{
+	ssize_t n = nghttp2_session_mem_send(c->session, ret_data);
+
+	if (n < 0) {
+		c->dead = true;
+		return n == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EPROTO;
+	}
+	return n;
+}
+
+bool h2_conn_alive(const h2_conn *c)
+{
+	return nghttp2_session_want_read(c->session) || nghttp2_session_want_write(c->session);
+}
+
+static int copy_nv(const struct h2_nv *in, size_t n, nghttp2_nv **ret)
+{
+	size_t bytes = n * sizeof(nghttp2_nv);
+	nghttp2_nv *nv;
+	char *p;
+
+	for (size_t i = 0; i < n; i++)
+		bytes += strlen(in[i].name) + strlen(in[i].value) + 2;
+	nv = malloc(bytes);
+	if (!nv)
+		return -ENOMEM;
+	p = (char *)(nv + n);
+	for (size_t i = 0; i < n; i++) {
+		size_t nl = strlen(in[i].name), vl = strlen(in[i].value);
+
+		memcpy(p, in[i].name, nl + 1);
+		nv[i].name = (uint8_t *)p;
+		nv[i].namelen = nl;
+		p += nl + 1;
+		memcpy(p, in[i].value, vl + 1);
+		nv[i].value = (uint8_t *)p;
+		nv[i].valuelen = vl;
+		p += vl + 1;
+		nv[i].flags = NGHTTP2_NV_FLAG_NONE;
+	}
+	*ret = nv;
+	return 0;
+}
+
+int h2_conn_respond(h2_conn *c, int32_t stream_id, const struct h2_nv *headers, size_t n_headers,
+		    const uint8_t *body, size_t body_len, const struct h2_nv *trailers,
+		    size_t n_trailers, bool reset_after)
+{
+	struct h2_stream *s = stream_of(c->session, stream_id);
+	nghttp2_data_provider provider;
+	nghttp2_nv *nv = NULL;
+	int r;
+
+	if (!s)
+		return -ENOENT;
+	assert(!s->body && !s->trailers);
+	r = copy_nv(headers, n_headers, &nv);
+	if (r < 0)
+		goto out;
+	if (body) {
+		s->body = malloc(body_len ? body_len : 1);
+		if (!s->body) {
+			r = -ENOMEM;
+			goto out;
+		}
+		memcpy(s->body, body, body_len);
+		s->body_len = body_len;
+		if (n_trailers) {
+			r = copy_nv(trailers, n_trailers, &s->trailers);
+			if (r < 0)
+				goto out;
+			s->n_trailers = n_trailers;
+		}
+		provider.source.ptr = s;
+		provider.read_callback = read_body;
+	}
+	if (nghttp2_submit_response(c->session, stream_id, nv, n_headers,
+				    body ? &provider : NULL) != 0) {
+		r = -ENOMEM;
+		goto out;
+	}
+	s->reset_after = reset_after;
+	if (!c->in_recv && c->want_write)
+		c->want_write(c->owner);
+	r = 0;
+out:
+	if (r < 0) {
+		util_freezero(s->body, s->body_len);
+		s->body = NULL;
+		s->body_len = 0;
+		free(s->trailers);
+		s->trailers = NULL;
+		s->n_trailers = 0;
+	}
+	free(nv);
+	return r;
+}
+
+void h2_conn_reset_stream(h2_conn *c, int32_t stream_id)
+{
+	nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
+	if (!c->in_recv && c->want_write)
+		c->want_write(c->owner);
+}
+
+void h2_conn_goaway(h2_conn *c)
+{
+	nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+			      nghttp2_session_get_last_proc_stream_id(c->session),
+			      NGHTTP2_NO_ERROR, NULL, 0);
+	if (!c->in_recv && c->want_write)
+		c->want_write(c->owner);
+}
+
+size_t h2_conn_open_streams(const h2_conn *c)
+{
+	return c->n_streams;
+}

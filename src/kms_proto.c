@@ -1,0 +1,271 @@
+#include "config.h"
+
+#include "kms_proto.h"
+#include "util.h"
+
+#include "v1beta1/api.pb-c.h"
+#include "v2/api.pb-c.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* protobuf-c allocator that wipes what it frees: decoded requests hold DEK
+ * seeds. The size lives in a header in front of each block. */
+struct block_header {
+	size_t size;
+	max_align_t align;
+};
+
+static void *wiping_alloc(void *data, size_t size)
+{
+	struct block_header *h = malloc(offsetof(struct block_header, align) + size);
+
+	if (!h)
+		return NULL;
+	h->size = size;
+	return &h->align;
+}
+
+static void wiping_free(void *data, void *p)
+{
+	struct block_header *h;
+
+	if (!p)
+		return;
+	h = (struct block_header *)((char *)p - offsetof(struct block_header, align));
+	util_freezero(h, offsetof(struct block_header, align) + h->size);
+}
+
+static ProtobufCAllocator wiping_allocator = {
+	.alloc = wiping_alloc,
+	.free = wiping_free,
+};
+
+static int copy_bytes(const ProtobufCBinaryData *in, uint8_t **ret, size_t *ret_len)
+{
+	uint8_t *p = malloc(in->len ? in->len : 1);
+
+	if (!p)
+		return -ENOMEM;
+	if (in->len)
+		memcpy(p, in->data, in->len);
+	*ret = p;
+	*ret_len = in->len;
+	return 0;
+}
+
+static int copy_str(const char *in, char **ret)
+{
+	*ret = strdup(in ? in : "");
+	return *ret ? 0 : -ENOMEM;
+}
+
+static int decode_v2(enum kms_method method, const uint8_t *buf, size_t len,
+		     struct kms_request *req)
+{
+	int r = -EBADMSG;
+
+	switch (method) {
+	case KMS_METHOD_STATUS: {
+		V2__StatusRequest *m = v2__status_request__unpack(&wiping_allocator, len, buf);
+
+		if (!m)
+			return -EBADMSG;
+		v2__status_request__free_unpacked(m, &wiping_allocator);
+		return 0;
+	}
+	case KMS_METHOD_ENCRYPT: {
+		V2__EncryptRequest *m = v2__encrypt_request__unpack(&wiping_allocator, len, buf);
+
+		if (!m)
+			return -EBADMSG;
+		r = copy_bytes(&m->plaintext, &req->data, &req->data_len);
+		if (r == 0)
+			r = copy_str(m->uid, &req->uid);
+		v2__encrypt_request__free_unpacked(m, &wiping_allocator);
+		return r;
+	}
+	case KMS_METHOD_DECRYPT: {
+		V2__DecryptRequest *m = v2__decrypt_request__unpack(&wiping_allocator, len, buf);
+
+		if (!m)
+			return -EBADMSG;
+		r = copy_bytes(&m->ciphertext, &req->data, &req->data_len);
+		if (r == 0)
+			r = copy_str(m->uid, &req->uid);
+		if (r == 0)
+			r = copy_str(m->key_id, &req->key_id);
+		req->n_annotations = m->n_annotations;
+		v2__decrypt_request__free_unpacked(m, &wiping_allocator);
+		return r;
+	}
+	case KMS_METHOD_VERSION:
+		break;
+	}
+	return -EBADMSG;
+}
+
+static int decode_v1(enum kms_method method, const uint8_t *buf, size_t len,
+		     struct kms_request *req)
+{
+	int r;
+
+	switch (method) {
+	case KMS_METHOD_VERSION: {
+		V1beta1__VersionRequest *m =
+			v1beta1__version_request__unpack(&wiping_allocator, len, buf);
+
+		if (!m)
+			return -EBADMSG;
+		r = copy_str(m->version, &req->version);
+		v1beta1__version_request__free_unpacked(m, &wiping_allocator);
+		return r;
+	}
+	case KMS_METHOD_ENCRYPT: {
+		V1beta1__EncryptRequest *m =
+			v1beta1__encrypt_request__unpack(&wiping_allocator, len, buf);
+
+		if (!m)
+			return -EBADMSG;
+		r = copy_bytes(&m->plain, &req->data, &req->data_len);
+		if (r == 0)
+			r = copy_str(m->version, &req->version);
+		v1beta1__encrypt_request__free_unpacked(m, &wiping_allocator);
+		return r;
+	}
+	case KMS_METHOD_DECRYPT: {
+		V1beta1__DecryptRequest *m =
+			v1beta1__decrypt_request__unpack(&wiping_allocator, len, buf);
+
+		if (!m)
+			return -EBADMSG;
+		r = copy_bytes(&m->cipher, &req->data, &req->data_len);
+		if (r == 0)
+			r = copy_str(m->version, &req->version);
+		v1beta1__decrypt_request__free_unpacked(m, &wiping_allocator);
+		return r;
+	}
+	case KMS_METHOD_STATUS:
+		break;
+	}
+	return -EBADMSG;
+}
+
+int kms_proto_decode(enum kms_api api, enum kms_method method, const uint8_t *buf, size_t len,
+		     struct kms_request **ret)
+{
+	struct kms_request *req = calloc(1, sizeof(*req));
+	int r;
+
+	if (!req)
+		return -ENOMEM;
+	req->api = api;
+	req->method = method;
+	r = api == KMS_API_V1BETA1 ? decode_v1(method, buf, len, req)
+				   : decode_v2(method, buf, len, req);
+	if (r < 0) {
+		kms_proto_request_free(req);
+		return r;
+	}
+	*ret = req;
+	return 0;
+}
+
+void kms_proto_request_free(struct kms_request *req)
+{
+	if (!req)
+		return;
+	util_freezero(req->data, req->data_len);
+	free(req->uid);
+	free(req->key_id);
+	free(req->version);
+	free(req);
+}
+
+/* Packs any message into a fresh buffer. */
+static int pack(const ProtobufCMessage *m, uint8_t **ret_buf, size_t *ret_len)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf = malloc(len ? len : 1);
+
+	if (!buf)
+		return -ENOMEM;
+	protobuf_c_message_pack(m, buf);
+	*ret_buf = buf;
+	*ret_len = len;
+	return 0;
+}
+
+static ProtobufCBinaryData bytes_of(const struct kms_response *resp)
+{
+	return (ProtobufCBinaryData){.len = resp->data_len, .data = (uint8_t *)resp->data};
+}
+
+static char *str_of(const char *s)
+{
+	return (char *)(s ? s : "");
+}
+
+int kms_proto_encode(enum kms_api api, enum kms_method method, const struct kms_response *resp,
+		     uint8_t **ret_buf, size_t *ret_len)
+{
+	if (api == KMS_API_V1BETA1) {
+		switch (method) {
+		case KMS_METHOD_VERSION: {
+			V1beta1__VersionResponse m = V1BETA1__VERSION_RESPONSE__INIT;
+
+			m.version = str_of(resp->version);
+			m.runtime_name = str_of(resp->runtime_name);
+			m.runtime_version = str_of(resp->runtime_version);
+			return pack(&m.base, ret_buf, ret_len);
+		}
+		case KMS_METHOD_ENCRYPT: {
+			V1beta1__EncryptResponse m = V1BETA1__ENCRYPT_RESPONSE__INIT;
+
+			m.cipher = bytes_of(resp);
+			return pack(&m.base, ret_buf, ret_len);
+		}
+		case KMS_METHOD_DECRYPT: {
+			V1beta1__DecryptResponse m = V1BETA1__DECRYPT_RESPONSE__INIT;
+
+			m.plain = bytes_of(resp);
+			return pack(&m.base, ret_buf, ret_len);
+		}
+		case KMS_METHOD_STATUS:
+			break;
+		}
+		return -EINVAL;
+	}
+	switch (method) {
+	case KMS_METHOD_STATUS: {
+		V2__StatusResponse m = V2__STATUS_RESPONSE__INIT;
+
+		m.version = str_of(resp->version);
+		m.healthz = str_of(resp->healthz);
+		m.key_id = str_of(resp->key_id);
+		return pack(&m.base, ret_buf, ret_len);
+	}
+	case KMS_METHOD_ENCRYPT: {
+		V2__EncryptResponse m = V2__ENCRYPT_RESPONSE__INIT;
+
+		m.ciphertext = bytes_of(resp);
+		m.key_id = str_of(resp->key_id);
+		return pack(&m.base, ret_buf, ret_len);
+	}
+	case KMS_METHOD_DECRYPT: {
+		V2__DecryptResponse m = V2__DECRYPT_RESPONSE__INIT;
+
+		m.plaintext = bytes_of(resp);
+		return pack(&m.base, ret_buf, ret_len);
+	}
+	case KMS_METHOD_VERSION:
+		break;
+	}
+	return -EINVAL;
+}
+
+void kms_proto_buffer_free(uint8_t *buf, size_t len)
+{
+	util_freezero(buf, len);
+}

@@ -1,0 +1,54 @@
+/* KMS protobuf messages (v2, v2beta1, v1beta1) to and from plain C structs:
+ * the only module that includes the generated protobuf-c headers. Secret
+ * fields are held in memory that is wiped when freed. */
+#ifndef TPM2KMS_KMS_PROTO_H
+#define TPM2KMS_KMS_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum kms_api {
+	KMS_API_V2,
+	KMS_API_V2BETA1, /* same messages as v2 */
+	KMS_API_V1BETA1,
+};
+
+enum kms_method {
+	KMS_METHOD_STATUS,  /* v2, v2beta1 */
+	KMS_METHOD_VERSION, /* v1beta1 */
+	KMS_METHOD_ENCRYPT,
+	KMS_METHOD_DECRYPT,
+};
+
+struct kms_request {
+	enum kms_api api;
+	enum kms_method method;
+	uint8_t *data; /* Encrypt: plaintext; Decrypt: ciphertext (wiped on free) */
+	size_t data_len;
+	char *uid;     /* v2: request uid, "" if absent */
+	char *key_id;  /* v2 Decrypt: the key_id the apiserver stored */
+	char *version; /* v1beta1 */
+	size_t n_annotations;
+};
+
+struct kms_response {
+	const uint8_t *data; /* Encrypt: ciphertext; Decrypt: plaintext */
+	size_t data_len;
+	const char *key_id;  /* Encrypt, Status */
+	const char *version; /* Status, Version */
+	const char *healthz; /* Status */
+	const char *runtime_name, *runtime_version; /* Version */
+};
+
+/* Decodes a request; -EBADMSG when it is not valid protobuf for the method. */
+int kms_proto_decode(enum kms_api api, enum kms_method method, const uint8_t *buf, size_t len,
+		     struct kms_request **ret);
+void kms_proto_request_free(struct kms_request *req);
+
+/* Encodes a response into a new buffer (wipe and free with
+ * kms_proto_buffer_free). */
+int kms_proto_encode(enum kms_api api, enum kms_method method, const struct kms_response *resp,
+		     uint8_t **ret_buf, size_t *ret_len);
+void kms_proto_buffer_free(uint8_t *buf, size_t len);
+
+#endif

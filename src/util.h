@@ -1,0 +1,37 @@
+/* Small helpers shared by every module: wiping, hex, numbers, time. */
+#ifndef TPM2KMS_UTIL_H
+#define TPM2KMS_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Wipes memory in a way the compiler may not elide. */
+void util_wipe(void *p, size_t len);
+
+/* Wipes then frees; NULL is fine. */
+void util_freezero(void *p, size_t len);
+
+/* Writes 2*len lowercase hex digits and a NUL into out (2*len+1 bytes). */
+void util_hex(const uint8_t *in, size_t len, char *out);
+
+/* Parses exactly 2*len hex digits; -EINVAL otherwise. */
+int util_unhex(const char *in, uint8_t *out, size_t len);
+
+/* Parses a whole string as an unsigned number (base 0: 0x.. hex allowed)
+ * no larger than max; -EINVAL or -ERANGE otherwise. */
+int util_parse_u64(const char *s, uint64_t max, uint64_t *ret);
+
+/* Monotonic and wall clocks. */
+uint64_t util_now_monotonic_us(void);
+uint64_t util_now_realtime_s(void);
+
+/* Big-endian stores and loads. */
+void util_put_be32(uint8_t *p, uint32_t v);
+void util_put_be64(uint8_t *p, uint64_t v);
+uint32_t util_get_be32(const uint8_t *p);
+uint64_t util_get_be64(const uint8_t *p);
+
+#endif

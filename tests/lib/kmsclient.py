@@ -1,0 +1,181 @@
+"""Test helpers: KMS messages for an independent gRPC client (Debian's
+python3-grpcio and python3-protobuf, messages built from descriptors written
+here from the API facts), and process helpers that poll instead of sleeping."""
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+_F = descriptor_pb2.FieldDescriptorProto
+
+
+def _msg(fd, name, fields, maps=()):
+    m = fd.message_type.add(name=name)
+    for fname, num, ftype in fields:
+        m.field.add(name=fname, number=num, type=ftype, label=_F.LABEL_OPTIONAL)
+    for fname, num in maps:
+        entry = m.nested_type.add(name=''.join(p.title() for p in fname.split('_')) + 'Entry')
+        entry.options.map_entry = True
+        entry.field.add(name='key', number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
+        entry.field.add(name='value', number=2, type=_F.TYPE_BYTES, label=_F.LABEL_OPTIONAL)
+        m.field.add(name=fname, number=num, type=_F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+                    type_name='.%s.%s.%s' % (fd.package, name, entry.name))
+
+
+def _build():
+    pool = descriptor_pool.DescriptorPool()
+    S, B = _F.TYPE_STRING, _F.TYPE_BYTES
+    for pkg in ('v2', 'v2beta1'):
+        fd = descriptor_pb2.FileDescriptorProto(name=pkg + '/api.proto', package=pkg,
+                                                syntax='proto3')
+        _msg(fd, 'StatusRequest', [])
+        _msg(fd, 'StatusResponse', [('version', 1, S), ('healthz', 2, S), ('key_id', 3, S)])
+        _msg(fd, 'DecryptRequest', [('ciphertext', 1, B), ('uid', 2, S), ('key_id', 3, S)],
+             maps=[('annotations', 4)])
+        _msg(fd, 'DecryptResponse', [('plaintext', 1, B)])
+        _msg(fd, 'EncryptRequest', [('plaintext', 1, B), ('uid', 2, S)])
+        _msg(fd, 'EncryptResponse', [('ciphertext', 1, B), ('key_id', 2, S)],
+             maps=[('annotations', 3)])
+        pool.Add(fd)
+    fd = descriptor_pb2.FileDescriptorProto(name='v1beta1/api.proto', package='v1beta1',
+                                            syntax='proto3')
+    _msg(fd, 'VersionRequest', [('version', 1, S)])
+    _msg(fd, 'VersionResponse', [('version', 1, S), ('runtime_name', 2, S),
+                                 ('runtime_version', 3, S)])
+    _msg(fd, 'EncryptRequest', [('version', 1, S), ('plain', 2, B)])
+    _msg(fd, 'EncryptResponse', [('cipher', 1, B)])
+    _msg(fd, 'DecryptRequest', [('version', 1, S), ('cipher', 2, B)])
+    _msg(fd, 'DecryptResponse', [('plain', 1, B)])
+    pool.Add(fd)
+    out = {}
+    for pkg, names in (('v2', ('StatusRequest', 'StatusResponse', 'DecryptRequest',
+                               'DecryptResponse', 'EncryptRequest', 'EncryptResponse')),
+                       ('v2beta1', ('StatusRequest', 'StatusResponse', 'DecryptRequest',
+                                    'DecryptResponse', 'EncryptRequest', 'EncryptResponse')),
+                       ('v1beta1', ('VersionRequest', 'VersionResponse', 'EncryptRequest',
+                                    'EncryptResponse', 'DecryptRequest', 'DecryptResponse'))):
+        for n in names:
+            d = pool.FindMessageTypeByName(pkg + '.' + n)
+            out[pkg + '.' + n] = message_factory.MessageFactory(pool).GetPrototype(d)
+    return out
+
+
+MESSAGES = _build()
+
+
+class Kms:
+    """A KMS client on one channel (one HTTP/2 connection)."""
+
+    def __init__(self, target, authority=None, options=()):
+        opts = [('grpc.use_local_subchannel_pool', 1)] + list(options)
+        if authority is not None:
+            opts.append(('grpc.default_authority', authority))
+        self.channel = grpc.insecure_channel(target, options=opts)
+
+    def close(self):
+        self.channel.close()
+
+    def _call(self, pkg, method, req_name, resp_name):
+        return self.channel.unary_unary(
+            '/%s.KeyManagementService/%s' % (pkg, method),
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=MESSAGES[pkg + '.' + resp_name].FromString)
+
+    def status(self, pkg='v2', timeout=3):
+        return self._call(pkg, 'Status', 'StatusRequest', 'StatusResponse')(
+            MESSAGES[pkg + '.StatusRequest'](), timeout=timeout)
+
+    def encrypt(self, plaintext, uid='uid-1', pkg='v2', timeout=3, future=False):
+        fn = self._call(pkg, 'Encrypt', 'EncryptRequest', 'EncryptResponse')
+        req = MESSAGES[pkg + '.EncryptRequest'](plaintext=plaintext, uid=uid)
+        return fn.future(req, timeout=timeout) if future else fn(req, timeout=timeout)
+
+    def decrypt(self, ciphertext, key_id, uid='uid-2', pkg='v2', timeout=3, annotations=None):
+        req = MESSAGES[pkg + '.DecryptRequest'](ciphertext=ciphertext, uid=uid, key_id=key_id)
+        for k, v in (annotations or {}).items():
+            req.annotations[k] = v
+        return self._call(pkg, 'Decrypt', 'DecryptRequest', 'DecryptResponse')(
+            req, timeout=timeout)
+
+    def v1_version(self, timeout=3):
+        return self._call('v1beta1', 'Version', 'VersionRequest', 'VersionResponse')(
+            MESSAGES['v1beta1.VersionRequest'](version='v1beta1'), timeout=timeout)
+
+    def v1_encrypt(self, plain, timeout=3):
+        return self._call('v1beta1', 'Encrypt', 'EncryptRequest', 'EncryptResponse')(
+            MESSAGES['v1beta1.EncryptRequest'](version='v1beta1', plain=plain), timeout=timeout)
+
+    def v1_decrypt(self, cipher, timeout=3):
+        return self._call('v1beta1', 'Decrypt', 'DecryptRequest', 'DecryptResponse')(
+            MESSAGES['v1beta1.DecryptRequest'](version='v1beta1', cipher=cipher),
+            timeout=timeout)
+
+    def raw(self, path, payload, timeout=3):
+        """Unary call with raw request bytes; returns raw response bytes."""
+        return self.channel.unary_unary(path)(payload, timeout=timeout)
+
+
+def wait_until(pred, what, timeout=20.0):
+    """Polls pred() until it is true; fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError('timed out waiting for ' + what)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def can_connect(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path if not path.startswith('@') else '\0' + path[1:])
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class Process:
+    """A child process with its stderr in a file, for log assertions."""
+
+    def __init__(self, argv, log_path, env=None):
+        self.log_path = log_path
+        self.log = open(log_path, 'ab')
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=env)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, sig=15, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            self.log.close()
+
+    def output(self):
+        with open(self.log_path, 'rb') as f:
+            return f.read().decode('utf-8', 'replace')
+
+
+def builddir():
+    return os.environ.get('TOP_BUILDDIR', os.getcwd())
+
+
+def tempdir(prefix):
+    # Short paths: a Unix socket path must fit in 108 bytes.
+    return tempfile.mkdtemp(prefix=prefix, dir='/tmp')
