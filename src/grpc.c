@@ -597,3 +597,110 @@ void grpc_call_set_log_fields(grpc_call *c, const char *uid, const char *key_id)
 		c->key_id = strdup(key_id);
 	}
 }
+
+/* --- client ------------------------------------------------------------ */
+
+struct client_state {
+	int status;
+	char http_status[8];
+	char message[256];
+};
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+static void percent_decode(const char *in, char *out, size_t size)
+{
+	size_t o = 0;
+
+	for (; *in && o + 1 < size; in++) {
+		int hi, lo;
+
+		if (*in == '%' && (hi = hex_digit(in[1])) >= 0 && (lo = hex_digit(in[2])) >= 0) {
+			out[o++] = (char)(hi << 4 | lo);
+			in += 2;
+		} else {
+			out[o++] = *in;
+		}
+	}
+	out[o] = '\0';
+}
+
+static void client_header(void *arg, const char *name, const char *value)
+{
+	struct client_state *st = arg;
+
+	if (strcmp(name, "grpc-status") == 0)
+		st->status = atoi(value);
+	else if (strcmp(name, "grpc-message") == 0)
+		percent_decode(value, st->message, sizeof(st->message));
+	else if (strcmp(name, ":status") == 0)
+		snprintf(st->http_status, sizeof(st->http_status), "%s", value);
+}
+
+int grpc_client_call(int fd, const char *path, const uint8_t *msg, size_t len, int timeout_ms,
+		     int *ret_status, const char **ret_message, uint8_t **ret_msg, size_t *ret_len)
+{
+	static struct client_state st;
+	char timeout[16];
+	struct h2_nv headers[] = {
+		{":method", "POST"},
+		{":scheme", "http"},
+		{":path", path},
+		{":authority", "localhost"},
+		{"content-type", "application/grpc"},
+		{"te", "trailers"},
+		{"grpc-timeout", timeout},
+	};
+	uint8_t *req, *body = NULL, *out;
+	size_t body_len = 0, out_len;
+	int r;
+
+	st = (struct client_state){.status = -1};
+	snprintf(timeout, sizeof(timeout), "%dm", timeout_ms);
+	req = malloc(GRPC_PREFIX_BYTES + len);
+	if (!req)
+		return -ENOMEM;
+	req[0] = 0;
+	util_put_be32(req + 1, (uint32_t)len);
+	memcpy(req + GRPC_PREFIX_BYTES, msg, len);
+	r = h2_client_post(fd, headers, ARRAY_SIZE(headers), req, GRPC_PREFIX_BYTES + len,
+			   timeout_ms, client_header, &st, &body, &body_len);
+	free(req);
+	if (r < 0)
+		return r;
+	if (strcmp(st.http_status, "200") != 0 || st.status < 0) {
+		r = -EPROTO;
+		goto out;
+	}
+	*ret_status = st.status;
+	*ret_message = st.message;
+	if (st.status == GRPC_OK) {
+		if (body_len < GRPC_PREFIX_BYTES ||
+		    util_get_be32(body + 1) != body_len - GRPC_PREFIX_BYTES || body[0] != 0) {
+			r = -EPROTO;
+			goto out;
+		}
+		out_len = body_len - GRPC_PREFIX_BYTES;
+		out = malloc(out_len ? out_len : 1);
+		if (!out) {
+			r = -ENOMEM;
+			goto out;
+		}
+		memcpy(out, body + GRPC_PREFIX_BYTES, out_len);
+		*ret_msg = out;
+		*ret_len = out_len;
+	}
+	r = 0;
+out:
+	free(body);
+	return r;
+}

@@ -69,6 +69,12 @@ const char *grpc_call_path(const grpc_call *call);
 /* Fields for the call's log line; strings are copied. */
 void grpc_call_set_log_fields(grpc_call *call, const char *uid, const char *key_id);
 
+/* Blocking unary call on a connected socket (for `tpm2-kms status`). On
+ * return 0, *ret_status holds the grpc-status, *ret_message its message
+ * (static storage) and, when OK, *ret_msg the response message (free it). */
+int grpc_client_call(int fd, const char *path, const uint8_t *msg, size_t len, int timeout_ms,
+		     int *ret_status, const char **ret_message, uint8_t **ret_msg, size_t *ret_len);
+
 /* Parses a grpc-timeout value ("100m", "3S", ...) to milliseconds, rounded
  * up. Exposed for tests. */
 int grpc_parse_timeout(const char *value, size_t len, uint64_t *ret_ms);

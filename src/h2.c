@@ -7,7 +7,9 @@
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
 
 struct h2_stream {
 	struct h2_stream *prev, *next;
@@ -455,4 +457,171 @@ void h2_conn_goaway(h2_conn *c)
 size_t h2_conn_open_streams(const h2_conn *c)
 {
 	return c->n_streams;
+}
+
+/* --- client ------------------------------------------------------------ */
+
+struct client {
+	void (*on_header)(void *arg, const char *name, const char *value);
+	void *arg;
+	int32_t stream_id;
+	uint8_t *body;
+	size_t body_len;
+	const uint8_t *req;
+	size_t req_len, req_off;
+	bool closed, failed;
+};
+
+static int client_on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
+			    size_t name_len, const uint8_t *value, size_t value_len, uint8_t flags,
+			    void *user)
+{
+	struct client *c = user;
+
+	if (frame->hd.stream_id == c->stream_id)
+		c->on_header(c->arg, (const char *)name, (const char *)value);
+	return 0;
+}
+
+static int client_on_data(nghttp2_session *s, uint8_t flags, int32_t stream_id,
+			  const uint8_t *data, size_t len, void *user)
+{
+	struct client *c = user;
+	uint8_t *b;
+
+	if (stream_id != c->stream_id)
+		return 0;
+	if (c->body_len + len > 1024 * 1024) {
+		c->failed = true;
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	}
+	b = realloc(c->body, c->body_len + len + 1);
+	if (!b)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	memcpy(b + c->body_len, data, len);
+	c->body = b;
+	c->body_len += len;
+	return 0;
+}
+
+static int client_on_close(nghttp2_session *s, int32_t stream_id, uint32_t code, void *user)
+{
+	struct client *c = user;
+
+	if (stream_id == c->stream_id) {
+		c->closed = true;
+		c->failed = code != NGHTTP2_NO_ERROR;
+	}
+	return 0;
+}
+
+static ssize_t client_read_body(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t len,
+				uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+	struct client *c = user;
+	size_t n = c->req_len - c->req_off;
+
+	if (n > len)
+		n = len;
+	memcpy(buf, c->req + c->req_off, n);
+	c->req_off += n;
+	if (c->req_off == c->req_len)
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+	return (ssize_t)n;
+}
+
+int h2_client_post(int fd, const struct h2_nv *headers, size_t n_headers, const uint8_t *body,
+		   size_t body_len, int timeout_ms,
+		   void (*header_cb)(void *arg, const char *name, const char *value), void *arg,
+		   uint8_t **ret_body, size_t *ret_len)
+{
+	struct client c = {.on_header = header_cb, .arg = arg, .req = body, .req_len = body_len};
+	nghttp2_session_callbacks *cb = NULL;
+	nghttp2_session *session = NULL;
+	nghttp2_data_provider prov = {.read_callback = client_read_body};
+	nghttp2_nv *nv = NULL;
+	uint64_t deadline = util_now_monotonic_us() + (uint64_t)timeout_ms * 1000u;
+	int r = -ENOMEM;
+
+	if (nghttp2_session_callbacks_new(&cb) != 0)
+		goto out;
+	nghttp2_session_callbacks_set_on_header_callback(cb, client_on_header);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, client_on_data);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, client_on_close);
+	if (nghttp2_session_client_new(&session, cb, &c) != 0)
+		goto out;
+	r = copy_nv(headers, n_headers, &nv);
+	if (r < 0)
+		goto out;
+	nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, NULL, 0);
+	c.stream_id = nghttp2_submit_request(session, NULL, nv, n_headers, &prov, NULL);
+	if (c.stream_id < 0) {
+		r = -EIO;
+		goto out;
+	}
+	while (!c.closed) {
+		const uint8_t *data;
+		uint8_t buf[16384];
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		ssize_t n;
+		uint64_t now;
+
+		while ((n = nghttp2_session_mem_send(session, &data)) > 0) {
+			while (n > 0) {
+				ssize_t w = send(fd, data, (size_t)n, MSG_NOSIGNAL);
+
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w < 0) {
+					r = -errno;
+					goto out;
+				}
+				data += w;
+				n -= w;
+			}
+		}
+		if (n < 0) {
+			r = -EPROTO;
+			goto out;
+		}
+		now = util_now_monotonic_us();
+		if (now >= deadline) {
+			r = -ETIMEDOUT;
+			goto out;
+		}
+		n = poll(&pfd, 1, (int)((deadline - now + 999) / 1000));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			goto out;
+		}
+		if (n == 0)
+			continue;
+		n = recv(fd, buf, sizeof(buf), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n == 0 ? -ECONNRESET : -errno;
+			goto out;
+		}
+		if (nghttp2_session_mem_recv(session, buf, (size_t)n) < 0) {
+			r = -EPROTO;
+			goto out;
+		}
+	}
+	if (c.failed) {
+		r = -EPROTO;
+		goto out;
+	}
+	*ret_body = c.body;
+	*ret_len = c.body_len;
+	c.body = NULL;
+	r = 0;
+out:
+	free(c.body);
+	free(nv);
+	nghttp2_session_del(session);
+	nghttp2_session_callbacks_del(cb);
+	return r;
 }

@@ -81,4 +81,14 @@ void h2_conn_goaway(h2_conn *c);
 
 size_t h2_conn_open_streams(const h2_conn *c);
 
+
+
+/* Blocking client side, for `tpm2-kms status`: one POST on a connected
+ * socket. Response headers and trailers go to on_header; the body is
+ * returned in a new buffer. -ETIMEDOUT after timeout_ms. */
+int h2_client_post(int fd, const struct h2_nv *headers, size_t n_headers, const uint8_t *body,
+		   size_t body_len, int timeout_ms,
+		   void (*header_cb)(void *arg, const char *name, const char *value), void *arg,
+		   uint8_t **ret_body, size_t *ret_len);
+
 #endif

@@ -269,3 +269,28 @@ void kms_proto_buffer_free(uint8_t *buf, size_t len)
 {
 	util_freezero(buf, len);
 }
+
+int kms_proto_decode_status_response(const uint8_t *buf, size_t len, char **ret_version,
+				     char **ret_healthz, char **ret_key_id)
+{
+	V2__StatusResponse *m = v2__status_response__unpack(NULL, len, buf);
+	char *v = NULL, *h = NULL, *k = NULL;
+	int r = -ENOMEM;
+
+	if (!m)
+		return -EBADMSG;
+	if (copy_str(m->version, &v) < 0 || copy_str(m->healthz, &h) < 0 ||
+	    copy_str(m->key_id, &k) < 0)
+		goto out;
+	*ret_version = v;
+	*ret_healthz = h;
+	*ret_key_id = k;
+	v = h = k = NULL;
+	r = 0;
+out:
+	free(v);
+	free(h);
+	free(k);
+	v2__status_response__free_unpacked(m, NULL);
+	return r;
+}

@@ -51,4 +51,9 @@ int kms_proto_encode(enum kms_api api, enum kms_method method, const struct kms_
 		     uint8_t **ret_buf, size_t *ret_len);
 void kms_proto_buffer_free(uint8_t *buf, size_t len);
 
+/* Client side of Status (for `tpm2-kms status`): the request is empty;
+ * this decodes the response into new strings (free them). */
+int kms_proto_decode_status_response(const uint8_t *buf, size_t len, char **ret_version,
+				     char **ret_healthz, char **ret_key_id);
+
 #endif

@@ -1,0 +1,285 @@
+/* tpm2-kms: subcommand dispatch and the fixed start/stop order of the
+ * daemon. */
+#include "config.h"
+
+#include "daemon.h"
+#include "envelope.h"
+#include "grpc.h"
+#include "keyadmin.h"
+#include "kms_proto.h"
+#include "listen.h"
+#include "log.h"
+#include "plugin.h"
+#include "secmem.h"
+#include "settings.h"
+#include "statedir.h"
+#include "util.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Key material for a few thousand generations fits easily. */
+#define SECURE_HEAP_BYTES (256u * 1024u)
+
+static gid_t group_id(const char *name)
+{
+	struct group *g;
+	uint64_t v;
+
+	if (util_parse_u64(name, UINT32_MAX - 1, &v) == 0)
+		return (gid_t)v;
+	g = getgrnam(name);
+	return g ? g->gr_gid : (gid_t)-1;
+}
+
+static int cmd_serve(const struct settings *s)
+{
+	struct daemon_config dc;
+	struct plugin_config pc = {
+		.state_dir = s->state_dir,
+		.tcti = s->tcti,
+		.probe_interval_ms = s->probe_interval_ms,
+		.max_tpm_queue = 1024,
+	};
+	struct daemon_hooks hooks = {0};
+	struct state st = {0};
+	uv_loop_t *loop = uv_default_loop();
+	plugin *p = NULL;
+	int r;
+
+	daemon_config_defaults(&dc);
+	r = listen_addr_parse(s->listen, &dc.listen);
+	if (r < 0) {
+		log_error("--listen %s: not a Unix socket address (%s)", s->listen, strerror(-r));
+		return r;
+	}
+	dc.socket_mode = s->socket_mode;
+	if (*s->socket_group) {
+		dc.socket_gid = group_id(s->socket_group);
+		if (dc.socket_gid == (gid_t)-1) {
+			log_error("--socket-group %s: no such group", s->socket_group);
+			return -EINVAL;
+		}
+	}
+	dc.server.max_connections = s->max_connections;
+	dc.server.h2.max_concurrent_streams = s->max_streams;
+	dc.server.idle_timeout_ms = s->idle_timeout_s * 1000u;
+	dc.server.allow_uids = s->allow_uids;
+	dc.server.n_allow_uids = s->n_allow_uids;
+	dc.grpc.max_inflight = s->max_inflight;
+
+	/* Order: process hardening, secure heap, crypto, keys, transport. */
+	r = secmem_harden_process();
+	if (r < 0)
+		return r;
+	r = secmem_init(SECURE_HEAP_BYTES);
+	if (r < 0)
+		return r;
+	r = envelope_init();
+	if (r < 0) {
+		log_error("OpenSSL lacks HKDF, HMAC or AES-256-GCM");
+		goto out;
+	}
+	r = keyadmin_provision(s->state_dir, s->tcti, s->nv_index, &st);
+	if (r == -EIO) {
+		/* No TPM right now. Existing keys load when it comes back. */
+		r = state_load(s->state_dir, &st);
+		if (r == -ENOENT)
+			log_error("cannot provision %s without a TPM", s->state_dir);
+		if (r < 0)
+			goto out;
+		log_warning("TPM unavailable at start; serving, keys load when it answers");
+	} else if (r < 0) {
+		goto out;
+	}
+	r = plugin_new(loop, &pc, &st, &p);
+	if (r < 0)
+		goto out;
+	hooks.stopping = (void (*)(void *))plugin_stop;
+	hooks.reload = (void (*)(void *))plugin_reload;
+	hooks.arg = p;
+	r = daemon_run(loop, &dc, plugin_ops(), p, &hooks);
+	if (r < 0) {
+		plugin_stop(p);
+		uv_run(loop, UV_RUN_DEFAULT);
+	}
+out:
+	state_free(&st);
+	uv_loop_close(loop);
+	envelope_finish();
+	secmem_finish();
+	return r;
+}
+
+static int cmd_init(const struct settings *s)
+{
+	struct state st;
+	int r;
+
+	r = secmem_init(SECURE_HEAP_BYTES);
+	if (r < 0)
+		return r;
+	r = envelope_init();
+	if (r == 0)
+		r = keyadmin_provision(s->state_dir, s->tcti, s->nv_index, &st);
+	if (r == 0) {
+		printf("%s\n", state_find(&st, st.write_generation)->key_id);
+		state_free(&st);
+	}
+	envelope_finish();
+	secmem_finish();
+	return r;
+}
+
+static int cmd_rotate(const struct settings *s)
+{
+	struct state_generation g;
+	int r;
+
+	r = secmem_init(SECURE_HEAP_BYTES);
+	if (r < 0)
+		return r;
+	r = envelope_init();
+	if (r == 0)
+		r = keyadmin_rotate(s->state_dir, s->tcti, &g);
+	if (r == 0)
+		printf("%s\n", g.key_id);
+	envelope_finish();
+	secmem_finish();
+	return r;
+}
+
+static int cmd_keys(const struct settings *s)
+{
+	struct decrypt_counts *counts = calloc(1, sizeof(*counts));
+	struct state st;
+	int r;
+
+	if (!counts)
+		return -ENOMEM;
+	r = statedir_open(s->state_dir, false);
+	if (r == 0)
+		r = state_load(s->state_dir, &st);
+	if (r == -ENOENT)
+		log_error("%s holds no keys yet: run tpm2-kms init", s->state_dir);
+	if (r < 0)
+		goto out;
+	r = counts_load(s->state_dir, counts);
+	if (r < 0) {
+		state_free(&st);
+		goto out;
+	}
+	printf("%-10s  %-45s  %-20s  %-12s  %s\n", "GENERATION", "KEY_ID", "CREATED", "STATE",
+	       counts->pid ? "DECRYPTS" : "DECRYPTS(no daemon)");
+	for (size_t i = 0; i < st.n_gens; i++) {
+		const struct state_generation *g = &st.gens[i];
+		char created[32];
+		time_t t = (time_t)g->created;
+		struct tm tm;
+
+		gmtime_r(&t, &tm);
+		strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		printf("%-10u  %-45s  %-20s  %-12s  %llu\n", (unsigned)g->number, g->key_id,
+		       created, g->number == st.write_generation ? "write" : "decrypt-only",
+		       (unsigned long long)counts_get(counts, g->number));
+	}
+	state_free(&st);
+out:
+	free(counts);
+	return r;
+}
+
+static int cmd_retire(const struct settings *s)
+{
+	return keyadmin_retire(s->state_dir, s->generation, s->force);
+}
+
+static int cmd_status(const struct settings *s)
+{
+	struct listen_addr a;
+	uint8_t *msg = NULL;
+	size_t len = 0;
+	const char *message = NULL;
+	char *version = NULL, *healthz = NULL, *key_id = NULL;
+	int fd = -1, status = -1, r;
+
+	r = listen_addr_parse(s->listen, &a);
+	if (r < 0) {
+		log_error("--listen %s: not a Unix socket address", s->listen);
+		return r;
+	}
+	r = listen_connect(&a, &fd);
+	if (r < 0) {
+		log_error("cannot connect to %s: %s", listen_addr_str(&a), strerror(-r));
+		return r;
+	}
+	r = grpc_client_call(fd, "/v2.KeyManagementService/Status", NULL, 0, (int)s->timeout_ms,
+			     &status, &message, &msg, &len);
+	if (r < 0) {
+		log_error("Status call to %s failed: %s", listen_addr_str(&a), strerror(-r));
+		goto out;
+	}
+	if (status != GRPC_OK) {
+		log_error("Status call failed: grpc-status %d: %s", status, message);
+		r = -EPROTO;
+		goto out;
+	}
+	r = kms_proto_decode_status_response(msg, len, &version, &healthz, &key_id);
+	if (r < 0) {
+		log_error("undecodable Status response");
+		goto out;
+	}
+	printf("version: %s\nhealthz: %s\nkey_id: %s\n", version, healthz, key_id);
+	r = strcmp(healthz, "ok") == 0 ? 0 : -EAGAIN;
+out:
+	free(version);
+	free(healthz);
+	free(key_id);
+	free(msg);
+	close(fd);
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	struct settings s;
+	int r;
+
+	r = settings_parse(argc, argv, &s);
+	if (r != 0)
+		return r > 0 ? 0 : 2;
+	log_setup(s.log_format, s.log_level, getenv("JOURNAL_STREAM") != NULL);
+	if (s.print_config) {
+		settings_print(&s, stdout);
+		return 0;
+	}
+	/* tpm2-tss would print its own errors; ours carry the decoded code. */
+	setenv("TSS2_LOG", "all+NONE", 0);
+
+	switch (s.command) {
+	case CMD_SERVE:
+		r = cmd_serve(&s);
+		break;
+	case CMD_INIT:
+		r = cmd_init(&s);
+		break;
+	case CMD_ROTATE:
+		r = cmd_rotate(&s);
+		break;
+	case CMD_KEYS:
+		r = cmd_keys(&s);
+		break;
+	case CMD_RETIRE:
+		r = cmd_retire(&s);
+		break;
+	case CMD_STATUS:
+		r = cmd_status(&s);
+		break;
+	}
+	return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,527 @@
+#include "config.h"
+
+#include "envelope.h"
+#include "log.h"
+#include "plugin.h"
+#include "sealfile.h"
+#include "secmem.h"
+#include "tpmworker.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define RELOAD_DEBOUNCE_MS 50u
+#define COUNTS_FLUSH_MS    1000u
+/* Every Decrypt failure that is the ciphertext's fault says this: no
+ * oracle. */
+#define DECRYPT_FAILED "invalid ciphertext"
+
+struct generation {
+	struct generation *next;
+	uint32_t number;
+	char key_id[ENVELOPE_KEY_ID_MAX];
+	struct tpm_sealed sealed;
+	uint8_t *kek;      /* secure heap; NULL until unsealed */
+	bool unsealing;
+	bool broken;       /* unusable file or key: retried only on reload */
+	uint64_t decrypts; /* since start */
+};
+
+struct plugin {
+	uv_loop_t *loop;
+	char *state_dir;
+	tpm_worker *worker;
+	struct generation *gens;
+	uint32_t write_gen;
+	struct tpm_name srk_name;
+	void (*on_ready)(void *arg);
+	void *ready_arg;
+	bool was_ready;
+	bool stopping;
+
+	uv_fs_event_t watch;
+	bool watching;
+	uv_timer_t reload_timer;
+	uv_timer_t counts_timer;
+	bool counts_dirty;
+	unsigned handles_open;
+	char status_buf[200];
+};
+
+struct unseal_call {
+	plugin *p;
+	uint32_t number;
+};
+
+struct encrypt_call {
+	plugin *p;
+	uint8_t *plaintext; /* secure heap */
+	size_t len;
+	kms_complete_fn done;
+	void *token;
+};
+
+static struct generation *find(plugin *p, uint32_t number)
+{
+	for (struct generation *g = p->gens; g; g = g->next)
+		if (g->number == number)
+			return g;
+	return NULL;
+}
+
+static void generation_free(struct generation *g)
+{
+	secmem_free(g->kek, TPM_KEK_BYTES);
+	util_wipe(&g->sealed, sizeof(g->sealed));
+	free(g);
+}
+
+static void check_ready(plugin *p)
+{
+	struct generation *w = find(p, p->write_gen);
+
+	if (!p->was_ready && tpm_worker_healthy(p->worker) && w && w->kek) {
+		p->was_ready = true;
+		log_info("ready: write key %s", w->key_id);
+		if (p->on_ready)
+			p->on_ready(p->ready_arg);
+	}
+}
+
+static bool transient(int err)
+{
+	return err == -EIO || err == -ETIMEDOUT || err == -ENOMEM || err == -ENOBUFS ||
+	       err == -ENOENT;
+}
+
+static void start_unseal(plugin *p, struct generation *g);
+
+static void on_unsealed(void *arg, int err, const uint8_t *kek)
+{
+	struct unseal_call *u = arg;
+	plugin *p = u->p;
+	struct generation *g = find(p, u->number);
+	char key_id[ENVELOPE_KEY_ID_MAX];
+
+	free(u);
+	if (!g)
+		return; /* retired meanwhile */
+	g->unsealing = false;
+	if (err < 0) {
+		if (err != -ECANCELED && !transient(err)) {
+			g->broken = true;
+			log_error("generation %u: cannot unseal %s/gen-%06u.pem: %s", (unsigned)g->number,
+				  p->state_dir, (unsigned)g->number, strerror(-err));
+		}
+		/* Transient: retried when the TPM is healthy again. */
+		return;
+	}
+	if (envelope_key_id(kek, g->number, key_id) < 0 || strcmp(key_id, g->key_id) != 0) {
+		g->broken = true;
+		log_error("generation %u: the unsealed key does not match key_id %s in %s/state",
+			  (unsigned)g->number, g->key_id, p->state_dir);
+		return;
+	}
+	g->kek = secmem_alloc(TPM_KEK_BYTES);
+	if (!g->kek) {
+		log_error("generation %u: secure heap exhausted", (unsigned)g->number);
+		return;
+	}
+	memcpy(g->kek, kek, TPM_KEK_BYTES);
+	log_info("generation %u loaded (key_id %s)", (unsigned)g->number, g->key_id);
+	check_ready(p);
+}
+
+static void start_unseal(plugin *p, struct generation *g)
+{
+	struct unseal_call *u;
+
+	if (g->kek || g->unsealing || g->broken || p->stopping)
+		return;
+	u = malloc(sizeof(*u));
+	if (!u)
+		return;
+	u->p = p;
+	u->number = g->number;
+	if (tpm_worker_unseal(p->worker, &g->sealed, on_unsealed, u) < 0) {
+		free(u);
+		return;
+	}
+	g->unsealing = true;
+}
+
+static void on_health(void *arg, bool healthy)
+{
+	plugin *p = arg;
+
+	if (!healthy)
+		return;
+	for (struct generation *g = p->gens; g; g = g->next)
+		start_unseal(p, g);
+	check_ready(p);
+}
+
+/* Brings the in-memory generations in line with a freshly loaded state. */
+static void apply_state(plugin *p, const struct state *st)
+{
+	struct generation **pp = &p->gens;
+
+	if (st->srk_name.len != p->srk_name.len ||
+	    memcmp(st->srk_name.bytes, p->srk_name.bytes, st->srk_name.len) != 0)
+		log_warning("%s/state now names another SRK; restart the daemon to use it",
+			    p->state_dir);
+	/* Retired generations go; their keys are wiped. */
+	while (*pp) {
+		struct generation *g = *pp;
+
+		if (!state_find(st, g->number)) {
+			*pp = g->next;
+			log_info("generation %u retired", (unsigned)g->number);
+			generation_free(g);
+		} else {
+			pp = &g->next;
+		}
+	}
+	for (size_t i = 0; i < st->n_gens; i++) {
+		const struct state_generation *sg = &st->gens[i];
+		struct generation *g = find(p, sg->number);
+		char *pem = NULL;
+		size_t len;
+		int r;
+
+		if (g) {
+			/* A reload is the operator's way to retry a broken one. */
+			if (g->broken && !g->kek)
+				g->broken = false;
+			start_unseal(p, g);
+			continue;
+		}
+		g = calloc(1, sizeof(*g));
+		if (!g)
+			continue;
+		g->number = sg->number;
+		strcpy(g->key_id, sg->key_id);
+		r = statedir_read(p->state_dir, sg->file, SEALFILE_MAX_BYTES, &pem, &len);
+		if (r == 0)
+			r = sealfile_decode(pem, len, &g->sealed);
+		if (r == 0)
+			r = tpm_sealed_check(&g->sealed);
+		free(pem);
+		if (r < 0) {
+			g->broken = true;
+			log_error("generation %u: %s/%s is missing or damaged; it cannot decrypt, "
+				  "other generations are served",
+				  (unsigned)g->number, p->state_dir, sg->file);
+		}
+		g->next = p->gens;
+		p->gens = g;
+		start_unseal(p, g);
+	}
+	if (p->write_gen != st->write_generation) {
+		if (p->write_gen)
+			log_info("write key is now generation %u (%s)",
+				 (unsigned)st->write_generation,
+				 state_find(st, st->write_generation)->key_id);
+		p->write_gen = st->write_generation;
+	}
+}
+
+void plugin_reload(plugin *p)
+{
+	struct state st;
+
+	if (p->stopping)
+		return;
+	if (state_load(p->state_dir, &st) < 0) {
+		log_error("reload: keeping the generations already loaded");
+		return;
+	}
+	apply_state(p, &st);
+	state_free(&st);
+}
+
+static void on_reload_timer(uv_timer_t *t)
+{
+	plugin_reload(t->data);
+}
+
+static void on_state_dir_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+	plugin *p = h->data;
+
+	/* rotate and retire replace "state" by rename. */
+	if (status < 0 || !filename || strcmp(filename, "state") != 0)
+		return;
+	uv_timer_start(&p->reload_timer, on_reload_timer, RELOAD_DEBOUNCE_MS, 0);
+}
+
+static void write_counts(plugin *p)
+{
+	struct decrypt_counts *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return;
+	c->pid = getpid();
+	for (struct generation *g = p->gens; g && c->n < STATE_MAX_GENERATIONS; g = g->next) {
+		c->gen[c->n] = g->number;
+		c->count[c->n] = g->decrypts;
+		c->n++;
+	}
+	if (counts_save(p->state_dir, c) == 0)
+		p->counts_dirty = false;
+	free(c);
+}
+
+static void on_counts_timer(uv_timer_t *t)
+{
+	plugin *p = t->data;
+
+	if (p->counts_dirty)
+		write_counts(p);
+}
+
+static void status(void *backend, const char **ret_healthz, const char **ret_key_id)
+{
+	plugin *p = backend;
+	struct generation *w = find(p, p->write_gen);
+
+	*ret_key_id = w ? w->key_id : "";
+	if (!tpm_worker_healthy(p->worker)) {
+		*ret_healthz = tpm_worker_problem(p->worker);
+	} else if (!w || !w->kek) {
+		snprintf(p->status_buf, sizeof(p->status_buf), "write key generation %u %s",
+			 (unsigned)p->write_gen, w && w->broken ? "is unusable" : "not loaded yet");
+		*ret_healthz = p->status_buf;
+	} else {
+		*ret_healthz = "ok";
+	}
+}
+
+static void encrypt_free(struct encrypt_call *e)
+{
+	secmem_free(e->plaintext, e->len);
+	free(e);
+}
+
+static void on_counter(void *arg, int err, uint64_t counter)
+{
+	struct encrypt_call *e = arg;
+	plugin *p = e->p;
+	struct generation *w = find(p, p->write_gen);
+	struct kms_result res = {0};
+	uint8_t out[ENVELOPE_MAX_BYTES];
+	size_t out_len;
+
+	if (err < 0) {
+		res.error = err == -ETIMEDOUT ? -ETIMEDOUT : err == -ENOBUFS ? -ENOBUFS : -ENODEV;
+		res.message = err == -ETIMEDOUT ? "deadline exceeded waiting for the TPM"
+			      : err == -ENOBUFS ? "too many calls waiting for the TPM"
+			      : err == -ECANCELED ? "shutting down"
+						  : tpm_worker_problem(p->worker);
+		if (!res.message || !*res.message)
+			res.message = "tpm: error";
+		goto done;
+	}
+	/* The key_id answered is the one Status reports at this moment. */
+	if (!w || !w->kek) {
+		res.error = -ENODEV;
+		res.message = "write key not loaded";
+		goto done;
+	}
+	res.error = envelope_seal(w->kek, w->number, counter, e->plaintext, e->len, out, &out_len);
+	if (res.error < 0) {
+		res.message = "encryption failed";
+		goto done;
+	}
+	res.data = out;
+	res.data_len = out_len;
+	res.key_id = w->key_id;
+done:
+	e->done(e->token, &res);
+	encrypt_free(e);
+}
+
+static void encrypt(void *backend, const uint8_t *plaintext, size_t len, uint64_t deadline_ms,
+		    kms_complete_fn done, void *token)
+{
+	plugin *p = backend;
+	struct kms_result res = {0};
+	struct encrypt_call *e;
+	const char *health, *key_id;
+
+	if (len > ENVELOPE_MAX_PLAINTEXT) {
+		res.error = -EMSGSIZE;
+		res.message = "plaintext larger than 958 bytes";
+		done(token, &res);
+		return;
+	}
+	status(p, &health, &key_id);
+	if (strcmp(health, "ok") != 0) {
+		res.error = -ENODEV;
+		res.message = health;
+		done(token, &res);
+		return;
+	}
+	e = calloc(1, sizeof(*e));
+	if (e)
+		e->plaintext = secmem_alloc(len);
+	if (!e || !e->plaintext) {
+		free(e);
+		res.error = -ENOMEM;
+		res.message = "out of memory";
+		done(token, &res);
+		return;
+	}
+	memcpy(e->plaintext, plaintext, len);
+	e->len = len;
+	e->p = p;
+	e->done = done;
+	e->token = token;
+	res.error = tpm_worker_counter(p->worker, deadline_ms, on_counter, e);
+	if (res.error < 0) {
+		encrypt_free(e);
+		res.message = res.error == -ENOBUFS ? "too many calls waiting for the TPM"
+						    : "shutting down";
+		if (res.error != -ENOBUFS)
+			res.error = -ENODEV;
+		done(token, &res);
+	}
+}
+
+static void decrypt(void *backend, const uint8_t *ct, size_t len, const char *key_id,
+		    kms_complete_fn done, void *token)
+{
+	plugin *p = backend;
+	struct kms_result res = {.error = -EBADMSG, .message = DECRYPT_FAILED};
+	struct generation *g;
+	uint8_t *out = NULL;
+	size_t out_len = 0;
+	uint32_t number;
+
+	if (envelope_generation(ct, len, &number) < 0)
+		goto done;
+	g = find(p, number);
+	if (!g || (key_id && strcmp(key_id, g->key_id) != 0))
+		goto done;
+	if (!g->kek) {
+		/* A key we have but cannot use yet is not the caller's fault. */
+		res.error = -ENODEV;
+		res.message = g->broken ? "key generation unusable" : "key generation not loaded yet";
+		goto done;
+	}
+	out = secmem_alloc(len);
+	if (!out) {
+		res.error = -ENOMEM;
+		res.message = "out of memory";
+		goto done;
+	}
+	if (envelope_open(g->kek, ct, len, out, &out_len) < 0)
+		goto done;
+	res.error = 0;
+	res.message = NULL;
+	res.data = out;
+	res.data_len = out_len;
+	res.key_id = g->key_id;
+	/* The first use of a generation is written at once, so `retire`
+	 * sees it; later counts within a second. */
+	if (g->decrypts++ == 0)
+		write_counts(p);
+	else if (!p->counts_dirty) {
+		p->counts_dirty = true;
+		uv_timer_start(&p->counts_timer, on_counts_timer, COUNTS_FLUSH_MS, 0);
+	}
+done:
+	done(token, &res);
+	secmem_free(out, len);
+}
+
+static const struct kms_backend_ops ops = {
+	.status = status,
+	.encrypt = encrypt,
+	.decrypt = decrypt,
+};
+
+const struct kms_backend_ops *plugin_ops(void)
+{
+	return &ops;
+}
+
+int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct state *st,
+	       plugin **ret)
+{
+	struct tpm_worker_config wc = {
+		.tcti = cfg->tcti,
+		.nv_index = st->nv_index,
+		.srk_name = st->srk_name,
+		.probe_interval_ms = cfg->probe_interval_ms,
+		.max_queue = cfg->max_tpm_queue,
+	};
+	plugin *p = calloc(1, sizeof(*p));
+	int r;
+
+	if (!p)
+		return -ENOMEM;
+	p->loop = loop;
+	p->srk_name = st->srk_name;
+	p->on_ready = cfg->on_ready;
+	p->ready_arg = cfg->ready_arg;
+	p->state_dir = strdup(cfg->state_dir);
+	if (!p->state_dir) {
+		free(p);
+		return -ENOMEM;
+	}
+	uv_timer_init(loop, &p->reload_timer);
+	uv_timer_init(loop, &p->counts_timer);
+	p->reload_timer.data = p->counts_timer.data = p;
+	p->handles_open = 2;
+	uv_fs_event_init(loop, &p->watch);
+	p->watch.data = p;
+	p->handles_open++;
+	r = uv_fs_event_start(&p->watch, on_state_dir_event, p->state_dir, 0);
+	if (r < 0)
+		log_warning("cannot watch %s (%s): send SIGHUP after rotate or retire",
+			    p->state_dir, uv_strerror(r));
+	r = tpm_worker_start(loop, &wc, on_health, p, &p->worker);
+	if (r < 0) {
+		plugin_stop(p);
+		return r;
+	}
+	apply_state(p, st);
+	*ret = p;
+	return 0;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	plugin *p = h->data;
+
+	if (--p->handles_open > 0)
+		return;
+	while (p->gens) {
+		struct generation *g = p->gens;
+
+		p->gens = g->next;
+		generation_free(g);
+	}
+	free(p->state_dir);
+	free(p);
+}
+
+void plugin_stop(plugin *p)
+{
+	if (p->stopping)
+		return;
+	p->stopping = true;
+	/* Pending Encrypts complete (with errors) before the worker goes. */
+	tpm_worker_stop(p->worker);
+	p->worker = NULL;
+	if (p->counts_dirty)
+		write_counts(p);
+	uv_close((uv_handle_t *)&p->watch, on_closed);
+	uv_close((uv_handle_t *)&p->reload_timer, on_closed);
+	uv_close((uv_handle_t *)&p->counts_timer, on_closed);
+}

@@ -1,0 +1,36 @@
+/* The KMS backend of tpm2-kms serve: the key generations in memory
+ * (unsealed through the TPM worker into the secure heap), Encrypt with a
+ * fresh TPM counter value per call, Decrypt in memory, Status from cached
+ * health, and reloading of the state directory when it changes. */
+#ifndef TPM2KMS_PLUGIN_H
+#define TPM2KMS_PLUGIN_H
+
+#include "kms.h"
+#include "statedir.h"
+
+#include <uv.h>
+
+typedef struct plugin plugin;
+
+struct plugin_config {
+	const char *state_dir;
+	const char *tcti;
+	uint32_t probe_interval_ms;
+	uint32_t max_tpm_queue;
+	/* Called once when first healthy (Status would say "ok"). */
+	void (*on_ready)(void *arg);
+	void *ready_arg;
+};
+
+int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct state *st,
+	       plugin **ret);
+const struct kms_backend_ops *plugin_ops(void);
+
+/* Rereads the state directory (rotation, retirement). */
+void plugin_reload(plugin *p);
+
+/* Stops the TPM worker and the watchers; pending calls complete with
+ * errors. The plugin is freed once its loop handles are closed. */
+void plugin_stop(plugin *p);
+
+#endif

@@ -1,0 +1,467 @@
+#include "config.h"
+
+#include "settings.h"
+#include "util.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALL_TPM     (CMD_SERVE | CMD_INIT | CMD_ROTATE)
+#define ALL_STATE   (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_KEYS | CMD_RETIRE)
+#define ALL         (ALL_STATE | CMD_STATUS)
+
+enum kind {
+	K_STRING,
+	K_U32,
+	K_MODE,
+	K_NV_INDEX,
+	K_LOG_FORMAT,
+	K_LOG_LEVEL,
+	K_UID,
+	K_FLAG,
+};
+
+struct option_def {
+	const char *name;
+	enum kind kind;
+	unsigned commands;
+	size_t offset;
+	size_t size; /* strings; max for numbers */
+	const char *arg, *help;
+};
+
+#define STR(field)  offsetof(struct settings, field), sizeof(((struct settings *)0)->field)
+#define NUM(field, max) offsetof(struct settings, field), (max)
+
+static const struct option_def options[] = {
+	{"listen", K_STRING, CMD_SERVE | CMD_STATUS, STR(listen), "ADDRESS",
+	 "socket: PATH, unix:///PATH or unix:///@ABSTRACT (default /run/tpm2-kms/kms.sock)"},
+	{"tcti", K_STRING, ALL_TPM, STR(tcti), "TCTI",
+	 "TPM access, as for the TCTI loader (default device:/dev/tpmrm0)"},
+	{"state-dir", K_STRING, ALL_STATE, STR(state_dir), "DIR",
+	 "keys and state (default /var/lib/tpm2-kms)"},
+	{"nv-index", K_NV_INDEX, CMD_SERVE | CMD_INIT, NUM(nv_index, 0), "HANDLE",
+	 "NV counter index for new state, 0x01800000-0x01BFFFFF (default 0x01800101)"},
+	{"socket-mode", K_MODE, CMD_SERVE, NUM(socket_mode, 0777), "MODE",
+	 "permissions of the socket (default 0600)"},
+	{"socket-group", K_STRING, CMD_SERVE, STR(socket_group), "GROUP",
+	 "group of the socket (default: unchanged)"},
+	{"allow-uid", K_UID, CMD_SERVE, 0, 0, "UID",
+	 "only this peer uid may connect (repeatable; default: anyone the socket mode allows)"},
+	{"max-connections", K_U32, CMD_SERVE, NUM(max_connections, 1u << 20), "N",
+	 "connections at once (default 1024)"},
+	{"max-streams", K_U32, CMD_SERVE, NUM(max_streams, 1u << 16), "N",
+	 "concurrent streams per connection (default 128)"},
+	{"max-inflight", K_U32, CMD_SERVE, NUM(max_inflight, 1u << 20), "N",
+	 "calls being answered at once, server-wide (default 4096)"},
+	{"idle-timeout", K_U32, CMD_SERVE, NUM(idle_timeout_s, 86400), "SECONDS",
+	 "close connections idle this long (default 300)"},
+	{"probe-interval", K_U32, CMD_SERVE, NUM(probe_interval_ms, 3600000), "MS",
+	 "TPM health probe interval (default 5000)"},
+	{"timeout", K_U32, CMD_STATUS, NUM(timeout_ms, 3600000), "MS",
+	 "how long to wait for the answer (default 3000)"},
+	{"log-format", K_LOG_FORMAT, ALL, 0, 0, "FORMAT", "text or json (default text)"},
+	{"log-level", K_LOG_LEVEL, ALL, 0, 0, "LEVEL",
+	 "error, warning, info or debug (default info)"},
+	{"force", K_FLAG, CMD_RETIRE, offsetof(struct settings, force), 0, NULL,
+	 "retire even a generation used since the daemon started"},
+};
+
+static const struct {
+	const char *name;
+	enum command cmd;
+	const char *args, *summary;
+} commands[] = {
+	{"serve", CMD_SERVE, "", "serve the KMS v2 API (provisions an empty state directory)"},
+	{"init", CMD_INIT, "", "provision SRK, NV counter and key generation 1 (idempotent)"},
+	{"rotate", CMD_ROTATE, "", "seal a new key generation and make it the write key"},
+	{"keys", CMD_KEYS, "", "list key generations"},
+	{"retire", CMD_RETIRE, " GENERATION", "remove a key generation that is not the write key"},
+	{"status", CMD_STATUS, "", "ask a running daemon for Status; exit 0 iff healthz is ok"},
+};
+
+const char *settings_command_name(enum command c)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		if (commands[i].cmd == c)
+			return commands[i].name;
+	return "?";
+}
+
+void settings_usage(FILE *out)
+{
+	fprintf(out, "Usage: tpm2-kms COMMAND [OPTIONS]\n\n"
+		     "Kubernetes KMS v2 plugin with its root key in a TPM 2.0.\n\nCommands:\n");
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		fprintf(out, "  %-8s%-12s %s\n", commands[i].name, commands[i].args,
+			commands[i].summary);
+	fprintf(out, "\n'tpm2-kms COMMAND --help' lists a command's options. See tpm2-kms(8).\n");
+}
+
+static void command_usage(enum command c, FILE *out)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(commands); i++)
+		if (commands[i].cmd == c)
+			break;
+	fprintf(out, "Usage: tpm2-kms %s [OPTIONS]%s\n\n%s.\n\nOptions:\n", commands[i].name,
+		commands[i].args, commands[i].summary);
+	for (size_t k = 0; k < ARRAY_SIZE(options); k++) {
+		char left[64];
+
+		if (!(options[k].commands & c))
+			continue;
+		snprintf(left, sizeof(left), "--%s%s%s", options[k].name, options[k].arg ? " " : "",
+			 options[k].arg ? options[k].arg : "");
+		fprintf(out, "  %-28s %s\n", left, options[k].help);
+	}
+	fprintf(out, "  %-28s %s\n", "--config PATH",
+		"configuration file (default " SETTINGS_DEFAULT_CONFIG ")");
+	if (c == CMD_SERVE || c == CMD_INIT || c == CMD_ROTATE)
+		fprintf(out, "  %-28s %s\n", "--print-config",
+			"print the effective settings and exit");
+	fprintf(out, "  %-28s %s\n", "--help", "show this help");
+}
+
+static void defaults(struct settings *s)
+{
+	memset(s, 0, sizeof(*s));
+	strcpy(s->config, SETTINGS_DEFAULT_CONFIG);
+	strcpy(s->listen, "/run/tpm2-kms/kms.sock");
+	strcpy(s->tcti, "device:/dev/tpmrm0");
+	strcpy(s->state_dir, "/var/lib/tpm2-kms");
+	s->socket_mode = 0600;
+	s->log_format = LOG_FORMAT_TEXT;
+	s->log_level = LOG_LEVEL_INFO;
+	s->max_connections = 1024;
+	s->max_streams = 128;
+	s->max_inflight = 4096;
+	s->idle_timeout_s = 300;
+	s->probe_interval_ms = 5000;
+	s->timeout_ms = 3000;
+}
+
+/* Applies one setting; where is "--name" or "FILE:LINE" for errors. */
+static int apply(struct settings *s, const struct option_def *o, const char *value,
+		 const char *where)
+{
+	char *base = (char *)s;
+	uint64_t v;
+
+	switch (o->kind) {
+	case K_STRING:
+		if (strlen(value) >= o->size || !*value) {
+			fprintf(stderr, "tpm2-kms: %s: value for %s is empty or too long\n", where,
+				o->name);
+			return -EINVAL;
+		}
+		strcpy(base + o->offset, value);
+		return 0;
+	case K_U32:
+		if (util_parse_u64(value, o->size, &v) < 0 || v == 0) {
+			fprintf(stderr, "tpm2-kms: %s: %s takes a number from 1 to %zu, not \"%s\"\n",
+				where, o->name, o->size, value);
+			return -EINVAL;
+		}
+		*(uint32_t *)(base + o->offset) = (uint32_t)v;
+		return 0;
+	case K_MODE: {
+		char *end;
+		unsigned long m;
+
+		errno = 0;
+		m = strtoul(value, &end, 8);
+		if (errno || *end || !*value || m > 0777) {
+			fprintf(stderr, "tpm2-kms: %s: %s takes an octal mode such as 0660, not \"%s\"\n",
+				where, o->name, value);
+			return -EINVAL;
+		}
+		s->socket_mode = (mode_t)m;
+		return 0;
+	}
+	case K_NV_INDEX:
+		if (util_parse_u64(value, 0x01bfffff, &v) < 0 || v < 0x01800000) {
+			fprintf(stderr,
+				"tpm2-kms: %s: %s must be in the owner range 0x01800000-0x01BFFFFF, "
+				"not \"%s\"\n",
+				where, o->name, value);
+			return -EINVAL;
+		}
+		s->nv_index = (uint32_t)v;
+		return 0;
+	case K_LOG_FORMAT:
+		if (log_parse_format(value, &s->log_format) < 0) {
+			fprintf(stderr, "tpm2-kms: %s: %s is text or json, not \"%s\"\n", where,
+				o->name, value);
+			return -EINVAL;
+		}
+		return 0;
+	case K_LOG_LEVEL:
+		if (log_parse_level(value, &s->log_level) < 0) {
+			fprintf(stderr,
+				"tpm2-kms: %s: %s is error, warning, info or debug, not \"%s\"\n",
+				where, o->name, value);
+			return -EINVAL;
+		}
+		return 0;
+	case K_UID:
+		if (util_parse_u64(value, UINT32_MAX - 1, &v) < 0) {
+			fprintf(stderr, "tpm2-kms: %s: %s takes a numeric uid, not \"%s\"\n", where,
+				o->name, value);
+			return -EINVAL;
+		}
+		if (s->n_allow_uids >= SETTINGS_MAX_ALLOW_UIDS) {
+			fprintf(stderr, "tpm2-kms: %s: at most %d %s settings\n", where,
+				SETTINGS_MAX_ALLOW_UIDS, o->name);
+			return -EINVAL;
+		}
+		s->allow_uids[s->n_allow_uids++] = (uid_t)v;
+		return 0;
+	case K_FLAG:
+		if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0)
+			*(bool *)(base + o->offset) = true;
+		else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0)
+			*(bool *)(base + o->offset) = false;
+		else {
+			fprintf(stderr, "tpm2-kms: %s: %s is yes or no, not \"%s\"\n", where,
+				o->name, value);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static const struct option_def *find_option(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(options); i++)
+		if (strcmp(options[i].name, name) == 0)
+			return &options[i];
+	return NULL;
+}
+
+/* "key value" lines; '#' starts a comment line. Settings for other
+ * commands are allowed in the file (one file serves all commands) but
+ * their values are still checked. */
+static int load_file(struct settings *s, const bool *set_by_flag)
+{
+	FILE *f = fopen(s->config, "re");
+	char line[8192], where[4200];
+	size_t lineno = 0;
+	int r = 0;
+
+	if (!f) {
+		if (errno == ENOENT && !s->config_given)
+			return 0;
+		fprintf(stderr, "tpm2-kms: cannot read configuration file %s: %s\n", s->config,
+			strerror(errno));
+		return -EINVAL;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line, *key, *value, *end;
+		const struct option_def *o;
+		struct settings scratch;
+
+		lineno++;
+		snprintf(where, sizeof(where), "%s:%zu", s->config, lineno);
+		if (!strchr(line, '\n') && !feof(f)) {
+			fprintf(stderr, "tpm2-kms: %s: line too long\n", where);
+			r = -EINVAL;
+			break;
+		}
+		line[strcspn(line, "\n")] = '\0';
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '\0' || *p == '#')
+			continue;
+		key = p;
+		p += strcspn(p, " \t");
+		if (*p)
+			*p++ = '\0';
+		while (*p == ' ' || *p == '\t')
+			p++;
+		value = p;
+		end = value + strlen(value);
+		while (end > value && (end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		o = find_option(key);
+		if (!o) {
+			fprintf(stderr, "tpm2-kms: %s: unknown setting \"%s\"\n", where, key);
+			r = -EINVAL;
+			break;
+		}
+		if (!*value) {
+			fprintf(stderr, "tpm2-kms: %s: %s needs a value\n", where, key);
+			r = -EINVAL;
+			break;
+		}
+		/* Flags win: check the value, keep the flag's. */
+		if (set_by_flag[o - options] || !(o->commands & s->command)) {
+			scratch = *s;
+			r = apply(&scratch, o, value, where);
+		} else {
+			r = apply(s, o, value, where);
+		}
+		if (r < 0)
+			break;
+	}
+	fclose(f);
+	return r;
+}
+
+int settings_parse(int argc, char **argv, struct settings *ret)
+{
+	struct settings s;
+	bool set_by_flag[ARRAY_SIZE(options)] = {false};
+	bool have_generation = false;
+	int i, r;
+
+	defaults(&s);
+	if (argc < 2) {
+		settings_usage(stderr);
+		return -EINVAL;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		settings_usage(stdout);
+		return 1;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("tpm2-kms %s\n", PACKAGE_VERSION);
+		return 1;
+	}
+	for (size_t c = 0; c < ARRAY_SIZE(commands); c++)
+		if (strcmp(argv[1], commands[c].name) == 0)
+			s.command = commands[c].cmd;
+	if (!s.command) {
+		fprintf(stderr, "tpm2-kms: unknown command \"%s\" (see tpm2-kms --help)\n", argv[1]);
+		return -EINVAL;
+	}
+
+	/* First pass: --help and --config, wherever they are. */
+	for (i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			command_usage(s.command, stdout);
+			return 1;
+		}
+		if (strcmp(argv[i], "--config") == 0) {
+			if (i + 1 >= argc || strlen(argv[i + 1]) >= sizeof(s.config)) {
+				fprintf(stderr, "tpm2-kms: --config needs a path\n");
+				return -EINVAL;
+			}
+			strcpy(s.config, argv[++i]);
+			s.config_given = true;
+		}
+	}
+
+	for (i = 2; i < argc; i++) {
+		const char *a = argv[i];
+		const struct option_def *o;
+
+		if (strcmp(a, "--config") == 0) {
+			i++;
+			continue;
+		}
+		if (strcmp(a, "--print-config") == 0 &&
+		    (s.command & (CMD_SERVE | CMD_INIT | CMD_ROTATE))) {
+			s.print_config = true;
+			continue;
+		}
+		if (strncmp(a, "--", 2) != 0) {
+			uint64_t g;
+
+			if (s.command == CMD_RETIRE && !have_generation) {
+				if (util_parse_u64(a, UINT32_MAX, &g) < 0 || g == 0) {
+					fprintf(stderr,
+						"tpm2-kms: retire: GENERATION is a number, not \"%s\"\n",
+						a);
+					return -EINVAL;
+				}
+				s.generation = (uint32_t)g;
+				have_generation = true;
+				continue;
+			}
+			fprintf(stderr, "tpm2-kms: %s: unexpected argument \"%s\"\n",
+				settings_command_name(s.command), a);
+			return -EINVAL;
+		}
+		o = find_option(a + 2);
+		if (!o || !(o->commands & s.command)) {
+			fprintf(stderr, "tpm2-kms: %s: unknown option %s (see tpm2-kms %s --help)\n",
+				settings_command_name(s.command), a,
+				settings_command_name(s.command));
+			return -EINVAL;
+		}
+		set_by_flag[o - options] = true;
+		if (o->kind == K_FLAG) {
+			*(bool *)((char *)&s + o->offset) = true;
+			continue;
+		}
+		if (i + 1 >= argc) {
+			fprintf(stderr, "tpm2-kms: %s needs a value\n", a);
+			return -EINVAL;
+		}
+		r = apply(&s, o, argv[++i], a);
+		if (r < 0)
+			return r;
+	}
+	if (s.command == CMD_RETIRE && !have_generation) {
+		fprintf(stderr, "tpm2-kms: retire: which GENERATION? (see tpm2-kms keys)\n");
+		return -EINVAL;
+	}
+	r = load_file(&s, set_by_flag);
+	if (r < 0)
+		return r;
+	*ret = s;
+	return 0;
+}
+
+void settings_print(const struct settings *s, FILE *out)
+{
+	fprintf(out, "# effective settings for tpm2-kms %s\n", settings_command_name(s->command));
+	for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
+		const struct option_def *o = &options[i];
+		const char *base = (const char *)s;
+
+		if (!(o->commands & s->command))
+			continue;
+		switch (o->kind) {
+		case K_STRING:
+			if (*(base + o->offset))
+				fprintf(out, "%s %s\n", o->name, base + o->offset);
+			break;
+		case K_U32:
+			fprintf(out, "%s %u\n", o->name, *(const uint32_t *)(base + o->offset));
+			break;
+		case K_MODE:
+			fprintf(out, "%s %04o\n", o->name, (unsigned)s->socket_mode);
+			break;
+		case K_NV_INDEX:
+			if (s->nv_index)
+				fprintf(out, "%s 0x%08x\n", o->name, (unsigned)s->nv_index);
+			break;
+		case K_LOG_FORMAT:
+			fprintf(out, "%s %s\n", o->name,
+				s->log_format == LOG_FORMAT_JSON ? "json" : "text");
+			break;
+		case K_LOG_LEVEL:
+			fprintf(out, "%s %s\n", o->name,
+				s->log_level == LOG_LEVEL_DEBUG     ? "debug"
+				: s->log_level == LOG_LEVEL_WARNING ? "warning"
+				: s->log_level == LOG_LEVEL_ERROR   ? "error"
+								    : "info");
+			break;
+		case K_UID:
+			for (size_t u = 0; u < s->n_allow_uids; u++)
+				fprintf(out, "%s %u\n", o->name, (unsigned)s->allow_uids[u]);
+			break;
+		case K_FLAG:
+			fprintf(out, "%s %s\n", o->name,
+				*(const bool *)(base + o->offset) ? "yes" : "no");
+			break;
+		}
+	}
+}

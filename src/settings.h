@@ -1,0 +1,60 @@
+/* Command line and configuration file: one table of settings, each settable
+ * as --name VALUE on the command line or as "name value" in the config file
+ * (flags win). Strict: unknown names, bad values and settings that do not
+ * apply to the subcommand are errors, with line numbers for the file. */
+#ifndef TPM2KMS_SETTINGS_H
+#define TPM2KMS_SETTINGS_H
+
+#include "log.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define SETTINGS_DEFAULT_CONFIG "/etc/tpm2-kms/tpm2-kms.conf"
+#define SETTINGS_MAX_ALLOW_UIDS 16
+
+enum command {
+	CMD_SERVE = 1 << 0,
+	CMD_INIT = 1 << 1,
+	CMD_ROTATE = 1 << 2,
+	CMD_KEYS = 1 << 3,
+	CMD_RETIRE = 1 << 4,
+	CMD_STATUS = 1 << 5,
+};
+
+struct settings {
+	enum command command;
+	char config[4096];
+	bool config_given;
+	char listen[256];
+	char tcti[512];
+	char state_dir[4096];
+	uint32_t nv_index; /* 0: default / the state's */
+	mode_t socket_mode;
+	char socket_group[64];
+	enum log_format log_format;
+	enum log_level log_level;
+	uint32_t max_connections;
+	uint32_t max_streams;
+	uint32_t max_inflight;
+	uint32_t idle_timeout_s;
+	uint32_t probe_interval_ms;
+	uint32_t timeout_ms; /* status */
+	uid_t allow_uids[SETTINGS_MAX_ALLOW_UIDS];
+	size_t n_allow_uids;
+	bool force;
+	bool print_config;
+	uint32_t generation; /* retire */
+};
+
+/* Returns 0 to go on, 1 when --help or --version was printed (exit 0), or
+ * -EINVAL after printing a one-line error (exit 2). */
+int settings_parse(int argc, char **argv, struct settings *ret);
+
+void settings_print(const struct settings *s, FILE *out);
+void settings_usage(FILE *out);
+const char *settings_command_name(enum command c);
+
+#endif

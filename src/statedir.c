@@ -1,0 +1,513 @@
+#include "config.h"
+
+#include "log.h"
+#include "statedir.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int statedir_open(const char *dir, bool create)
+{
+	struct stat st;
+
+	if (lstat(dir, &st) < 0) {
+		if (errno != ENOENT || !create) {
+			int r = -errno;
+
+			log_error("state directory %s: %s", dir, strerror(errno));
+			return r;
+		}
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+			int r = -errno;
+
+			log_error("cannot create state directory %s: %s", dir, strerror(errno));
+			return r;
+		}
+		if (lstat(dir, &st) < 0) {
+			int r = -errno;
+
+			log_error("state directory %s: %s", dir, strerror(errno));
+			return r;
+		}
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_error("state directory %s is not a directory", dir);
+		return -ENOTDIR;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		log_error("state directory %s is group- or world-writable (mode %04o); refusing "
+			  "to use it (chmod 0700 %s)",
+			  dir, (unsigned)(st.st_mode & 07777), dir);
+		return -EPERM;
+	}
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		log_error("state directory %s belongs to uid %u, not to us (uid %u)", dir,
+			  (unsigned)st.st_uid, (unsigned)geteuid());
+		return -EPERM;
+	}
+	if (access(dir, R_OK | X_OK) < 0) {
+		int r = -errno;
+
+		log_error("state directory %s: %s", dir, strerror(errno));
+		return r;
+	}
+	return 0;
+}
+
+static int path_in(const char *dir, const char *name, char out[PATH_MAX])
+{
+	if ((size_t)snprintf(out, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int statedir_lock(const char *dir, int *ret_fd)
+{
+	char path[PATH_MAX];
+	int fd, r;
+
+	r = path_in(dir, "lock", path);
+	if (r < 0)
+		return r;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		r = -errno;
+		log_error("cannot open lock file %s: %s", path, strerror(errno));
+		return r;
+	}
+	while (flock(fd, LOCK_EX) < 0) {
+		if (errno == EINTR)
+			continue;
+		r = -errno;
+		log_error("cannot lock %s: %s", path, strerror(errno));
+		close(fd);
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+void statedir_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
+int statedir_write(const char *dir, const char *name, const void *data, size_t len)
+{
+	char path[PATH_MAX], tmp[PATH_MAX];
+	const uint8_t *p = data;
+	int fd = -1, dfd = -1, r;
+
+	r = path_in(dir, name, path);
+	if (r < 0)
+		return r;
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%d", dir, name, (int)getpid()) >=
+	    sizeof(tmp))
+		return -ENAMETOOLONG;
+	unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		r = -errno;
+		log_error("cannot create %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			log_error("cannot write %s: %s", tmp, strerror(errno));
+			goto out;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	if (fsync(fd) < 0) {
+		r = -errno;
+		log_error("cannot write %s: fsync: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		r = -errno;
+		log_error("cannot write %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		r = -errno;
+		log_error("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+		goto out;
+	}
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fsync(dfd) < 0) {
+		r = -errno;
+		log_error("cannot sync directory %s: %s", dir, strerror(errno));
+		goto out;
+	}
+	r = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (dfd >= 0)
+		close(dfd);
+	if (r < 0)
+		unlink(tmp);
+	return r;
+}
+
+int statedir_read(const char *dir, const char *name, size_t max, char **ret, size_t *ret_len)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	int fd, r;
+
+	r = path_in(dir, name, path);
+	if (r < 0)
+		return r;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		r = -errno;
+		if (r != -ENOENT)
+			log_error("cannot open %s: %s", path, strerror(errno));
+		return r;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		log_error("%s is not a regular file", path);
+		r = -EINVAL;
+		goto out;
+	}
+	if ((size_t)st.st_size > max) {
+		log_error("%s is too large (%lld bytes, at most %zu)", path,
+			  (long long)st.st_size, max);
+		r = -EFBIG;
+		goto out;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	while (len < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			log_error("cannot read %s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	*ret = buf;
+	*ret_len = len;
+	buf = NULL;
+	r = 0;
+out:
+	free(buf);
+	close(fd);
+	return r;
+}
+
+int statedir_unlink(const char *dir, const char *name)
+{
+	char path[PATH_MAX];
+	int r = path_in(dir, name, path);
+
+	if (r < 0)
+		return r;
+	if (unlink(path) < 0 && errno != ENOENT) {
+		r = -errno;
+		log_error("cannot remove %s: %s", path, strerror(errno));
+		return r;
+	}
+	return 0;
+}
+
+void statedir_gen_file(uint32_t g, char out[32])
+{
+	snprintf(out, 32, "gen-%06u.pem", (unsigned)g);
+}
+
+void state_free(struct state *s)
+{
+	free(s->gens);
+	s->gens = NULL;
+	s->n_gens = 0;
+}
+
+const struct state_generation *state_find(const struct state *s, uint32_t number)
+{
+	for (size_t i = 0; i < s->n_gens; i++)
+		if (s->gens[i].number == number)
+			return &s->gens[i];
+	return NULL;
+}
+
+int state_add(struct state *s, const struct state_generation *g)
+{
+	struct state_generation *gens;
+	size_t i;
+
+	if (state_find(s, g->number))
+		return -EEXIST;
+	if (s->n_gens >= STATE_MAX_GENERATIONS)
+		return -E2BIG;
+	gens = realloc(s->gens, (s->n_gens + 1) * sizeof(*gens));
+	if (!gens)
+		return -ENOMEM;
+	s->gens = gens;
+	for (i = s->n_gens; i > 0 && gens[i - 1].number > g->number; i--)
+		gens[i] = gens[i - 1];
+	gens[i] = *g;
+	s->n_gens++;
+	return 0;
+}
+
+int state_remove(struct state *s, uint32_t number)
+{
+	for (size_t i = 0; i < s->n_gens; i++) {
+		if (s->gens[i].number == number) {
+			memmove(&s->gens[i], &s->gens[i + 1],
+				(s->n_gens - i - 1) * sizeof(s->gens[0]));
+			s->n_gens--;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+static bool key_id_ok(const char *k, uint32_t gen)
+{
+	char prefix[32];
+	size_t pl = (size_t)snprintf(prefix, sizeof(prefix), "tpm2-kms-g%u-", (unsigned)gen);
+
+	if (strncmp(k, prefix, pl) != 0 || strlen(k) != pl + 32)
+		return false;
+	for (const char *p = k + pl; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+			return false;
+	return true;
+}
+
+/* Parses one "generation" line's fields (after the keyword). */
+static int parse_generation(char *rest, struct state_generation *g)
+{
+	char *save = NULL, *tok;
+	char *fields[10];
+	size_t n = 0;
+	uint64_t v;
+	char want_file[32];
+
+	memset(g, 0, sizeof(*g));
+	for (tok = strtok_r(rest, " ", &save); tok && n < 10; tok = strtok_r(NULL, " ", &save))
+		fields[n++] = tok;
+	if (n != 9 || strcmp(fields[1], "created") != 0 || strcmp(fields[3], "key-id") != 0 ||
+	    strcmp(fields[5], "file") != 0 || strcmp(fields[7], "policy") != 0)
+		return -EBADMSG;
+	if (util_parse_u64(fields[0], UINT32_MAX, &v) < 0 || v == 0)
+		return -EBADMSG;
+	g->number = (uint32_t)v;
+	if (util_parse_u64(fields[2], UINT64_MAX, &g->created) < 0)
+		return -EBADMSG;
+	if (!key_id_ok(fields[4], g->number))
+		return -EBADMSG;
+	strcpy(g->key_id, fields[4]);
+	statedir_gen_file(g->number, want_file);
+	if (strcmp(fields[6], want_file) != 0)
+		return -EBADMSG;
+	strcpy(g->file, want_file);
+	/* Generation kinds this version can unseal. */
+	if (strcmp(fields[8], "none") != 0)
+		return -EBADMSG;
+	return 0;
+}
+
+int state_load(const char *dir, struct state *ret)
+{
+	struct state s = {0};
+	char *buf = NULL, *line, *save = NULL;
+	size_t len, lineno = 0;
+	bool have_format = false, have_srk = false, have_nv = false, have_write = false;
+	int r;
+
+	r = statedir_read(dir, "state", STATE_FILE_MAX, &buf, &len);
+	if (r < 0)
+		return r;
+	if (strlen(buf) != len) {
+		log_error("%s/state: contains NUL bytes", dir);
+		r = -EBADMSG;
+		goto out;
+	}
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *key = line, *val;
+		uint64_t v;
+
+		lineno++;
+		if (*line == '#' || *line == '\0')
+			continue;
+		val = strchr(line, ' ');
+		if (!val)
+			goto bad;
+		*val++ = '\0';
+		if (strcmp(key, "format") == 0) {
+			if (util_parse_u64(val, UINT32_MAX, &v) < 0)
+				goto bad;
+			if (v != STATE_FORMAT) {
+				log_error("%s/state: format %llu is not supported by this version "
+					  "(it reads format %d)",
+					  dir, (unsigned long long)v, STATE_FORMAT);
+				r = -EPROTONOSUPPORT;
+				goto out;
+			}
+			have_format = true;
+		} else if (strcmp(key, "srk-name") == 0) {
+			size_t n = strlen(val) / 2;
+
+			if (n == 0 || n > sizeof(s.srk_name.bytes) ||
+			    util_unhex(val, s.srk_name.bytes, n) < 0)
+				goto bad;
+			s.srk_name.len = n;
+			have_srk = true;
+		} else if (strcmp(key, "nv-index") == 0) {
+			if (util_parse_u64(val, TPM_NV_INDEX_LAST, &v) < 0 || v < TPM_NV_INDEX_FIRST)
+				goto bad;
+			s.nv_index = (uint32_t)v;
+			have_nv = true;
+		} else if (strcmp(key, "write-generation") == 0) {
+			if (util_parse_u64(val, UINT32_MAX, &v) < 0 || v == 0)
+				goto bad;
+			s.write_generation = (uint32_t)v;
+			have_write = true;
+		} else if (strcmp(key, "generation") == 0) {
+			struct state_generation g;
+
+			if (parse_generation(val, &g) < 0 || state_add(&s, &g) < 0)
+				goto bad;
+		} else {
+			goto bad;
+		}
+	}
+	if (!have_format || !have_srk || !have_nv || !have_write ||
+	    !state_find(&s, s.write_generation)) {
+		log_error("%s/state: incomplete (format, srk-name, nv-index, write-generation and "
+			  "its generation line are required)",
+			  dir);
+		r = -EBADMSG;
+		goto out;
+	}
+	*ret = s;
+	s.gens = NULL;
+	r = 0;
+	goto out;
+bad:
+	log_error("%s/state: line %zu is not valid", dir, lineno);
+	r = -EBADMSG;
+out:
+	state_free(&s);
+	free(buf);
+	return r;
+}
+
+int state_save(const char *dir, const struct state *s)
+{
+	size_t cap = 256 + s->n_gens * 192, len = 0;
+	char *buf = malloc(cap), srk_hex[2 * TPM_NAME_MAX + 1];
+	int r;
+
+	if (!buf)
+		return -ENOMEM;
+	util_hex(s->srk_name.bytes, s->srk_name.len, srk_hex);
+	len += (size_t)snprintf(buf + len, cap - len,
+				"# tpm2-kms state directory; written by tpm2-kms, do not edit\n"
+				"format %d\nsrk-name %s\nnv-index 0x%08x\nwrite-generation %u\n",
+				STATE_FORMAT, srk_hex, (unsigned)s->nv_index,
+				(unsigned)s->write_generation);
+	for (size_t i = 0; i < s->n_gens; i++) {
+		const struct state_generation *g = &s->gens[i];
+
+		len += (size_t)snprintf(buf + len, cap - len,
+					"generation %u created %llu key-id %s file %s policy none\n",
+					(unsigned)g->number, (unsigned long long)g->created,
+					g->key_id, g->file);
+	}
+	r = statedir_write(dir, "state", buf, len);
+	free(buf);
+	return r;
+}
+
+int counts_save(const char *dir, const struct decrypt_counts *c)
+{
+	size_t cap = 64 + c->n * 40, len = 0;
+	char *buf = malloc(cap);
+	int r;
+
+	if (!buf)
+		return -ENOMEM;
+	len += (size_t)snprintf(buf, cap, "pid %d\n", (int)c->pid);
+	for (size_t i = 0; i < c->n; i++)
+		len += (size_t)snprintf(buf + len, cap - len, "generation %u %llu\n",
+					(unsigned)c->gen[i], (unsigned long long)c->count[i]);
+	r = statedir_write(dir, "decrypt-counts", buf, len);
+	free(buf);
+	return r;
+}
+
+int counts_load(const char *dir, struct decrypt_counts *ret)
+{
+	char *buf = NULL, *line, *save = NULL;
+	size_t len;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	r = statedir_read(dir, "decrypt-counts", STATE_FILE_MAX, &buf, &len);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		unsigned g;
+		unsigned long long n;
+		int pid;
+
+		if (sscanf(line, "pid %d", &pid) == 1)
+			ret->pid = pid;
+		else if (sscanf(line, "generation %u %llu", &g, &n) == 2 &&
+			 ret->n < STATE_MAX_GENERATIONS) {
+			ret->gen[ret->n] = g;
+			ret->count[ret->n] = n;
+			ret->n++;
+		}
+	}
+	free(buf);
+	/* Counts are "since the daemon started": a dead daemon's are void. */
+	if (ret->pid <= 0 || (kill(ret->pid, 0) < 0 && errno == ESRCH))
+		memset(ret, 0, sizeof(*ret));
+	return 0;
+}
+
+uint64_t counts_get(const struct decrypt_counts *c, uint32_t gen)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (c->gen[i] == gen)
+			return c->count[i];
+	return 0;
+}

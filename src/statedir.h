@@ -1,0 +1,76 @@
+/* The state directory: a 0700 directory holding
+ *   state              the versioned list of key generations (text)
+ *   gen-NNNNNN.pem     one sealed KEK per generation (TSS2 PRIVATE KEY)
+ *   decrypt-counts     per-generation Decrypt counts of the running daemon
+ *   lock               flock()ed while provisioning, rotating or retiring
+ * Every file is written atomically (temp file, fsync, rename, fsync of the
+ * directory), mode 0600. Functions log their errors. */
+#ifndef TPM2KMS_STATEDIR_H
+#define TPM2KMS_STATEDIR_H
+
+#include "tpm.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define STATE_FORMAT      1
+#define STATE_MAX_GENERATIONS 4096
+#define STATE_FILE_MAX    (1024 * 1024)
+
+struct state_generation {
+	uint32_t number;
+	uint64_t created;  /* Unix time */
+	char key_id[64];
+	char file[32];     /* gen-NNNNNN.pem */
+};
+
+struct state {
+	struct tpm_name srk_name;
+	uint32_t nv_index;
+	uint32_t write_generation;
+	struct state_generation *gens; /* ascending by number */
+	size_t n_gens;
+};
+
+/* Creates the directory (0700) if create and it is missing; refuses one
+ * that is not a directory, is group- or world-writable, or is owned by
+ * another user than us or root. */
+int statedir_open(const char *dir, bool create);
+
+/* Takes the lock file (blocking). Release with statedir_unlock. */
+int statedir_lock(const char *dir, int *ret_fd);
+void statedir_unlock(int fd);
+
+/* -ENOENT when there is no state yet; -EBADMSG (logged with the line) when
+ * the file is damaged. */
+int state_load(const char *dir, struct state *ret);
+int state_save(const char *dir, const struct state *s);
+void state_free(struct state *s);
+
+const struct state_generation *state_find(const struct state *s, uint32_t number);
+int state_add(struct state *s, const struct state_generation *g);
+int state_remove(struct state *s, uint32_t number);
+
+/* Atomic whole-file write and bounded read of a file in dir. */
+int statedir_write(const char *dir, const char *name, const void *data, size_t len);
+int statedir_read(const char *dir, const char *name, size_t max, char **ret, size_t *ret_len);
+int statedir_unlink(const char *dir, const char *name);
+
+/* Generation g's sealed file name. */
+void statedir_gen_file(uint32_t g, char out[32]);
+
+/* decrypt-counts: written by the daemon, read by `keys` and `retire`. */
+struct decrypt_counts {
+	pid_t pid;         /* daemon that wrote them; 0 if none */
+	size_t n;
+	uint32_t gen[STATE_MAX_GENERATIONS];
+	uint64_t count[STATE_MAX_GENERATIONS];
+};
+int counts_save(const char *dir, const struct decrypt_counts *c);
+/* Zero counts when there is no file or its daemon is gone. */
+int counts_load(const char *dir, struct decrypt_counts *ret);
+uint64_t counts_get(const struct decrypt_counts *c, uint32_t gen);
+
+#endif

@@ -1,0 +1,701 @@
+#include "config.h"
+
+#include "log.h"
+#include "tpm.h"
+#include "util.h"
+
+#include <errno.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <tss2/tss2_esys.h>
+#include <tss2/tss2_mu.h>
+#include <tss2/tss2_rc.h>
+#include <tss2/tss2_tctildr.h>
+
+/* Operations other than the nonce counter get this long to ride out
+ * transient TPM conditions. */
+#define TPM_DEFAULT_PATIENCE_US (30u * 1000000u)
+
+#define SEALED_ATTRIBUTES                                                                  \
+	(TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_NODA |                 \
+	 TPMA_OBJECT_USERWITHAUTH)
+
+struct tpm {
+	TSS2_TCTI_CONTEXT *tcti;
+	ESYS_CONTEXT *esys;
+	/* The counter's ESYS_TR is only ESAPI metadata, not a TPM resource,
+	 * so it is kept between calls. */
+	ESYS_TR nv;
+	uint32_t nv_index;
+};
+
+/* Strips the parameter/handle/session number from format-one codes. */
+static TSS2_RC rc_base(TSS2_RC rc)
+{
+	if ((rc & TSS2_RC_LAYER_MASK) != TSS2_TPM_RC_LAYER)
+		return rc;
+	if (rc & TPM2_RC_FMT1)
+		return rc & (TPM2_RC_FMT1 | 0x3f);
+	return rc & 0xfff;
+}
+
+static bool rc_transient(TSS2_RC rc)
+{
+	switch (rc_base(rc)) {
+	case TPM2_RC_NV_RATE:
+	case TPM2_RC_NV_UNAVAILABLE:
+	case TPM2_RC_RETRY:
+	case TPM2_RC_YIELDED:
+	case TPM2_RC_TESTING:
+	case TPM2_RC_OBJECT_MEMORY:
+	case TPM2_RC_SESSION_MEMORY:
+	case TPM2_RC_MEMORY:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* After a transient condition: sleeps (this runs off the event loop) and
+ * returns true when there is time for another try. */
+static bool retry_later(TSS2_RC rc, uint64_t deadline_us, unsigned *attempt)
+{
+	uint64_t delay_us;
+
+	if (!rc_transient(rc))
+		return false;
+	delay_us = 500u << (*attempt < 8 ? *attempt : 8); /* 0.5 ms .. 128 ms */
+	if (util_now_monotonic_us() + delay_us > deadline_us)
+		return false;
+	(*attempt)++;
+	struct timespec ts = {.tv_sec = (time_t)(delay_us / 1000000u),
+			      .tv_nsec = (long)(delay_us % 1000000u) * 1000};
+	nanosleep(&ts, NULL);
+	return true;
+}
+
+/* Translates a failure and logs it once. */
+static int fail(const char *what, TSS2_RC rc)
+{
+	TSS2_RC layer = rc & TSS2_RC_LAYER_MASK, base = rc_base(rc);
+	int r;
+
+	if (layer == TSS2_TCTI_RC_LAYER) {
+		r = -EIO;
+	} else if (layer == TSS2_ESAPI_RC_LAYER || layer == TSS2_SYS_RC_LAYER || layer == TSS2_MU_RC_LAYER) {
+		switch (rc & 0xffff) {
+		case TSS2_BASE_RC_IO_ERROR:
+		case TSS2_BASE_RC_NO_CONNECTION:
+		case TSS2_BASE_RC_BAD_SEQUENCE: /* a command was cut off */
+		case TSS2_BASE_RC_TRY_AGAIN:
+		case TSS2_BASE_RC_MALFORMED_RESPONSE:
+		case TSS2_BASE_RC_INSUFFICIENT_RESPONSE:
+			r = -EIO;
+			break;
+		case TSS2_BASE_RC_MEMORY:
+			r = -ENOMEM;
+			break;
+		default:
+			r = -EPROTO;
+		}
+	} else if (layer == TSS2_TPM_RC_LAYER) {
+		if (rc_transient(rc))
+			r = -ETIMEDOUT;
+		else if (base == TPM2_RC_HANDLE || base == TPM2_RC_REFERENCE_H0)
+			r = -ENOENT;
+		else if (base == TPM2_RC_NV_DEFINED)
+			r = -EEXIST;
+		else if (base == TPM2_RC_INTEGRITY || base == TPM2_RC_BINDING ||
+			 base == TPM2_RC_KEY || base == TPM2_RC_SIZE)
+			r = -EKEYREJECTED;
+		else
+			r = -EPROTO;
+	} else {
+		r = -EIO; /* TCTI loader and anything below it */
+	}
+	if (r == -ENOENT)
+		log_debug("tpm: %s: %s", what, Tss2_RC_Decode(rc));
+	else
+		log_error("tpm: %s: %s", what, Tss2_RC_Decode(rc));
+	return r;
+}
+
+static uint64_t patience(void)
+{
+	return util_now_monotonic_us() + TPM_DEFAULT_PATIENCE_US;
+}
+
+int tpm_open(const char *tcti_conf, tpm **ret)
+{
+	tpm *t = calloc(1, sizeof(*t));
+	TPMS_CAPABILITY_DATA *cap = NULL;
+	TPMI_YES_NO more;
+	TSS2_RC rc;
+	int r;
+
+	if (!t)
+		return -ENOMEM;
+	t->nv = ESYS_TR_NONE;
+	rc = Tss2_TctiLdr_Initialize(tcti_conf, &t->tcti);
+	if (rc != TSS2_RC_SUCCESS) {
+		log_error("tpm: cannot open TCTI \"%s\": %s", tcti_conf, Tss2_RC_Decode(rc));
+		r = -EIO;
+		goto out;
+	}
+	rc = Esys_Initialize(&t->esys, t->tcti, NULL);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail("Esys_Initialize", rc);
+		goto out;
+	}
+	/* A TPM that was never started (a bare simulator) says INITIALIZE;
+	 * a started one answers. The kernel resource manager starts it. */
+	rc = Esys_GetCapability(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+				TPM2_CAP_TPM_PROPERTIES, TPM2_PT_MANUFACTURER, 1, &more, &cap);
+	Esys_Free(cap);
+	if (rc_base(rc) == TPM2_RC_INITIALIZE) {
+		rc = Esys_Startup(t->esys, TPM2_SU_CLEAR);
+		if (rc != TSS2_RC_SUCCESS && rc_base(rc) != TPM2_RC_INITIALIZE) {
+			r = fail("Startup", rc);
+			goto out;
+		}
+	} else if (rc != TSS2_RC_SUCCESS) {
+		r = fail("GetCapability", rc);
+		goto out;
+	}
+	*ret = t;
+	t = NULL;
+	r = 0;
+out:
+	tpm_close(t);
+	return r;
+}
+
+void tpm_close(tpm *t)
+{
+	if (!t)
+		return;
+	if (t->esys)
+		Esys_Finalize(&t->esys);
+	if (t->tcti)
+		Tss2_TctiLdr_Finalize(&t->tcti);
+	free(t);
+}
+
+/* ESYS_TR for the persistent SRK, or -ENOENT. */
+static int srk_open(tpm *t, ESYS_TR *ret)
+{
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	TSS2_RC rc;
+
+	do
+		rc = Esys_TR_FromTPMPublic(t->esys, TPM_SRK_HANDLE, ESYS_TR_NONE, ESYS_TR_NONE,
+					   ESYS_TR_NONE, ret);
+	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS)
+		return fail("look up SRK 0x81000001", rc);
+	return 0;
+}
+
+static int tr_name(tpm *t, ESYS_TR tr, struct tpm_name *ret)
+{
+	TPM2B_NAME *name = NULL;
+	TSS2_RC rc;
+
+	rc = Esys_TR_GetName(t->esys, tr, &name);
+	if (rc != TSS2_RC_SUCCESS)
+		return fail("TR_GetName", rc);
+	if (name->size > sizeof(ret->bytes)) {
+		Esys_Free(name);
+		return -EPROTO;
+	}
+	memcpy(ret->bytes, name->name, name->size);
+	ret->len = name->size;
+	Esys_Free(name);
+	return 0;
+}
+
+/* A storage parent: restricted decryption key, any algorithm. */
+static int srk_suitable(tpm *t, ESYS_TR srk)
+{
+	TPM2B_PUBLIC *pub = NULL;
+	TPMA_OBJECT a;
+	TSS2_RC rc;
+	int r = 0;
+
+	rc = Esys_ReadPublic(t->esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL,
+			     NULL);
+	if (rc != TSS2_RC_SUCCESS)
+		return fail("ReadPublic SRK", rc);
+	a = pub->publicArea.objectAttributes;
+	if (!(a & TPMA_OBJECT_RESTRICTED) || !(a & TPMA_OBJECT_DECRYPT) ||
+	    (a & TPMA_OBJECT_SIGN_ENCRYPT) ||
+	    (pub->publicArea.type != TPM2_ALG_RSA && pub->publicArea.type != TPM2_ALG_ECC)) {
+		log_error("tpm: the key at 0x81000001 is not a storage key (attributes 0x%08x)",
+			  (unsigned)a);
+		r = -EEXIST;
+	}
+	Esys_Free(pub);
+	return r;
+}
+
+static int srk_create_and_persist(tpm *t)
+{
+	TPM2B_SENSITIVE_CREATE sensitive = {0};
+	TPM2B_PUBLIC tmpl = {
+		.publicArea = {
+			.type = TPM2_ALG_ECC,
+			.nameAlg = TPM2_ALG_SHA256,
+			.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+					    TPMA_OBJECT_SENSITIVEDATAORIGIN |
+					    TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA |
+					    TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT,
+			.parameters.eccDetail = {
+				.symmetric = {.algorithm = TPM2_ALG_AES,
+					      .keyBits.aes = 128,
+					      .mode.aes = TPM2_ALG_CFB},
+				.scheme.scheme = TPM2_ALG_NULL,
+				.curveID = TPM2_ECC_NIST_P256,
+				.kdf.scheme = TPM2_ALG_NULL,
+			},
+			/* TCG template: zero-filled unique of the key size. */
+			.unique.ecc = {.x.size = 32, .y.size = 32},
+		},
+	};
+	TPM2B_DATA outside = {0};
+	TPML_PCR_SELECTION pcrs = {0};
+	ESYS_TR primary = ESYS_TR_NONE, persistent = ESYS_TR_NONE;
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	TSS2_RC rc;
+	int r;
+
+	do
+		rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+					ESYS_TR_NONE, &sensitive, &tmpl, &outside, &pcrs, &primary,
+					NULL, NULL, NULL, NULL);
+	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS) {
+		if (rc_base(rc) == TPM2_RC_BAD_AUTH || rc_base(rc) == TPM2_RC_AUTH_FAIL)
+			log_error("tpm: the owner hierarchy has a password: provision the SRK at "
+				  "0x81000001 with tpm2_createprimary and tpm2_evictcontrol first");
+		return fail("CreatePrimary (SRK)", rc);
+	}
+	rc = Esys_EvictControl(t->esys, ESYS_TR_RH_OWNER, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+			       ESYS_TR_NONE, TPM_SRK_HANDLE, &persistent);
+	if (rc == TSS2_RC_SUCCESS) {
+		Esys_TR_Close(t->esys, &persistent);
+		log_info("tpm: created the SRK (ECC P-256) at 0x81000001");
+		r = 0;
+	} else if (rc_base(rc) == TPM2_RC_NV_DEFINED) {
+		/* Another process persisted one first; use that. */
+		r = 0;
+	} else {
+		r = fail("EvictControl (persist SRK)", rc);
+	}
+	Esys_FlushContext(t->esys, primary);
+	return r;
+}
+
+int tpm_srk_provision(tpm *t, struct tpm_name *ret_name)
+{
+	ESYS_TR srk = ESYS_TR_NONE;
+	int r;
+
+	r = srk_open(t, &srk);
+	if (r == -ENOENT) {
+		r = srk_create_and_persist(t);
+		if (r < 0)
+			return r;
+		r = srk_open(t, &srk);
+	}
+	if (r < 0)
+		return r;
+	r = srk_suitable(t, srk);
+	if (r == 0)
+		r = tr_name(t, srk, ret_name);
+	Esys_TR_Close(t->esys, &srk);
+	return r;
+}
+
+int tpm_srk_check(tpm *t, const struct tpm_name *pinned)
+{
+	struct tpm_name name;
+	ESYS_TR srk = ESYS_TR_NONE;
+	int r;
+
+	r = srk_open(t, &srk);
+	if (r < 0)
+		return r;
+	r = tr_name(t, srk, &name);
+	Esys_TR_Close(t->esys, &srk);
+	if (r < 0)
+		return r;
+	if (name.len != pinned->len || memcmp(name.bytes, pinned->bytes, name.len) != 0)
+		return -EKEYREJECTED;
+	return 0;
+}
+
+/* A salted (to the SRK) HMAC session bound to the SRK that encrypts the
+ * first command and response parameters with AES-128-CFB. */
+static int session_start(tpm *t, ESYS_TR srk, ESYS_TR *ret)
+{
+	TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_AES,
+			    .keyBits.aes = 128,
+			    .mode.aes = TPM2_ALG_CFB};
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	ESYS_TR s = ESYS_TR_NONE;
+	TSS2_RC rc;
+
+	do
+		rc = Esys_StartAuthSession(t->esys, srk, srk, ESYS_TR_NONE, ESYS_TR_NONE,
+					   ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
+					   &s);
+	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS)
+		return fail("StartAuthSession", rc);
+	rc = Esys_TRSess_SetAttributes(t->esys, s,
+				       TPMA_SESSION_DECRYPT | TPMA_SESSION_ENCRYPT |
+					       TPMA_SESSION_CONTINUESESSION,
+				       0xff);
+	if (rc != TSS2_RC_SUCCESS) {
+		Esys_FlushContext(t->esys, s);
+		return fail("TRSess_SetAttributes", rc);
+	}
+	*ret = s;
+	return 0;
+}
+
+static int marshal_sealed(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
+			  struct tpm_sealed *ret)
+{
+	size_t off = 0;
+	TSS2_RC rc;
+
+	rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, ret->pub, sizeof(ret->pub), &off);
+	if (rc != TSS2_RC_SUCCESS)
+		return fail("marshal public area", rc);
+	ret->pub_len = off;
+	off = 0;
+	rc = Tss2_MU_TPM2B_PRIVATE_Marshal(priv, ret->priv, sizeof(ret->priv), &off);
+	if (rc != TSS2_RC_SUCCESS)
+		return fail("marshal private area", rc);
+	ret->priv_len = off;
+	return 0;
+}
+
+static int unmarshal_sealed(const struct tpm_sealed *s, TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv)
+{
+	size_t off = 0;
+
+	if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(s->pub, s->pub_len, &off, pub) != TSS2_RC_SUCCESS ||
+	    off != s->pub_len)
+		return -EINVAL;
+	off = 0;
+	if (Tss2_MU_TPM2B_PRIVATE_Unmarshal(s->priv, s->priv_len, &off, priv) !=
+		    TSS2_RC_SUCCESS ||
+	    off != s->priv_len)
+		return -EINVAL;
+	return 0;
+}
+
+int tpm_sealed_check(const struct tpm_sealed *s)
+{
+	TPM2B_PUBLIC pub = {0};
+	TPM2B_PRIVATE priv = {0};
+	int r;
+
+	r = unmarshal_sealed(s, &pub, &priv);
+	if (r < 0)
+		return r;
+	if (pub.publicArea.type != TPM2_ALG_KEYEDHASH ||
+	    pub.publicArea.parameters.keyedHashDetail.scheme.scheme != TPM2_ALG_NULL ||
+	    pub.publicArea.objectAttributes != SEALED_ATTRIBUTES ||
+	    pub.publicArea.authPolicy.size != 0)
+		return -EINVAL;
+	return 0;
+}
+
+int tpm_kek_create(tpm *t, uint8_t kek[TPM_KEK_BYTES], struct tpm_sealed *ret)
+{
+	TPM2B_SENSITIVE_CREATE sensitive = {0};
+	TPM2B_PUBLIC tmpl = {
+		.publicArea = {
+			.type = TPM2_ALG_KEYEDHASH,
+			.nameAlg = TPM2_ALG_SHA256,
+			.objectAttributes = SEALED_ATTRIBUTES,
+			.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL,
+		},
+	};
+	TPM2B_DATA outside = {0};
+	TPML_PCR_SELECTION pcrs = {0};
+	TPM2B_DIGEST *rnd = NULL;
+	TPM2B_PRIVATE *priv = NULL;
+	TPM2B_PUBLIC *pub = NULL;
+	ESYS_TR srk = ESYS_TR_NONE, session = ESYS_TR_NONE;
+	uint8_t mix[TPM_KEK_BYTES];
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	TSS2_RC rc;
+	int r;
+
+	r = srk_open(t, &srk);
+	if (r < 0)
+		goto out;
+	r = session_start(t, srk, &session);
+	if (r < 0)
+		goto out;
+
+	/* Random bytes come back encrypted by the session. */
+	do
+		rc = Esys_GetRandom(t->esys, session, ESYS_TR_NONE, ESYS_TR_NONE, TPM_KEK_BYTES,
+				    &rnd);
+	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail("GetRandom", rc);
+		goto out;
+	}
+	if (rnd->size != TPM_KEK_BYTES) {
+		log_error("tpm: GetRandom returned %u bytes", rnd->size);
+		r = -EPROTO;
+		goto out;
+	}
+	if (RAND_priv_bytes(mix, sizeof(mix)) != 1) {
+		log_error("tpm: RAND_priv_bytes failed");
+		r = -EIO;
+		goto out;
+	}
+	for (size_t i = 0; i < TPM_KEK_BYTES; i++)
+		sensitive.sensitive.data.buffer[i] = rnd->buffer[i] ^ mix[i];
+	sensitive.sensitive.data.size = TPM_KEK_BYTES;
+
+	attempt = 0;
+	do
+		rc = Esys_Create(t->esys, srk, session, ESYS_TR_NONE, ESYS_TR_NONE, &sensitive,
+				 &tmpl, &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
+	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail("Create (seal KEK)", rc);
+		goto out;
+	}
+	r = marshal_sealed(pub, priv, ret);
+	if (r < 0)
+		goto out;
+	memcpy(kek, sensitive.sensitive.data.buffer, TPM_KEK_BYTES);
+out:
+	util_wipe(&sensitive, sizeof(sensitive));
+	util_wipe(mix, sizeof(mix));
+	if (rnd)
+		util_wipe(rnd, sizeof(*rnd));
+	Esys_Free(rnd);
+	Esys_Free(priv);
+	Esys_Free(pub);
+	if (session != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, session);
+	if (srk != ESYS_TR_NONE)
+		Esys_TR_Close(t->esys, &srk);
+	return r;
+}
+
+int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, uint8_t kek[TPM_KEK_BYTES])
+{
+	TPM2B_PUBLIC pub = {0};
+	TPM2B_PRIVATE priv = {0};
+	TPM2B_SENSITIVE_DATA *out = NULL;
+	ESYS_TR srk = ESYS_TR_NONE, session = ESYS_TR_NONE, obj = ESYS_TR_NONE;
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	TSS2_RC rc;
+	int r;
+
+	r = tpm_sealed_check(s);
+	if (r < 0)
+		return r;
+	r = unmarshal_sealed(s, &pub, &priv);
+	if (r < 0)
+		return r;
+	r = srk_open(t, &srk);
+	if (r < 0)
+		goto out;
+	r = session_start(t, srk, &session);
+	if (r < 0)
+		goto out;
+	do
+		rc = Esys_Load(t->esys, srk, session, ESYS_TR_NONE, ESYS_TR_NONE, &priv, &pub,
+			       &obj);
+	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail("Load (sealed KEK)", rc);
+		goto out;
+	}
+	attempt = 0;
+	do
+		rc = Esys_Unseal(t->esys, obj, session, ESYS_TR_NONE, ESYS_TR_NONE, &out);
+	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail("Unseal (KEK)", rc);
+		goto out;
+	}
+	if (out->size != TPM_KEK_BYTES) {
+		log_error("tpm: unsealed %u bytes, expected %u", out->size, TPM_KEK_BYTES);
+		r = -EKEYREJECTED;
+		goto out;
+	}
+	memcpy(kek, out->buffer, TPM_KEK_BYTES);
+	r = 0;
+out:
+	if (out)
+		util_wipe(out, sizeof(*out));
+	Esys_Free(out);
+	if (obj != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, obj);
+	if (session != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, session);
+	if (srk != ESYS_TR_NONE)
+		Esys_TR_Close(t->esys, &srk);
+	return r;
+}
+
+static int nv_open(tpm *t, uint32_t index, ESYS_TR *ret)
+{
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	TSS2_RC rc;
+
+	if (t->nv != ESYS_TR_NONE && t->nv_index == index) {
+		*ret = t->nv;
+		return 0;
+	}
+	if (t->nv != ESYS_TR_NONE)
+		Esys_TR_Close(t->esys, &t->nv);
+	do
+		rc = Esys_TR_FromTPMPublic(t->esys, index, ESYS_TR_NONE, ESYS_TR_NONE,
+					   ESYS_TR_NONE, &t->nv);
+	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS) {
+		t->nv = ESYS_TR_NONE;
+		return fail("look up NV counter", rc);
+	}
+	t->nv_index = index;
+	*ret = t->nv;
+	return 0;
+}
+
+static int nv_check_shape(tpm *t, ESYS_TR nv, uint32_t index)
+{
+	TPM2B_NV_PUBLIC *pub = NULL;
+	TPMA_NV a;
+	TSS2_RC rc;
+	int r = 0;
+
+	rc = Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
+	if (rc != TSS2_RC_SUCCESS)
+		return fail("NV_ReadPublic", rc);
+	a = pub->nvPublic.attributes;
+	if (((a & TPMA_NV_TPM2_NT_MASK) >> TPMA_NV_TPM2_NT_SHIFT) != TPM2_NT_COUNTER ||
+	    pub->nvPublic.dataSize != 8 || !(a & TPMA_NV_AUTHREAD) || !(a & TPMA_NV_AUTHWRITE)) {
+		log_error("tpm: NV index 0x%08x exists but is not an 8-byte counter with auth "
+			  "read/write (attributes 0x%08x); choose another --nv-index",
+			  (unsigned)index, (unsigned)a);
+		r = -EEXIST;
+	}
+	Esys_Free(pub);
+	return r;
+}
+
+int tpm_nv_counter_provision(tpm *t, uint32_t index)
+{
+	TPM2B_AUTH auth = {0};
+	TPM2B_NV_PUBLIC info = {
+		.nvPublic = {
+			.nvIndex = index,
+			.nameAlg = TPM2_ALG_SHA256,
+			.attributes = TPMA_NV_AUTHREAD | TPMA_NV_AUTHWRITE | TPMA_NV_NO_DA |
+				      ((TPM2_NT_COUNTER << TPMA_NV_TPM2_NT_SHIFT) &
+				       TPMA_NV_TPM2_NT_MASK),
+			.dataSize = 8,
+		},
+	};
+	ESYS_TR nv = ESYS_TR_NONE;
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	TSS2_RC rc;
+	int r;
+
+	if (index < TPM_NV_INDEX_FIRST || index > TPM_NV_INDEX_LAST)
+		return -ERANGE;
+	r = nv_open(t, index, &nv);
+	if (r == -ENOENT) {
+		do
+			rc = Esys_NV_DefineSpace(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD,
+						 ESYS_TR_NONE, ESYS_TR_NONE, &auth, &info, &nv);
+		while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+		if (rc == TSS2_RC_SUCCESS) {
+			log_info("tpm: defined NV counter 0x%08x", (unsigned)index);
+			Esys_TR_Close(t->esys, &nv);
+		} else if (rc_base(rc) != TPM2_RC_NV_DEFINED) {
+			/* NV_DEFINED: another process was first. */
+			return fail("NV_DefineSpace (nonce counter)", rc);
+		}
+		r = nv_open(t, index, &nv);
+	}
+	if (r < 0)
+		return r;
+	return nv_check_shape(t, nv, index);
+}
+
+static int nv_read(tpm *t, ESYS_TR nv, uint64_t deadline_us, uint64_t *ret_value)
+{
+	TPM2B_MAX_NV_BUFFER *data = NULL;
+	unsigned attempt = 0;
+	TSS2_RC rc;
+
+	do
+		rc = Esys_NV_Read(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, 8,
+				  0, &data);
+	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline_us, &attempt));
+	if (rc != TSS2_RC_SUCCESS)
+		return fail("NV_Read (nonce counter)", rc);
+	if (data->size != 8) {
+		Esys_Free(data);
+		return -EPROTO;
+	}
+	*ret_value = util_get_be64(data->buffer);
+	Esys_Free(data);
+	return 0;
+}
+
+int tpm_nv_counter_next(tpm *t, uint32_t index, uint64_t deadline_us, uint64_t *ret_value)
+{
+	ESYS_TR nv;
+	unsigned attempt = 0;
+	TSS2_RC rc;
+	int r;
+
+	r = nv_open(t, index, &nv);
+	if (r < 0)
+		return r;
+	/* Increment first, always: after an unclean TPM shutdown a read alone
+	 * may return a value already handed out. */
+	do
+		rc = Esys_NV_Increment(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+				       ESYS_TR_NONE);
+	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline_us, &attempt));
+	if (rc != TSS2_RC_SUCCESS)
+		return fail("NV_Increment (nonce counter)", rc);
+	return nv_read(t, nv, deadline_us, ret_value);
+}
+
+int tpm_nv_counter_peek(tpm *t, uint32_t index, uint64_t *ret_value)
+{
+	ESYS_TR nv;
+	int r;
+
+	r = nv_open(t, index, &nv);
+	if (r < 0)
+		return r;
+	return nv_read(t, nv, patience(), ret_value);
+}

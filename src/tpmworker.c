@@ -1,0 +1,430 @@
+#include "config.h"
+
+#include "log.h"
+#include "secmem.h"
+#include "tpmworker.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RECONNECT_MIN_MS 250u
+#define RECONNECT_MAX_MS 4000u
+
+enum job_kind {
+	JOB_PROBE,
+	JOB_COUNTER,
+	JOB_UNSEAL,
+};
+
+struct job {
+	struct job *next;
+	enum job_kind kind;
+	uint64_t deadline_us; /* monotonic; 0: none */
+	int err;
+	uint64_t value;
+	struct tpm_sealed sealed;
+	uint8_t *kek; /* secure heap */
+	tpm_counter_fn counter_cb;
+	tpm_unseal_fn unseal_cb;
+	void *arg;
+};
+
+struct tpm_worker {
+	uv_loop_t *loop;
+	struct tpm_worker_config cfg;
+	char *tcti;
+	tpm_health_fn on_health;
+	void *arg;
+
+	/* Shared with the thread, under lock. */
+	uv_mutex_t lock;
+	uv_cond_t cond;
+	struct job *queue, **queue_tail;
+	struct job *done, **done_tail;
+	size_t queued;
+	bool stopping;
+
+	/* Thread only. */
+	tpm *t;
+
+	/* Loop only. */
+	uv_thread_t thread;
+	uv_async_t async;
+	uv_timer_t probe_timer;
+	bool probe_pending;
+	bool healthy;
+	const char *problem;
+	uint32_t backoff_ms;
+	uint64_t last_counter;
+	unsigned handles_open;
+};
+
+static void job_free(struct job *j)
+{
+	secmem_free(j->kek, TPM_KEK_BYTES);
+	util_wipe(&j->sealed, sizeof(j->sealed));
+	free(j);
+}
+
+/* Thread: make sure there is a TPM connection with the right SRK. */
+static int ensure_connected(tpm_worker *w)
+{
+	int r;
+
+	if (w->t)
+		return 0;
+	r = tpm_open(w->tcti, &w->t);
+	if (r < 0)
+		return r;
+	r = tpm_srk_check(w->t, &w->cfg.srk_name);
+	if (r < 0) {
+		tpm_close(w->t);
+		w->t = NULL;
+		return r;
+	}
+	log_info("tpm: connected (%s)", w->tcti);
+	return 0;
+}
+
+static void run_job(tpm_worker *w, struct job *j)
+{
+	int r;
+
+	if (j->deadline_us && util_now_monotonic_us() >= j->deadline_us) {
+		j->err = -ETIMEDOUT;
+		return;
+	}
+	r = ensure_connected(w);
+	if (r == 0) {
+		switch (j->kind) {
+		case JOB_PROBE:
+			r = tpm_srk_check(w->t, &w->cfg.srk_name);
+			break;
+		case JOB_COUNTER:
+			r = tpm_nv_counter_next(w->t, w->cfg.nv_index,
+						j->deadline_us ? j->deadline_us
+							       : util_now_monotonic_us() +
+									 30000000u,
+						&j->value);
+			break;
+		case JOB_UNSEAL:
+			j->kek = secmem_alloc(TPM_KEK_BYTES);
+			r = j->kek ? tpm_kek_unseal(w->t, &j->sealed, j->kek) : -ENOMEM;
+			break;
+		}
+	}
+	/* A broken connection is rebuilt from scratch on the next job. */
+	if (r == -EIO && w->t) {
+		tpm_close(w->t);
+		w->t = NULL;
+	}
+	j->err = r;
+}
+
+static void thread_main(void *arg)
+{
+	tpm_worker *w = arg;
+
+	uv_mutex_lock(&w->lock);
+	for (;;) {
+		struct job *j;
+
+		while (!w->queue && !w->stopping)
+			uv_cond_wait(&w->cond, &w->lock);
+		if (w->stopping)
+			break;
+		j = w->queue;
+		w->queue = j->next;
+		if (!w->queue)
+			w->queue_tail = &w->queue;
+		w->queued--;
+		uv_mutex_unlock(&w->lock);
+
+		run_job(w, j);
+
+		uv_mutex_lock(&w->lock);
+		j->next = NULL;
+		*w->done_tail = j;
+		w->done_tail = &j->next;
+		uv_async_send(&w->async);
+	}
+	uv_mutex_unlock(&w->lock);
+	tpm_close(w->t);
+	w->t = NULL;
+}
+
+static void schedule_probe(tpm_worker *w, uint32_t delay_ms);
+
+static const char *problem_of(int err)
+{
+	switch (err) {
+	case -EKEYREJECTED:
+		return "tpm: storage root key changed (TPM cleared or replaced)";
+	case -ENOENT:
+		return "tpm: storage root key 0x81000001 missing";
+	case -ETIMEDOUT:
+		return "tpm: not answering in time";
+	case -EIO:
+		return "tpm: unreachable";
+	default:
+		return "tpm: error";
+	}
+}
+
+static void set_health(tpm_worker *w, bool healthy, const char *problem)
+{
+	bool changed = healthy != w->healthy || problem != w->problem;
+
+	if (healthy != w->healthy) {
+		if (healthy)
+			log_info("tpm: healthy");
+		else
+			log_warning("%s", problem);
+	}
+	w->healthy = healthy;
+	w->problem = problem;
+	if (changed && w->on_health)
+		w->on_health(w->arg, healthy);
+}
+
+static int submit(tpm_worker *w, struct job *j)
+{
+	uv_mutex_lock(&w->lock);
+	if (w->stopping || (j->kind != JOB_PROBE && w->queued >= w->cfg.max_queue)) {
+		uv_mutex_unlock(&w->lock);
+		return w->stopping ? -ECANCELED : -ENOBUFS;
+	}
+	j->next = NULL;
+	*w->queue_tail = j;
+	w->queue_tail = &j->next;
+	w->queued++;
+	uv_cond_signal(&w->cond);
+	uv_mutex_unlock(&w->lock);
+	return 0;
+}
+
+static void complete(tpm_worker *w, struct job *j)
+{
+	switch (j->kind) {
+	case JOB_PROBE:
+		w->probe_pending = false;
+		if (j->err == 0) {
+			w->backoff_ms = 0;
+			set_health(w, true, "");
+			schedule_probe(w, w->cfg.probe_interval_ms);
+		} else {
+			set_health(w, false, problem_of(j->err));
+			w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : RECONNECT_MIN_MS;
+			if (w->backoff_ms > RECONNECT_MAX_MS)
+				w->backoff_ms = RECONNECT_MAX_MS;
+			schedule_probe(w, w->backoff_ms);
+		}
+		break;
+	case JOB_COUNTER:
+		if (j->err == 0)
+			w->last_counter = j->value;
+		j->counter_cb(j->arg, j->err, j->value);
+		break;
+	case JOB_UNSEAL:
+		j->unseal_cb(j->arg, j->err, j->err == 0 ? j->kek : NULL);
+		break;
+	}
+	/* Any TPM trouble: find out now whether the TPM is still there. */
+	if (j->kind != JOB_PROBE && j->err < 0 && j->err != -ECANCELED &&
+	    j->err != -EINVAL && !w->stopping)
+		schedule_probe(w, 0);
+}
+
+static void on_async(uv_async_t *a)
+{
+	tpm_worker *w = a->data;
+	struct job *list;
+
+	uv_mutex_lock(&w->lock);
+	list = w->done;
+	w->done = NULL;
+	w->done_tail = &w->done;
+	uv_mutex_unlock(&w->lock);
+	while (list) {
+		struct job *j = list;
+
+		list = j->next;
+		complete(w, j);
+		job_free(j);
+	}
+}
+
+static void on_probe_timer(uv_timer_t *t)
+{
+	tpm_worker *w = t->data;
+	struct job *j;
+
+	if (w->probe_pending || w->stopping)
+		return;
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		schedule_probe(w, RECONNECT_MIN_MS);
+		return;
+	}
+	j->kind = JOB_PROBE;
+	if (submit(w, j) < 0) {
+		job_free(j);
+		return;
+	}
+	w->probe_pending = true;
+}
+
+static void schedule_probe(tpm_worker *w, uint32_t delay_ms)
+{
+	if (w->probe_pending)
+		return;
+	/* An earlier probe replaces a later one. */
+	if (uv_is_active((uv_handle_t *)&w->probe_timer) &&
+	    uv_timer_get_due_in(&w->probe_timer) <= delay_ms)
+		return;
+	uv_timer_start(&w->probe_timer, on_probe_timer, delay_ms, 0);
+}
+
+int tpm_worker_start(uv_loop_t *loop, const struct tpm_worker_config *cfg, tpm_health_fn on_health,
+		     void *arg, tpm_worker **ret)
+{
+	tpm_worker *w = calloc(1, sizeof(*w));
+	int r;
+
+	if (!w)
+		return -ENOMEM;
+	w->loop = loop;
+	w->cfg = *cfg;
+	w->tcti = strdup(cfg->tcti);
+	if (!w->tcti) {
+		free(w);
+		return -ENOMEM;
+	}
+	w->cfg.tcti = w->tcti;
+	w->on_health = on_health;
+	w->arg = arg;
+	w->problem = "tpm: not probed yet";
+	w->queue_tail = &w->queue;
+	w->done_tail = &w->done;
+	uv_mutex_init(&w->lock);
+	uv_cond_init(&w->cond);
+	uv_async_init(loop, &w->async, on_async);
+	w->async.data = w;
+	uv_timer_init(loop, &w->probe_timer);
+	w->probe_timer.data = w;
+	r = uv_thread_create(&w->thread, thread_main, w);
+	if (r < 0) {
+		log_error("tpm: cannot start worker thread: %s", uv_strerror(r));
+		uv_close((uv_handle_t *)&w->async, NULL);
+		uv_close((uv_handle_t *)&w->probe_timer, NULL);
+		uv_run(loop, UV_RUN_NOWAIT);
+		uv_cond_destroy(&w->cond);
+		uv_mutex_destroy(&w->lock);
+		free(w->tcti);
+		free(w);
+		return r;
+	}
+	schedule_probe(w, 0);
+	*ret = w;
+	return 0;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	tpm_worker *w = h->data;
+
+	if (--w->handles_open > 0)
+		return;
+	uv_cond_destroy(&w->cond);
+	uv_mutex_destroy(&w->lock);
+	free(w->tcti);
+	free(w);
+}
+
+void tpm_worker_stop(tpm_worker *w)
+{
+	struct job *cancelled;
+
+	if (!w)
+		return;
+	uv_mutex_lock(&w->lock);
+	w->stopping = true;
+	cancelled = w->queue;
+	w->queue = NULL;
+	w->queue_tail = &w->queue;
+	w->queued = 0;
+	uv_cond_signal(&w->cond);
+	uv_mutex_unlock(&w->lock);
+	uv_thread_join(&w->thread);
+
+	/* Finished jobs first, then the cancelled ones. */
+	on_async(&w->async);
+	while (cancelled) {
+		struct job *j = cancelled;
+
+		cancelled = j->next;
+		j->err = -ECANCELED;
+		complete(w, j);
+		job_free(j);
+	}
+	uv_timer_stop(&w->probe_timer);
+	w->handles_open = 2;
+	uv_close((uv_handle_t *)&w->async, on_handle_closed);
+	uv_close((uv_handle_t *)&w->probe_timer, on_handle_closed);
+}
+
+bool tpm_worker_healthy(const tpm_worker *w)
+{
+	return w->healthy;
+}
+
+const char *tpm_worker_problem(const tpm_worker *w)
+{
+	return w->healthy ? "" : w->problem;
+}
+
+int tpm_worker_counter(tpm_worker *w, uint64_t deadline_ms, tpm_counter_fn cb, void *arg)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	int r;
+
+	if (!j)
+		return -ENOMEM;
+	j->kind = JOB_COUNTER;
+	if (deadline_ms) {
+		uint64_t now = uv_now(w->loop);
+
+		j->deadline_us = util_now_monotonic_us() +
+				 (deadline_ms > now ? (deadline_ms - now) * 1000u : 0);
+	}
+	j->counter_cb = cb;
+	j->arg = arg;
+	r = submit(w, j);
+	if (r < 0)
+		job_free(j);
+	return r;
+}
+
+int tpm_worker_unseal(tpm_worker *w, const struct tpm_sealed *s, tpm_unseal_fn cb, void *arg)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	int r;
+
+	if (!j)
+		return -ENOMEM;
+	j->kind = JOB_UNSEAL;
+	j->sealed = *s;
+	j->unseal_cb = cb;
+	j->arg = arg;
+	r = submit(w, j);
+	if (r < 0)
+		job_free(j);
+	return r;
+}
+
+uint64_t tpm_worker_last_counter(const tpm_worker *w)
+{
+	return w->last_counter;
+}
