@@ -20,6 +20,8 @@ swtpm-tools
 tpm2-tools
 python3-grpcio
 python3-protobuf
+python3-yaml
+python3-cryptography
 "
 
 missing=""

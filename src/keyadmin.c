@@ -98,6 +98,8 @@ int keyadmin_provision(const char *dir, const char *tcti, uint32_t nv_index, str
 	r = tpm_nv_counter_provision(t, s.nv_index);
 	if (r < 0)
 		goto out;
+	if (!fresh)
+		statedir_sweep(dir, &s);
 	if (fresh) {
 		r = create_generation(t, dir, 1, &g);
 		if (r < 0)
@@ -141,6 +143,7 @@ int keyadmin_rotate(const char *dir, const char *tcti, struct state_generation *
 		log_error("%s holds no keys yet: run tpm2-kms init first", dir);
 	if (r < 0)
 		goto out;
+	statedir_sweep(dir, &s);
 	next = s.gens[s.n_gens - 1].number + 1;
 	if (next == 0) {
 		r = -EOVERFLOW;

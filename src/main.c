@@ -163,8 +163,9 @@ static int cmd_keys(const struct settings *s)
 	if (!counts)
 		return -ENOMEM;
 	r = statedir_open(s->state_dir, false);
-	if (r == 0)
-		r = state_load(s->state_dir, &st);
+	if (r < 0)
+		goto out;
+	r = state_load(s->state_dir, &st);
 	if (r == -ENOENT)
 		log_error("%s holds no keys yet: run tpm2-kms init", s->state_dir);
 	if (r < 0)

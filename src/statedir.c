@@ -4,6 +4,7 @@
 #include "statedir.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -240,6 +241,37 @@ int statedir_unlink(const char *dir, const char *name)
 		return r;
 	}
 	return 0;
+}
+
+void statedir_sweep(const char *dir, const struct state *s)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		const char *tmp = strstr(e->d_name, ".tmp.");
+		unsigned g;
+		char tail;
+		bool stale = false;
+
+		if (e->d_name[0] == '.' && tmp) {
+			uint64_t pid;
+
+			stale = util_parse_u64(tmp + 5, INT32_MAX, &pid) == 0 &&
+				kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+		} else if (sscanf(e->d_name, "gen-%u.pe%c", &g, &tail) == 2 && tail == 'm') {
+			const struct state_generation *sg = state_find(s, g);
+
+			stale = !sg || strcmp(sg->file, e->d_name) != 0;
+		}
+		if (stale) {
+			log_info("removing leftover %s/%s", dir, e->d_name);
+			statedir_unlink(dir, e->d_name);
+		}
+	}
+	closedir(d);
 }
 
 void statedir_gen_file(uint32_t g, char out[32])

@@ -58,6 +58,12 @@ int statedir_write(const char *dir, const char *name, const void *data, size_t l
 int statedir_read(const char *dir, const char *name, size_t max, char **ret, size_t *ret_len);
 int statedir_unlink(const char *dir, const char *name);
 
+/* With the lock held: removes what interrupted writers left behind, that
+ * is temp files of processes that are gone and sealed files the state does
+ * not name (a rotation killed before its state was written, a retirement
+ * killed after). */
+void statedir_sweep(const char *dir, const struct state *s);
+
 /* Generation g's sealed file name. */
 void statedir_gen_file(uint32_t g, char out[32]);
 

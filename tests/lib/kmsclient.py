@@ -179,3 +179,100 @@ def builddir():
 def tempdir(prefix):
     # Short paths: a Unix socket path must fit in 108 bytes.
     return tempfile.mkdtemp(prefix=prefix, dir='/tmp')
+
+
+class Swtpm:
+    """A private swtpm over Unix sockets in its own directory."""
+
+    def __init__(self, root, setup_spk=False):
+        self.dir = os.path.join(root, 'swtpm')
+        self.state = os.path.join(self.dir, 'state')
+        os.makedirs(self.state, exist_ok=True)
+        self.sock = os.path.join(self.dir, 'tpm.sock')
+        self.tcti = 'swtpm:path=' + self.sock
+        self.proc = None
+        if setup_spk:
+            subprocess.run(['swtpm_setup', '--tpm2', '--tpmstate', self.state,
+                            '--create-spk', '--overwrite'], check=True,
+                           stdout=subprocess.DEVNULL)
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ['swtpm', 'socket', '--tpm2', '--tpmstate', 'dir=' + self.state,
+             '--server', 'type=unixio,path=' + self.sock,
+             '--ctrl', 'type=unixio,path=' + self.sock + '.ctrl',
+             '--flags', 'not-need-init,startup-clear'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: can_connect(self.sock) or self.proc.poll() is not None, 'swtpm')
+        assert self.proc.poll() is None, 'swtpm exited'
+
+    def kill(self, sig=9):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait()
+        for p in (self.sock, self.sock + '.ctrl'):
+            if os.path.exists(p):
+                os.unlink(p)
+
+
+def tpm2_kms():
+    return os.path.join(builddir(), 'tpm2-kms')
+
+
+def run_cli(*args, check=True, env=None):
+    r = subprocess.run([tpm2_kms()] + list(args), capture_output=True, text=True, env=env,
+                       timeout=120)
+    if check and r.returncode != 0:
+        raise AssertionError('tpm2-kms %s: exit %d: %s' % (' '.join(args), r.returncode,
+                                                           r.stderr))
+    return r
+
+
+class Daemon:
+    """tpm2-kms serve on a swtpm, with its own state directory and socket."""
+
+    def __init__(self, root, swtpm, *extra, state_dir=None):
+        self.root = root
+        self.swtpm = swtpm
+        self.state_dir = state_dir or os.path.join(root, 'state')
+        self.sock = os.path.join(root, 'kms.sock')
+        self.extra = list(extra)
+        self.proc = None
+        self.n = 0
+
+    def start(self, wait_healthy=True):
+        self.n += 1
+        self.proc = Process([tpm2_kms(), 'serve', '--listen', self.sock, '--tcti',
+                             self.swtpm.tcti, '--state-dir', self.state_dir] + self.extra,
+                            os.path.join(self.root, 'serve-%d.log' % self.n))
+        wait_until(lambda: can_connect(self.sock) or not self.proc.alive(), 'daemon socket')
+        assert self.proc.alive(), self.proc.output()
+        if wait_healthy:
+            c = self.client()
+            wait_until(lambda: self._healthz(c) == 'ok', 'healthy daemon')
+            c.close()
+
+    @staticmethod
+    def _healthz(c):
+        try:
+            return c.status(timeout=2).healthz
+        except grpc.RpcError:
+            return None
+
+    def healthz(self):
+        c = self.client()
+        try:
+            return self._healthz(c)
+        finally:
+            c.close()
+
+    def client(self, authority=None):
+        return Kms('unix:' + self.sock, authority=authority)
+
+    def stop(self, sig=15):
+        rc = self.proc.stop(sig)
+        return rc
+
+    def output(self):
+        return ''.join(open(os.path.join(self.root, 'serve-%d.log' % i), errors='replace').read()
+                       for i in range(1, self.n + 1))
