@@ -6,4 +6,14 @@ cd "$(dirname "$0")/.."
 [ -x configure ] || autoreconf -fi
 [ -f Makefile ] || ./configure --enable-unit --enable-integration
 make -j"$(nproc)"
-make -j"$(nproc)" check || { cat test-suite.log; exit 1; }
+status=0
+make -j"$(nproc)" check || status=$?
+# One closing line for whoever reads only the end.
+pass=$(sed -n 's/^# PASS: *//p' test-suite.log | head -n1)
+fail=$(sed -n 's/^# FAIL: *//p' test-suite.log | head -n1)
+error=$(sed -n 's/^# ERROR: *//p' test-suite.log | head -n1)
+if [ "$status" != 0 ]; then
+	cat test-suite.log
+fi
+echo "${pass:-0} passed, $(( ${fail:-0} + ${error:-0} )) failed"
+exit "$status"

@@ -606,17 +606,6 @@ struct client_state {
 	char message[256];
 };
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 static void percent_decode(const char *in, char *out, size_t size)
 {
 	size_t o = 0;
@@ -624,7 +613,8 @@ static void percent_decode(const char *in, char *out, size_t size)
 	for (; *in && o + 1 < size; in++) {
 		int hi, lo;
 
-		if (*in == '%' && (hi = hex_digit(in[1])) >= 0 && (lo = hex_digit(in[2])) >= 0) {
+		if (*in == '%' && (hi = util_hex_digit(in[1])) >= 0 &&
+		    (lo = util_hex_digit(in[2])) >= 0) {
 			out[o++] = (char)(hi << 4 | lo);
 			in += 2;
 		} else {

@@ -46,6 +46,28 @@ out:
 	return r;
 }
 
+/* Opens an existing state directory, takes its lock and loads its state. */
+static int open_locked(const char *dir, int *ret_lock, struct state *ret)
+{
+	int lock = -1, r;
+
+	r = statedir_open(dir, false);
+	if (r < 0)
+		return r;
+	r = statedir_lock(dir, &lock);
+	if (r < 0)
+		return r;
+	r = state_load(dir, ret);
+	if (r == -ENOENT)
+		log_error("%s holds no keys yet: run tpm2-kms init first", dir);
+	if (r < 0) {
+		statedir_unlock(lock);
+		return r;
+	}
+	*ret_lock = lock;
+	return 0;
+}
+
 static void log_srk_mismatch(const char *dir)
 {
 	log_error("the TPM's storage root key is not the one %s/state was provisioned with: "
@@ -132,17 +154,9 @@ int keyadmin_rotate(const char *dir, const char *tcti, struct state_generation *
 	uint32_t next;
 	int lock = -1, r;
 
-	r = statedir_open(dir, false);
+	r = open_locked(dir, &lock, &s);
 	if (r < 0)
 		return r;
-	r = statedir_lock(dir, &lock);
-	if (r < 0)
-		return r;
-	r = state_load(dir, &s);
-	if (r == -ENOENT)
-		log_error("%s holds no keys yet: run tpm2-kms init first", dir);
-	if (r < 0)
-		goto out;
 	statedir_sweep(dir, &s);
 	next = s.gens[s.n_gens - 1].number + 1;
 	if (next == 0) {
@@ -190,15 +204,9 @@ int keyadmin_retire(const char *dir, uint32_t generation, bool force)
 	uint64_t used;
 	int lock = -1, r;
 
-	r = statedir_open(dir, false);
+	r = open_locked(dir, &lock, &s);
 	if (r < 0)
 		return r;
-	r = statedir_lock(dir, &lock);
-	if (r < 0)
-		return r;
-	r = state_load(dir, &s);
-	if (r < 0)
-		goto out;
 	g = state_find(&s, generation);
 	if (!g) {
 		log_error("%s has no generation %u", dir, (unsigned)generation);

@@ -116,8 +116,10 @@ out:
 	return r;
 }
 
-static int cmd_init(const struct settings *s)
+/* init and rotate: make a key, print its key_id. */
+static int cmd_make_key(const struct settings *s)
 {
+	struct state_generation g;
 	struct state st;
 	int r;
 
@@ -125,28 +127,15 @@ static int cmd_init(const struct settings *s)
 	if (r < 0)
 		return r;
 	r = envelope_init();
-	if (r == 0)
+	if (r == 0 && s->command == CMD_INIT) {
 		r = keyadmin_provision(s->state_dir, s->tcti, s->nv_index, &st);
-	if (r == 0) {
-		printf("%s\n", state_find(&st, st.write_generation)->key_id);
-		state_free(&st);
-	}
-	envelope_finish();
-	secmem_finish();
-	return r;
-}
-
-static int cmd_rotate(const struct settings *s)
-{
-	struct state_generation g;
-	int r;
-
-	r = secmem_init(SECURE_HEAP_BYTES);
-	if (r < 0)
-		return r;
-	r = envelope_init();
-	if (r == 0)
+		if (r == 0) {
+			g = *state_find(&st, st.write_generation);
+			state_free(&st);
+		}
+	} else if (r == 0) {
 		r = keyadmin_rotate(s->state_dir, s->tcti, &g);
+	}
 	if (r == 0)
 		printf("%s\n", g.key_id);
 	envelope_finish();
@@ -267,10 +256,8 @@ int main(int argc, char **argv)
 		r = cmd_serve(&s);
 		break;
 	case CMD_INIT:
-		r = cmd_init(&s);
-		break;
 	case CMD_ROTATE:
-		r = cmd_rotate(&s);
+		r = cmd_make_key(&s);
 		break;
 	case CMD_KEYS:
 		r = cmd_keys(&s);

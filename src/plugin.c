@@ -37,6 +37,9 @@ struct plugin {
 	tpm_worker *worker;
 	struct generation *gens;
 	uint32_t write_gen;
+	/* A rotation's new write generation takes over only once its key is
+	 * loaded, so Status never names a key Encrypt cannot use. */
+	uint32_t next_write_gen;
 	struct tpm_name srk_name;
 	void (*on_ready)(void *arg);
 	void *ready_arg;
@@ -82,8 +85,14 @@ static void generation_free(struct generation *g)
 
 static void check_ready(plugin *p)
 {
-	struct generation *w = find(p, p->write_gen);
+	struct generation *w, *next = find(p, p->next_write_gen);
 
+	if (next && next->kek && p->next_write_gen != p->write_gen) {
+		log_info("write key is now generation %u (%s)", (unsigned)next->number,
+			 next->key_id);
+		p->write_gen = next->number;
+	}
+	w = find(p, p->write_gen);
 	if (!p->was_ready && tpm_worker_healthy(p->worker) && w && w->kek) {
 		p->was_ready = true;
 		log_info("ready: write key %s", w->key_id);
@@ -221,13 +230,12 @@ static void apply_state(plugin *p, const struct state *st)
 		p->gens = g;
 		start_unseal(p, g);
 	}
-	if (p->write_gen != st->write_generation) {
-		if (p->write_gen)
-			log_info("write key is now generation %u (%s)",
-				 (unsigned)st->write_generation,
-				 state_find(st, st->write_generation)->key_id);
+	p->next_write_gen = st->write_generation;
+	/* At start there is no key to keep using meanwhile; Status names the
+	 * one being loaded and says it is not loaded yet. */
+	if (!p->write_gen || !find(p, p->write_gen))
 		p->write_gen = st->write_generation;
-	}
+	check_ready(p);
 }
 
 void plugin_reload(plugin *p)

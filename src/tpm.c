@@ -12,6 +12,7 @@
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_mu.h>
 #include <tss2/tss2_rc.h>
+#include <tss2/tss2_sys.h>
 #include <tss2/tss2_tctildr.h>
 
 /* Operations other than the nonce counter get this long to ride out
@@ -58,14 +59,53 @@ static bool rc_transient(TSS2_RC rc)
 	}
 }
 
+/* Without a resource manager (swtpm, /dev/tpm0) a process killed in the
+ * middle of an operation leaves its session or object loaded, and a TPM has
+ * only a few slots. We keep nothing loaded between operations, and flush
+ * only the kind the TPM is short of, which the failing command does not
+ * hold: what is there belongs to dead processes, or to a live one that
+ * will see an error and retry. */
+static void flush_leftovers(tpm *t, TPM2_HANDLE first)
+{
+	TSS2_SYS_CONTEXT *sys = NULL;
+	TPMS_CAPABILITY_DATA *cap = NULL;
+	TPMI_YES_NO more;
+	unsigned flushed = 0;
+
+	if (Esys_GetCapability(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+			       TPM2_CAP_HANDLES, first, 64, &more, &cap) != TSS2_RC_SUCCESS ||
+	    Esys_GetSysContext(t->esys, &sys) != TSS2_RC_SUCCESS) {
+		Esys_Free(cap);
+		return;
+	}
+	for (UINT32 i = 0; i < cap->data.handles.count; i++) {
+		TPM2_HANDLE h = cap->data.handles.handle[i];
+
+		if ((h >> TPM2_HR_SHIFT) != (first >> TPM2_HR_SHIFT) &&
+		    !(first == TPM2_HR_HMAC_SESSION && (h >> TPM2_HR_SHIFT) == TPM2_HT_POLICY_SESSION))
+			continue;
+		if (Tss2_Sys_FlushContext(sys, h) == TSS2_RC_SUCCESS)
+			flushed++;
+	}
+	Esys_Free(cap);
+	if (flushed)
+		log_warning("tpm: out of %s slots; flushed %u left behind by killed processes",
+			    first == TPM2_HR_TRANSIENT ? "object" : "session", flushed);
+}
+
 /* After a transient condition: sleeps (this runs off the event loop) and
  * returns true when there is time for another try. */
-static bool retry_later(TSS2_RC rc, uint64_t deadline_us, unsigned *attempt)
+static bool retry_later(tpm *t, TSS2_RC rc, uint64_t deadline_us, unsigned *attempt)
 {
 	uint64_t delay_us;
 
 	if (!rc_transient(rc))
 		return false;
+	/* Memory warnings that persist are leftovers, not load. */
+	if (*attempt == 4 && rc_base(rc) == TPM2_RC_SESSION_MEMORY)
+		flush_leftovers(t, TPM2_HR_HMAC_SESSION);
+	if (*attempt == 4 && rc_base(rc) == TPM2_RC_OBJECT_MEMORY)
+		flush_leftovers(t, TPM2_HR_TRANSIENT);
 	delay_us = 500u << (*attempt < 8 ? *attempt : 8); /* 0.5 ms .. 128 ms */
 	if (util_now_monotonic_us() + delay_us > deadline_us)
 		return false;
@@ -193,7 +233,7 @@ static int srk_open(tpm *t, ESYS_TR *ret)
 	do
 		rc = Esys_TR_FromTPMPublic(t->esys, TPM_SRK_HANDLE, ESYS_TR_NONE, ESYS_TR_NONE,
 					   ESYS_TR_NONE, ret);
-	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS)
 		return fail("look up SRK 0x81000001", rc);
 	return 0;
@@ -276,7 +316,7 @@ static int srk_create_and_persist(tpm *t)
 		rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
 					ESYS_TR_NONE, &sensitive, &tmpl, &outside, &pcrs, &primary,
 					NULL, NULL, NULL, NULL);
-	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS) {
 		if (rc_base(rc) == TPM2_RC_BAD_AUTH || rc_base(rc) == TPM2_RC_AUTH_FAIL)
 			log_error("tpm: the owner hierarchy has a password: provision the SRK at "
@@ -354,7 +394,7 @@ static int session_start(tpm *t, ESYS_TR srk, ESYS_TR *ret)
 		rc = Esys_StartAuthSession(t->esys, srk, srk, ESYS_TR_NONE, ESYS_TR_NONE,
 					   ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
 					   &s);
-	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS)
 		return fail("StartAuthSession", rc);
 	rc = Esys_TRSess_SetAttributes(t->esys, s,
@@ -367,6 +407,28 @@ static int session_start(tpm *t, ESYS_TR srk, ESYS_TR *ret)
 	}
 	*ret = s;
 	return 0;
+}
+
+/* The SRK and a session on it, for one operation; end() releases both. */
+static int srk_session_begin(tpm *t, ESYS_TR *ret_srk, ESYS_TR *ret_session)
+{
+	int r = srk_open(t, ret_srk);
+
+	if (r < 0)
+		return r;
+	r = session_start(t, *ret_srk, ret_session);
+	if (r < 0)
+		Esys_TR_Close(t->esys, ret_srk);
+	return r;
+}
+
+static void srk_session_end(tpm *t, ESYS_TR *srk, ESYS_TR *session)
+{
+	if (*session != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, *session);
+	if (*srk != ESYS_TR_NONE)
+		Esys_TR_Close(t->esys, srk);
+	*session = *srk = ESYS_TR_NONE;
 }
 
 static int marshal_sealed(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
@@ -442,10 +504,7 @@ int tpm_kek_create(tpm *t, uint8_t kek[TPM_KEK_BYTES], struct tpm_sealed *ret)
 	TSS2_RC rc;
 	int r;
 
-	r = srk_open(t, &srk);
-	if (r < 0)
-		goto out;
-	r = session_start(t, srk, &session);
+	r = srk_session_begin(t, &srk, &session);
 	if (r < 0)
 		goto out;
 
@@ -453,7 +512,7 @@ int tpm_kek_create(tpm *t, uint8_t kek[TPM_KEK_BYTES], struct tpm_sealed *ret)
 	do
 		rc = Esys_GetRandom(t->esys, session, ESYS_TR_NONE, ESYS_TR_NONE, TPM_KEK_BYTES,
 				    &rnd);
-	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS) {
 		r = fail("GetRandom", rc);
 		goto out;
@@ -476,7 +535,7 @@ int tpm_kek_create(tpm *t, uint8_t kek[TPM_KEK_BYTES], struct tpm_sealed *ret)
 	do
 		rc = Esys_Create(t->esys, srk, session, ESYS_TR_NONE, ESYS_TR_NONE, &sensitive,
 				 &tmpl, &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
-	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS) {
 		r = fail("Create (seal KEK)", rc);
 		goto out;
@@ -493,10 +552,7 @@ out:
 	Esys_Free(rnd);
 	Esys_Free(priv);
 	Esys_Free(pub);
-	if (session != ESYS_TR_NONE)
-		Esys_FlushContext(t->esys, session);
-	if (srk != ESYS_TR_NONE)
-		Esys_TR_Close(t->esys, &srk);
+	srk_session_end(t, &srk, &session);
 	return r;
 }
 
@@ -517,16 +573,13 @@ int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, uint8_t kek[TPM_KEK_BYTES
 	r = unmarshal_sealed(s, &pub, &priv);
 	if (r < 0)
 		return r;
-	r = srk_open(t, &srk);
-	if (r < 0)
-		goto out;
-	r = session_start(t, srk, &session);
+	r = srk_session_begin(t, &srk, &session);
 	if (r < 0)
 		goto out;
 	do
 		rc = Esys_Load(t->esys, srk, session, ESYS_TR_NONE, ESYS_TR_NONE, &priv, &pub,
 			       &obj);
-	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS) {
 		r = fail("Load (sealed KEK)", rc);
 		goto out;
@@ -534,7 +587,7 @@ int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, uint8_t kek[TPM_KEK_BYTES
 	attempt = 0;
 	do
 		rc = Esys_Unseal(t->esys, obj, session, ESYS_TR_NONE, ESYS_TR_NONE, &out);
-	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS) {
 		r = fail("Unseal (KEK)", rc);
 		goto out;
@@ -552,10 +605,7 @@ out:
 	Esys_Free(out);
 	if (obj != ESYS_TR_NONE)
 		Esys_FlushContext(t->esys, obj);
-	if (session != ESYS_TR_NONE)
-		Esys_FlushContext(t->esys, session);
-	if (srk != ESYS_TR_NONE)
-		Esys_TR_Close(t->esys, &srk);
+	srk_session_end(t, &srk, &session);
 	return r;
 }
 
@@ -574,7 +624,7 @@ static int nv_open(tpm *t, uint32_t index, ESYS_TR *ret)
 	do
 		rc = Esys_TR_FromTPMPublic(t->esys, index, ESYS_TR_NONE, ESYS_TR_NONE,
 					   ESYS_TR_NONE, &t->nv);
-	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS) {
 		t->nv = ESYS_TR_NONE;
 		return fail("look up NV counter", rc);
@@ -632,7 +682,7 @@ int tpm_nv_counter_provision(tpm *t, uint32_t index)
 		do
 			rc = Esys_NV_DefineSpace(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD,
 						 ESYS_TR_NONE, ESYS_TR_NONE, &auth, &info, &nv);
-		while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline, &attempt));
+		while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 		if (rc == TSS2_RC_SUCCESS) {
 			log_info("tpm: defined NV counter 0x%08x", (unsigned)index);
 			Esys_TR_Close(t->esys, &nv);
@@ -656,7 +706,7 @@ static int nv_read(tpm *t, ESYS_TR nv, uint64_t deadline_us, uint64_t *ret_value
 	do
 		rc = Esys_NV_Read(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, 8,
 				  0, &data);
-	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline_us, &attempt));
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline_us, &attempt));
 	if (rc != TSS2_RC_SUCCESS)
 		return fail("NV_Read (nonce counter)", rc);
 	if (data->size != 8) {
@@ -683,7 +733,7 @@ int tpm_nv_counter_next(tpm *t, uint32_t index, uint64_t deadline_us, uint64_t *
 	do
 		rc = Esys_NV_Increment(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE,
 				       ESYS_TR_NONE);
-	while (rc != TSS2_RC_SUCCESS && retry_later(rc, deadline_us, &attempt));
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline_us, &attempt));
 	if (rc != TSS2_RC_SUCCESS)
 		return fail("NV_Increment (nonce counter)", rc);
 	return nv_read(t, nv, deadline_us, ret_value);

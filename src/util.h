@@ -17,6 +17,9 @@ void util_freezero(void *p, size_t len);
 /* Writes 2*len lowercase hex digits and a NUL into out (2*len+1 bytes). */
 void util_hex(const uint8_t *in, size_t len, char *out);
 
+/* Value of one hex digit, or -1. */
+int util_hex_digit(char c);
+
 /* Parses exactly 2*len hex digits; -EINVAL otherwise. */
 int util_unhex(const char *in, uint8_t *out, size_t len);
 

@@ -39,7 +39,12 @@ class PluginTest(unittest.TestCase):
         if self.daemon.proc:
             self.daemon.stop()
         self.tpm.kill()
-        if sys.exc_info()[0] is None:
+        result = self._outcome.result
+        if any(t is self for t, _ in result.failures + result.errors):
+            # Keep the evidence: the daemon's logs go with the failure.
+            sys.stderr.write('--- daemon log (%s) ---\n%s\n' % (self.root,
+                                                               self.daemon.output()[-6000:]))
+        else:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def cli(self, *args, **kw):

@@ -12,6 +12,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <tss2/tss2_esys.h>
+#include <tss2/tss2_tctildr.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,6 +242,48 @@ static void test_unreachable_tpm(void **state)
 	assert_int_equal(tpm_open(s->tcti, &t), -EIO);
 }
 
+/* A process killed mid-operation on a TPM without a resource manager
+ * leaves its sessions and objects loaded. Simulated here by loading them
+ * until the TPM is full and disconnecting without flushing. */
+static void test_leftovers_of_dead_processes_are_flushed(void **state)
+{
+	struct swtpm *s = *state;
+	TSS2_TCTI_CONTEXT *tcti;
+	ESYS_CONTEXT *esys;
+	TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_NULL};
+	struct tpm_name name;
+	struct tpm_sealed sealed;
+	uint8_t kek[32], back[32];
+	int sessions = 0;
+	tpm *t;
+
+	assert_int_equal(Tss2_TctiLdr_Initialize(s->tcti, &tcti), TSS2_RC_SUCCESS);
+	assert_int_equal(Esys_Initialize(&esys, tcti, NULL), TSS2_RC_SUCCESS);
+	for (;;) {
+		ESYS_TR session;
+		TSS2_RC rc = Esys_StartAuthSession(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+						   ESYS_TR_NONE, ESYS_TR_NONE, NULL, TPM2_SE_HMAC,
+						   &sym, TPM2_ALG_SHA256, &session);
+
+		if (rc != TSS2_RC_SUCCESS) {
+			assert_int_equal(rc & 0xfff, TPM2_RC_SESSION_MEMORY);
+			break;
+		}
+		sessions++;
+		assert_true(sessions < 100);
+	}
+	assert_true(sessions > 0);
+	Esys_Finalize(&esys);
+	Tss2_TctiLdr_Finalize(&tcti);
+
+	t = open_tpm(s);
+	assert_int_equal(tpm_srk_provision(t, &name), 0);
+	assert_int_equal(tpm_kek_create(t, kek, &sealed), 0);
+	assert_int_equal(tpm_kek_unseal(t, &sealed, back), 0);
+	assert_memory_equal(kek, back, 32);
+	tpm_close(t);
+}
+
 static bool contains(const uint8_t *hay, size_t n, const uint8_t *needle, size_t m)
 {
 	for (size_t i = 0; i + m <= n; i++)
@@ -300,6 +344,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_counter_index_checks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unreachable_tpm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kek_never_in_clear_on_the_bus, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_leftovers_of_dead_processes_are_flushed, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
