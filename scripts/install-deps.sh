@@ -15,6 +15,9 @@ libnghttp2-dev
 libprotobuf-c-dev
 protobuf-c-compiler
 libcmocka-dev
+libhttp-parser-dev
+mandoc
+prometheus
 swtpm
 swtpm-tools
 tpm2-tools

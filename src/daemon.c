@@ -2,6 +2,8 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_http.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -11,6 +13,7 @@
 struct daemon {
 	uv_loop_t *loop;
 	server *srv;
+	metrics_http *metrics;
 	uv_signal_t sigterm, sigint, sighup;
 	const struct daemon_hooks *hooks;
 	bool stopping;
@@ -24,6 +27,8 @@ static void on_server_stopped(void *arg)
 {
 	struct daemon *d = arg;
 
+	metrics_http_stop(d->metrics);
+	d->metrics = NULL;
 	uv_close((uv_handle_t *)&d->sigterm, on_signal_closed);
 	uv_close((uv_handle_t *)&d->sigint, on_signal_closed);
 	uv_close((uv_handle_t *)&d->sighup, on_signal_closed);
@@ -48,6 +53,19 @@ static void on_hup(uv_signal_t *h, int signum)
 
 	if (d->hooks && d->hooks->reload)
 		d->hooks->reload(d->hooks->arg);
+}
+
+static void observe_rpc(void *arg, const char *path, int status, uint64_t duration_us)
+{
+	metrics_rpc(path, status, duration_us);
+}
+
+static void collect_connections(void *arg, struct metrics_out *out)
+{
+	struct daemon *d = arg;
+
+	metrics_family(out, "tpm2kms_open_connections", "gauge", "Client connections open now.");
+	metrics_printf(out, "tpm2kms_open_connections %zu\n", server_connections(d->srv));
 }
 
 void daemon_config_defaults(struct daemon_config *cfg)
@@ -83,9 +101,16 @@ int daemon_run(uv_loop_t *loop, const struct daemon_config *cfg, const struct km
 	r = kms_service_new(g, ops, backend, &svc);
 	if (r < 0)
 		goto out;
+	grpc_server_set_observer(g, observe_rpc, NULL);
 	r = server_new(loop, &cfg->server, g, &d.srv);
 	if (r < 0)
 		goto out;
+	if (cfg->metrics_listen) {
+		r = metrics_http_start(loop, cfg->metrics_listen, &d.metrics);
+		if (r < 0)
+			goto out;
+		metrics_add_collector(collect_connections, &d);
+	}
 	if (fd < 0) {
 		r = listen_socket_open(&addr, cfg->socket_mode, cfg->socket_gid, 128, &fd);
 		if (r < 0)
@@ -104,18 +129,28 @@ int daemon_run(uv_loop_t *loop, const struct daemon_config *cfg, const struct km
 	uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
 	uv_signal_start(&d.sighup, on_hup, SIGHUP);
 
-	log_info("serving KMS on %s", listen_addr_str(&addr));
+	log_info("serving KMS on %s%s", listen_addr_str(&addr),
+		 bound_here ? "" : " (socket passed by the service manager)");
 	if (hooks && hooks->ready)
 		hooks->ready(hooks->arg);
 	uv_run(loop, UV_RUN_DEFAULT);
 	log_info("stopped");
 	r = 0;
 out:
+	metrics_remove_collector(collect_connections, &d);
+	if (d.metrics) {
+		metrics_http_stop(d.metrics);
+		uv_run(loop, UV_RUN_NOWAIT);
+	}
 	if (bound_here)
 		listen_socket_remove(&addr);
-	if (r < 0 && d.srv) {
-		/* Nothing was served; close what was opened. */
-		server_shutdown(d.srv, NULL, NULL);
+	if (r < 0) {
+		/* Nothing was served; the backend lets go of the loop, then
+		 * whatever was opened here is closed. */
+		if (hooks && hooks->stopping)
+			hooks->stopping(hooks->arg);
+		if (d.srv)
+			server_shutdown(d.srv, NULL, NULL);
 		uv_run(loop, UV_RUN_DEFAULT);
 	}
 	server_free(d.srv);

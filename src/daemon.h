@@ -19,6 +19,7 @@ struct daemon_config {
 	gid_t socket_gid;   /* (gid_t)-1: leave as is */
 	struct server_config server;
 	struct grpc_limits grpc;
+	const char *metrics_listen; /* NULL: no metrics endpoint */
 };
 
 void daemon_config_defaults(struct daemon_config *cfg);
@@ -35,7 +36,8 @@ struct daemon_hooks {
 };
 
 /* Runs until SIGTERM/SIGINT, then stops gracefully. Returns 0 after a clean
- * stop, negative errno when it could not start. Logs. */
+ * stop, negative errno when it could not start. The stopping hook runs in
+ * both cases. Logs. */
 int daemon_run(uv_loop_t *loop, const struct daemon_config *cfg, const struct kms_backend_ops *ops,
 	       void *backend, const struct daemon_hooks *hooks);
 

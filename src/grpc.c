@@ -25,6 +25,8 @@ struct grpc_server {
 	struct route *routes;
 	size_t n_routes;
 	size_t inflight;
+	grpc_observer observer;
+	void *observer_arg;
 };
 
 enum call_state {
@@ -101,6 +103,12 @@ int grpc_server_add_route(grpc_server *g, const char *path, grpc_handler handler
 	routes[g->n_routes].user = user;
 	g->n_routes++;
 	return 0;
+}
+
+void grpc_server_set_observer(grpc_server *g, grpc_observer fn, void *arg)
+{
+	g->observer = fn;
+	g->observer_arg = arg;
 }
 
 size_t grpc_server_inflight(const grpc_server *g)
@@ -200,6 +208,8 @@ static void call_log(const grpc_call *c, int status, const char *message)
 	};
 
 	log_call(&lc);
+	if (c->g->observer)
+		c->g->observer(c->g->observer_arg, c->path, status, lc.duration_us);
 }
 
 static void drop_body(grpc_call *c)

@@ -45,6 +45,10 @@ struct grpc_limits {
 int grpc_server_new(uv_loop_t *loop, const struct grpc_limits *limits, grpc_server **ret);
 void grpc_server_free(grpc_server *g);
 
+/* Called once per answered call (status -1: refused at the HTTP level). */
+typedef void (*grpc_observer)(void *arg, const char *path, int status, uint64_t duration_us);
+void grpc_server_set_observer(grpc_server *g, grpc_observer fn, void *arg);
+
 /* Routes are matched exactly; user is passed to the handler. */
 int grpc_server_add_route(grpc_server *g, const char *path, grpc_handler handler, void *user);
 

@@ -9,6 +9,7 @@
 #include "kms_proto.h"
 #include "listen.h"
 #include "log.h"
+#include "notify.h"
 #include "plugin.h"
 #include "secmem.h"
 #include "settings.h"
@@ -37,14 +38,63 @@ static gid_t group_id(const char *name)
 	return g ? g->gr_gid : (gid_t)-1;
 }
 
+/* What systemd hears: READY=1 once the socket is bound and the write key
+ * is loaded (so kube-apiserver's first Status can say "ok"). */
+struct serve_ctx {
+	plugin *p;
+	bool listening, keys_ready;
+};
+
+static void maybe_ready(struct serve_ctx *ctx)
+{
+	if (ctx->listening && ctx->keys_ready)
+		notify_send("READY=1\nSTATUS=serving KMS v2");
+	else if (ctx->listening)
+		notify_send("STATUS=socket bound; waiting for the TPM to unseal the write key");
+}
+
+static void on_listening(void *arg)
+{
+	struct serve_ctx *ctx = arg;
+
+	ctx->listening = true;
+	maybe_ready(ctx);
+}
+
+static void on_keys_ready(void *arg)
+{
+	struct serve_ctx *ctx = arg;
+
+	ctx->keys_ready = true;
+	maybe_ready(ctx);
+}
+
+static void on_stopping(void *arg)
+{
+	struct serve_ctx *ctx = arg;
+
+	notify_send("STOPPING=1\nSTATUS=finishing in-flight calls");
+	plugin_stop(ctx->p);
+}
+
+static void on_reload(void *arg)
+{
+	struct serve_ctx *ctx = arg;
+
+	plugin_reload(ctx->p);
+}
+
 static int cmd_serve(const struct settings *s)
 {
+	struct serve_ctx ctx = {0};
 	struct daemon_config dc;
 	struct plugin_config pc = {
 		.state_dir = s->state_dir,
 		.tcti = s->tcti,
 		.probe_interval_ms = s->probe_interval_ms,
 		.max_tpm_queue = 1024,
+		.on_ready = on_keys_ready,
+		.ready_arg = &ctx,
 	};
 	struct daemon_hooks hooks = {0};
 	struct state st = {0};
@@ -58,6 +108,9 @@ static int cmd_serve(const struct settings *s)
 		log_error("--listen %s: not a Unix socket address (%s)", s->listen, strerror(-r));
 		return r;
 	}
+	r = notify_listen_fd("kms", &dc.listen_fd);
+	if (r < 0 && r != -ENOENT)
+		return r;
 	dc.socket_mode = s->socket_mode;
 	if (*s->socket_group) {
 		dc.socket_gid = group_id(s->socket_group);
@@ -72,6 +125,7 @@ static int cmd_serve(const struct settings *s)
 	dc.server.allow_uids = s->allow_uids;
 	dc.server.n_allow_uids = s->n_allow_uids;
 	dc.grpc.max_inflight = s->max_inflight;
+	dc.metrics_listen = *s->metrics_listen ? s->metrics_listen : NULL;
 
 	/* Order: process hardening, secure heap, crypto, keys, transport. */
 	r = secmem_harden_process();
@@ -100,14 +154,13 @@ static int cmd_serve(const struct settings *s)
 	r = plugin_new(loop, &pc, &st, &p);
 	if (r < 0)
 		goto out;
-	hooks.stopping = (void (*)(void *))plugin_stop;
-	hooks.reload = (void (*)(void *))plugin_reload;
-	hooks.arg = p;
+	ctx.p = p;
+	hooks.ready = on_listening;
+	hooks.stopping = on_stopping;
+	hooks.reload = on_reload;
+	hooks.arg = &ctx;
+	/* On failure too, daemon_run has stopped the plugin via the hook. */
 	r = daemon_run(loop, &dc, plugin_ops(), p, &hooks);
-	if (r < 0) {
-		plugin_stop(p);
-		uv_run(loop, UV_RUN_DEFAULT);
-	}
 out:
 	state_free(&st);
 	uv_loop_close(loop);

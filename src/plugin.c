@@ -2,6 +2,7 @@
 
 #include "envelope.h"
 #include "log.h"
+#include "metrics.h"
 #include "plugin.h"
 #include "sealfile.h"
 #include "secmem.h"
@@ -447,6 +448,34 @@ done:
 	secmem_free(out, len);
 }
 
+static void collect(void *arg, struct metrics_out *out)
+{
+	plugin *p = arg;
+
+	metrics_family(out, "tpm2kms_tpm_up", "gauge", "1 while the last TPM probe succeeded.");
+	metrics_printf(out, "tpm2kms_tpm_up %d\n", p->worker && tpm_worker_healthy(p->worker));
+	metrics_family(out, "tpm2kms_nonce_value", "gauge",
+		       "Last NV counter value used for a nonce (0: none since start).");
+	metrics_printf(out, "tpm2kms_nonce_value %llu\n",
+		       (unsigned long long)(p->worker ? tpm_worker_last_counter(p->worker) : 0));
+	metrics_family(out, "tpm2kms_kek_generation_info", "gauge",
+		       "Key generations known: key_id and state (write, decrypt-only, "
+		       "loading, unusable).");
+	for (struct generation *g = p->gens; g; g = g->next)
+		metrics_printf(out,
+			       "tpm2kms_kek_generation_info{generation=\"%u\",key_id=\"%s\","
+			       "state=\"%s\"} 1\n",
+			       (unsigned)g->number, g->key_id,
+			       !g->kek	       ? (g->broken ? "unusable" : "loading")
+			       : g->number == p->write_gen ? "write"
+							   : "decrypt-only");
+	metrics_family(out, "tpm2kms_decrypts_total", "counter",
+		       "Successful Decrypt calls per key generation since start.");
+	for (struct generation *g = p->gens; g; g = g->next)
+		metrics_printf(out, "tpm2kms_decrypts_total{generation=\"%u\"} %llu\n",
+			       (unsigned)g->number, (unsigned long long)g->decrypts);
+}
+
 static const struct kms_backend_ops ops = {
 	.status = status,
 	.encrypt = encrypt,
@@ -499,6 +528,7 @@ int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct st
 		return r;
 	}
 	apply_state(p, st);
+	metrics_add_collector(collect, p);
 	*ret = p;
 	return 0;
 }
@@ -524,6 +554,7 @@ void plugin_stop(plugin *p)
 	if (p->stopping)
 		return;
 	p->stopping = true;
+	metrics_remove_collector(collect, p);
 	/* Pending Encrypts complete (with errors) before the worker goes. */
 	tpm_worker_stop(p->worker);
 	p->worker = NULL;

@@ -48,6 +48,8 @@ static const struct option_def options[] = {
 	 "permissions of the socket (default 0600)"},
 	{"socket-group", K_STRING, CMD_SERVE, STR(socket_group), "GROUP",
 	 "group of the socket (default: unchanged)"},
+	{"metrics-listen", K_STRING, CMD_SERVE, STR(metrics_listen), "ADDRESS",
+	 "serve Prometheus metrics on 127.0.0.1:PORT, [::1]:PORT or a socket path (default off)"},
 	{"allow-uid", K_UID, CMD_SERVE, 0, 0, "UID",
 	 "only this peer uid may connect (repeatable; default: anyone the socket mode allows)"},
 	{"max-connections", K_U32, CMD_SERVE, NUM(max_connections, 1u << 20), "N",

@@ -34,6 +34,7 @@ struct settings {
 	uint32_t nv_index; /* 0: default / the state's */
 	mode_t socket_mode;
 	char socket_group[64];
+	char metrics_listen[256];
 	enum log_format log_format;
 	enum log_level log_level;
 	uint32_t max_connections;

@@ -30,6 +30,7 @@ struct tpm {
 	 * so it is kept between calls. */
 	ESYS_TR nv;
 	uint32_t nv_index;
+	TSS2_RC last_rc;
 };
 
 /* Strips the parameter/handle/session number from format-one codes. */
@@ -117,10 +118,13 @@ static bool retry_later(tpm *t, TSS2_RC rc, uint64_t deadline_us, unsigned *atte
 }
 
 /* Translates a failure and logs it once. */
-static int fail(const char *what, TSS2_RC rc)
+static int fail(tpm *t, const char *what, TSS2_RC rc)
 {
 	TSS2_RC layer = rc & TSS2_RC_LAYER_MASK, base = rc_base(rc);
 	int r;
+
+	if (t)
+		t->last_rc = rc;
 
 	if (layer == TSS2_TCTI_RC_LAYER) {
 		r = -EIO;
@@ -186,7 +190,7 @@ int tpm_open(const char *tcti_conf, tpm **ret)
 	}
 	rc = Esys_Initialize(&t->esys, t->tcti, NULL);
 	if (rc != TSS2_RC_SUCCESS) {
-		r = fail("Esys_Initialize", rc);
+		r = fail(t, "Esys_Initialize", rc);
 		goto out;
 	}
 	/* A TPM that was never started (a bare simulator) says INITIALIZE;
@@ -197,11 +201,11 @@ int tpm_open(const char *tcti_conf, tpm **ret)
 	if (rc_base(rc) == TPM2_RC_INITIALIZE) {
 		rc = Esys_Startup(t->esys, TPM2_SU_CLEAR);
 		if (rc != TSS2_RC_SUCCESS && rc_base(rc) != TPM2_RC_INITIALIZE) {
-			r = fail("Startup", rc);
+			r = fail(t, "Startup", rc);
 			goto out;
 		}
 	} else if (rc != TSS2_RC_SUCCESS) {
-		r = fail("GetCapability", rc);
+		r = fail(t, "GetCapability", rc);
 		goto out;
 	}
 	*ret = t;
@@ -235,7 +239,7 @@ static int srk_open(tpm *t, ESYS_TR *ret)
 					   ESYS_TR_NONE, ret);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS)
-		return fail("look up SRK 0x81000001", rc);
+		return fail(t, "look up SRK 0x81000001", rc);
 	return 0;
 }
 
@@ -246,7 +250,7 @@ static int tr_name(tpm *t, ESYS_TR tr, struct tpm_name *ret)
 
 	rc = Esys_TR_GetName(t->esys, tr, &name);
 	if (rc != TSS2_RC_SUCCESS)
-		return fail("TR_GetName", rc);
+		return fail(t, "TR_GetName", rc);
 	if (name->size > sizeof(ret->bytes)) {
 		Esys_Free(name);
 		return -EPROTO;
@@ -268,7 +272,7 @@ static int srk_suitable(tpm *t, ESYS_TR srk)
 	rc = Esys_ReadPublic(t->esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL,
 			     NULL);
 	if (rc != TSS2_RC_SUCCESS)
-		return fail("ReadPublic SRK", rc);
+		return fail(t, "ReadPublic SRK", rc);
 	a = pub->publicArea.objectAttributes;
 	if (!(a & TPMA_OBJECT_RESTRICTED) || !(a & TPMA_OBJECT_DECRYPT) ||
 	    (a & TPMA_OBJECT_SIGN_ENCRYPT) ||
@@ -321,7 +325,7 @@ static int srk_create_and_persist(tpm *t)
 		if (rc_base(rc) == TPM2_RC_BAD_AUTH || rc_base(rc) == TPM2_RC_AUTH_FAIL)
 			log_error("tpm: the owner hierarchy has a password: provision the SRK at "
 				  "0x81000001 with tpm2_createprimary and tpm2_evictcontrol first");
-		return fail("CreatePrimary (SRK)", rc);
+		return fail(t, "CreatePrimary (SRK)", rc);
 	}
 	rc = Esys_EvictControl(t->esys, ESYS_TR_RH_OWNER, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE,
 			       ESYS_TR_NONE, TPM_SRK_HANDLE, &persistent);
@@ -333,7 +337,7 @@ static int srk_create_and_persist(tpm *t)
 		/* Another process persisted one first; use that. */
 		r = 0;
 	} else {
-		r = fail("EvictControl (persist SRK)", rc);
+		r = fail(t, "EvictControl (persist SRK)", rc);
 	}
 	Esys_FlushContext(t->esys, primary);
 	return r;
@@ -396,14 +400,14 @@ static int session_start(tpm *t, ESYS_TR srk, ESYS_TR *ret)
 					   &s);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS)
-		return fail("StartAuthSession", rc);
+		return fail(t, "StartAuthSession", rc);
 	rc = Esys_TRSess_SetAttributes(t->esys, s,
 				       TPMA_SESSION_DECRYPT | TPMA_SESSION_ENCRYPT |
 					       TPMA_SESSION_CONTINUESESSION,
 				       0xff);
 	if (rc != TSS2_RC_SUCCESS) {
 		Esys_FlushContext(t->esys, s);
-		return fail("TRSess_SetAttributes", rc);
+		return fail(t, "TRSess_SetAttributes", rc);
 	}
 	*ret = s;
 	return 0;
@@ -439,12 +443,12 @@ static int marshal_sealed(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
 
 	rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, ret->pub, sizeof(ret->pub), &off);
 	if (rc != TSS2_RC_SUCCESS)
-		return fail("marshal public area", rc);
+		return fail(NULL, "marshal public area", rc);
 	ret->pub_len = off;
 	off = 0;
 	rc = Tss2_MU_TPM2B_PRIVATE_Marshal(priv, ret->priv, sizeof(ret->priv), &off);
 	if (rc != TSS2_RC_SUCCESS)
-		return fail("marshal private area", rc);
+		return fail(NULL, "marshal private area", rc);
 	ret->priv_len = off;
 	return 0;
 }
@@ -514,7 +518,7 @@ int tpm_kek_create(tpm *t, uint8_t kek[TPM_KEK_BYTES], struct tpm_sealed *ret)
 				    &rnd);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS) {
-		r = fail("GetRandom", rc);
+		r = fail(t, "GetRandom", rc);
 		goto out;
 	}
 	if (rnd->size != TPM_KEK_BYTES) {
@@ -537,7 +541,7 @@ int tpm_kek_create(tpm *t, uint8_t kek[TPM_KEK_BYTES], struct tpm_sealed *ret)
 				 &tmpl, &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS) {
-		r = fail("Create (seal KEK)", rc);
+		r = fail(t, "Create (seal KEK)", rc);
 		goto out;
 	}
 	r = marshal_sealed(pub, priv, ret);
@@ -581,7 +585,7 @@ int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, uint8_t kek[TPM_KEK_BYTES
 			       &obj);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS) {
-		r = fail("Load (sealed KEK)", rc);
+		r = fail(t, "Load (sealed KEK)", rc);
 		goto out;
 	}
 	attempt = 0;
@@ -589,7 +593,7 @@ int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, uint8_t kek[TPM_KEK_BYTES
 		rc = Esys_Unseal(t->esys, obj, session, ESYS_TR_NONE, ESYS_TR_NONE, &out);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS) {
-		r = fail("Unseal (KEK)", rc);
+		r = fail(t, "Unseal (KEK)", rc);
 		goto out;
 	}
 	if (out->size != TPM_KEK_BYTES) {
@@ -627,7 +631,7 @@ static int nv_open(tpm *t, uint32_t index, ESYS_TR *ret)
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS) {
 		t->nv = ESYS_TR_NONE;
-		return fail("look up NV counter", rc);
+		return fail(t, "look up NV counter", rc);
 	}
 	t->nv_index = index;
 	*ret = t->nv;
@@ -643,7 +647,7 @@ static int nv_check_shape(tpm *t, ESYS_TR nv, uint32_t index)
 
 	rc = Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
 	if (rc != TSS2_RC_SUCCESS)
-		return fail("NV_ReadPublic", rc);
+		return fail(t, "NV_ReadPublic", rc);
 	a = pub->nvPublic.attributes;
 	if (((a & TPMA_NV_TPM2_NT_MASK) >> TPMA_NV_TPM2_NT_SHIFT) != TPM2_NT_COUNTER ||
 	    pub->nvPublic.dataSize != 8 || !(a & TPMA_NV_AUTHREAD) || !(a & TPMA_NV_AUTHWRITE)) {
@@ -688,7 +692,7 @@ int tpm_nv_counter_provision(tpm *t, uint32_t index)
 			Esys_TR_Close(t->esys, &nv);
 		} else if (rc_base(rc) != TPM2_RC_NV_DEFINED) {
 			/* NV_DEFINED: another process was first. */
-			return fail("NV_DefineSpace (nonce counter)", rc);
+			return fail(t, "NV_DefineSpace (nonce counter)", rc);
 		}
 		r = nv_open(t, index, &nv);
 	}
@@ -708,7 +712,7 @@ static int nv_read(tpm *t, ESYS_TR nv, uint64_t deadline_us, uint64_t *ret_value
 				  0, &data);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline_us, &attempt));
 	if (rc != TSS2_RC_SUCCESS)
-		return fail("NV_Read (nonce counter)", rc);
+		return fail(t, "NV_Read (nonce counter)", rc);
 	if (data->size != 8) {
 		Esys_Free(data);
 		return -EPROTO;
@@ -735,7 +739,7 @@ int tpm_nv_counter_next(tpm *t, uint32_t index, uint64_t deadline_us, uint64_t *
 				       ESYS_TR_NONE);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline_us, &attempt));
 	if (rc != TSS2_RC_SUCCESS)
-		return fail("NV_Increment (nonce counter)", rc);
+		return fail(t, "NV_Increment (nonce counter)", rc);
 	return nv_read(t, nv, deadline_us, ret_value);
 }
 
@@ -748,4 +752,9 @@ int tpm_nv_counter_peek(tpm *t, uint32_t index, uint64_t *ret_value)
 	if (r < 0)
 		return r;
 	return nv_read(t, nv, patience(), ret_value);
+}
+
+uint32_t tpm_last_error(const tpm *t)
+{
+	return t->last_rc;
 }

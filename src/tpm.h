@@ -83,4 +83,7 @@ int tpm_nv_counter_next(tpm *t, uint32_t index, uint64_t deadline_us, uint64_t *
  * never for a nonce. */
 int tpm_nv_counter_peek(tpm *t, uint32_t index, uint64_t *ret_value);
 
+/* The TSS2_RC of the last failure on t (0 if none), for metrics. */
+uint32_t tpm_last_error(const tpm *t);
+
 #endif

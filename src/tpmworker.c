@@ -1,11 +1,13 @@
 #include "config.h"
 
 #include "log.h"
+#include "metrics.h"
 #include "secmem.h"
 #include "tpmworker.h"
 #include "util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +24,8 @@ struct job {
 	struct job *next;
 	enum job_kind kind;
 	uint64_t deadline_us; /* monotonic; 0: none */
+	uint64_t duration_us;
+	uint32_t rc; /* TSS2_RC of a failure, 0 when none is known */
 	int err;
 	uint64_t value;
 	struct tpm_sealed sealed;
@@ -90,6 +94,7 @@ static int ensure_connected(tpm_worker *w)
 
 static void run_job(tpm_worker *w, struct job *j)
 {
+	uint64_t start = util_now_monotonic_us();
 	int r;
 
 	if (j->deadline_us && util_now_monotonic_us() >= j->deadline_us) {
@@ -115,6 +120,9 @@ static void run_job(tpm_worker *w, struct job *j)
 			break;
 		}
 	}
+	j->duration_us = util_now_monotonic_us() - start;
+	if (r < 0 && w->t)
+		j->rc = tpm_last_error(w->t);
 	/* A broken connection is rebuilt from scratch on the next job. */
 	if (r == -EIO && w->t) {
 		tpm_close(w->t);
@@ -205,8 +213,19 @@ static int submit(tpm_worker *w, struct job *j)
 	return 0;
 }
 
+static const char *const job_names[] = {"probe", "counter", "unseal"};
+
 static void complete(tpm_worker *w, struct job *j)
 {
+	if (j->err != -ECANCELED && !(j->err == -ETIMEDOUT && j->duration_us == 0)) {
+		char code[24] = "";
+
+		if (j->err < 0 && j->rc)
+			snprintf(code, sizeof(code), "0x%08x", (unsigned)j->rc);
+		else if (j->err < 0)
+			snprintf(code, sizeof(code), "%s", j->err == -EIO ? "unreachable" : "other");
+		metrics_tpm(job_names[j->kind], j->duration_us, code);
+	}
 	switch (j->kind) {
 	case JOB_PROBE:
 		w->probe_pending = false;

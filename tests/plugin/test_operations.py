@@ -1,0 +1,269 @@
+#!/usr/bin/python3
+"""Operability: man pages, --help, configuration file, systemd units and
+protocols (readiness notification, socket activation), Prometheus metrics,
+log formats, static pod manifest."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import unittest
+import urllib.request
+
+import yaml
+
+from kmsclient import Daemon, Kms, Process, Swtpm, run_cli, tempdir, tpm2_kms, wait_until
+
+SRC = os.environ.get('TOP_SRCDIR', os.getcwd())
+BUILD = os.environ.get('TOP_BUILDDIR', os.getcwd())
+COMMANDS = ('serve', 'init', 'rotate', 'keys', 'retire', 'status')
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+class Documentation(unittest.TestCase):
+    def test_man_pages_lint_clean(self):
+        r = subprocess.run(['mandoc', '-T', 'lint', '-W', 'warning',
+                            os.path.join(SRC, 'man', 'tpm2-kms.8'),
+                            os.path.join(SRC, 'man', 'tpm2-kms.conf.5')],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_help_and_man_page_agree(self):
+        man8 = read(os.path.join(SRC, 'man', 'tpm2-kms.8'))
+        man5 = read(os.path.join(SRC, 'man', 'tpm2-kms.conf.5'))
+        seen = set()
+        for cmd in COMMANDS:
+            self.assertIn('.Cm %s' % cmd, man8)
+            help_text = run_cli(cmd, '--help').stdout
+            for flag in re.findall(r'^  --([a-z-]+)', help_text, re.M):
+                seen.add(flag)
+                self.assertIn('.It Fl -%s' % flag, man8, '--%s of %s' % (flag, cmd))
+                if flag not in ('help', 'config', 'print-config'):
+                    self.assertIn('.It Cm %s' % flag, man5, flag)
+        self.assertGreater(len(seen), 15)
+
+
+class ConfigFile(unittest.TestCase):
+    def test_flags_win_and_print_config(self):
+        d = tempdir('kmso-')
+        conf = os.path.join(d, 'tpm2-kms.conf')
+        with open(conf, 'w') as f:
+            f.write('# test\nlisten /tmp/from-file.sock\ntcti swtpm:path=/tmp/t.sock\n'
+                    'metrics-listen 127.0.0.1:9464\nallow-uid 0\nallow-uid 12\n')
+        out = run_cli('serve', '--config', conf, '--print-config',
+                      '--tcti', 'device:/dev/tpm0').stdout
+        self.assertIn('listen /tmp/from-file.sock\n', out)
+        self.assertIn('tcti device:/dev/tpm0\n', out)
+        self.assertIn('metrics-listen 127.0.0.1:9464\n', out)
+        self.assertIn('allow-uid 0\nallow-uid 12\n', out)
+        with open(conf, 'a') as f:
+            f.write('listne /oops\n')
+        r = run_cli('serve', '--config', conf, '--print-config', check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn('%s:7: unknown setting "listne"' % conf, r.stderr)
+        shutil.rmtree(d)
+
+
+class Systemd(unittest.TestCase):
+    def test_units_verify(self):
+        d = tempdir('kmsu-')
+        unit = read(os.path.join(BUILD, 'dist', 'systemd', 'tpm2-kms.service'))
+        # verify wants ExecStart to exist: point it at the built binary.
+        unit = re.sub(r'ExecStart=\S+/tpm2-kms', 'ExecStart=' + tpm2_kms(), unit)
+        with open(os.path.join(d, 'tpm2-kms.service'), 'w') as f:
+            f.write(unit)
+        shutil.copy(os.path.join(SRC, 'dist', 'systemd', 'tpm2-kms.socket'), d)
+        r = subprocess.run(['systemd-analyze', 'verify', '--man=no',
+                            os.path.join(d, 'tpm2-kms.service'),
+                            os.path.join(d, 'tpm2-kms.socket')],
+                           capture_output=True, text=True, cwd=d)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        for key in ('Type=notify', 'ProtectSystem=strict', 'PrivateNetwork=yes',
+                    'NoNewPrivileges=yes', 'MemoryDenyWriteExecute=yes',
+                    'SystemCallFilter=@system-service', 'RestrictAddressFamilies=AF_UNIX',
+                    'CapabilityBoundingSet=\n', 'LockPersonality=yes',
+                    'DeviceAllow=/dev/tpmrm0', 'StateDirectory=tpm2-kms',
+                    'RuntimeDirectory=tpm2-kms', 'SupplementaryGroups=tss'):
+            self.assertIn(key, unit)
+        shutil.rmtree(d)
+
+    def test_notify_and_socket_activation(self):
+        root = tempdir('kmsn-')
+        tpm = Swtpm(root)
+        tpm.start()
+        notify_path = os.path.join(root, 'notify.sock')
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        notify.settimeout(20)
+        kms_path = os.path.join(root, 'kms.sock')
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(kms_path)
+        listener.listen(16)
+        env = dict(os.environ, NOTIFY_SOCKET=notify_path, LISTEN_FDS='1',
+                   LISTEN_FDNAMES='kms')
+        # LISTEN_PID must be the daemon's own pid, and the socket fd 3:
+        # exec from a shell.
+        cmd = 'LISTEN_PID=$$ exec "$0" "$@" 3<&%d' % listener.fileno()
+        p = subprocess.Popen(['sh', '-c', cmd, tpm2_kms(), 'serve', '--tcti', tpm.tcti,
+                              '--state-dir', os.path.join(root, 'state'),
+                              '--listen', os.path.join(root, 'unused.sock')],
+                             env=env, pass_fds=(listener.fileno(),),
+                             stderr=open(os.path.join(root, 'log'), 'wb'))
+        try:
+            messages = []
+            while not any('READY=1' in m for m in messages):
+                messages.append(notify.recv(4096).decode())
+            # Ready means: the passed socket answers and healthz is ok.
+            c = Kms('unix:' + kms_path)
+            self.assertEqual(c.status().healthz, 'ok')
+            c.close()
+            self.assertFalse(os.path.exists(os.path.join(root, 'unused.sock')))
+            p.send_signal(signal.SIGTERM)
+            while not any('STOPPING=1' in m for m in messages):
+                messages.append(notify.recv(4096).decode())
+            self.assertEqual(p.wait(15), 0)
+            self.assertTrue(any(m.startswith('STATUS=') or '\nSTATUS=' in m for m in messages))
+            print('notifications: %r' % messages)
+        finally:
+            if p.poll() is None:
+                p.kill()
+            tpm.kill()
+            notify.close()
+            listener.close()
+            shutil.rmtree(root, ignore_errors=True)
+
+    def test_socket_activation_fd_must_be_a_listening_socket(self):
+        root = tempdir('kmsn-')
+        r, w = os.pipe()
+        env = dict(os.environ, LISTEN_FDS='1')
+        p = subprocess.run(['sh', '-c', 'LISTEN_PID=$$ exec "$0" "$@" 3<&%d' % r, tpm2_kms(),
+                            'serve', '--tcti', 'swtpm:path=/nonexistent',
+                            '--state-dir', os.path.join(root, 'state')],
+                           env=env, pass_fds=(r,), capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn('not a listening Unix stream socket', p.stderr)
+        os.close(r)
+        os.close(w)
+        shutil.rmtree(root)
+
+
+class Observability(unittest.TestCase):
+    def setUp(self):
+        self.root = tempdir('kmsm-')
+        self.tpm = Swtpm(self.root)
+        self.tpm.start()
+
+    def tearDown(self):
+        self.tpm.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def test_metrics_scrape_and_promtool(self):
+        with socket.socket() as s:
+            s.bind(('127.0.0.1', 0))
+            port = s.getsockname()[1]
+        d = Daemon(self.root, self.tpm, '--metrics-listen', '127.0.0.1:%d' % port)
+        d.start()
+        try:
+            c = d.client()
+            e = c.encrypt(b'seed' * 8)
+            c.decrypt(e.ciphertext, e.key_id)
+            try:
+                c.decrypt(b'junk' * 30, e.key_id)
+            except Exception:
+                pass
+            url = 'http://127.0.0.1:%d/metrics' % port
+            with urllib.request.urlopen(url, timeout=5) as r:
+                self.assertEqual(r.status, 200)
+                self.assertIn('text/plain; version=0.0.4', r.headers['Content-Type'])
+                text = r.read().decode()
+            promtool = subprocess.run(['promtool', 'check', 'metrics'], input=text,
+                                      capture_output=True, text=True)
+            self.assertEqual(promtool.returncode, 0, promtool.stdout + promtool.stderr)
+            for want in ('tpm2kms_requests_total{api="v2",method="Encrypt",code="0"} 1',
+                         'tpm2kms_requests_total{api="v2",method="Decrypt",code="3"} 1',
+                         'tpm2kms_request_duration_seconds_bucket{api="v2",method="Decrypt",le="1e-05"}',
+                         'tpm2kms_tpm_command_duration_seconds_count{op="counter"} 1',
+                         'tpm2kms_tpm_up 1', 'tpm2kms_nonce_value 1',
+                         'tpm2kms_kek_generation_info{generation="1",key_id="%s",state="write"} 1'
+                         % e.key_id,
+                         'tpm2kms_decrypts_total{generation="1"} 1',
+                         'tpm2kms_open_connections 1', 'tpm2kms_build_info{version='):
+                self.assertIn(want, text)
+            c.close()
+            with self.assertRaises(urllib.error.HTTPError) as cm:
+                urllib.request.urlopen('http://127.0.0.1:%d/other' % port, timeout=5)
+            self.assertEqual(cm.exception.code, 404)
+            # TPM trouble shows up.
+            self.tpm.kill(9)
+            wait_until(lambda: 'tpm2kms_tpm_up 0' in urllib.request.urlopen(
+                url, timeout=5).read().decode(), 'tpm_up 0', timeout=10)
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            self.assertRegex(text, r'tpm2kms_tpm_errors_total\{op="probe",error="[^"]+"\} \d+')
+        finally:
+            d.stop()
+
+    def test_metrics_refuses_non_loopback(self):
+        r = run_cli('serve', '--tcti', self.tpm.tcti, '--state-dir',
+                    os.path.join(self.root, 'state'), '--listen',
+                    os.path.join(self.root, 'k.sock'), '--metrics-listen', '0.0.0.0:9464',
+                    check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('only loopback', r.stderr)
+
+    def test_json_logs_and_journal_levels(self):
+        d = Daemon(self.root, self.tpm, '--log-format', 'json')
+        d.start()
+        c = d.client()
+        c.encrypt(b'x', uid='uid-"quoted"')
+        c.close()
+        d.stop()
+        lines = [l for l in d.output().splitlines() if l.strip()]
+        objs = [json.loads(l) for l in lines]           # every line is JSON
+        rpc = [o for o in objs if o['msg'] == 'rpc' and o['method'].endswith('/Encrypt')]
+        self.assertEqual(rpc[0]['uid'], 'uid-"quoted"')
+        self.assertEqual(rpc[0]['grpc_status'], 0)
+        self.assertRegex(rpc[0]['key_id'], r'^tpm2-kms-g1-')
+        self.assertIn('duration_us', rpc[0])
+
+        env = dict(os.environ, JOURNAL_STREAM='8:1234')
+        r = run_cli('keys', '--state-dir', os.path.join(self.root, 'nope'), check=False,
+                    env=env)
+        self.assertTrue(r.stderr.startswith('<3>'), r.stderr)
+
+
+class StaticPod(unittest.TestCase):
+    def test_manifest(self):
+        pod = yaml.safe_load(read(os.path.join(SRC, 'deploy', 'static-pod.yaml')))
+        self.assertEqual(pod['kind'], 'Pod')
+        spec = pod['spec']
+        self.assertEqual(spec['priorityClassName'], 'system-node-critical')
+        vols = {v['name']: v['hostPath'] for v in spec['volumes']}
+        self.assertEqual(vols['tpm']['path'], '/dev/tpmrm0')
+        self.assertEqual(vols['tpm']['type'], 'CharDevice')
+        self.assertEqual(vols['state']['path'], '/var/lib/tpm2-kms')
+        self.assertEqual(vols['socket']['path'], '/run/tpm2-kms')
+        ctr = spec['containers'][0]
+        for probe in ('livenessProbe', 'readinessProbe'):
+            cmd = ctr[probe]['exec']['command']
+            self.assertEqual(cmd[1], 'status')
+        # The flags in the manifest are ones tpm2-kms accepts.
+        args = [a.split('=', 1) for a in ctr['command'][2:]]
+        r = run_cli('serve', '--config', '/dev/null', '--print-config',
+                    *[x for a in args for x in a])
+        self.assertIn('listen /run/tpm2-kms/kms.sock', r.stdout)
+
+
+if __name__ == '__main__':
+    r = unittest.main(verbosity=2, exit=False).result
+    print('%d passed, %d failed' % (r.testsRun - len(r.failures) - len(r.errors),
+                                    len(r.failures) + len(r.errors)))
+    sys.exit(0 if r.wasSuccessful() else 1)
