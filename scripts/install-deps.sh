@@ -25,6 +25,10 @@ python3-grpcio
 python3-protobuf
 python3-yaml
 python3-cryptography
+qemu-system-x86
+linux-image-amd64
+busybox-static
+cpio
 "
 
 missing=""

@@ -7,9 +7,9 @@
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 
 #define HKDF_INFO   "tpm2-kms/v1"
 #define KEY_ID_INFO "tpm2-kms key id v1"
@@ -104,14 +104,37 @@ out:
 	return r;
 }
 
+/* The salt must differ even between two futures of one VM snapshot, whose
+ * memory (and vTPM) start out identical. OpenSSL's DRBG lives in that
+ * memory and reseeds only after hours or 2^16 calls, so both futures would
+ * draw the same bytes from it (tests/vm shows exactly that). The kernel
+ * reseeds its generator when the hypervisor signals a new VM generation
+ * (vmgenid), so the salt comes from getrandom(2), every message. */
+static int fresh_random(uint8_t *buf, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = getrandom(buf + got, len - got, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -EIO;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
 int envelope_seal(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generation, uint64_t counter,
 		  const uint8_t *plaintext, size_t len, uint8_t *out, size_t *ret_len)
 {
 	uint8_t rnd[ENVELOPE_SALT_BYTES + 4];
 	int r;
 
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-		return -EIO;
+	r = fresh_random(rnd, sizeof(rnd));
+	if (r < 0)
+		return r;
 	r = envelope_seal_with(kek, generation, counter, rnd, rnd + ENVELOPE_SALT_BYTES,
 			       plaintext, len, out, ret_len);
 	util_wipe(rnd, sizeof(rnd));

@@ -33,7 +33,7 @@ int envelope_init(void);
 void envelope_finish(void);
 
 /* Seals plaintext (1..958 bytes) into out (ENVELOPE_MAX_BYTES). Salt and
- * the nonce's random part come from RAND_bytes. -EINVAL for an empty,
+ * the nonce's random part come from getrandom(2) (see envelope.c). -EINVAL for an empty,
  * -EMSGSIZE for an oversized plaintext. */
 int envelope_seal(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generation, uint64_t counter,
 		  const uint8_t *plaintext, size_t len, uint8_t *out, size_t *ret_len);

@@ -15,6 +15,7 @@
 #include "settings.h"
 #include "statedir.h"
 #include "util.h"
+#include "vmgenid.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -139,6 +140,10 @@ static int cmd_serve(const struct settings *s)
 		log_error("OpenSSL lacks HKDF, HMAC or AES-256-GCM");
 		goto out;
 	}
+	if (vmgenid_probe() == VMGENID_MISSING)
+		log_warning("this VM has no VM generation ID device: if it is ever restored from a "
+			    "snapshot, envelope salts may repeat (see docs/security.md); give it "
+			    "one (QEMU: -device vmgenid, libvirt: <genid/>)");
 	r = keyadmin_provision(s->state_dir, s->tcti, s->nv_index, &st);
 	if (r == -EIO) {
 		/* No TPM right now. Existing keys load when it comes back. */
