@@ -80,6 +80,10 @@ int statedir_lock(const char *dir, int *ret_fd)
 	if (r < 0)
 		return r;
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	/* On a read-only state directory the daemon can still serve: flock()
+	 * works on a descriptor opened for reading. */
+	if (fd < 0 && errno == EROFS)
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		r = -errno;
 		log_error("cannot open lock file %s: %s", path, strerror(errno));

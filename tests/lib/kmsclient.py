@@ -276,3 +276,62 @@ class Daemon:
     def output(self):
         return ''.join(open(os.path.join(self.root, 'serve-%d.log' % i), errors='replace').read()
                        for i in range(1, self.n + 1))
+
+
+class DelayProxy:
+    """Stands between tpm2-kms and swtpm (data and control sockets) and holds
+    every command for `delay` seconds: a slow TPM on demand."""
+
+    def __init__(self, target_sock, listen_sock):
+        import threading
+        self.delay = 0.0
+        self.threads = []
+        self.stopping = False
+        self.servers = []
+        for suffix in ('', '.ctrl'):
+            srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            srv.bind(listen_sock + suffix)
+            srv.listen(64)
+            self.servers.append(srv)
+            t = threading.Thread(target=self._accept, args=(srv, target_sock + suffix,
+                                                            suffix == ''), daemon=True)
+            t.start()
+
+    def _accept(self, srv, target, slow):
+        import threading
+        while not self.stopping:
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(target)
+            except OSError:
+                client.close()
+                continue
+            for a, b, delayed in ((client, upstream, slow), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, delayed), daemon=True).start()
+
+    def _pump(self, src, dst, delayed):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if delayed and self.delay:
+                    time.sleep(self.delay)     # the injected TPM latency
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stopping = True
+        for s in self.servers:
+            s.close()

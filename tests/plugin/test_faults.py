@@ -1,0 +1,227 @@
+#!/usr/bin/python3
+"""Faults and security properties of the running plugin: a slow TPM, damaged
+and missing state, a full or read-only state filesystem, secrets kept out of
+logs and core dumps."""
+
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import unittest
+
+import grpc
+
+from kmsclient import (Daemon, DelayProxy, Kms, Process, Swtpm, can_connect, run_cli,
+                       tempdir, tpm2_kms, wait_until)
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        self.root = tempdir('kmsf-')
+        self.tpm = Swtpm(self.root)
+        self.tpm.start()
+        self.daemon = Daemon(self.root, self.tpm)
+        self.mounts = []
+
+    def tearDown(self):
+        if self.daemon.proc and self.daemon.proc.alive():
+            self.daemon.stop()
+        for m in reversed(self.mounts):
+            subprocess.run(['umount', '-l', m])
+        self.tpm.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def tpm_args(self):
+        return ['--tcti', self.daemon.swtpm.tcti, '--state-dir', self.daemon.state_dir]
+
+    def tmpfs(self, path, size):
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s,mode=0700' % size, 'tmpfs', path],
+                       check=True)
+        self.mounts.append(path)
+
+
+class SlowTpm(Base):
+    def test_deadlines_with_a_slow_tpm(self):
+        proxy = DelayProxy(self.tpm.sock, os.path.join(self.root, 'slow.sock'))
+        self.addCleanup(proxy.close)
+
+        class Via:
+            tcti = 'swtpm:path=' + os.path.join(self.root, 'slow.sock')
+        self.daemon = Daemon(self.root, Via)
+        self.daemon.start()
+        c = self.daemon.client()
+        e = c.encrypt(b'before')
+        proxy.delay = 2.0           # every TPM command now takes 2 s
+        pending = c.encrypt(b'during', timeout=1, future=True)
+        # Status and Decrypt do not wait behind the TPM.
+        for _ in range(5):
+            self.assertEqual(c.status(timeout=0.5).healthz, 'ok')
+            self.assertEqual(c.decrypt(e.ciphertext, e.key_id, timeout=0.5).plaintext, b'before')
+        with self.assertRaises(grpc.RpcError) as cm:
+            pending.result()
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        proxy.delay = 0.0
+        wait_until(lambda: self._encrypt_ok(c), 'encrypt after the TPM speeds up', timeout=30)
+        c.close()
+
+    @staticmethod
+    def _encrypt_ok(c):
+        try:
+            return c.encrypt(b'after', timeout=3).ciphertext
+        except grpc.RpcError:
+            return False
+
+
+class DamagedState(Base):
+    def test_damaged_sealed_file_is_named_and_others_served(self):
+        self.daemon.start()
+        c = self.daemon.client()
+        old = c.encrypt(b'old')
+        c.close()
+        self.daemon.stop()
+        new_id = run_cli('rotate', *self.tpm_args()).stdout.strip()
+        path = os.path.join(self.daemon.state_dir, 'gen-000001.pem')
+        with open(path, 'r+') as f:
+            f.truncate(100)
+        self.daemon.start()
+        c = self.daemon.client()
+        self.assertEqual(c.status().key_id, new_id)
+        fresh = c.encrypt(b'new')
+        self.assertEqual(c.decrypt(fresh.ciphertext, fresh.key_id).plaintext, b'new')
+        with self.assertRaises(grpc.RpcError) as cm:
+            c.decrypt(old.ciphertext, old.key_id)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        c.close()
+        self.assertIn('gen-000001.pem is missing or damaged', self.daemon.output())
+
+    def test_damaged_state_file_refused_with_line(self):
+        run_cli('init', *self.tpm_args())
+        path = os.path.join(self.daemon.state_dir, 'state')
+        with open(path, 'a') as f:
+            f.write('generation 2 created x\n')
+        r = run_cli('serve', '--listen', self.daemon.sock, *self.tpm_args(), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, r'state: line 7 is not valid')
+        r = run_cli('keys', '--state-dir', self.daemon.state_dir, check=False)
+        self.assertEqual(r.returncode, 1)
+
+
+class Filesystem(Base):
+    def fill(self, mount):
+        # Leave no room: write until ENOSPC.
+        fd = os.open(os.path.join(mount, 'filler'), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b'\0' * 4096) > 0:
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def test_full_filesystem_during_init_and_rotate(self):
+        mount = os.path.join(self.root, 'fs')
+        self.tmpfs(mount, '256k')
+        self.daemon.state_dir = os.path.join(mount, 'state')
+        os.mkdir(self.daemon.state_dir, 0o700)
+        self.fill(mount)
+        r = run_cli('init', *self.tpm_args(), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('No space left on device', r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.daemon.state_dir, 'state')))
+        os.unlink(os.path.join(mount, 'filler'))
+
+        self.daemon.start()
+        c = self.daemon.client()
+        e = c.encrypt(b'x')
+        before = open(os.path.join(self.daemon.state_dir, 'state')).read()
+        self.fill(mount)
+        r = run_cli('rotate', *self.tpm_args(), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('No space left on device', r.stderr)
+        self.assertEqual(open(os.path.join(self.daemon.state_dir, 'state')).read(), before)
+        # Still serving with the old key; nothing half-written is used.
+        self.assertEqual(c.status().key_id, e.key_id)
+        self.assertEqual(c.decrypt(e.ciphertext, e.key_id).plaintext, b'x')
+        os.unlink(os.path.join(mount, 'filler'))
+        self.assertRegex(run_cli('rotate', *self.tpm_args()).stdout, r'tpm2-kms-g2-')
+        c.close()
+
+    def test_read_only_state_directory(self):
+        mount = os.path.join(self.root, 'fs')
+        self.tmpfs(mount, '1m')
+        self.daemon.state_dir = os.path.join(mount, 'state')
+        run_cli('init', *self.tpm_args())
+        subprocess.run(['mount', '-o', 'remount,ro', mount], check=True)
+        r = run_cli('rotate', *self.tpm_args(), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('Read-only file system', r.stderr)
+        # Serving needs no writes.
+        self.daemon.start()
+        c = self.daemon.client()
+        e = c.encrypt(b'ro')
+        self.assertEqual(c.decrypt(e.ciphertext, e.key_id).plaintext, b'ro')
+        c.close()
+
+
+class Secrets(Base):
+    def test_no_plaintext_in_debug_logs(self):
+        self.daemon.extra = ['--log-level', 'debug']
+        self.daemon.start()
+        c = self.daemon.client()
+        seed = bytes(range(0x41, 0x41 + 32))        # printable, so any leak is findable
+        e = c.encrypt(seed, uid='leak-check')
+        c.decrypt(e.ciphertext, e.key_id, uid='leak-check')
+        c.v1_decrypt(c.v1_encrypt(seed).cipher)
+        c.close()
+        self.daemon.stop()
+        log = self.daemon.output()
+        self.assertIn('uid=leak-check', log)      # the log does see the calls
+        for form in (seed.decode(), seed.hex(), seed[:8].decode(), seed[8:16].hex()):
+            self.assertNotIn(form, log)
+
+    def test_not_dumpable_and_key_memory_locked(self):
+        # Run as nobody, so /proc shows what PR_SET_DUMPABLE 0 does: the
+        # process's /proc files belong to root instead of to its user.
+        os.chmod(self.root, 0o755)
+        for p in (self.tpm.sock, self.tpm.sock + '.ctrl'):
+            os.chmod(p, 0o777)
+        os.chmod(self.tpm.dir, 0o755)
+        state = os.path.join(self.root, 'nobody-state')
+        os.mkdir(state, 0o700)
+        os.chown(state, 65534, 65534)
+        sock = os.path.join(self.root, 'nobody', 'kms.sock')
+        os.makedirs(os.path.dirname(sock))
+        os.chown(os.path.dirname(sock), 65534, 65534)
+        p = subprocess.Popen([tpm2_kms(), 'serve', '--tcti', self.tpm.tcti, '--state-dir', state,
+                              '--listen', sock], user=65534, group=65534,
+                             stderr=open(os.path.join(self.root, 'nobody.log'), 'wb'))
+        try:
+            wait_until(lambda: can_connect(sock) or p.poll() is not None, 'daemon as nobody')
+            self.assertIsNone(p.poll(), open(os.path.join(self.root, 'nobody.log')).read())
+            status = open('/proc/%d/status' % p.pid).read()
+            self.assertRegex(status, r'\nUid:\s+65534\s')
+            self.assertEqual(os.stat('/proc/%d/status' % p.pid).st_uid, 0)
+            limits = open('/proc/%d/limits' % p.pid).read()
+            self.assertRegex(limits, r'Max core file size\s+0\s+0')
+            # The secure heap: a 256 KiB mapping that is locked (OpenSSL
+            # uses MLOCK_ONFAULT: "lo") and left out of core dumps ("dd").
+            smaps = open('/proc/%d/smaps' % p.pid).read()
+            heaps = [m for m in re.split(r'\n(?=[0-9a-f]+-[0-9a-f]+ )', smaps)
+                     if re.search(r'\nSize:\s+256 kB', m) and
+                     re.search(r'\nVmFlags:.* lo .*dd', m + ' ')]
+            self.assertEqual(len(heaps), 1, 'no locked, undumpable 256 KiB secure heap')
+        finally:
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(15), 0)
+
+
+if __name__ == '__main__':
+    r = unittest.main(verbosity=2, exit=False).result
+    print('%d passed, %d failed' % (r.testsRun - len(r.failures) - len(r.errors),
+                                    len(r.failures) + len(r.errors)))
+    sys.exit(0 if r.wasSuccessful() else 1)
