@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 top=$(pwd)
 ./scripts/install-deps.sh
 [ -x configure ] || autoreconf -fi
-[ -f Makefile ] || ./configure
-make -j"$(nproc)" tpm2-kms
+mkdir -p build
+(cd build && { [ -f Makefile ] || ../configure; } && make -j"$(nproc)" tpm2-kms)
+kms="$top/build/tpm2-kms"
 
 run="$top/run"
 mkdir -p "$run/swtpm/state"
@@ -42,12 +43,12 @@ wait_for() {
 }
 wait_for "$tpm_sock" swtpm "$swtpm_pid"
 
-./tpm2-kms serve --tcti "swtpm:path=$tpm_sock" --state-dir "$run/state" \
+"$kms" serve --tcti "swtpm:path=$tpm_sock" --state-dir "$run/state" \
 	--listen "$kms_sock" &
 daemon_pid=$!
 wait_for "$kms_sock" tpm2-kms "$daemon_pid"
 i=0
-until ./tpm2-kms status --listen "$kms_sock" >/dev/null 2>&1; do
+until "$kms" status --listen "$kms_sock" >/dev/null 2>&1; do
 	i=$((i + 1))
 	[ $i -lt 500 ] || { echo "run: tpm2-kms did not become healthy" >&2; exit 1; }
 	sleep 0.02
@@ -59,10 +60,10 @@ echo "== tpm2-kms is serving KMS v2 on $kms_sock (TPM: private swtpm in $run/swt
 cat <<MSG
 
 Talk to it:
-  ./tpm2-kms status --listen $kms_sock
+  build/tpm2-kms status --listen $kms_sock
   /usr/bin/python3 scripts/roundtrip.py $kms_sock
-  ./tpm2-kms keys --state-dir $run/state
-  ./tpm2-kms rotate --tcti swtpm:path=$tpm_sock --state-dir $run/state
+  build/tpm2-kms keys --state-dir $run/state
+  build/tpm2-kms rotate --tcti swtpm:path=$tpm_sock --state-dir $run/state
 kube-apiserver: EncryptionConfiguration provider endpoint unix://$kms_sock
 (see deploy/encryption-configuration.yaml). Ctrl-C stops it.
 MSG

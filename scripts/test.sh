@@ -1,19 +1,35 @@
 #!/bin/sh
-# Installs what is missing (Debian 12), builds, and runs every test.
+# Installs what is missing (Debian 12), builds, and runs every test twice:
+# a normal build (build/) and one with AddressSanitizer and
+# UndefinedBehaviorSanitizer (build-asan/), where any leak, memory error or
+# undefined behaviour fails the test that hit it.
 set -eu
 cd "$(dirname "$0")/.."
+top=$(pwd)
 ./scripts/install-deps.sh
 [ -x configure ] || autoreconf -fi
-[ -f Makefile ] || ./configure --enable-unit --enable-integration
-make -j"$(nproc)"
+
 status=0
-make -j"$(nproc)" check || status=$?
+pass=0
+fail=0
+suite() {
+	dir=$1
+	shift
+	mkdir -p "$top/$dir"
+	cd "$top/$dir"
+	[ -f Makefile ] || "$top/configure" --enable-unit --enable-integration "$@"
+	make -j"$(nproc)"
+	if ! make -j"$(nproc)" check; then
+		status=1
+		cat test-suite.log
+	fi
+	pass=$((pass + $(sed -n 's/^# PASS: *//p' test-suite.log | head -n1)))
+	fail=$((fail + $(sed -n 's/^# FAIL: *//p' test-suite.log | head -n1) +
+		$(sed -n 's/^# ERROR: *//p' test-suite.log | head -n1)))
+	cd "$top"
+}
+suite build
+suite build-asan --with-sanitizer=address,undefined
 # One closing line for whoever reads only the end.
-pass=$(sed -n 's/^# PASS: *//p' test-suite.log | head -n1)
-fail=$(sed -n 's/^# FAIL: *//p' test-suite.log | head -n1)
-error=$(sed -n 's/^# ERROR: *//p' test-suite.log | head -n1)
-if [ "$status" != 0 ]; then
-	cat test-suite.log
-fi
-echo "${pass:-0} passed, $(( ${fail:-0} + ${error:-0} )) failed"
+echo "$pass passed, $fail failed"
 exit "$status"

@@ -671,7 +671,8 @@ int grpc_client_call(int fd, const char *path, const uint8_t *msg, size_t len, i
 		return -ENOMEM;
 	req[0] = 0;
 	util_put_be32(req + 1, (uint32_t)len);
-	memcpy(req + GRPC_PREFIX_BYTES, msg, len);
+	if (len)
+		memcpy(req + GRPC_PREFIX_BYTES, msg, len);
 	r = h2_client_post(fd, headers, ARRAY_SIZE(headers), req, GRPC_PREFIX_BYTES + len,
 			   timeout_ms, client_header, &st, &body, &body_len);
 	free(req);

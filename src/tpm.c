@@ -19,6 +19,12 @@
  * transient TPM conditions. */
 #define TPM_DEFAULT_PATIENCE_US (30u * 1000000u)
 
+/* Handle ranges by their top byte (tss2's own TPM2_HR_ macros shift 0x80
+ * into the sign bit of an int). */
+#define HANDLE_TYPE(h)        ((uint32_t)(h) >> 24)
+#define HANDLES_HMAC_SESSION  0x02000000u
+#define HANDLES_TRANSIENT     0x80000000u
+
 #define SEALED_ATTRIBUTES                                                                  \
 	(TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_NODA |                 \
 	 TPMA_OBJECT_USERWITHAUTH)
@@ -82,8 +88,8 @@ static void flush_leftovers(tpm *t, TPM2_HANDLE first)
 	for (UINT32 i = 0; i < cap->data.handles.count; i++) {
 		TPM2_HANDLE h = cap->data.handles.handle[i];
 
-		if ((h >> TPM2_HR_SHIFT) != (first >> TPM2_HR_SHIFT) &&
-		    !(first == TPM2_HR_HMAC_SESSION && (h >> TPM2_HR_SHIFT) == TPM2_HT_POLICY_SESSION))
+		if (HANDLE_TYPE(h) != HANDLE_TYPE(first) &&
+		    !(first == HANDLES_HMAC_SESSION && HANDLE_TYPE(h) == TPM2_HT_POLICY_SESSION))
 			continue;
 		if (Tss2_Sys_FlushContext(sys, h) == TSS2_RC_SUCCESS)
 			flushed++;
@@ -91,7 +97,7 @@ static void flush_leftovers(tpm *t, TPM2_HANDLE first)
 	Esys_Free(cap);
 	if (flushed)
 		log_warning("tpm: out of %s slots; flushed %u left behind by killed processes",
-			    first == TPM2_HR_TRANSIENT ? "object" : "session", flushed);
+			    first == HANDLES_TRANSIENT ? "object" : "session", flushed);
 }
 
 /* After a transient condition: sleeps (this runs off the event loop) and
@@ -104,9 +110,9 @@ static bool retry_later(tpm *t, TSS2_RC rc, uint64_t deadline_us, unsigned *atte
 		return false;
 	/* Memory warnings that persist are leftovers, not load. */
 	if (*attempt == 4 && rc_base(rc) == TPM2_RC_SESSION_MEMORY)
-		flush_leftovers(t, TPM2_HR_HMAC_SESSION);
+		flush_leftovers(t, HANDLES_HMAC_SESSION);
 	if (*attempt == 4 && rc_base(rc) == TPM2_RC_OBJECT_MEMORY)
-		flush_leftovers(t, TPM2_HR_TRANSIENT);
+		flush_leftovers(t, HANDLES_TRANSIENT);
 	delay_us = 500u << (*attempt < 8 ? *attempt : 8); /* 0.5 ms .. 128 ms */
 	if (util_now_monotonic_us() + delay_us > deadline_us)
 		return false;

@@ -7,8 +7,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+struct body_src {
+	struct body_src *next;
+	uint8_t *data;
+	size_t len, off;
+	bool end;
+};
+
 struct h2client {
 	nghttp2_session *session;
+	/* Freed with the client: a reset stream never reads its body to the
+	 * end. */
+	struct body_src *bodies;
 	struct h2c_response responses[H2C_MAX_STREAMS];
 	size_t n;
 	uint8_t inject[4096];
@@ -106,14 +116,15 @@ int h2client_new(h2client **ret)
 void h2client_free(h2client *c)
 {
 	nghttp2_session_del(c->session);
+	while (c->bodies) {
+		struct body_src *b = c->bodies;
+
+		c->bodies = b->next;
+		free(b->data);
+		free(b);
+	}
 	free(c);
 }
-
-struct body_src {
-	uint8_t *data;
-	size_t len, off;
-	bool end;
-};
 
 static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
 			 uint32_t *flags, nghttp2_data_source *src, void *user)
@@ -129,8 +140,6 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (!b->end)
 			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-		free(b->data);
-		free(b);
 	}
 	return (ssize_t)n;
 }
@@ -155,6 +164,8 @@ int32_t h2client_request(h2client *c, const struct h2_nv *headers, const uint8_t
 		memcpy(b->data, body, len);
 		b->len = len;
 		b->end = end_stream;
+		b->next = c->bodies;
+		c->bodies = b;
 		prov.source.ptr = b;
 		prov.read_callback = read_body;
 		id = nghttp2_submit_request(c->session, NULL, nv, n, &prov, NULL);
