@@ -29,6 +29,8 @@ qemu-system-x86
 linux-image-amd64
 busybox-static
 cpio
+clang-14
+libclang-rt-14-dev
 "
 
 missing=""

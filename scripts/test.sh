@@ -30,6 +30,20 @@ suite() {
 }
 suite build
 suite build-asan --with-sanitizer=address,undefined
+
+# libFuzzer: every target searches for 10 s (60 s in all) from its corpus.
+mkdir -p "$top/build-fuzz"
+cd "$top/build-fuzz"
+[ -f Makefile ] || "$top/configure" CC=clang-14 --enable-fuzzing --disable-unit \
+	--disable-integration --with-sanitizer=address,undefined
+make -j"$(nproc)"
+if make fuzz-run FUZZ_SECONDS=10; then
+	pass=$((pass + 1))
+else
+	status=1
+	fail=$((fail + 1))
+fi
+cd "$top"
 # One closing line for whoever reads only the end.
 echo "$pass passed, $fail failed"
 exit "$status"

@@ -379,15 +379,26 @@ static int parse_generation(char *rest, struct state_generation *g)
 
 int state_load(const char *dir, struct state *ret)
 {
-	struct state s = {0};
-	char *buf = NULL, *line, *save = NULL;
-	size_t len, lineno = 0;
-	bool have_format = false, have_srk = false, have_nv = false, have_write = false;
+	char *buf = NULL;
+	size_t len;
 	int r;
 
 	r = statedir_read(dir, "state", STATE_FILE_MAX, &buf, &len);
 	if (r < 0)
 		return r;
+	r = state_parse(dir, buf, len, ret);
+	free(buf);
+	return r;
+}
+
+int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
+{
+	struct state s = {0};
+	char *line, *save = NULL;
+	size_t lineno = 0;
+	bool have_format = false, have_srk = false, have_nv = false, have_write = false;
+	int r;
+
 	if (strlen(buf) != len) {
 		log_error("%s/state: contains NUL bytes", dir);
 		r = -EBADMSG;
@@ -459,7 +470,6 @@ bad:
 	r = -EBADMSG;
 out:
 	state_free(&s);
-	free(buf);
 	return r;
 }
 

@@ -47,6 +47,9 @@ void statedir_unlock(int fd);
  * the file is damaged. */
 int state_load(const char *dir, struct state *ret);
 int state_save(const char *dir, const struct state *s);
+/* The parser behind state_load: buf holds len bytes and a NUL after them;
+ * it is modified. dir only names the file in messages. */
+int state_parse(const char *dir, char *buf, size_t len, struct state *ret);
 void state_free(struct state *s);
 
 const struct state_generation *state_find(const struct state *s, uint32_t number);
