@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include "h2.h"
+#include "log.h"
 #include "util.h"
 
 #include <assert.h>
@@ -41,6 +42,10 @@ struct h2_conn {
 	size_t n_streams;
 	bool in_recv;
 	bool dead;
+	/* Streams opened or data received since the last PING: gRPC clients
+	 * ping after data to estimate bandwidth; only pings without anything
+	 * in between can be abuse. */
+	bool active_since_ping;
 	struct rate pings, settings, resets;
 };
 
@@ -150,8 +155,9 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 	return 0;
 }
 
-static int calm_down(h2_conn *c)
+static int calm_down(h2_conn *c, const char *what)
 {
+	log_warning("h2: closing a connection that floods %s frames", what);
 	/* Queue GOAWAY(ENHANCE_YOUR_CALM); nghttp2 ignores the peer from
 	 * now on and stops wanting I/O once the GOAWAY is out. */
 	c->dead = true;
@@ -166,20 +172,23 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 
 	switch (frame->hd.type) {
 	case NGHTTP2_PING:
-		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) &&
-		    rate_exceeded(&c->pings, c->limits.max_pings_per_s))
-			return calm_down(c);
+		if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+			return 0;
+		if (!c->active_since_ping && rate_exceeded(&c->pings, c->limits.max_pings_per_s))
+			return calm_down(c, "PING");
+		c->active_since_ping = false;
 		return 0;
 	case NGHTTP2_SETTINGS:
 		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) &&
 		    rate_exceeded(&c->settings, c->limits.max_settings_per_s))
-			return calm_down(c);
+			return calm_down(c, "SETTINGS");
 		return 0;
 	case NGHTTP2_RST_STREAM:
 		if (rate_exceeded(&c->resets, c->limits.max_resets_per_s))
-			return calm_down(c);
+			return calm_down(c, "RST_STREAM");
 		return 0;
 	case NGHTTP2_HEADERS:
+		c->active_since_ping = true;
 		s = stream_of(session, frame->hd.stream_id);
 		if (!s)
 			return 0;
@@ -192,6 +201,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 			c->cb->end(s->ctx);
 		return 0;
 	case NGHTTP2_DATA:
+		c->active_since_ping = true;
 		s = stream_of(session, frame->hd.stream_id);
 		if (s && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
 			c->cb->end(s->ctx);

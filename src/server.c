@@ -22,8 +22,8 @@ struct conn {
 	uv_pipe_t pipe;
 	h2_conn *h2;
 	uv_write_t write_req;
-	uint8_t *wbuf;
-	size_t wlen;
+	uint8_t *wbuf; /* only while a write is in flight: idle connections hold none */
+	size_t wlen, wcap;
 	bool writing, closing, in_recv;
 	uint64_t last_active_ms;
 };
@@ -73,7 +73,7 @@ static void on_conn_closed(uv_handle_t *h)
 	struct conn *c = h->data;
 	server *s = c->s;
 
-	util_freezero(c->wbuf, c->wlen);
+	util_freezero(c->wbuf, c->wcap);
 	free(c);
 	s->handles_open--;
 }
@@ -103,8 +103,9 @@ static void on_write(uv_write_t *req, int status)
 	struct conn *c = req->data;
 
 	c->writing = false;
-	util_wipe(c->wbuf, c->wlen);
-	c->wlen = 0;
+	util_freezero(c->wbuf, c->wcap);
+	c->wbuf = NULL;
+	c->wlen = c->wcap = 0;
 	if (c->closing)
 		return;
 	if (status < 0) {
@@ -137,23 +138,22 @@ static void conn_flush(struct conn *c)
 		}
 		if (n == 0)
 			break;
-		if (!c->wbuf) {
-			c->wbuf = malloc(WRITE_CHUNK_BYTES);
-			if (!c->wbuf) {
-				conn_close(c);
-				return;
-			}
-		}
-		if (c->wlen + (size_t)n > WRITE_CHUNK_BYTES) {
-			/* nghttp2 never hands out more than one frame at a
-			 * time (at most 16 KiB + 9), so grow once. */
-			uint8_t *bigger = realloc(c->wbuf, c->wlen + (size_t)n);
+		if (c->wlen + (size_t)n > c->wcap) {
+			size_t cap = c->wcap ? c->wcap * 2 : 1024;
+			uint8_t *bigger;
 
+			while (cap < c->wlen + (size_t)n)
+				cap *= 2;
+			bigger = malloc(cap);
 			if (!bigger) {
 				conn_close(c);
 				return;
 			}
+			if (c->wlen)
+				memcpy(bigger, c->wbuf, c->wlen);
+			util_freezero(c->wbuf, c->wcap);
 			c->wbuf = bigger;
+			c->wcap = cap;
 		}
 		memcpy(c->wbuf + c->wlen, data, (size_t)n);
 		c->wlen += (size_t)n;

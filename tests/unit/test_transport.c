@@ -468,6 +468,21 @@ static void test_ping_flood_ends_connection(void **state)
 	assert_false(h2_conn_alive(f->conn));
 }
 
+static void test_pings_after_data_are_not_a_flood(void **state)
+{
+	struct fixture *f = *state;
+
+	/* gRPC clients ping after data (BDP estimation): 100 calls, each
+	 * followed by a PING, stay well within the idle-ping limit of 20. */
+	for (int i = 0; i < 100; i++) {
+		int32_t id = h2client_grpc(f->client, "/v2.KeyManagementService/Status", NULL, 0);
+
+		h2client_ping(f->client);
+		assert_int_equal(wait_for(f, id)->grpc_status, 0);
+	}
+	assert_false(h2client_goaway(f->client, NULL));
+}
+
 static void test_reset_flood_ends_connection(void **state)
 {
 	struct fixture *f = *state;
@@ -531,6 +546,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_decrypt_wrong_key_id, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_header_list_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping_flood_ends_connection, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pings_after_data_are_not_a_flood, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_reset_flood_ends_connection, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_preface, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_byte_at_a_time, setup, teardown),
