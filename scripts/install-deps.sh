@@ -31,6 +31,7 @@ busybox-static
 cpio
 clang-14
 libclang-rt-14-dev
+valgrind
 "
 
 missing=""

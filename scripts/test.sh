@@ -31,6 +31,17 @@ suite() {
 suite build
 suite build-asan --with-sanitizer=address,undefined
 
+# The daemon under valgrind memcheck through the end-to-end tests.
+cd "$top/build"
+if make check-valgrind; then
+	pass=$((pass + $(sed -n 's/^# PASS: *//p' test-suite.log | head -n1)))
+else
+	status=1
+	cat test-suite.log
+	fail=$((fail + 1))
+fi
+cd "$top"
+
 # libFuzzer: every target searches for 10 s (60 s in all) from its corpus.
 mkdir -p "$top/build-fuzz"
 cd "$top/build-fuzz"

@@ -242,9 +242,14 @@ class Daemon:
 
     def start(self, wait_healthy=True):
         self.n += 1
-        self.proc = Process([tpm2_kms(), 'serve', '--listen', self.sock, '--tcti',
-                             self.swtpm.tcti, '--state-dir', self.state_dir] + self.extra,
-                            os.path.join(self.root, 'serve-%d.log' % self.n))
+        argv = [tpm2_kms(), 'serve', '--listen', self.sock, '--tcti', self.swtpm.tcti,
+                '--state-dir', self.state_dir] + self.extra
+        if os.environ.get('TPM2KMS_VALGRIND'):
+            # make check-valgrind: any memory error or definite leak makes the
+            # daemon exit 99, which the tests' clean-stop checks catch.
+            argv = ['valgrind', '--quiet', '--error-exitcode=99', '--leak-check=full',
+                    '--errors-for-leak-kinds=definite', '--show-leak-kinds=definite'] + argv
+        self.proc = Process(argv, os.path.join(self.root, 'serve-%d.log' % self.n))
         wait_until(lambda: can_connect(self.sock) or not self.proc.alive(), 'daemon socket')
         assert self.proc.alive(), self.proc.output()
         if wait_healthy:
