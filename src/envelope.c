@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <stdio.h>
@@ -54,8 +55,10 @@ static int derive(const uint8_t kek[ENVELOPE_KEK_BYTES], const uint8_t *salt, ui
 	};
 	int r;
 
-	if (!ctx)
+	if (!ctx) {
+		ERR_clear_error();
 		return -ENOMEM;
+	}
 	r = EVP_KDF_derive(ctx, key, 32, params) == 1 ? 0 : -EIO;
 	EVP_KDF_CTX_free(ctx);
 	return r;
@@ -99,6 +102,10 @@ int envelope_seal_with(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generatio
 	*ret_len = len + ENVELOPE_OVERHEAD;
 	r = 0;
 out:
+	/* A failure leaves entries (with allocated data) on OpenSSL's
+	 * per-thread error queue: drop them, we report errors ourselves. */
+	if (r < 0)
+		ERR_clear_error();
 	util_wipe(key, sizeof(key));
 	EVP_CIPHER_CTX_free(ctx);
 	return r;
@@ -183,6 +190,8 @@ int envelope_open(const uint8_t kek[ENVELOPE_KEK_BYTES], const uint8_t *env, siz
 	*ret_len = n_ct;
 	r = 0;
 out:
+	if (r < 0)
+		ERR_clear_error();
 	util_wipe(key, sizeof(key));
 	EVP_CIPHER_CTX_free(ctx);
 	return r;
@@ -201,8 +210,10 @@ int envelope_key_id(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generation,
 	size_t len;
 	int r = -EIO;
 
-	if (!ctx)
+	if (!ctx) {
+		ERR_clear_error();
 		return -ENOMEM;
+	}
 	if (EVP_MAC_init(ctx, kek, ENVELOPE_KEK_BYTES, params) != 1 ||
 	    EVP_MAC_update(ctx, (const uint8_t *)KEY_ID_INFO, sizeof(KEY_ID_INFO) - 1) != 1 ||
 	    EVP_MAC_final(ctx, mac, &len, sizeof(mac)) != 1)
@@ -211,6 +222,8 @@ int envelope_key_id(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generation,
 	snprintf(out, ENVELOPE_KEY_ID_MAX, "tpm2-kms-g%u-%s", (unsigned)generation, hex);
 	r = 0;
 out:
+	if (r < 0)
+		ERR_clear_error();
 	util_wipe(mac, sizeof(mac));
 	EVP_MAC_CTX_free(ctx);
 	return r;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,8 @@ int sealfile_decode(const char *pem, size_t len, struct tpm_sealed *ret)
 	*ret = s;
 	r = 0;
 out:
+	if (r < 0)
+		ERR_clear_error();
 	BIO_free(bio);
 	OPENSSL_free(name);
 	OPENSSL_free(header);

@@ -376,6 +376,8 @@ int tpm_srk_check(tpm *t, const struct tpm_name *pinned)
 	ESYS_TR srk = ESYS_TR_NONE;
 	int r;
 
+	t->last_rc = 0;
+
 	r = srk_open(t, &srk);
 	if (r < 0)
 		return r;
@@ -577,6 +579,8 @@ int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, uint8_t kek[TPM_KEK_BYTES
 	TSS2_RC rc;
 	int r;
 
+	t->last_rc = 0;
+
 	r = tpm_sealed_check(s);
 	if (r < 0)
 		return r;
@@ -735,6 +739,8 @@ int tpm_nv_counter_next(tpm *t, uint32_t index, uint64_t deadline_us, uint64_t *
 	TSS2_RC rc;
 	int r;
 
+	t->last_rc = 0;
+
 	r = nv_open(t, index, &nv);
 	if (r < 0)
 		return r;
@@ -763,4 +769,9 @@ int tpm_nv_counter_peek(tpm *t, uint32_t index, uint64_t *ret_value)
 uint32_t tpm_last_error(const tpm *t)
 {
 	return t->last_rc;
+}
+
+bool tpm_needs_reset(const tpm *t)
+{
+	return t->last_rc != 0 && (t->last_rc & TSS2_RC_LAYER_MASK) != TSS2_TPM_RC_LAYER;
 }

@@ -13,6 +13,7 @@
 #ifndef TPM2KMS_TPM_H
 #define TPM2KMS_TPM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -85,5 +86,10 @@ int tpm_nv_counter_peek(tpm *t, uint32_t index, uint64_t *ret_value);
 
 /* The TSS2_RC of the last failure on t (0 if none), for metrics. */
 uint32_t tpm_last_error(const tpm *t);
+
+/* True when the last failure came from the software stack (TCTI, ESAPI,
+ * marshalling) rather than from the TPM: the context may be left
+ * mid-command and should be closed and opened again. */
+bool tpm_needs_reset(const tpm *t);
 
 #endif

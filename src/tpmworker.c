@@ -123,8 +123,10 @@ static void run_job(tpm_worker *w, struct job *j)
 	j->duration_us = util_now_monotonic_us() - start;
 	if (r < 0 && w->t)
 		j->rc = tpm_last_error(w->t);
-	/* A broken connection is rebuilt from scratch on the next job. */
-	if (r == -EIO && w->t) {
+	/* A broken connection is rebuilt from scratch on the next job. So is
+	 * one where the software stack failed (tpm2-tss out of memory, say):
+	 * ESAPI may be left mid-command and refuse the next one. */
+	if (w->t && r < 0 && (r == -EIO || tpm_needs_reset(w->t))) {
 		tpm_close(w->t);
 		w->t = NULL;
 	}

@@ -24,6 +24,7 @@ struct h2client {
 	uint8_t inject[4096];
 	size_t inject_len;
 	bool goaway, bytewise;
+	void (*enter)(void), (*leave)(void);
 	uint32_t goaway_code;
 	const uint8_t *body;
 	size_t body_len, body_off;
@@ -101,12 +102,19 @@ int h2client_new(h2client **ret)
 
 	if (!c)
 		return -1;
-	nghttp2_session_callbacks_new(&cb);
+	if (nghttp2_session_callbacks_new(&cb) != 0) {
+		free(c);
+		return -1;
+	}
 	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_close);
-	nghttp2_session_client_new(&c->session, cb, c);
+	if (nghttp2_session_client_new(&c->session, cb, c) != 0) {
+		nghttp2_session_callbacks_del(cb);
+		free(c);
+		return -1;
+	}
 	nghttp2_session_callbacks_del(cb);
 	nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, NULL, 0);
 	*ret = c;
@@ -213,6 +221,36 @@ void h2client_inject(h2client *c, const uint8_t *bytes, size_t len)
 	c->inject_len += len;
 }
 
+void h2client_set_server_hooks(h2client *c, void (*enter)(void), void (*leave)(void))
+{
+	c->enter = enter;
+	c->leave = leave;
+}
+
+static int server_recv(h2client *c, h2_conn *server, const uint8_t *data, size_t len)
+{
+	int r;
+
+	if (c->enter)
+		c->enter();
+	r = h2_conn_recv(server, data, len);
+	if (c->leave)
+		c->leave();
+	return r;
+}
+
+static ssize_t server_pull(h2client *c, h2_conn *server, const uint8_t **data)
+{
+	ssize_t n;
+
+	if (c->enter)
+		c->enter();
+	n = h2_conn_pull(server, data);
+	if (c->leave)
+		c->leave();
+	return n;
+}
+
 void h2client_set_bytewise(h2client *c, bool on)
 {
 	c->bytewise = on;
@@ -242,21 +280,21 @@ int h2client_pump(h2client *c, h2_conn *server)
 			progress = true;
 			if (c->bytewise) {
 				for (ssize_t i = 0; i < n && last >= 0; i++)
-					last = h2_conn_recv(server, data + i, 1);
+					last = server_recv(c, server, data + i, 1);
 			} else {
-				last = h2_conn_recv(server, data, (size_t)n);
+				last = server_recv(c, server, data, (size_t)n);
 			}
 			if (last < 0)
 				return last;
 		}
 		if (c->inject_len) {
 			progress = true;
-			last = h2_conn_recv(server, c->inject, c->inject_len);
+			last = server_recv(c, server, c->inject, c->inject_len);
 			c->inject_len = 0;
 			if (last < 0)
 				return last;
 		}
-		while ((n = h2_conn_pull(server, &data)) > 0) {
+		while ((n = server_pull(c, server, &data)) > 0) {
 			progress = true;
 			nghttp2_session_mem_recv(c->session, data, (size_t)n);
 		}

@@ -41,6 +41,10 @@ int32_t h2client_grpc(h2client *c, const char *path, const uint8_t *msg, size_t 
 /* Sends raw frames the client library would refuse to build. */
 void h2client_inject(h2client *c, const uint8_t *bytes, size_t len);
 
+/* Called around every call into the server's h2_conn (recv, pull): lets a
+ * test tell the server's work from the client's. */
+void h2client_set_server_hooks(h2client *c, void (*enter)(void), void (*leave)(void));
+
 /* Feed the server one byte per h2_conn_recv. */
 void h2client_set_bytewise(h2client *c, bool on);
 
