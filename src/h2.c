@@ -41,7 +41,6 @@ struct h2_conn {
 	struct h2_stream *streams;
 	size_t n_streams;
 	bool in_recv;
-	bool dead;
 	/* Streams opened or data received since the last PING: gRPC clients
 	 * ping after data to estimate bandwidth; only pings without anything
 	 * in between can be abuse. */
@@ -160,7 +159,6 @@ static int calm_down(h2_conn *c, const char *what)
 	log_warning("h2: closing a connection that floods %s frames", what);
 	/* Queue GOAWAY(ENHANCE_YOUR_CALM); nghttp2 ignores the peer from
 	 * now on and stops wanting I/O once the GOAWAY is out. */
-	c->dead = true;
 	nghttp2_session_terminate_session(c->session, NGHTTP2_ENHANCE_YOUR_CALM);
 	return 0;
 }
@@ -342,10 +340,8 @@ int h2_conn_recv(h2_conn *c, const uint8_t *data, size_t len)
 	c->in_recv = true;
 	n = nghttp2_session_mem_recv(c->session, data, len);
 	c->in_recv = false;
-	if (n < 0) {
-		c->dead = true;
+	if (n < 0)
 		return n == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EPROTO;
-	}
 	return 0;
 }
 
@@ -353,10 +349,8 @@ ssize_t h2_conn_pull(h2_conn *c, const uint8_t **ret_data)
 {
 	ssize_t n = nghttp2_session_mem_send(c->session, ret_data);
 
-	if (n < 0) {
-		c->dead = true;
+	if (n < 0)
 		return n == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EPROTO;
-	}
 	return n;
 }
 

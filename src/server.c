@@ -444,7 +444,7 @@ void server_free(server *s)
 {
 	if (!s)
 		return;
-	assert(s->conns == NULL);
+	assert(s->conns == NULL && s->handles_open == 0);
 	free(s->allow_uids);
 	free(s);
 }
