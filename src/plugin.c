@@ -528,6 +528,8 @@ int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct st
 		return r;
 	}
 	apply_state(p, st);
+	/* Tells `keys` and `retire` that a daemon is counting from now on. */
+	write_counts(p);
 	metrics_add_collector(collect, p);
 	*ret = p;
 	return 0;

@@ -50,7 +50,9 @@ int statedir_open(const char *dir, bool create)
 			  dir, (unsigned)(st.st_mode & 07777), dir);
 		return -EPERM;
 	}
-	if (st.st_uid != geteuid() && st.st_uid != 0) {
+	/* root may administer a directory the service user owns (files it
+	 * writes there are given to that user, see give_to_owner). */
+	if (st.st_uid != geteuid() && st.st_uid != 0 && geteuid() != 0) {
 		log_error("state directory %s belongs to uid %u, not to us (uid %u)", dir,
 			  (unsigned)st.st_uid, (unsigned)geteuid());
 		return -EPERM;
@@ -61,6 +63,20 @@ int statedir_open(const char *dir, bool create)
 		log_error("state directory %s: %s", dir, strerror(errno));
 		return r;
 	}
+	return 0;
+}
+
+/* When root writes into a directory owned by the service user (an operator
+ * running rotate), the new file must belong to that user, or the daemon
+ * could not read it. */
+static int give_to_owner(const char *dir, int fd)
+{
+	struct stat st;
+
+	if (geteuid() != 0 || stat(dir, &st) < 0 || st.st_uid == 0)
+		return 0;
+	if (fchown(fd, st.st_uid, st.st_gid) < 0)
+		return -errno;
 	return 0;
 }
 
@@ -89,6 +105,7 @@ int statedir_lock(const char *dir, int *ret_fd)
 		log_error("cannot open lock file %s: %s", path, strerror(errno));
 		return r;
 	}
+	(void)give_to_owner(dir, fd); /* best effort: flock works either way */
 	while (flock(fd, LOCK_EX) < 0) {
 		if (errno == EINTR)
 			continue;
@@ -124,6 +141,11 @@ int statedir_write(const char *dir, const char *name, const void *data, size_t l
 	if (fd < 0) {
 		r = -errno;
 		log_error("cannot create %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	r = give_to_owner(dir, fd);
+	if (r < 0) {
+		log_error("cannot give %s to the owner of %s: %s", tmp, dir, strerror(-r));
 		goto out;
 	}
 	while (len > 0) {

@@ -184,9 +184,8 @@ class Secrets(Base):
         for form in (seed.decode(), seed.hex(), seed[:8].decode(), seed[8:16].hex()):
             self.assertNotIn(form, log)
 
-    def test_not_dumpable_and_key_memory_locked(self):
-        # Run as nobody, so /proc shows what PR_SET_DUMPABLE 0 does: the
-        # process's /proc files belong to root instead of to its user.
+    def start_as_nobody(self, init_as_root=False):
+        """The daemon as an unprivileged service user (as under systemd)."""
         os.chmod(self.root, 0o755)
         for p in (self.tpm.sock, self.tpm.sock + '.ctrl'):
             os.chmod(p, 0o777)
@@ -194,15 +193,42 @@ class Secrets(Base):
         state = os.path.join(self.root, 'nobody-state')
         os.mkdir(state, 0o700)
         os.chown(state, 65534, 65534)
+        if init_as_root:
+            run_cli('init', '--tcti', self.tpm.tcti, '--state-dir', state)
         sock = os.path.join(self.root, 'nobody', 'kms.sock')
         os.makedirs(os.path.dirname(sock))
         os.chown(os.path.dirname(sock), 65534, 65534)
         p = subprocess.Popen([tpm2_kms(), 'serve', '--tcti', self.tpm.tcti, '--state-dir', state,
                               '--listen', sock], user=65534, group=65534,
                              stderr=open(os.path.join(self.root, 'nobody.log'), 'wb'))
+        wait_until(lambda: can_connect(sock) or p.poll() is not None, 'daemon as nobody')
+        self.assertIsNone(p.poll(), open(os.path.join(self.root, 'nobody.log')).read())
+        return p, state, sock
+
+    def test_root_administers_the_service_users_state(self):
+        # An operator runs init and rotate as root on the service user's
+        # directory: the files must end up the service user's.
+        p, state, sock = self.start_as_nobody(init_as_root=True)
         try:
-            wait_until(lambda: can_connect(sock) or p.poll() is not None, 'daemon as nobody')
-            self.assertIsNone(p.poll(), open(os.path.join(self.root, 'nobody.log')).read())
+            c = Kms('unix:' + sock)
+            wait_until(lambda: c.status().healthz == 'ok', 'healthy as nobody')
+            new_id = run_cli('rotate', '--tcti', self.tpm.tcti, '--state-dir', state).stdout.strip()
+            for f in os.listdir(state):
+                st = os.stat(os.path.join(state, f))
+                self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (65534, 0o600), f)
+            wait_until(lambda: c.status().key_id == new_id, 'rotation seen as nobody')
+            e = c.encrypt(b'x')
+            self.assertEqual(c.decrypt(e.ciphertext, e.key_id).plaintext, b'x')
+            c.close()
+        finally:
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(15), 0)
+
+    def test_not_dumpable_and_key_memory_locked(self):
+        # Run as nobody, so /proc shows what PR_SET_DUMPABLE 0 does: the
+        # process's /proc files belong to root instead of to its user.
+        p, state, sock = self.start_as_nobody()
+        try:
             status = open('/proc/%d/status' % p.pid).read()
             self.assertRegex(status, r'\nUid:\s+65534\s')
             self.assertEqual(os.stat('/proc/%d/status' % p.pid).st_uid, 0)
