@@ -53,6 +53,11 @@ static struct tpm_series tpm_errors[MAX_SERIES];
 static size_t n_tpm_errors;
 static struct tpm_timing tpm_times[8];
 static size_t n_tpm_times;
+static struct {
+	char command[24];
+	struct histogram h;
+} tpm_commands[32];
+static size_t n_tpm_commands;
 
 static struct {
 	metrics_collector fn;
@@ -68,7 +73,7 @@ struct metrics_out {
 
 void metrics_reset(void)
 {
-	n_rpcs = n_rpc_times = n_tpm_errors = n_tpm_times = 0;
+	n_rpcs = n_rpc_times = n_tpm_errors = n_tpm_times = n_tpm_commands = 0;
 }
 
 static void observe(struct histogram *h, uint64_t us)
@@ -162,6 +167,22 @@ void metrics_tpm(const char *op, uint64_t duration_us, const char *error)
 	}
 	if (i < n_tpm_errors)
 		tpm_errors[i].count++;
+}
+
+void metrics_tpm_command(const char *command, uint64_t duration_us)
+{
+	size_t i;
+
+	for (i = 0; i < n_tpm_commands; i++)
+		if (strcmp(tpm_commands[i].command, command) == 0)
+			break;
+	if (i == n_tpm_commands) {
+		if (n_tpm_commands == sizeof(tpm_commands) / sizeof(tpm_commands[0]))
+			return;
+		snprintf(tpm_commands[i].command, sizeof(tpm_commands[i].command), "%s", command);
+		n_tpm_commands++;
+	}
+	observe(&tpm_commands[i].h, duration_us);
 }
 
 int metrics_add_collector(metrics_collector fn, void *arg)
@@ -266,10 +287,18 @@ int metrics_render(char **ret, size_t *ret_len)
 				&rpc_times[i].h);
 	}
 	metrics_family(&out, "tpm2kms_tpm_command_duration_seconds", "histogram",
-		       "TPM operations as run by the TPM worker, by operation.");
+		       "TPM commands, sent to answer received, by command.");
+	for (size_t i = 0; i < n_tpm_commands; i++) {
+		snprintf(labels, sizeof(labels), "command=\"%.23s\"", tpm_commands[i].command);
+		print_histogram(&out, "tpm2kms_tpm_command_duration_seconds", labels,
+				&tpm_commands[i].h);
+	}
+	metrics_family(&out, "tpm2kms_tpm_operation_duration_seconds", "histogram",
+		       "TPM worker jobs (counter: NV_Increment+NV_Read; unseal; probe), by "
+		       "operation.");
 	for (size_t i = 0; i < n_tpm_times; i++) {
 		snprintf(labels, sizeof(labels), "op=\"%.15s\"", tpm_times[i].op);
-		print_histogram(&out, "tpm2kms_tpm_command_duration_seconds", labels,
+		print_histogram(&out, "tpm2kms_tpm_operation_duration_seconds", labels,
 				&tpm_times[i].h);
 	}
 	metrics_family(&out, "tpm2kms_tpm_errors_total", "counter",

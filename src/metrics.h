@@ -13,6 +13,9 @@ void metrics_rpc(const char *path, int grpc_status, uint64_t duration_us);
  * success or a short name of the failure. */
 void metrics_tpm(const char *op, uint64_t duration_us, const char *error);
 
+/* One TPM command as seen on the wire (name like "NV_Increment"). */
+void metrics_tpm_command(const char *command, uint64_t duration_us);
+
 /* Producers of point-in-time values (gauges, info) append their lines. */
 struct metrics_out;
 void metrics_printf(struct metrics_out *out, const char *fmt, ...)

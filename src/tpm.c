@@ -29,8 +29,20 @@
 	(TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_NODA |                 \
 	 TPMA_OBJECT_USERWITHAUTH)
 
+/* A pass-through TCTI in front of the loaded one that times each command:
+ * the only place that sees every command go out and its answer come in. */
+struct timing_tcti {
+	TSS2_TCTI_CONTEXT_COMMON_V2 common; /* first: this is what ESAPI calls */
+	TSS2_TCTI_CONTEXT *inner;
+	uint32_t command;
+	uint64_t sent_us;
+	struct tpm_command_timing ring[TPM_TIMINGS_MAX];
+	size_t n;
+};
+
 struct tpm {
-	TSS2_TCTI_CONTEXT *tcti;
+	TSS2_TCTI_CONTEXT *tcti; /* the loaded TCTI */
+	struct timing_tcti timing;
 	ESYS_CONTEXT *esys;
 	/* The counter's ESYS_TR is only ESAPI metadata, not a TPM resource,
 	 * so it is kept between calls. */
@@ -177,6 +189,123 @@ static uint64_t patience(void)
 	return util_now_monotonic_us() + TPM_DEFAULT_PATIENCE_US;
 }
 
+static TSS2_RC timing_transmit(TSS2_TCTI_CONTEXT *ctx, size_t size, const uint8_t *command)
+{
+	struct timing_tcti *tt = (struct timing_tcti *)ctx;
+
+	/* TPM command header: tag (2), size (4), command code (4). */
+	tt->command = size >= 10 ? util_get_be32(command + 6) : 0;
+	tt->sent_us = util_now_monotonic_us();
+	return Tss2_Tcti_Transmit(tt->inner, size, command);
+}
+
+static TSS2_RC timing_receive(TSS2_TCTI_CONTEXT *ctx, size_t *size, uint8_t *response,
+			      int32_t timeout)
+{
+	struct timing_tcti *tt = (struct timing_tcti *)ctx;
+	TSS2_RC rc = Tss2_Tcti_Receive(tt->inner, size, response, timeout);
+
+	if (response && tt->sent_us && (rc & 0xffff) != TSS2_BASE_RC_TRY_AGAIN) {
+		struct tpm_command_timing *e = &tt->ring[tt->n % TPM_TIMINGS_MAX];
+
+		e->command = tt->command;
+		e->duration_us = (uint32_t)(util_now_monotonic_us() - tt->sent_us);
+		tt->n++;
+		tt->sent_us = 0;
+	}
+	return rc;
+}
+
+static void timing_finalize(TSS2_TCTI_CONTEXT *ctx)
+{
+	/* The loaded TCTI is finalised by tpm_close. */
+}
+
+static TSS2_RC timing_cancel(TSS2_TCTI_CONTEXT *ctx)
+{
+	return Tss2_Tcti_Cancel(((struct timing_tcti *)ctx)->inner);
+}
+
+static TSS2_RC timing_poll_handles(TSS2_TCTI_CONTEXT *ctx, TSS2_TCTI_POLL_HANDLE *handles,
+				   size_t *n)
+{
+	return Tss2_Tcti_GetPollHandles(((struct timing_tcti *)ctx)->inner, handles, n);
+}
+
+static TSS2_RC timing_set_locality(TSS2_TCTI_CONTEXT *ctx, uint8_t locality)
+{
+	return Tss2_Tcti_SetLocality(((struct timing_tcti *)ctx)->inner, locality);
+}
+
+static TSS2_RC timing_make_sticky(TSS2_TCTI_CONTEXT *ctx, TPM2_HANDLE *handle, uint8_t sticky)
+{
+	return Tss2_Tcti_MakeSticky(((struct timing_tcti *)ctx)->inner, handle, sticky);
+}
+
+static void timing_init(struct timing_tcti *tt, TSS2_TCTI_CONTEXT *inner)
+{
+	memset(tt, 0, sizeof(*tt));
+	tt->common.v1.magic = TSS2_TCTI_MAGIC(inner);
+	tt->common.v1.version = 2;
+	tt->common.v1.transmit = timing_transmit;
+	tt->common.v1.receive = timing_receive;
+	tt->common.v1.finalize = timing_finalize;
+	tt->common.v1.cancel = timing_cancel;
+	tt->common.v1.getPollHandles = timing_poll_handles;
+	tt->common.v1.setLocality = timing_set_locality;
+	tt->common.makeSticky = timing_make_sticky;
+	tt->inner = inner;
+}
+
+size_t tpm_take_timings(tpm *t, struct tpm_command_timing *out, size_t max)
+{
+	struct timing_tcti *tt = &t->timing;
+	size_t first = tt->n > TPM_TIMINGS_MAX ? tt->n - TPM_TIMINGS_MAX : 0, k = 0;
+
+	for (size_t i = first; i < tt->n && k < max; i++)
+		out[k++] = tt->ring[i % TPM_TIMINGS_MAX];
+	tt->n = 0;
+	return k;
+}
+
+const char *tpm_command_name(uint32_t command)
+{
+	switch (command) {
+	case TPM2_CC_NV_Increment:
+		return "NV_Increment";
+	case TPM2_CC_NV_Read:
+		return "NV_Read";
+	case TPM2_CC_NV_ReadPublic:
+		return "NV_ReadPublic";
+	case TPM2_CC_NV_DefineSpace:
+		return "NV_DefineSpace";
+	case TPM2_CC_ReadPublic:
+		return "ReadPublic";
+	case TPM2_CC_StartAuthSession:
+		return "StartAuthSession";
+	case TPM2_CC_FlushContext:
+		return "FlushContext";
+	case TPM2_CC_Load:
+		return "Load";
+	case TPM2_CC_Unseal:
+		return "Unseal";
+	case TPM2_CC_Create:
+		return "Create";
+	case TPM2_CC_CreatePrimary:
+		return "CreatePrimary";
+	case TPM2_CC_EvictControl:
+		return "EvictControl";
+	case TPM2_CC_GetRandom:
+		return "GetRandom";
+	case TPM2_CC_GetCapability:
+		return "GetCapability";
+	case TPM2_CC_Startup:
+		return "Startup";
+	default:
+		return NULL;
+	}
+}
+
 int tpm_open(const char *tcti_conf, tpm **ret)
 {
 	tpm *t = calloc(1, sizeof(*t));
@@ -194,7 +323,8 @@ int tpm_open(const char *tcti_conf, tpm **ret)
 		r = -EIO;
 		goto out;
 	}
-	rc = Esys_Initialize(&t->esys, t->tcti, NULL);
+	timing_init(&t->timing, t->tcti);
+	rc = Esys_Initialize(&t->esys, (TSS2_TCTI_CONTEXT *)&t->timing, NULL);
 	if (rc != TSS2_RC_SUCCESS) {
 		r = fail(t, "Esys_Initialize", rc);
 		goto out;

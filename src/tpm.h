@@ -84,6 +84,20 @@ int tpm_nv_counter_next(tpm *t, uint32_t index, uint64_t deadline_us, uint64_t *
  * never for a nonce. */
 int tpm_nv_counter_peek(tpm *t, uint32_t index, uint64_t *ret_value);
 
+/* Every command sent to the TPM is timed (a pass-through TCTI): these are
+ * the commands since the last call, oldest first, at most max; for
+ * metrics. */
+struct tpm_command_timing {
+	uint32_t command; /* TPM_CC */
+	uint32_t duration_us;
+};
+#define TPM_TIMINGS_MAX 16
+size_t tpm_take_timings(tpm *t, struct tpm_command_timing *out, size_t max);
+
+/* "NV_Increment" for TPM_CC_NV_Increment, ...; NULL for codes we do not
+ * send. */
+const char *tpm_command_name(uint32_t command);
+
 /* The TSS2_RC of the last failure on t (0 if none), for metrics. */
 uint32_t tpm_last_error(const tpm *t);
 

@@ -26,6 +26,8 @@ struct job {
 	uint64_t deadline_us; /* monotonic; 0: none */
 	uint64_t duration_us;
 	uint32_t rc; /* TSS2_RC of a failure, 0 when none is known */
+	struct tpm_command_timing timings[TPM_TIMINGS_MAX];
+	size_t n_timings;
 	int err;
 	uint64_t value;
 	struct tpm_sealed sealed;
@@ -121,6 +123,8 @@ static void run_job(tpm_worker *w, struct job *j)
 		}
 	}
 	j->duration_us = util_now_monotonic_us() - start;
+	if (w->t)
+		j->n_timings = tpm_take_timings(w->t, j->timings, TPM_TIMINGS_MAX);
 	if (r < 0 && w->t)
 		j->rc = tpm_last_error(w->t);
 	/* A broken connection is rebuilt from scratch on the next job. So is
@@ -227,6 +231,16 @@ static void complete(tpm_worker *w, struct job *j)
 		else if (j->err < 0)
 			snprintf(code, sizeof(code), "%s", j->err == -EIO ? "unreachable" : "other");
 		metrics_tpm(job_names[j->kind], j->duration_us, code);
+	}
+	for (size_t i = 0; i < j->n_timings; i++) {
+		const char *name = tpm_command_name(j->timings[i].command);
+		char other[16];
+
+		if (!name) {
+			snprintf(other, sizeof(other), "0x%08x", (unsigned)j->timings[i].command);
+			name = other;
+		}
+		metrics_tpm_command(name, j->timings[i].duration_us);
 	}
 	switch (j->kind) {
 	case JOB_PROBE:

@@ -191,7 +191,10 @@ class Observability(unittest.TestCase):
             for want in ('tpm2kms_requests_total{api="v2",method="Encrypt",code="0"} 1',
                          'tpm2kms_requests_total{api="v2",method="Decrypt",code="3"} 1',
                          'tpm2kms_request_duration_seconds_bucket{api="v2",method="Decrypt",le="1e-05"}',
-                         'tpm2kms_tpm_command_duration_seconds_count{op="counter"} 1',
+                         'tpm2kms_tpm_operation_duration_seconds_count{op="counter"} 1',
+                         'tpm2kms_tpm_command_duration_seconds_count{command="NV_Increment"} 1',
+                         'tpm2kms_tpm_command_duration_seconds_count{command="NV_Read"} 1',
+                         'tpm2kms_tpm_command_duration_seconds_count{command="Unseal"} 1',
                          'tpm2kms_tpm_up 1', 'tpm2kms_nonce_value 1',
                          'tpm2kms_kek_generation_info{generation="1",key_id="%s",state="write"} 1'
                          % e.key_id,
