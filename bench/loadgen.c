@@ -1,0 +1,230 @@
+/* A KMS load client of our own on nghttp2: one HTTP/2 connection over a
+ * Unix socket, up to CONCURRENCY streams in flight, REQUESTS unary calls of
+ * one method. Prints throughput and latency percentiles:
+ *
+ *   method=decrypt concurrency=8 requests=20000 ok=20000 failed=0
+ *   seconds=1.234 rps=16207 p50_us=410 p99_us=1190
+ *
+ * usage: loadgen SOCKET status|decrypt|encrypt CONCURRENCY REQUESTS
+ *                [CIPHERTEXT_HEX KEY_ID]   (for decrypt) */
+#include <errno.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+struct call {
+	int32_t stream;
+	uint64_t start_ns;
+	int grpc_status;
+};
+
+static struct {
+	int fd;
+	nghttp2_session *s;
+	const char *path;
+	uint8_t body[2048];
+	size_t body_len;
+	long total, started, finished, ok;
+	int concurrency, inflight;
+	uint64_t *latencies;
+	struct call calls[1024];
+} g;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static struct call *find(int32_t id)
+{
+	for (int i = 0; i < g.concurrency; i++)
+		if (g.calls[i].stream == id)
+			return &g.calls[i];
+	return NULL;
+}
+
+static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
+			 uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+	memcpy(buf, g.body, g.body_len);
+	*flags |= NGHTTP2_DATA_FLAG_EOF;
+	return (ssize_t)g.body_len;
+}
+
+static void start_call(struct call *c)
+{
+	static const char *ct = "application/grpc", *te = "trailers";
+	nghttp2_nv nv[] = {
+		{(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
+		{(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
+		{(uint8_t *)":path", (uint8_t *)g.path, 5, strlen(g.path), 0},
+		{(uint8_t *)":authority", (uint8_t *)"localhost", 10, 9, 0},
+		{(uint8_t *)"content-type", (uint8_t *)ct, 12, strlen(ct), 0},
+		{(uint8_t *)"te", (uint8_t *)te, 2, strlen(te), 0},
+	};
+	nghttp2_data_provider prov = {.read_callback = read_body};
+
+	c->start_ns = now_ns();
+	c->grpc_status = -1;
+	c->stream = nghttp2_submit_request(g.s, NULL, nv, 6, &prov, NULL);
+	g.started++;
+	g.inflight++;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+		     size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *user)
+{
+	struct call *c = find(f->hd.stream_id);
+
+	if (c && nl == 11 && memcmp(name, "grpc-status", 11) == 0)
+		c->grpc_status = atoi((const char *)value);
+	return 0;
+}
+
+static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *user)
+{
+	struct call *c = find(id);
+
+	if (!c)
+		return 0;
+	g.latencies[g.finished++] = now_ns() - c->start_ns;
+	if (c->grpc_status != 0 && getenv("LOADGEN_DEBUG"))
+		fprintf(stderr, "stream %d closed: code %u grpc-status %d\n", id, code, c->grpc_status);
+	if (c->grpc_status == 0)
+		g.ok++;
+	g.inflight--;
+	c->stream = 0;
+	if (g.started < g.total)
+		start_call(c);
+	return 0;
+}
+
+static int cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static size_t pb_put(uint8_t *out, unsigned field, const uint8_t *data, size_t len)
+{
+	size_t i = 0, l = len;
+
+	out[i++] = (uint8_t)(field << 3 | 2);
+	while (l >= 0x80) {
+		out[i++] = (uint8_t)(l | 0x80);
+		l >>= 7;
+	}
+	out[i++] = (uint8_t)l;
+	memcpy(out + i, data, len);
+	return i + len;
+}
+
+int main(int argc, char **argv)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	nghttp2_session_callbacks *cb;
+	uint8_t msg[1600], rbuf[65536];
+	size_t mlen = 0;
+	const char *method;
+	uint64_t t0, t1;
+
+	if (argc < 5) {
+		fprintf(stderr, "usage: loadgen SOCKET status|decrypt|encrypt CONCURRENCY "
+				"REQUESTS [CIPHERTEXT_HEX KEY_ID]\n");
+		return 2;
+	}
+	method = argv[2];
+	g.concurrency = atoi(argv[3]);
+	g.total = atol(argv[4]);
+	if (g.concurrency < 1 || g.concurrency > 1024 || g.total < 1)
+		return 2;
+	if (strcmp(method, "status") == 0) {
+		g.path = "/v2.KeyManagementService/Status";
+	} else if (strcmp(method, "encrypt") == 0) {
+		uint8_t seed[32] = {1, 2, 3};
+
+		g.path = "/v2.KeyManagementService/Encrypt";
+		mlen = pb_put(msg, 1, seed, 32);
+	} else if (strcmp(method, "decrypt") == 0 && argc == 7) {
+		uint8_t ct[1100];
+		size_t n = strlen(argv[5]) / 2;
+
+		for (size_t i = 0; i < n && i < sizeof(ct); i++)
+			sscanf(argv[5] + 2 * i, "%2hhx", &ct[i]);
+		g.path = "/v2.KeyManagementService/Decrypt";
+		mlen = pb_put(msg, 1, ct, n);
+		mlen += pb_put(msg + mlen, 3, (const uint8_t *)argv[6], strlen(argv[6]));
+	} else {
+		fprintf(stderr, "loadgen: bad method or arguments\n");
+		return 2;
+	}
+	g.body[0] = 0;
+	g.body[1] = (uint8_t)(mlen >> 24);
+	g.body[2] = (uint8_t)(mlen >> 16);
+	g.body[3] = (uint8_t)(mlen >> 8);
+	g.body[4] = (uint8_t)mlen;
+	memcpy(g.body + 5, msg, mlen);
+	g.body_len = mlen + 5;
+	g.latencies = calloc((size_t)g.total, sizeof(uint64_t));
+
+	g.fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	strncpy(sa.sun_path, argv[1], sizeof(sa.sun_path) - 1);
+	if (connect(g.fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		perror("loadgen: connect");
+		return 1;
+	}
+	nghttp2_session_callbacks_new(&cb);
+	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_close);
+	nghttp2_session_client_new(&g.s, cb, NULL);
+	nghttp2_session_callbacks_del(cb);
+	nghttp2_submit_settings(g.s, NGHTTP2_FLAG_NONE, NULL, 0);
+
+	t0 = now_ns();
+	for (int i = 0; i < g.concurrency && g.started < g.total; i++)
+		start_call(&g.calls[i]);
+	while (g.finished < g.total) {
+		const uint8_t *out;
+		ssize_t n;
+		struct pollfd p = {.fd = g.fd, .events = POLLIN};
+
+		while ((n = nghttp2_session_mem_send(g.s, &out)) > 0)
+			if (send(g.fd, out, (size_t)n, MSG_NOSIGNAL) != n)
+				return 1;
+		if (poll(&p, 1, 10000) <= 0) {
+			fprintf(stderr, "loadgen: no answer for 10 s\n");
+			return 1;
+		}
+		n = recv(g.fd, rbuf, sizeof(rbuf), 0);
+		if (n <= 0) {
+			fprintf(stderr, "loadgen: connection closed\n");
+			return 1;
+		}
+		if (nghttp2_session_mem_recv(g.s, rbuf, (size_t)n) < 0)
+			return 1;
+	}
+	t1 = now_ns();
+	qsort(g.latencies, (size_t)g.total, sizeof(uint64_t), cmp);
+	printf("method=%s concurrency=%d requests=%ld ok=%ld failed=%ld seconds=%.3f rps=%.0f "
+	       "p50_us=%.0f p99_us=%.0f\n",
+	       method, g.concurrency, g.total, g.ok, g.total - g.ok, (double)(t1 - t0) / 1e9,
+	       (double)g.total / ((double)(t1 - t0) / 1e9),
+	       (double)g.latencies[g.total / 2] / 1e3,
+	       (double)g.latencies[(size_t)((double)g.total * 0.99)] / 1e3);
+	nghttp2_session_del(g.s);
+	close(g.fd);
+	free(g.latencies);
+	return g.ok == g.total ? 0 : 1;
+}
