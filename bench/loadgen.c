@@ -6,7 +6,9 @@
  *   seconds=1.234 rps=16207 p50_us=410 p99_us=1190
  *
  * usage: loadgen SOCKET status|decrypt|encrypt CONCURRENCY REQUESTS
- *                [CIPHERTEXT_HEX KEY_ID]   (for decrypt) */
+ *                [CIPHERTEXT_HEX KEY_ID | @FILE]   (for decrypt; FILE holds
+ *                "HEX KEY_ID" lines, used in turn: a burst of distinct
+ *                ciphertexts) */
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
 #include <poll.h>
@@ -24,14 +26,23 @@ struct call {
 	int32_t stream;
 	uint64_t start_ns;
 	int grpc_status;
+	const uint8_t *body;
+	size_t body_len;
+};
+
+/* Request bodies (gRPC-framed messages): one, or one per ciphertext of a
+ * burst file, used in turn. */
+struct body {
+	uint8_t data[1200];
+	size_t len;
 };
 
 static struct {
 	int fd;
 	nghttp2_session *s;
 	const char *path;
-	uint8_t body[2048];
-	size_t body_len;
+	struct body *bodies;
+	size_t n_bodies;
 	long total, started, finished, ok;
 	int concurrency, inflight;
 	uint64_t *latencies;
@@ -57,9 +68,11 @@ static struct call *find(int32_t id)
 static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
 			 uint32_t *flags, nghttp2_data_source *src, void *user)
 {
-	memcpy(buf, g.body, g.body_len);
+	struct call *c = src->ptr;
+
+	memcpy(buf, c->body, c->body_len);
 	*flags |= NGHTTP2_DATA_FLAG_EOF;
-	return (ssize_t)g.body_len;
+	return (ssize_t)c->body_len;
 }
 
 static void start_call(struct call *c)
@@ -73,8 +86,11 @@ static void start_call(struct call *c)
 		{(uint8_t *)"content-type", (uint8_t *)ct, 12, strlen(ct), 0},
 		{(uint8_t *)"te", (uint8_t *)te, 2, strlen(te), 0},
 	};
-	nghttp2_data_provider prov = {.read_callback = read_body};
+	nghttp2_data_provider prov = {.source.ptr = c, .read_callback = read_body};
+	const struct body *b = &g.bodies[(size_t)g.started % g.n_bodies];
 
+	c->body = b->data;
+	c->body_len = b->len;
 	c->start_ns = now_ns();
 	c->grpc_status = -1;
 	c->stream = nghttp2_submit_request(g.s, NULL, nv, 6, &prov, NULL);
@@ -131,6 +147,32 @@ static size_t pb_put(uint8_t *out, unsigned field, const uint8_t *data, size_t l
 	return i + len;
 }
 
+/* The 5-byte gRPC prefix and the message. */
+static size_t frame(const uint8_t *msg, size_t mlen, uint8_t *out)
+{
+	out[0] = 0;
+	out[1] = (uint8_t)(mlen >> 24);
+	out[2] = (uint8_t)(mlen >> 16);
+	out[3] = (uint8_t)(mlen >> 8);
+	out[4] = (uint8_t)mlen;
+	memcpy(out + 5, msg, mlen);
+	return mlen + 5;
+}
+
+static size_t frame_decrypt(const char *hex, const char *key_id, uint8_t *out)
+{
+	uint8_t ct[1100], msg[1200];
+	size_t n = strlen(hex) / 2, mlen;
+
+	if (n > sizeof(ct))
+		n = sizeof(ct);
+	for (size_t i = 0; i < n; i++)
+		sscanf(hex + 2 * i, "%2hhx", &ct[i]);
+	mlen = pb_put(msg, 1, ct, n);
+	mlen += pb_put(msg + mlen, 3, (const uint8_t *)key_id, strlen(key_id));
+	return frame(msg, mlen, out);
+}
+
 int main(int argc, char **argv)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -140,9 +182,11 @@ int main(int argc, char **argv)
 	const char *method;
 	uint64_t t0, t1;
 
+	memset(msg, 0, sizeof(msg));
+
 	if (argc < 5) {
 		fprintf(stderr, "usage: loadgen SOCKET status|decrypt|encrypt CONCURRENCY "
-				"REQUESTS [CIPHERTEXT_HEX KEY_ID]\n");
+				"REQUESTS [CIPHERTEXT_HEX KEY_ID | @BURST_FILE]\n");
 		return 2;
 	}
 	method = argv[2];
@@ -150,6 +194,8 @@ int main(int argc, char **argv)
 	g.total = atol(argv[4]);
 	if (g.concurrency < 1 || g.concurrency > 1024 || g.total < 1)
 		return 2;
+	g.bodies = calloc(1, sizeof(*g.bodies));
+	g.n_bodies = 1;
 	if (strcmp(method, "status") == 0) {
 		g.path = "/v2.KeyManagementService/Status";
 	} else if (strcmp(method, "encrypt") == 0) {
@@ -157,26 +203,33 @@ int main(int argc, char **argv)
 
 		g.path = "/v2.KeyManagementService/Encrypt";
 		mlen = pb_put(msg, 1, seed, 32);
-	} else if (strcmp(method, "decrypt") == 0 && argc == 7) {
-		uint8_t ct[1100];
-		size_t n = strlen(argv[5]) / 2;
+	} else if (strcmp(method, "decrypt") == 0 && argc == 6 && argv[5][0] == '@') {
+		/* A burst: "HEX KEY_ID" per line, each a distinct ciphertext. */
+		FILE *f = fopen(argv[5] + 1, "r");
+		char hex[2400], kid[128];
 
-		for (size_t i = 0; i < n && i < sizeof(ct); i++)
-			sscanf(argv[5] + 2 * i, "%2hhx", &ct[i]);
 		g.path = "/v2.KeyManagementService/Decrypt";
-		mlen = pb_put(msg, 1, ct, n);
-		mlen += pb_put(msg + mlen, 3, (const uint8_t *)argv[6], strlen(argv[6]));
+		g.n_bodies = 0;
+		while (f && fscanf(f, "%2399s %127s", hex, kid) == 2) {
+			g.bodies = realloc(g.bodies, (g.n_bodies + 1) * sizeof(*g.bodies));
+			g.bodies[g.n_bodies].len = frame_decrypt(hex, kid, g.bodies[g.n_bodies].data);
+			g.n_bodies++;
+		}
+		if (f)
+			fclose(f);
+		if (g.n_bodies == 0) {
+			fprintf(stderr, "loadgen: no ciphertexts in %s\n", argv[5] + 1);
+			return 2;
+		}
+	} else if (strcmp(method, "decrypt") == 0 && argc == 7) {
+		g.path = "/v2.KeyManagementService/Decrypt";
+		g.bodies[0].len = frame_decrypt(argv[5], argv[6], g.bodies[0].data);
 	} else {
 		fprintf(stderr, "loadgen: bad method or arguments\n");
 		return 2;
 	}
-	g.body[0] = 0;
-	g.body[1] = (uint8_t)(mlen >> 24);
-	g.body[2] = (uint8_t)(mlen >> 16);
-	g.body[3] = (uint8_t)(mlen >> 8);
-	g.body[4] = (uint8_t)mlen;
-	memcpy(g.body + 5, msg, mlen);
-	g.body_len = mlen + 5;
+	if (g.bodies[0].len == 0)
+		g.bodies[0].len = frame(msg, mlen, g.bodies[0].data);
 	g.latencies = calloc((size_t)g.total, sizeof(uint64_t));
 
 	g.fd = socket(AF_UNIX, SOCK_STREAM, 0);
