@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pbwire.h"
+
 struct call {
 	int32_t stream;
 	uint64_t start_ns;
@@ -133,20 +135,6 @@ static int cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static size_t pb_put(uint8_t *out, unsigned field, const uint8_t *data, size_t len)
-{
-	size_t i = 0, l = len;
-
-	out[i++] = (uint8_t)(field << 3 | 2);
-	while (l >= 0x80) {
-		out[i++] = (uint8_t)(l | 0x80);
-		l >>= 7;
-	}
-	out[i++] = (uint8_t)l;
-	memcpy(out + i, data, len);
-	return i + len;
-}
-
 /* The 5-byte gRPC prefix and the message. */
 static size_t frame(const uint8_t *msg, size_t mlen, uint8_t *out)
 {
@@ -168,8 +156,8 @@ static size_t frame_decrypt(const char *hex, const char *key_id, uint8_t *out)
 		n = sizeof(ct);
 	for (size_t i = 0; i < n; i++)
 		sscanf(hex + 2 * i, "%2hhx", &ct[i]);
-	mlen = pb_put(msg, 1, ct, n);
-	mlen += pb_put(msg + mlen, 3, (const uint8_t *)key_id, strlen(key_id));
+	mlen = pbwire_put(msg, 1, ct, n);
+	mlen += pbwire_put(msg + mlen, 3, (const uint8_t *)key_id, strlen(key_id));
 	return frame(msg, mlen, out);
 }
 
@@ -202,7 +190,7 @@ int main(int argc, char **argv)
 		uint8_t seed[32] = {1, 2, 3};
 
 		g.path = "/v2.KeyManagementService/Encrypt";
-		mlen = pb_put(msg, 1, seed, 32);
+		mlen = pbwire_put(msg, 1, seed, 32);
 	} else if (strcmp(method, "decrypt") == 0 && argc == 6 && argv[5][0] == '@') {
 		/* A burst: "HEX KEY_ID" per line, each a distinct ciphertext. */
 		FILE *f = fopen(argv[5] + 1, "r");

@@ -21,6 +21,7 @@
 #include "keyadmin.h"
 #include "kms.h"
 #include "log.h"
+#include "pbwire.h"
 #include "plugin.h"
 #include "secmem.h"
 #include "swtpm.h"
@@ -276,14 +277,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static size_t pb_put(uint8_t *out, unsigned field, const void *data, size_t len)
-{
-	out[0] = (uint8_t)(field << 3 | 2);
-	out[1] = (uint8_t)len; /* all fields here are < 128 bytes */
-	memcpy(out + 2, data, len);
-	return 2 + len;
-}
-
 enum call { CALL_STATUS, CALL_ENCRYPT, CALL_DECRYPT };
 
 static void arm(void)
@@ -320,10 +313,10 @@ static int one_call(enum call kind)
 	int status = -1, n_conn;
 
 	if (kind == CALL_ENCRYPT)
-		n = pb_put(req, 1, "0123456789abcdef0123456789abcdef", 32);
+		n = pbwire_put(req, 1, "0123456789abcdef0123456789abcdef", 32);
 	else if (kind == CALL_DECRYPT) {
-		n = pb_put(req, 1, ciphertext, ciphertext_len);
-		n += pb_put(req + n, 3, key_id, strlen(key_id));
+		n = pbwire_put(req, 1, ciphertext, ciphertext_len);
+		n += pbwire_put(req + n, 3, key_id, strlen(key_id));
 	}
 	if (h2client_new(&c) < 0)
 		return -1;

@@ -12,6 +12,7 @@
 #include "h2.h"
 #include "h2client.h"
 #include "kms.h"
+#include "pbwire.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,36 +94,6 @@ static const struct h2c_response *wait_for(struct fixture *f, int32_t id)
 	return NULL;
 }
 
-/* Finds length-delimited field `field` in a protobuf message. */
-static bool pb_field(const uint8_t *p, size_t len, unsigned field, const uint8_t **ret,
-		     size_t *ret_len)
-{
-	size_t i = 0;
-
-	while (i < len) {
-		uint64_t key = 0, l = 0;
-		int shift = 0;
-
-		do {
-			key |= (uint64_t)(p[i] & 0x7f) << shift;
-			shift += 7;
-		} while (p[i++] & 0x80);
-		assert_int_equal(key & 7, 2);
-		shift = 0;
-		do {
-			l |= (uint64_t)(p[i] & 0x7f) << shift;
-			shift += 7;
-		} while (p[i++] & 0x80);
-		if ((key >> 3) == field) {
-			*ret = p + i;
-			*ret_len = (size_t)l;
-			return true;
-		}
-		i += (size_t)l;
-	}
-	return false;
-}
-
 /* Response message of a successful unary call. */
 static const uint8_t *message_of(const struct h2c_response *r, size_t *ret_len)
 {
@@ -139,9 +110,10 @@ static const uint8_t *message_of(const struct h2c_response *r, size_t *ret_len)
 static void assert_field_str(const uint8_t *msg, size_t len, unsigned field, const char *want)
 {
 	const uint8_t *v;
-	size_t vl;
+	size_t vl = 0;
 
-	assert_true(pb_field(msg, len, field, &v, &vl));
+	v = pbwire_field(msg, len, field, &vl);
+	assert_non_null(v);
 	assert_int_equal(vl, strlen(want));
 	assert_memory_equal(v, want, vl);
 }
@@ -151,21 +123,6 @@ static void assert_status(const struct h2c_response *r, int grpc_status)
 	assert_string_equal(r->status, "200");
 	assert_string_equal(r->content_type, "application/grpc");
 	assert_int_equal(r->grpc_status, grpc_status);
-}
-
-/* Encodes one bytes field (tag 1) plus optional string field (tag 2/3). */
-static size_t pb_bytes(uint8_t *out, unsigned field, const void *data, size_t len)
-{
-	size_t i = 0, l = len;
-
-	out[i++] = (uint8_t)(field << 3 | 2);
-	while (l >= 0x80) {
-		out[i++] = (uint8_t)(l | 0x80);
-		l >>= 7;
-	}
-	out[i++] = (uint8_t)l;
-	memcpy(out + i, data, len);
-	return i + len;
 }
 
 static void test_status_v2(void **state)
@@ -203,16 +160,17 @@ static void round_trip(struct fixture *f, const char *prefix, size_t pt_len)
 	char path[80];
 	uint8_t *pt = malloc(pt_len), *req = malloc(pt_len + 64), ct[70000];
 	const uint8_t *msg, *v;
-	size_t len, vl, n, ct_len;
+	size_t len, vl = 0, n, ct_len;
 	int32_t id;
 
 	for (size_t i = 0; i < pt_len; i++)
 		pt[i] = (uint8_t)(i * 7 + 1);
 	snprintf(path, sizeof(path), "/%s.KeyManagementService/Encrypt", prefix);
-	n = pb_bytes(req, strcmp(prefix, "v1beta1") == 0 ? 2 : 1, pt, pt_len);
+	n = pbwire_put(req, strcmp(prefix, "v1beta1") == 0 ? 2 : 1, pt, pt_len);
 	id = h2client_grpc(f->client, path, req, n);
 	msg = message_of(wait_for(f, id), &len);
-	assert_true(pb_field(msg, len, 1, &v, &vl));
+	v = pbwire_field(msg, len, 1, &vl);
+	assert_non_null(v);
 	assert_int_equal(vl, pt_len + 4);
 	memcpy(ct, v, vl);
 	ct_len = vl;
@@ -221,15 +179,16 @@ static void round_trip(struct fixture *f, const char *prefix, size_t pt_len)
 
 	snprintf(path, sizeof(path), "/%s.KeyManagementService/Decrypt", prefix);
 	if (strcmp(prefix, "v1beta1") == 0) {
-		n = pb_bytes(req, 2, ct, ct_len);
+		n = pbwire_put(req, 2, ct, ct_len);
 	} else {
-		n = pb_bytes(req, 1, ct, ct_len);
-		n += pb_bytes(req + n, 3, FAKE_KEY_ID, strlen(FAKE_KEY_ID));
+		n = pbwire_put(req, 1, ct, ct_len);
+		n += pbwire_put(req + n, 3, FAKE_KEY_ID, strlen(FAKE_KEY_ID));
 	}
 	req = realloc(req, n);
 	id = h2client_grpc(f->client, path, req, n);
 	msg = message_of(wait_for(f, id), &len);
-	assert_true(pb_field(msg, len, 1, &v, &vl));
+	v = pbwire_field(msg, len, 1, &vl);
+	assert_non_null(v);
 	assert_int_equal(vl, pt_len);
 	assert_memory_equal(v, pt, pt_len);
 	free(pt);
@@ -387,7 +346,7 @@ static void test_deadline(void **state)
 	size_t n;
 
 	body[0] = 0;
-	n = pb_bytes(body + 5, 1, "slow:2000", 9);
+	n = pbwire_put(body + 5, 1, "slow:2000", 9);
 	body[1] = body[2] = body[3] = 0;
 	body[4] = (uint8_t)n;
 	grpc_raw(f, NULL, "20m", body, n + 5, 4, "deadline exceeded");
@@ -404,7 +363,7 @@ static void test_inflight_limit(void **state)
 	const struct h2c_response *r;
 
 	body[0] = body[1] = body[2] = body[3] = 0;
-	n = pb_bytes(body + 5, 1, "slow:30", 7);
+	n = pbwire_put(body + 5, 1, "slow:30", 7);
 	body[4] = (uint8_t)n;
 	slow = h2client_grpc(f->client, "/v2.KeyManagementService/Encrypt", body + 5, n);
 	h2client_pump(f->client, f->conn);
@@ -418,7 +377,7 @@ static void test_backend_error(void **state)
 {
 	struct fixture *f = *state;
 	uint8_t body[64];
-	size_t n = pb_bytes(body, 1, "fail", 4);
+	size_t n = pbwire_put(body, 1, "fail", 4);
 	const struct h2c_response *r =
 		wait_for(f, h2client_grpc(f->client, "/v2.KeyManagementService/Encrypt", body, n));
 
@@ -430,10 +389,10 @@ static void test_decrypt_wrong_key_id(void **state)
 {
 	struct fixture *f = *state;
 	uint8_t body[64];
-	size_t n = pb_bytes(body, 1, "FAKEabc", 7);
+	size_t n = pbwire_put(body, 1, "FAKEabc", 7);
 	const struct h2c_response *r;
 
-	n += pb_bytes(body + n, 3, "other-key", 9);
+	n += pbwire_put(body + n, 3, "other-key", 9);
 	r = wait_for(f, h2client_grpc(f->client, "/v2.KeyManagementService/Decrypt", body, n));
 	assert_status(r, 3);
 }

@@ -11,6 +11,7 @@
 #include "grpc.h"
 #include "listen.h"
 #include "log.h"
+#include "pbwire.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
@@ -19,51 +20,6 @@
 #include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
-
-/* Length-delimited field `field` of a protobuf message, or NULL. */
-static const uint8_t *pb_field(const uint8_t *p, size_t len, unsigned field, size_t *ret_len)
-{
-	size_t i = 0;
-
-	while (i < len) {
-		uint64_t key = 0, l = 0;
-		int shift = 0;
-
-		do {
-			key |= (uint64_t)(p[i] & 0x7f) << shift;
-			shift += 7;
-		} while (i < len && (p[i++] & 0x80));
-		if ((key & 7) != 2)
-			return NULL;
-		shift = 0;
-		do {
-			l |= (uint64_t)(p[i] & 0x7f) << shift;
-			shift += 7;
-		} while (i < len && (p[i++] & 0x80));
-		if (l > len - i)
-			return NULL;
-		if ((key >> 3) == field) {
-			*ret_len = (size_t)l;
-			return p + i;
-		}
-		i += (size_t)l;
-	}
-	return NULL;
-}
-
-static size_t pb_put(uint8_t *out, unsigned field, const void *data, size_t len)
-{
-	size_t i = 0, l = len;
-
-	out[i++] = (uint8_t)(field << 3 | 2);
-	while (l >= 0x80) {
-		out[i++] = (uint8_t)(l | 0x80);
-		l >>= 7;
-	}
-	out[i++] = (uint8_t)l;
-	memcpy(out + i, data, len);
-	return i + len;
-}
 
 static int call(const struct listen_addr *a, const char *path, const uint8_t *req, size_t len,
 		uint8_t **ret, size_t *ret_len)
@@ -99,26 +55,26 @@ int main(int argc, char **argv)
 	for (int i = 0; i < count; i++) {
 		uint8_t seed[32], req[2048], *resp = NULL, *dec = NULL;
 		const uint8_t *env, *key_id, *pt;
-		size_t n, resp_len, env_len, key_id_len, dec_len, pt_len;
+		size_t n, resp_len, env_len = 0, key_id_len = 0, dec_len, pt_len = 0;
 		char seed_b64[64], env_b64[1400], kid[128];
 		bool ok;
 
 		if (getrandom(seed, sizeof(seed), 0) != sizeof(seed))
 			return 1;
-		n = pb_put(req, 1, seed, sizeof(seed));
-		n += pb_put(req + n, 2, "vm-test", 7);
+		n = pbwire_put(req, 1, seed, sizeof(seed));
+		n += pbwire_put(req + n, 2, "vm-test", 7);
 		if (call(&a, "/v2.KeyManagementService/Encrypt", req, n, &resp, &resp_len) < 0)
 			return 1;
-		env = pb_field(resp, resp_len, 1, &env_len);
-		key_id = pb_field(resp, resp_len, 2, &key_id_len);
+		env = pbwire_field(resp, resp_len, 1, &env_len);
+		key_id = pbwire_field(resp, resp_len, 2, &key_id_len);
 		if (!env || !key_id || env_len > 1024 || key_id_len >= sizeof(kid))
 			return 1;
 		memcpy(kid, key_id, key_id_len);
 		kid[key_id_len] = '\0';
-		n = pb_put(req, 1, env, env_len);
-		n += pb_put(req + n, 3, kid, key_id_len);
+		n = pbwire_put(req, 1, env, env_len);
+		n += pbwire_put(req + n, 3, kid, key_id_len);
 		ok = call(&a, "/v2.KeyManagementService/Decrypt", req, n, &dec, &dec_len) == 0 &&
-		     (pt = pb_field(dec, dec_len, 1, &pt_len)) && pt_len == sizeof(seed) &&
+		     (pt = pbwire_field(dec, dec_len, 1, &pt_len)) && pt_len == sizeof(seed) &&
 		     memcmp(pt, seed, sizeof(seed)) == 0;
 		EVP_EncodeBlock((unsigned char *)seed_b64, seed, sizeof(seed));
 		EVP_EncodeBlock((unsigned char *)env_b64, env, (int)env_len);
