@@ -4,10 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
-./scripts/install-deps.sh
-[ -x configure ] || autoreconf -fi
-mkdir -p build
-(cd build && { [ -f Makefile ] || ../configure; } && make -j"$(nproc)" bench)
+./scripts/build.sh bench
 kms="$top/build/tpm2-kms"
 loadgen="$top/build/bench/loadgen"
 

@@ -5,10 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
-./scripts/install-deps.sh
-[ -x configure ] || autoreconf -fi
-mkdir -p build
-(cd build && { [ -f Makefile ] || ../configure; } && make -j"$(nproc)" tpm2-kms)
+./scripts/build.sh tpm2-kms
 kms="$top/build/tpm2-kms"
 
 run="$top/run"
