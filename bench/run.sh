@@ -1,23 +1,29 @@
 #!/bin/sh
-# Benchmarks tpm2-kms on a private swtpm and writes docs/benchmarks.md.
+# Benchmarks tpm2-kms on a private swtpm against the grpc-go reference plugin
+# (bench/reference) and writes docs/benchmarks.md and docs/benchmarks-latency.png.
 # One command: ./bench/run.sh   (Debian 12, as root; installs what is missing)
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
+./scripts/install-deps.sh --bench
 ./scripts/build.sh bench
 kms="$top/build/tpm2-kms"
 loadgen="$top/build/bench/loadgen"
+ref="$top/build/bench/kms-reference"
+bench/reference/build.sh "$ref"
 
 work=$(mktemp -d /tmp/tpm2kms-bench-XXXXXX)
 swtpm_pid=
 daemon_pid=
+ref_pid=
 cleanup() {
-	[ -z "$daemon_pid" ] || kill "$daemon_pid" 2>/dev/null || true
-	[ -z "$swtpm_pid" ] || kill "$swtpm_pid" 2>/dev/null || true
+	for p in $daemon_pid $ref_pid $swtpm_pid; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	rm -rf "$work"
 }
 trap cleanup EXIT
+
+py() { /usr/bin/python3 -c "import sys; sys.path.insert(0, '$top/tests/lib'); $1"; }
 
 mkdir -p "$work/tpm"
 swtpm socket --tpm2 --tpmstate dir="$work/tpm" --server type=unixio,path="$work/tpm.sock" \
@@ -31,57 +37,86 @@ tcti="swtpm:path=$work/tpm.sock"
 now_us() { echo $(( $(date +%s%N) / 1000 )); }
 
 # Cold start: process start to the first healthy Status, provisioned state.
+# The metrics say how much of it the TPM commands took.
 t0=$(now_us)
 "$kms" serve --tcti "$tcti" --state-dir "$work/state" --listen "$work/kms.sock" \
-	--log-level warning 2>"$work/serve.log" &
+	--metrics-listen "$work/metrics.sock" --log-level warning 2>"$work/serve.log" &
 daemon_pid=$!
 until "$kms" status --listen "$work/kms.sock" >/dev/null 2>&1; do sleep 0.001; done
 cold_ms=$(( ($(now_us) - t0) / 1000 ))
+cold_tpm=$(py "
+import socket
+s = socket.socket(socket.AF_UNIX); s.connect('$work/metrics.sock')
+s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+text = b''
+while True:
+    b = s.recv(65536)
+    if not b: break
+    text += b
+secs = n = 0
+for l in text.decode().splitlines():
+    if l.startswith('tpm2kms_tpm_command_duration_seconds_sum'): secs += float(l.split()[-1])
+    if l.startswith('tpm2kms_tpm_command_duration_seconds_count'): n += int(l.split()[-1])
+print('%d %.1f' % (n, secs * 1000))")
+cold_tpm_n=${cold_tpm% *}
+cold_tpm_ms=${cold_tpm#* }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$daemon_pid/stat"; }
-hz=$(getconf CLK_TCK)
-
-ct=$(/usr/bin/python3 -c "
-import sys; sys.path.insert(0, '$top/tests/lib')
+"$ref" --listen "$work/ref.sock" &
+ref_pid=$!
+until py "
 from kmsclient import Kms
-c = Kms('unix:$work/kms.sock'); e = c.encrypt(bytes(range(32)))
-print(e.ciphertext.hex(), e.key_id)")
+Kms('unix:$work/ref.sock').status()" 2>/dev/null; do sleep 0.01; done
+
+hz=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# One ciphertext for the Decrypt runs, and 1,000 distinct ones for the burst.
+ciphertexts() {
+	py "
+from kmsclient import Kms
+c = Kms('unix:$1')
+with open('$2', 'w') as f:
+    for i in range($3):
+        e = c.encrypt(i.to_bytes(32, 'big'))
+        f.write(e.ciphertext.hex() + ' ' + e.key_id + '\\n')"
+}
 
 results="$work/results"
 : >"$results"
-for method in status decrypt encrypt; do
-	for conc in 1 8 64; do
-		case $method in
-		encrypt) n=1000 ;;
-		*) n=20000 ;;
-		esac
-		c0=$(cpu_ticks)
-		# shellcheck disable=SC2086
-		line=$("$loadgen" "$work/kms.sock" "$method" "$conc" "$n" $([ "$method" = decrypt ] && echo "$ct"))
-		c1=$(cpu_ticks)
-		cpu_us=$(( (c1 - c0) * 1000000 / hz / n ))
-		echo "$line cpu_us_per_call=$cpu_us" | tee -a "$results"
+# measure TAG PID SOCKET: Status, Decrypt and Encrypt at concurrency 1, 8 and
+# 64, with the server's CPU time per call; then the burst.
+measure() {
+	ciphertexts "$3" "$work/$1.ct" 1000
+	for method in status decrypt encrypt; do
+		for conc in 1 8 64; do
+			# Enough calls for the CPU ticks (1/$hz s) to resolve well;
+			# ours calls the TPM on every Encrypt.
+			n=100000
+			[ "$conc" != 1 ] || n=20000
+			[ "$1:$method" != ours:encrypt ] || n=1000
+			arg=
+			[ "$method" != decrypt ] || arg=$(head -n1 "$work/$1.ct")
+			c0=$(cpu_ticks "$2")
+			# shellcheck disable=SC2086
+			line=$("$loadgen" "$3" "$method" "$conc" "$n" $arg)
+			c1=$(cpu_ticks "$2")
+			cpu=$(awk "BEGIN {printf \"%.1f\", ($c1 - $c0) * 1000000 / $hz / $n}")
+			echo "tag=$1 $line cpu_us_per_call=$cpu" | tee -a "$results"
+		done
 	done
-done
-# The apiserver-restart burst: 1,000 distinct ciphertexts, one connection,
-# 100 concurrent streams.
-/usr/bin/python3 -c "
-import sys; sys.path.insert(0, '$top/tests/lib')
-from kmsclient import Kms
-c = Kms('unix:$work/kms.sock')
-with open('$work/burst', 'w') as f:
-    for i in range(1000):
-        e = c.encrypt(i.to_bytes(32, 'big'))
-        f.write(e.ciphertext.hex() + ' ' + e.key_id + '\\n')"
-burst=$("$loadgen" "$work/kms.sock" decrypt 100 1000 "@$work/burst")
-echo "$burst"
+	echo "tag=$1 burst $("$loadgen" "$3" decrypt 100 1000 "@$work/$1.ct")" | tee -a "$results"
+	echo "tag=$1 hwm_kb=$(awk '/VmHWM/ {print $2}' "/proc/$2/status")" >>"$results"
+}
+measure ours "$daemon_pid" "$work/kms.sock"
+measure ref "$ref_pid" "$work/ref.sock"
+
 floor=$("$top/build/bench/tpm-floor" "$tcti" 1000)
 echo "$floor"
-hwm=$(awk '/VmHWM/ {print $2}' "/proc/$daemon_pid/status")
 
-# RSS with 200 idle connections.
-idle_rss=$(/usr/bin/python3 - "$work/kms.sock" "$daemon_pid" <<'PY'
-import socket, sys, time
+# RSS with 200 idle connections (each past the HTTP/2 preface and SETTINGS).
+idle_rss() {
+	/usr/bin/python3 - "$1" "$2" <<'PY'
+import socket, sys
 socks = []
 for _ in range(200):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -93,50 +128,109 @@ for line in open('/proc/%s/status' % sys.argv[2]):
     if line.startswith('VmRSS:'):
         print(line.split()[1])
 PY
-)
-
-field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
-row() {
-	grep "method=$1 concurrency=$2 " "$results" | {
-		read -r l
-		echo "| $1 | $2 | $(echo "$l" | field rps) | $(echo "$l" | field p50_us) | $(echo "$l" | field p99_us) | $(echo "$l" | field cpu_us_per_call) |"
-	}
 }
+ours_idle=$(idle_rss "$work/kms.sock" "$daemon_pid")
+ref_idle=$(idle_rss "$work/ref.sock" "$ref_pid")
+
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+get() { grep "^tag=$1 method=$2 concurrency=$3 " "$results" | field "$4"; }
+ratio() { awk "BEGIN {printf \"%.2f\", $1 / $2}"; }
+
+# The plot: p50 and p99 latency against concurrency, ours and the reference.
+for t in ours ref; do
+	for m in status decrypt encrypt; do
+		for c in 1 8 64; do echo "$c $(get $t $m $c p50_us) $(get $t $m $c p99_us)"; done \
+			>"$work/$t-$m.dat"
+	done
+done
+gnuplot <<EOF
+set terminal pngcairo size 1200,420 font "DejaVu Sans,10"
+set output "$top/docs/benchmarks-latency.png"
+set multiplot layout 1,3 title "Latency against concurrency (one HTTP/2 connection, Unix socket)"
+set logscale xy
+set xtics (1, 8, 64)
+set xrange [0.8:80]
+set xlabel "concurrent streams"
+set ylabel "µs"
+set key top left
+set grid
+do for [m in "status decrypt encrypt"] {
+	set title m
+	plot "$work/ours-".m.".dat" using 1:2 with linespoints lw 2 lc rgb "#1f77b4" title "tpm2-kms p50", \
+	     "$work/ours-".m.".dat" using 1:3 with linespoints lw 2 dt 2 lc rgb "#1f77b4" title "tpm2-kms p99", \
+	     "$work/ref-".m.".dat" using 1:2 with linespoints lw 2 lc rgb "#d62728" title "grpc-go p50", \
+	     "$work/ref-".m.".dat" using 1:3 with linespoints lw 2 dt 2 lc rgb "#d62728" title "grpc-go p99"
+}
+unset multiplot
+EOF
+
+row() {
+	echo "| $1 | $2 | $(get ours $1 $2 rps) | $(get ours $1 $2 p50_us) | $(get ours $1 $2 p99_us) | $(get ours $1 $2 cpu_us_per_call) | $(get ref $1 $2 rps) | $(get ref $1 $2 p50_us) | $(get ref $1 $2 p99_us) | $(get ref $1 $2 cpu_us_per_call) |"
+}
+ratio_row() {
+	echo "| $1 | $2 | $(ratio "$(get ours $1 $2 cpu_us_per_call)" "$(get ref $1 $2 cpu_us_per_call)") | $(ratio "$(get ours $1 $2 rps)" "$(get ref $1 $2 rps)") | $(ratio "$(get ours $1 $2 p99_us)" "$(get ref $1 $2 p99_us)") |"
+}
+burst() { grep "^tag=$1 burst" "$results" | field "$2"; }
 floor_p50=$(echo "$floor" | field p50_us)
-enc_p50=$(grep "method=encrypt concurrency=1 " "$results" | field p50_us)
+enc_p50=$(get ours encrypt 1 p50_us)
 
 {
 	echo "# tpm2-kms benchmarks"
 	echo
 	echo "Generated by \`./bench/run.sh\` on $(date -u +%Y-%m-%d): $(nproc) cores,"
 	echo "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1), kernel $(uname -r),"
-	echo "swtpm $(swtpm --version 2>&1 | sed -n 's/.*version \([0-9.]*\).*/\1/p')."
-	echo "Load: bench/loadgen (our own client on nghttp2), one HTTP/2 connection over"
-	echo "the Unix socket, the given number of concurrent streams; server log level"
-	echo "warning. CPU per call is the daemon's utime+stime from /proc divided by"
-	echo "the calls."
+	echo "swtpm $(swtpm --version 2>&1 | sed -n 's/.*version \([0-9.]*\).*/\1/p'), $(go version | cut -d' ' -f3),"
+	echo "grpc-go $(dpkg-query -W -f='${Version}' golang-google-grpc-dev)."
 	echo
-	echo "| method | concurrency | calls/s | p50 µs | p99 µs | server CPU µs/call |"
-	echo "|---|---|---|---|---|---|"
+	echo "Load: bench/loadgen (our own client on nghttp2), one HTTP/2 connection over"
+	echo "the Unix socket, the given number of concurrent streams, 20,000 calls at"
+	echo "concurrency 1 and 100,000 above (1,000 for tpm2-kms Encrypt, which waits for"
+	echo "the TPM). tpm2-kms logs at warning. The reference is bench/reference: the"
+	echo "same KMS v2 API on grpc-go with AES-256-GCM under an in-memory key, the"
+	echo "shape of the existing plugins, driven by the same client in the same run."
+	echo "Server CPU per call is the process's utime+stime (all threads) from /proc"
+	echo "divided by the calls."
+	echo
+	echo "| method | concurrency | calls/s | p50 µs | p99 µs | CPU µs/call | ref calls/s | ref p50 µs | ref p99 µs | ref CPU µs/call |"
+	echo "|---|---|---|---|---|---|---|---|---|---|"
 	for m in status decrypt encrypt; do
 		for c in 1 8 64; do row $m $c; done
 	done
 	echo
-	echo "- TPM floor (NV_Increment + NV_Read through ESAPI, same swtpm, same run):"
-	echo "  p50 $floor_p50 µs; Encrypt p50 at concurrency 1: $enc_p50 µs"
-	echo "  (ratio $(awk "BEGIN {printf \"%.2f\", $enc_p50 / $floor_p50}"))."
-	echo "- Burst of 1,000 distinct ciphertexts, one connection, 100 concurrent"
-	echo "  streams: $(echo "$burst" | field seconds) s wall time (p99 $(echo "$burst" | field p99_us) µs)."
-	echo "- Cold start, process start to first healthy Status (provisioned state):"
-	echo "  $cold_ms ms."
-	echo "- Peak RSS during the run: $hwm kB; RSS with 200 idle connections:"
-	echo "  $idle_rss kB."
+	echo "Ratios, tpm2-kms / reference (Encrypt is not like for like: ours waits for"
+	echo "two TPM commands per call, the reference for none):"
 	echo
+	echo "| method | concurrency | CPU per call | throughput | p99 |"
+	echo "|---|---|---|---|---|"
+	for m in status decrypt encrypt; do
+		for c in 1 8 64; do ratio_row $m $c; done
+	done
+	echo
+	echo "![p50 and p99 latency against concurrency](benchmarks-latency.png)"
+	echo
+	echo "- TPM floor (NV_Increment + NV_Read through ESAPI, same swtpm, same run):"
+	echo "  p50 $floor_p50 µs; tpm2-kms Encrypt p50 at concurrency 1: $enc_p50 µs"
+	echo "  (ratio $(ratio "$enc_p50" "$floor_p50"))."
+	echo "- Burst of 1,000 distinct ciphertexts, one connection, 100 concurrent"
+	echo "  streams: tpm2-kms $(burst ours seconds) s, reference $(burst ref seconds) s wall time"
+	echo "  (ratio $(ratio "$(burst ours seconds)" "$(burst ref seconds)"); p99 $(burst ours p99_us) µs vs $(burst ref p99_us) µs)."
+	echo "- Cold start, process start to first healthy Status (provisioned state):"
+	echo "  $cold_ms ms, of which $cold_tpm_ms ms in the $cold_tpm_n TPM commands it issued."
+	echo "- Peak RSS during the run: tpm2-kms $(field hwm_kb <"$results" | head -n1) kB, reference"
+	echo "  $(field hwm_kb <"$results" | tail -n1) kB. RSS with 200 idle connections: tpm2-kms"
+	echo "  $ours_idle kB, reference $ref_idle kB."
 	echo "- Instructions per Decrypt, server side, under callgrind: guarded in"
 	echo "  make check by tests/plugin/test_instructions.py (budget in"
 	echo "  tests/plugin/decrypt-instructions.budget)."
-	echo
-	echo "Not measured yet (issue 7): the grpc-go reference plugin side by side"
-	echo "(so no ratios), and the latency-versus-concurrency plot."
+} >"$work/table.md"
+
+# The analysis below the table is written by hand and kept across runs.
+notes="$top/bench/notes.md"
+{
+	cat "$work/table.md"
+	if [ -f "$notes" ]; then
+		echo
+		cat "$notes"
+	fi
 } >"$top/docs/benchmarks.md"
-cat "$top/docs/benchmarks.md"
+cat "$work/table.md"

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Installs, from Debian 12's archive, exactly the packages tpm2-kms needs to
 # build, run and test, skipping those already present. Run as root.
+# --bench adds what bench/run.sh needs besides: Go and Debian's grpc-go for
+# the reference plugin, gnuplot for the plot.
 set -eu
 
 PACKAGES="
@@ -33,6 +35,19 @@ clang-14
 libclang-rt-14-dev
 valgrind
 "
+
+if [ "${1-}" = --bench ]; then
+	PACKAGES="$PACKAGES
+golang-go
+golang-google-grpc-dev
+golang-google-protobuf-dev
+golang-github-golang-protobuf-1-5-dev
+protobuf-compiler
+protoc-gen-go
+protoc-gen-go-grpc
+gnuplot-nox
+"
+fi
 
 missing=""
 for p in $PACKAGES; do
