@@ -7,7 +7,6 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/kdf.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -15,52 +14,91 @@
 #define HKDF_INFO   "tpm2-kms/v1"
 #define KEY_ID_INFO "tpm2-kms key id v1"
 
-static EVP_KDF *hkdf;
 static EVP_MAC *hmac;
 static EVP_CIPHER *aes_gcm;
+/* Contexts made once and re-keyed for every message: making them per call
+ * cost more than the cryptography itself (OpenSSL 3 allocates about a dozen
+ * objects for one HMAC context, and naming the digest per call looks the
+ * algorithm up again). The envelope is used from one thread at a time (the
+ * daemon's loop thread, or a command's main thread). After every message
+ * both are re-keyed with zeros, so no message key outlives its call. */
+static EVP_MAC_CTX *mac;
+static EVP_CIPHER_CTX *gcm;
+static const uint8_t zeros[32];
 
 int envelope_init(void)
 {
-	if (!hkdf)
-		hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+		OSSL_PARAM_construct_end(),
+	};
+
 	if (!hmac)
 		hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	if (hmac && !mac) {
+		mac = EVP_MAC_CTX_new(hmac);
+		if (mac && EVP_MAC_CTX_set_params(mac, params) != 1) {
+			EVP_MAC_CTX_free(mac);
+			mac = NULL;
+		}
+	}
 	if (!aes_gcm)
 		aes_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
-	return hkdf && hmac && aes_gcm ? 0 : -ENOSYS;
+	if (!gcm)
+		gcm = EVP_CIPHER_CTX_new();
+	if (!hmac || !mac || !aes_gcm || !gcm) {
+		ERR_clear_error();
+		return -ENOSYS;
+	}
+	return 0;
 }
 
 void envelope_finish(void)
 {
-	EVP_KDF_free(hkdf);
+	EVP_MAC_CTX_free(mac);
 	EVP_MAC_free(hmac);
+	EVP_CIPHER_CTX_free(gcm);
 	EVP_CIPHER_free(aes_gcm);
-	hkdf = NULL;
+	mac = NULL;
 	hmac = NULL;
+	gcm = NULL;
 	aes_gcm = NULL;
 }
 
+/* ret_mac = HMAC-SHA256(key, a || b). */
+static int hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, size_t a_len,
+		       const uint8_t *b, size_t b_len, uint8_t ret_mac[32])
+{
+	size_t len;
+
+	if (EVP_MAC_init(mac, key, key_len, NULL) != 1 || EVP_MAC_update(mac, a, a_len) != 1 ||
+	    EVP_MAC_update(mac, b, b_len) != 1 || EVP_MAC_final(mac, ret_mac, &len, 32) != 1 ||
+	    len != 32)
+		return -EIO;
+	return 0;
+}
+
+/* Overwrites the key-dependent state left in both contexts. */
+static void forget_keys(void)
+{
+	(void)EVP_MAC_init(mac, zeros, sizeof(zeros), NULL);
+	(void)EVP_CipherInit_ex2(gcm, NULL, zeros, NULL, -1, NULL);
+	ERR_clear_error();
+}
+
+/* HKDF-SHA256 (RFC 5869) for one 32-byte block of output:
+ * PRK = HMAC(salt, KEK); key = HMAC(PRK, info || 0x01). */
 static int derive(const uint8_t kek[ENVELOPE_KEK_BYTES], const uint8_t *salt, uint8_t key[32])
 {
-	EVP_KDF_CTX *ctx = EVP_KDF_CTX_new(hkdf);
-	OSSL_PARAM params[] = {
-		OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
-		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)kek,
-						  ENVELOPE_KEK_BYTES),
-		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt,
-						  ENVELOPE_SALT_BYTES),
-		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)HKDF_INFO,
-						  sizeof(HKDF_INFO) - 1),
-		OSSL_PARAM_construct_end(),
-	};
+	static const uint8_t block1 = 0x01;
+	uint8_t prk[32];
 	int r;
 
-	if (!ctx) {
-		ERR_clear_error();
-		return -ENOMEM;
-	}
-	r = EVP_KDF_derive(ctx, key, 32, params) == 1 ? 0 : -EIO;
-	EVP_KDF_CTX_free(ctx);
+	r = hmac_sha256(salt, ENVELOPE_SALT_BYTES, kek, ENVELOPE_KEK_BYTES, NULL, 0, prk);
+	if (r == 0)
+		r = hmac_sha256(prk, sizeof(prk), (const uint8_t *)HKDF_INFO, sizeof(HKDF_INFO) - 1,
+				&block1, 1, key);
+	util_wipe(prk, sizeof(prk));
 	return r;
 }
 
@@ -69,7 +107,6 @@ int envelope_seal_with(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generatio
 		       const uint8_t nonce_random[4], const uint8_t *plaintext, size_t len,
 		       uint8_t *out, size_t *ret_len)
 {
-	EVP_CIPHER_CTX *ctx = NULL;
 	uint8_t key[32];
 	int n, r = -EIO;
 
@@ -87,16 +124,11 @@ int envelope_seal_with(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generatio
 	if (r < 0)
 		goto out;
 	r = -EIO;
-	ctx = EVP_CIPHER_CTX_new();
-	if (!ctx) {
-		r = -ENOMEM;
-		goto out;
-	}
-	if (EVP_EncryptInit_ex2(ctx, aes_gcm, key, out + 37, NULL) != 1 ||
-	    EVP_EncryptUpdate(ctx, NULL, &n, out, ENVELOPE_HEADER_BYTES) != 1 ||
-	    EVP_EncryptUpdate(ctx, out + ENVELOPE_HEADER_BYTES, &n, plaintext, (int)len) != 1 ||
-	    EVP_EncryptFinal_ex(ctx, out + ENVELOPE_HEADER_BYTES + n, &n) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, ENVELOPE_TAG_BYTES,
+	if (EVP_EncryptInit_ex2(gcm, aes_gcm, key, out + 37, NULL) != 1 ||
+	    EVP_EncryptUpdate(gcm, NULL, &n, out, ENVELOPE_HEADER_BYTES) != 1 ||
+	    EVP_EncryptUpdate(gcm, out + ENVELOPE_HEADER_BYTES, &n, plaintext, (int)len) != 1 ||
+	    EVP_EncryptFinal_ex(gcm, out + ENVELOPE_HEADER_BYTES + n, &n) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(gcm, EVP_CTRL_AEAD_GET_TAG, ENVELOPE_TAG_BYTES,
 				out + ENVELOPE_HEADER_BYTES + len) != 1)
 		goto out;
 	*ret_len = len + ENVELOPE_OVERHEAD;
@@ -107,7 +139,7 @@ out:
 	if (r < 0)
 		ERR_clear_error();
 	util_wipe(key, sizeof(key));
-	EVP_CIPHER_CTX_free(ctx);
+	forget_keys();
 	return r;
 }
 
@@ -164,7 +196,6 @@ uint64_t envelope_counter(const uint8_t *env)
 int envelope_open(const uint8_t kek[ENVELOPE_KEK_BYTES], const uint8_t *env, size_t len,
 		  uint8_t *out, size_t *ret_len)
 {
-	EVP_CIPHER_CTX *ctx = NULL;
 	uint8_t key[32];
 	size_t n_ct;
 	uint32_t gen;
@@ -175,15 +206,12 @@ int envelope_open(const uint8_t kek[ENVELOPE_KEK_BYTES], const uint8_t *env, siz
 	n_ct = len - ENVELOPE_OVERHEAD;
 	if (derive(kek, env + 5, key) < 0)
 		goto out;
-	ctx = EVP_CIPHER_CTX_new();
-	if (!ctx)
-		goto out;
-	if (EVP_DecryptInit_ex2(ctx, aes_gcm, key, env + 37, NULL) != 1 ||
-	    EVP_DecryptUpdate(ctx, NULL, &n, env, ENVELOPE_HEADER_BYTES) != 1 ||
-	    EVP_DecryptUpdate(ctx, out, &n, env + ENVELOPE_HEADER_BYTES, (int)n_ct) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, ENVELOPE_TAG_BYTES,
+	if (EVP_DecryptInit_ex2(gcm, aes_gcm, key, env + 37, NULL) != 1 ||
+	    EVP_DecryptUpdate(gcm, NULL, &n, env, ENVELOPE_HEADER_BYTES) != 1 ||
+	    EVP_DecryptUpdate(gcm, out, &n, env + ENVELOPE_HEADER_BYTES, (int)n_ct) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(gcm, EVP_CTRL_AEAD_SET_TAG, ENVELOPE_TAG_BYTES,
 				(void *)(env + ENVELOPE_HEADER_BYTES + n_ct)) != 1 ||
-	    EVP_DecryptFinal_ex(ctx, out + n, &n) != 1) {
+	    EVP_DecryptFinal_ex(gcm, out + n, &n) != 1) {
 		util_wipe(out, n_ct);
 		goto out;
 	}
@@ -193,38 +221,24 @@ out:
 	if (r < 0)
 		ERR_clear_error();
 	util_wipe(key, sizeof(key));
-	EVP_CIPHER_CTX_free(ctx);
+	forget_keys();
 	return r;
 }
 
 int envelope_key_id(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generation,
 		    char out[ENVELOPE_KEY_ID_MAX])
 {
-	EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac);
-	OSSL_PARAM params[] = {
-		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-		OSSL_PARAM_construct_end(),
-	};
-	uint8_t mac[32];
+	uint8_t id[32];
 	char hex[33];
-	size_t len;
-	int r = -EIO;
+	int r;
 
-	if (!ctx) {
-		ERR_clear_error();
-		return -ENOMEM;
+	r = hmac_sha256(kek, ENVELOPE_KEK_BYTES, (const uint8_t *)KEY_ID_INFO,
+			sizeof(KEY_ID_INFO) - 1, NULL, 0, id);
+	if (r == 0) {
+		util_hex(id, 16, hex);
+		snprintf(out, ENVELOPE_KEY_ID_MAX, "tpm2-kms-g%u-%s", (unsigned)generation, hex);
 	}
-	if (EVP_MAC_init(ctx, kek, ENVELOPE_KEK_BYTES, params) != 1 ||
-	    EVP_MAC_update(ctx, (const uint8_t *)KEY_ID_INFO, sizeof(KEY_ID_INFO) - 1) != 1 ||
-	    EVP_MAC_final(ctx, mac, &len, sizeof(mac)) != 1)
-		goto out;
-	util_hex(mac, 16, hex);
-	snprintf(out, ENVELOPE_KEY_ID_MAX, "tpm2-kms-g%u-%s", (unsigned)generation, hex);
-	r = 0;
-out:
-	if (r < 0)
-		ERR_clear_error();
-	util_wipe(mac, sizeof(mac));
-	EVP_MAC_CTX_free(ctx);
+	util_wipe(id, sizeof(id));
+	forget_keys();
 	return r;
 }

@@ -28,7 +28,9 @@
 /* "tpm2-kms-g" + up to 10 digits + "-" + 32 hex + NUL */
 #define ENVELOPE_KEY_ID_MAX    64
 
-/* Fetches the algorithms once; call before anything else here. */
+/* Fetches the algorithms and makes the contexts every call below re-keys;
+ * call before anything else here. The functions below share those
+ * contexts: call them from one thread at a time. */
 int envelope_init(void);
 void envelope_finish(void);
 

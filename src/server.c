@@ -22,8 +22,10 @@ struct conn {
 	uv_pipe_t pipe;
 	h2_conn *h2;
 	uv_write_t write_req;
-	uint8_t *wbuf; /* only while a write is in flight: idle connections hold none */
-	size_t wlen, wcap;
+	/* What the socket did not take at once, only while a write is in
+	 * flight: idle connections hold no buffer. */
+	uint8_t *wbuf;
+	size_t wlen;
 	bool writing, closing, in_recv;
 	uint64_t last_active_ms;
 };
@@ -48,6 +50,10 @@ struct server {
 	 * completely before the next callback. */
 	uint8_t rbuf[READ_BUFFER_BYTES];
 	bool rbuf_busy;
+	/* Frames of one flush are gathered here and written at once; it is
+	 * wiped after every flush (responses carry plaintext keys). */
+	uint8_t *gather;
+	size_t gather_cap;
 };
 
 void server_config_defaults(struct server_config *cfg)
@@ -73,7 +79,7 @@ static void on_conn_closed(uv_handle_t *h)
 	struct conn *c = h->data;
 	server *s = c->s;
 
-	util_freezero(c->wbuf, c->wcap);
+	util_freezero(c->wbuf, c->wlen);
 	free(c);
 	s->handles_open--;
 }
@@ -103,9 +109,9 @@ static void on_write(uv_write_t *req, int status)
 	struct conn *c = req->data;
 
 	c->writing = false;
-	util_freezero(c->wbuf, c->wcap);
+	util_freezero(c->wbuf, c->wlen);
 	c->wbuf = NULL;
-	c->wlen = c->wcap = 0;
+	c->wlen = 0;
 	if (c->closing)
 		return;
 	if (status < 0) {
@@ -116,51 +122,92 @@ static void on_write(uv_write_t *req, int status)
 	conn_flush(c);
 }
 
-/* Pulls what HTTP/2 has to send and writes it; one write at a time, so a
- * slow reader holds frames in nghttp2 instead of in our buffers. */
+/* Gathers what HTTP/2 has to send in the server's gather buffer, up to
+ * WRITE_CHUNK_BYTES: 0, or -ENOMEM, or -EPIPE when the session failed. */
+static int conn_gather(struct conn *c, size_t *ret_len)
+{
+	server *s = c->s;
+	size_t len = 0;
+
+	while (len < WRITE_CHUNK_BYTES) {
+		const uint8_t *data;
+		ssize_t n = h2_conn_pull(c->h2, &data);
+
+		if (n < 0) {
+			util_wipe(s->gather, len);
+			return -EPIPE;
+		}
+		if (n == 0)
+			break;
+		if (len + (size_t)n > s->gather_cap) {
+			size_t cap = s->gather_cap ? s->gather_cap * 2 : 4096;
+			uint8_t *bigger;
+
+			while (cap < len + (size_t)n)
+				cap *= 2;
+			bigger = malloc(cap);
+			if (!bigger) {
+				util_wipe(s->gather, len);
+				return -ENOMEM;
+			}
+			if (len)
+				memcpy(bigger, s->gather, len);
+			util_freezero(s->gather, s->gather_cap);
+			s->gather = bigger;
+			s->gather_cap = cap;
+		}
+		memcpy(s->gather + len, data, (size_t)n);
+		len += (size_t)n;
+	}
+	*ret_len = len;
+	return 0;
+}
+
+/* Pulls what HTTP/2 has to send and writes it. Most flushes are written
+ * whole by uv_try_write, in this loop turn, with no allocation and no change
+ * to the epoll set; what the socket does not take is copied to the
+ * connection and written with uv_write, one write at a time, so that a slow
+ * reader holds frames in nghttp2 instead of in our buffers. */
 static void conn_flush(struct conn *c)
 {
+	server *s = c->s;
 	uv_buf_t buf;
+	size_t len;
 	int r;
 
 	if (c->closing || c->writing)
 		return;
 	for (;;) {
-		const uint8_t *data;
-		ssize_t n;
-
-		if (c->wlen >= WRITE_CHUNK_BYTES)
-			break;
-		n = h2_conn_pull(c->h2, &data);
-		if (n < 0) {
+		if (conn_gather(c, &len) < 0) {
 			conn_close(c);
 			return;
 		}
-		if (n == 0)
-			break;
-		if (c->wlen + (size_t)n > c->wcap) {
-			size_t cap = c->wcap ? c->wcap * 2 : 1024;
-			uint8_t *bigger;
-
-			while (cap < c->wlen + (size_t)n)
-				cap *= 2;
-			bigger = malloc(cap);
-			if (!bigger) {
+		if (len == 0) {
+			if (!h2_conn_alive(c->h2))
 				conn_close(c);
-				return;
-			}
-			if (c->wlen)
-				memcpy(bigger, c->wbuf, c->wlen);
-			util_freezero(c->wbuf, c->wcap);
-			c->wbuf = bigger;
-			c->wcap = cap;
+			return;
 		}
-		memcpy(c->wbuf + c->wlen, data, (size_t)n);
-		c->wlen += (size_t)n;
-	}
-	if (c->wlen == 0) {
-		if (!h2_conn_alive(c->h2))
+		buf = uv_buf_init((char *)s->gather, (unsigned)len);
+		r = uv_try_write((uv_stream_t *)&c->pipe, &buf, 1);
+		if (r == UV_EAGAIN)
+			r = 0;
+		if (r < 0) {
+			util_wipe(s->gather, len);
+			log_debug("server: write failed: %s", uv_strerror(r));
 			conn_close(c);
+			return;
+		}
+		if ((size_t)r < len)
+			break;
+		util_wipe(s->gather, len);
+	}
+	c->wlen = len - (size_t)r;
+	c->wbuf = malloc(c->wlen);
+	if (c->wbuf)
+		memcpy(c->wbuf, s->gather + r, c->wlen);
+	util_wipe(s->gather, len);
+	if (!c->wbuf) {
+		conn_close(c);
 		return;
 	}
 	buf = uv_buf_init((char *)c->wbuf, (unsigned)c->wlen);
@@ -446,6 +493,7 @@ void server_free(server *s)
 		return;
 	assert(s->conns == NULL && s->handles_open == 0);
 	free(s->allow_uids);
+	util_freezero(s->gather, s->gather_cap);
 	free(s);
 }
 
