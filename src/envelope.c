@@ -3,6 +3,7 @@
 #include "envelope.h"
 #include "util.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -14,76 +15,116 @@
 #define HKDF_INFO   "tpm2-kms/v1"
 #define KEY_ID_INFO "tpm2-kms key id v1"
 
-static EVP_MAC *hmac;
+static EVP_MD *sha256;
 static EVP_CIPHER *aes_gcm;
-/* Contexts made once and re-keyed for every message: making them per call
- * cost more than the cryptography itself (OpenSSL 3 allocates about a dozen
- * objects for one HMAC context, and naming the digest per call looks the
- * algorithm up again). The envelope is used from one thread at a time (the
- * daemon's loop thread, or a command's main thread). After every message
- * both are re-keyed with zeros, so no message key outlives its call. */
-static EVP_MAC_CTX *mac;
+/* Contexts kept from call to call and re-keyed for every message: making
+ * them per call cost more than the cryptography itself. The envelope is
+ * used from one thread at a time (the daemon's loop thread, or a command's
+ * main thread). After every message both are reset, so no key outlives its
+ * call; after a failure both are discarded (see drop_contexts). */
+static EVP_MD_CTX *md;
 static EVP_CIPHER_CTX *gcm;
-static const uint8_t zeros[32];
+
+/* Makes the contexts when there are none: at start, or after a failure. The
+ * digest is bound to its context here; later calls pass NULL and skip
+ * OpenSSL's per-call engine and provider look-ups. */
+static int contexts_ready(void)
+{
+	if (!md) {
+		md = EVP_MD_CTX_new();
+		if (md && EVP_DigestInit_ex2(md, sha256, NULL) != 1) {
+			EVP_MD_CTX_free(md);
+			md = NULL;
+		}
+	}
+	if (!gcm)
+		gcm = EVP_CIPHER_CTX_new();
+	if (!md || !gcm) {
+		ERR_clear_error();
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* A failure half-way (an allocation inside OpenSSL, say) can leave a
+ * context in a state whose next use loses memory: free both, which wipes
+ * them, and let the next call make new ones. */
+static void drop_contexts(void)
+{
+	EVP_MD_CTX_free(md);
+	md = NULL;
+	EVP_CIPHER_CTX_free(gcm);
+	gcm = NULL;
+	ERR_clear_error();
+}
 
 int envelope_init(void)
 {
-	OSSL_PARAM params[] = {
-		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-		OSSL_PARAM_construct_end(),
-	};
-
-	if (!hmac)
-		hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	if (hmac && !mac) {
-		mac = EVP_MAC_CTX_new(hmac);
-		if (mac && EVP_MAC_CTX_set_params(mac, params) != 1) {
-			EVP_MAC_CTX_free(mac);
-			mac = NULL;
-		}
-	}
+	if (!sha256)
+		sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
 	if (!aes_gcm)
 		aes_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
-	if (!gcm)
-		gcm = EVP_CIPHER_CTX_new();
-	if (!hmac || !mac || !aes_gcm || !gcm) {
+	if (!sha256 || !aes_gcm) {
 		ERR_clear_error();
 		return -ENOSYS;
 	}
-	return 0;
+	return contexts_ready();
 }
 
 void envelope_finish(void)
 {
-	EVP_MAC_CTX_free(mac);
-	EVP_MAC_free(hmac);
-	EVP_CIPHER_CTX_free(gcm);
+	drop_contexts();
+	EVP_MD_free(sha256);
 	EVP_CIPHER_free(aes_gcm);
-	mac = NULL;
-	hmac = NULL;
-	gcm = NULL;
+	sha256 = NULL;
 	aes_gcm = NULL;
 }
 
-/* ret_mac = HMAC-SHA256(key, a || b). */
+/* ret_mac = HMAC-SHA256(key, a || b), RFC 2104, for keys of at most one
+ * block (ours are 32 bytes). Written on the one digest context rather than
+ * with EVP_MAC: OpenSSL 3's HMAC allocates and copies digest contexts for
+ * every new key, and every message brings two new keys; that was most of
+ * the cost of a Decrypt. The known answers in tests/unit/test_envelope.c
+ * (computed with python3-cryptography) pin the result. */
 static int hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, size_t a_len,
 		       const uint8_t *b, size_t b_len, uint8_t ret_mac[32])
 {
-	size_t len;
+	uint8_t pad[64], inner[32];
+	int r = -EIO;
 
-	if (EVP_MAC_init(mac, key, key_len, NULL) != 1 || EVP_MAC_update(mac, a, a_len) != 1 ||
-	    EVP_MAC_update(mac, b, b_len) != 1 || EVP_MAC_final(mac, ret_mac, &len, 32) != 1 ||
-	    len != 32)
-		return -EIO;
-	return 0;
+	assert(key_len <= sizeof(pad));
+	memset(pad, 0x36, sizeof(pad));
+	for (size_t i = 0; i < key_len; i++)
+		pad[i] ^= key[i];
+	if (EVP_DigestInit_ex2(md, NULL, NULL) != 1 || EVP_DigestUpdate(md, pad, 64) != 1 ||
+	    EVP_DigestUpdate(md, a, a_len) != 1 || EVP_DigestUpdate(md, b, b_len) != 1 ||
+	    EVP_DigestFinal_ex(md, inner, NULL) != 1)
+		goto out;
+	for (size_t i = 0; i < sizeof(pad); i++)
+		pad[i] ^= 0x36 ^ 0x5c;
+	if (EVP_DigestInit_ex2(md, NULL, NULL) != 1 || EVP_DigestUpdate(md, pad, 64) != 1 ||
+	    EVP_DigestUpdate(md, inner, sizeof(inner)) != 1 ||
+	    EVP_DigestFinal_ex(md, ret_mac, NULL) != 1)
+		goto out;
+	r = 0;
+out:
+	util_wipe(pad, sizeof(pad));
+	util_wipe(inner, sizeof(inner));
+	return r;
 }
 
-/* Overwrites the key-dependent state left in both contexts. */
+/* Overwrites the key-dependent state left in both contexts: the digest
+ * restarts from its public initial value; the cipher context is reset,
+ * which wipes and frees its key schedule (cheaper than re-keying it, which
+ * recomputes GCM's tables). Restarting the digest allocates in OpenSSL 3.0;
+ * when that fails the contexts go. */
 static void forget_keys(void)
 {
-	(void)EVP_MAC_init(mac, zeros, sizeof(zeros), NULL);
-	(void)EVP_CipherInit_ex2(gcm, NULL, zeros, NULL, -1, NULL);
-	ERR_clear_error();
+	if (EVP_DigestInit_ex2(md, NULL, NULL) != 1) {
+		drop_contexts();
+		return;
+	}
+	(void)EVP_CIPHER_CTX_reset(gcm);
 }
 
 /* HKDF-SHA256 (RFC 5869) for one 32-byte block of output:
@@ -120,7 +161,9 @@ int envelope_seal_with(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generatio
 	util_put_be64(out + 37, counter);
 	memcpy(out + 45, nonce_random, 4);
 
-	r = derive(kek, salt, key);
+	r = contexts_ready();
+	if (r == 0)
+		r = derive(kek, salt, key);
 	if (r < 0)
 		goto out;
 	r = -EIO;
@@ -134,12 +177,11 @@ int envelope_seal_with(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generatio
 	*ret_len = len + ENVELOPE_OVERHEAD;
 	r = 0;
 out:
-	/* A failure leaves entries (with allocated data) on OpenSSL's
-	 * per-thread error queue: drop them, we report errors ourselves. */
-	if (r < 0)
-		ERR_clear_error();
 	util_wipe(key, sizeof(key));
-	forget_keys();
+	if (r < 0)
+		drop_contexts();
+	else
+		forget_keys();
 	return r;
 }
 
@@ -204,7 +246,7 @@ int envelope_open(const uint8_t kek[ENVELOPE_KEK_BYTES], const uint8_t *env, siz
 	if (envelope_generation(env, len, &gen) < 0)
 		return -EBADMSG;
 	n_ct = len - ENVELOPE_OVERHEAD;
-	if (derive(kek, env + 5, key) < 0)
+	if (contexts_ready() < 0 || derive(kek, env + 5, key) < 0)
 		goto out;
 	if (EVP_DecryptInit_ex2(gcm, aes_gcm, key, env + 37, NULL) != 1 ||
 	    EVP_DecryptUpdate(gcm, NULL, &n, env, ENVELOPE_HEADER_BYTES) != 1 ||
@@ -218,10 +260,11 @@ int envelope_open(const uint8_t kek[ENVELOPE_KEK_BYTES], const uint8_t *env, siz
 	*ret_len = n_ct;
 	r = 0;
 out:
-	if (r < 0)
-		ERR_clear_error();
 	util_wipe(key, sizeof(key));
-	forget_keys();
+	if (r < 0)
+		drop_contexts();
+	else
+		forget_keys();
 	return r;
 }
 
@@ -232,13 +275,18 @@ int envelope_key_id(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generation,
 	char hex[33];
 	int r;
 
-	r = hmac_sha256(kek, ENVELOPE_KEK_BYTES, (const uint8_t *)KEY_ID_INFO,
-			sizeof(KEY_ID_INFO) - 1, NULL, 0, id);
-	if (r == 0) {
-		util_hex(id, 16, hex);
-		snprintf(out, ENVELOPE_KEY_ID_MAX, "tpm2-kms-g%u-%s", (unsigned)generation, hex);
+	r = contexts_ready();
+	if (r == 0)
+		r = hmac_sha256(kek, ENVELOPE_KEK_BYTES, (const uint8_t *)KEY_ID_INFO,
+				sizeof(KEY_ID_INFO) - 1, NULL, 0, id);
+	if (r < 0) {
+		drop_contexts();
+		goto out;
 	}
-	util_wipe(id, sizeof(id));
+	util_hex(id, 16, hex);
+	snprintf(out, ENVELOPE_KEY_ID_MAX, "tpm2-kms-g%u-%s", (unsigned)generation, hex);
 	forget_keys();
+out:
+	util_wipe(id, sizeof(id));
 	return r;
 }

@@ -862,6 +862,27 @@ static int nv_read(tpm *t, ESYS_TR nv, uint64_t deadline_us, uint64_t *ret_value
 	return 0;
 }
 
+/* NV_Increment of the open counter, with its empty password. It goes to
+ * the TPM through ESAPI's own SAPI context rather than Esys_NV_Increment:
+ * after every increment ESAPI recomputes the index's Name (its
+ * TPMA_NV_WRITTEN bit may have changed), and tss2-esys 3.2's OpenSSL backend
+ * builds a fresh OpenSSL library context for every hash, some 3 million
+ * instructions: most of an Encrypt's CPU and a third of its latency on
+ * swtpm (docs/benchmarks.md). With password authorisation the Name is never
+ * used, so nothing depends on ESAPI's copy of it. */
+static TSS2_RC nv_increment(tpm *t)
+{
+	TSS2L_SYS_AUTH_COMMAND cmd = {.count = 1, .auths = {{.sessionHandle = TPM2_RH_PW}}};
+	TSS2L_SYS_AUTH_RESPONSE rsp = {0};
+	TSS2_SYS_CONTEXT *sys = NULL;
+	TSS2_RC rc;
+
+	rc = Esys_GetSysContext(t->esys, &sys);
+	if (rc != TSS2_RC_SUCCESS)
+		return rc;
+	return Tss2_Sys_NV_Increment(sys, t->nv_index, t->nv_index, &cmd, &rsp);
+}
+
 int tpm_nv_counter_next(tpm *t, uint32_t index, uint64_t deadline_us, uint64_t *ret_value)
 {
 	ESYS_TR nv;
@@ -877,8 +898,7 @@ int tpm_nv_counter_next(tpm *t, uint32_t index, uint64_t deadline_us, uint64_t *
 	/* Increment first, always: after an unclean TPM shutdown a read alone
 	 * may return a value already handed out. */
 	do
-		rc = Esys_NV_Increment(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-				       ESYS_TR_NONE);
+		rc = nv_increment(t);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline_us, &attempt));
 	if (rc != TSS2_RC_SUCCESS)
 		return fail(t, "NV_Increment (nonce counter)", rc);

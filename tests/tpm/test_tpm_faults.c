@@ -1,6 +1,6 @@
 /* TPM conditions swtpm does not produce on demand (NV_RATE, RETRY, YIELDED,
  * memory warnings, a TCTI failure mid-command), injected by wrapping the
- * Esys_ calls at link time (-Wl,--wrap) in front of a real swtpm. */
+ * tpm2-tss calls at link time (-Wl,--wrap) in front of a real swtpm. */
 #include "config.h"
 
 #include <setjmp.h>
@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <tss2/tss2_esys.h>
+#include <tss2/tss2_sys.h>
 
 #define NV_INDEX 0x01800101u
 
@@ -39,18 +40,22 @@ static bool inject(struct fault *f, TSS2_RC *rc)
 	return true;
 }
 
-TSS2_RC __real_Esys_NV_Increment(ESYS_CONTEXT *e, ESYS_TR a, ESYS_TR n, ESYS_TR s1, ESYS_TR s2,
-				 ESYS_TR s3);
-TSS2_RC __wrap_Esys_NV_Increment(ESYS_CONTEXT *e, ESYS_TR a, ESYS_TR n, ESYS_TR s1, ESYS_TR s2,
-				 ESYS_TR s3);
-TSS2_RC __wrap_Esys_NV_Increment(ESYS_CONTEXT *e, ESYS_TR a, ESYS_TR n, ESYS_TR s1, ESYS_TR s2,
-				 ESYS_TR s3)
+/* tpm.c increments through SAPI (see nv_increment there). */
+TSS2_RC __real_Tss2_Sys_NV_Increment(TSS2_SYS_CONTEXT *sys, TPMI_RH_NV_AUTH a, TPMI_RH_NV_INDEX n,
+				     const TSS2L_SYS_AUTH_COMMAND *cmd,
+				     TSS2L_SYS_AUTH_RESPONSE *rsp);
+TSS2_RC __wrap_Tss2_Sys_NV_Increment(TSS2_SYS_CONTEXT *sys, TPMI_RH_NV_AUTH a, TPMI_RH_NV_INDEX n,
+				     const TSS2L_SYS_AUTH_COMMAND *cmd,
+				     TSS2L_SYS_AUTH_RESPONSE *rsp);
+TSS2_RC __wrap_Tss2_Sys_NV_Increment(TSS2_SYS_CONTEXT *sys, TPMI_RH_NV_AUTH a, TPMI_RH_NV_INDEX n,
+				     const TSS2L_SYS_AUTH_COMMAND *cmd,
+				     TSS2L_SYS_AUTH_RESPONSE *rsp)
 {
 	TSS2_RC rc;
 
 	if (inject(&f_increment, &rc))
 		return rc;
-	return __real_Esys_NV_Increment(e, a, n, s1, s2, s3);
+	return __real_Tss2_Sys_NV_Increment(sys, a, n, cmd, rsp);
 }
 
 TSS2_RC __real_Esys_NV_Read(ESYS_CONTEXT *e, ESYS_TR a, ESYS_TR n, ESYS_TR s1, ESYS_TR s2,
