@@ -230,7 +230,9 @@ static void call_respond(grpc_call *c, enum grpc_status status, const char *mess
 		{"grpc-accept-encoding", "identity"},
 	};
 	struct h2_nv trailers[1] = {{"grpc-status", "0"}};
-	size_t n = 3;
+	/* Responses of the KMS API fit here; bigger ones get the heap. */
+	uint8_t small[GRPC_PREFIX_BYTES + 2048];
+	size_t n = 3, body_len = GRPC_PREFIX_BYTES + resp_len;
 	uint8_t *body = NULL;
 	int r;
 
@@ -242,7 +244,7 @@ static void call_respond(grpc_call *c, enum grpc_status status, const char *mess
 	call_log(c, (int)status, message);
 
 	if (status == GRPC_OK) {
-		body = malloc(GRPC_PREFIX_BYTES + resp_len);
+		body = body_len <= sizeof(small) ? small : malloc(body_len);
 		if (!body) {
 			status = GRPC_RESOURCE_EXHAUSTED;
 			message = "out of memory";
@@ -251,9 +253,12 @@ static void call_respond(grpc_call *c, enum grpc_status status, const char *mess
 			util_put_be32(body + 1, (uint32_t)resp_len);
 			if (resp_len)
 				memcpy(body + GRPC_PREFIX_BYTES, resp, resp_len);
-			r = h2_conn_respond(c->conn, c->stream_id, headers, n, body,
-					    GRPC_PREFIX_BYTES + resp_len, trailers, 1, false);
-			util_freezero(body, GRPC_PREFIX_BYTES + resp_len);
+			r = h2_conn_respond(c->conn, c->stream_id, headers, n, body, body_len,
+					    trailers, 1, false);
+			/* The body may hold a plaintext key. */
+			util_wipe(body, body_len);
+			if (body != small)
+				free(body);
 			if (r == 0)
 				return;
 			status = GRPC_RESOURCE_EXHAUSTED;

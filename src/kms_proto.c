@@ -184,10 +184,12 @@ void kms_proto_request_free(struct kms_request *req)
 }
 
 /* Packs any message into a fresh buffer. */
-static int pack(const ProtobufCMessage *m, uint8_t **ret_buf, size_t *ret_len)
+/* Packs into small when it fits, else into a new heap buffer. */
+static int pack(const ProtobufCMessage *m, uint8_t *small, size_t small_cap, uint8_t **ret_buf,
+		size_t *ret_len)
 {
 	size_t len = protobuf_c_message_get_packed_size(m);
-	uint8_t *buf = malloc(len ? len : 1);
+	uint8_t *buf = len <= small_cap ? small : malloc(len);
 
 	if (!buf)
 		return -ENOMEM;
@@ -208,7 +210,7 @@ static char *str_of(const char *s)
 }
 
 int kms_proto_encode(enum kms_api api, enum kms_method method, const struct kms_response *resp,
-		     uint8_t **ret_buf, size_t *ret_len)
+		     uint8_t *small, size_t small_cap, uint8_t **ret_buf, size_t *ret_len)
 {
 	if (api == KMS_API_V1BETA1) {
 		switch (method) {
@@ -218,19 +220,19 @@ int kms_proto_encode(enum kms_api api, enum kms_method method, const struct kms_
 			m.version = str_of(resp->version);
 			m.runtime_name = str_of(resp->runtime_name);
 			m.runtime_version = str_of(resp->runtime_version);
-			return pack(&m.base, ret_buf, ret_len);
+			return pack(&m.base, small, small_cap, ret_buf, ret_len);
 		}
 		case KMS_METHOD_ENCRYPT: {
 			V1beta1__EncryptResponse m = V1BETA1__ENCRYPT_RESPONSE__INIT;
 
 			m.cipher = bytes_of(resp);
-			return pack(&m.base, ret_buf, ret_len);
+			return pack(&m.base, small, small_cap, ret_buf, ret_len);
 		}
 		case KMS_METHOD_DECRYPT: {
 			V1beta1__DecryptResponse m = V1BETA1__DECRYPT_RESPONSE__INIT;
 
 			m.plain = bytes_of(resp);
-			return pack(&m.base, ret_buf, ret_len);
+			return pack(&m.base, small, small_cap, ret_buf, ret_len);
 		}
 		case KMS_METHOD_STATUS:
 			break;
@@ -244,20 +246,20 @@ int kms_proto_encode(enum kms_api api, enum kms_method method, const struct kms_
 		m.version = str_of(resp->version);
 		m.healthz = str_of(resp->healthz);
 		m.key_id = str_of(resp->key_id);
-		return pack(&m.base, ret_buf, ret_len);
+		return pack(&m.base, small, small_cap, ret_buf, ret_len);
 	}
 	case KMS_METHOD_ENCRYPT: {
 		V2__EncryptResponse m = V2__ENCRYPT_RESPONSE__INIT;
 
 		m.ciphertext = bytes_of(resp);
 		m.key_id = str_of(resp->key_id);
-		return pack(&m.base, ret_buf, ret_len);
+		return pack(&m.base, small, small_cap, ret_buf, ret_len);
 	}
 	case KMS_METHOD_DECRYPT: {
 		V2__DecryptResponse m = V2__DECRYPT_RESPONSE__INIT;
 
 		m.plaintext = bytes_of(resp);
-		return pack(&m.base, ret_buf, ret_len);
+		return pack(&m.base, small, small_cap, ret_buf, ret_len);
 	}
 	case KMS_METHOD_VERSION:
 		break;
@@ -265,9 +267,11 @@ int kms_proto_encode(enum kms_api api, enum kms_method method, const struct kms_
 	return -EINVAL;
 }
 
-void kms_proto_buffer_free(uint8_t *buf, size_t len)
+void kms_proto_buffer_free(uint8_t *buf, size_t len, const uint8_t *small)
 {
-	util_freezero(buf, len);
+	util_wipe(buf, len);
+	if (buf != small)
+		free(buf);
 }
 
 int kms_proto_decode_status_response(const uint8_t *buf, size_t len, char **ret_version,

@@ -45,11 +45,12 @@ int kms_proto_decode(enum kms_api api, enum kms_method method, const uint8_t *bu
 		     struct kms_request **ret);
 void kms_proto_request_free(struct kms_request *req);
 
-/* Encodes a response into a new buffer (wipe and free with
- * kms_proto_buffer_free). */
+/* Encodes a response into small (small_cap bytes) when it fits, else into
+ * a new heap buffer: *ret_buf is one or the other. Release it with
+ * kms_proto_buffer_free, which wipes it (it may hold a plaintext key). */
 int kms_proto_encode(enum kms_api api, enum kms_method method, const struct kms_response *resp,
-		     uint8_t **ret_buf, size_t *ret_len);
-void kms_proto_buffer_free(uint8_t *buf, size_t len);
+		     uint8_t *small, size_t small_cap, uint8_t **ret_buf, size_t *ret_len);
+void kms_proto_buffer_free(uint8_t *buf, size_t len, const uint8_t *small);
 
 /* Client side of Status (for `tpm2-kms status`): the request is empty;
  * this decodes the response into new strings (free them). */

@@ -54,6 +54,10 @@ struct plugin {
 	bool counts_dirty;
 	unsigned handles_open;
 	char status_buf[200];
+	/* Decrypt's output (secure heap, ENVELOPE_MAX_BYTES): the backend's
+	 * answer is consumed before done() returns, so one buffer serves
+	 * every call, wiped after each. */
+	uint8_t *plain;
 };
 
 struct unseal_call {
@@ -407,7 +411,6 @@ static void decrypt(void *backend, const uint8_t *ct, size_t len, const char *ke
 	plugin *p = backend;
 	struct kms_result res = {.error = -EBADMSG, .message = DECRYPT_FAILED};
 	struct generation *g;
-	uint8_t *out = NULL;
 	size_t out_len = 0;
 	uint32_t number;
 
@@ -422,17 +425,12 @@ static void decrypt(void *backend, const uint8_t *ct, size_t len, const char *ke
 		res.message = g->broken ? "key generation unusable" : "key generation not loaded yet";
 		goto done;
 	}
-	out = secmem_alloc(len);
-	if (!out) {
-		res.error = -ENOMEM;
-		res.message = "out of memory";
-		goto done;
-	}
-	if (envelope_open(g->kek, ct, len, out, &out_len) < 0)
+	/* envelope_generation() bounded len by ENVELOPE_MAX_BYTES. */
+	if (envelope_open(g->kek, ct, len, p->plain, &out_len) < 0)
 		goto done;
 	res.error = 0;
 	res.message = NULL;
-	res.data = out;
+	res.data = p->plain;
 	res.data_len = out_len;
 	res.key_id = g->key_id;
 	/* The first use of a generation is written at once, so `retire`
@@ -445,7 +443,7 @@ static void decrypt(void *backend, const uint8_t *ct, size_t len, const char *ke
 	}
 done:
 	done(token, &res);
-	secmem_free(out, len);
+	util_wipe(p->plain, out_len);
 }
 
 static void collect(void *arg, struct metrics_out *out)
@@ -507,7 +505,10 @@ int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct st
 	p->on_ready = cfg->on_ready;
 	p->ready_arg = cfg->ready_arg;
 	p->state_dir = strdup(cfg->state_dir);
-	if (!p->state_dir) {
+	p->plain = secmem_alloc(ENVELOPE_MAX_BYTES);
+	if (!p->state_dir || !p->plain) {
+		secmem_free(p->plain, ENVELOPE_MAX_BYTES);
+		free(p->state_dir);
 		free(p);
 		return -ENOMEM;
 	}
@@ -547,6 +548,7 @@ static void on_closed(uv_handle_t *h)
 		p->gens = g->next;
 		generation_free(g);
 	}
+	secmem_free(p->plain, ENVELOPE_MAX_BYTES);
 	free(p->state_dir);
 	free(p);
 }
