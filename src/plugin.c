@@ -272,6 +272,8 @@ static void on_state_dir_event(uv_fs_event_t *h, const char *filename, int event
 	uv_timer_start(&p->reload_timer, on_reload_timer, RELOAD_DEBOUNCE_MS, 0);
 }
 
+static void on_counts_timer(uv_timer_t *t);
+
 static void write_counts(plugin *p)
 {
 	struct decrypt_counts *c = calloc(1, sizeof(*c));
@@ -284,8 +286,13 @@ static void write_counts(plugin *p)
 		c->count[c->n] = g->decrypts;
 		c->n++;
 	}
-	if (counts_save(p->state_dir, c) == 0)
+	if (counts_save(p->state_dir, c) == 0) {
 		p->counts_dirty = false;
+	} else if (!p->stopping) {
+		/* Tried again a second later. */
+		p->counts_dirty = true;
+		uv_timer_start(&p->counts_timer, on_counts_timer, COUNTS_FLUSH_MS, 0);
+	}
 	free(c);
 }
 

@@ -124,7 +124,8 @@ void statedir_unlock(int fd)
 		close(fd);
 }
 
-int statedir_write(const char *dir, const char *name, const void *data, size_t len)
+static int write_file(const char *dir, const char *name, const void *data, size_t len,
+		      bool durable)
 {
 	char path[PATH_MAX], tmp[PATH_MAX];
 	const uint8_t *p = data;
@@ -161,7 +162,7 @@ int statedir_write(const char *dir, const char *name, const void *data, size_t l
 		p += n;
 		len -= (size_t)n;
 	}
-	if (fsync(fd) < 0) {
+	if (durable && fsync(fd) < 0) {
 		r = -errno;
 		log_error("cannot write %s: fsync: %s", tmp, strerror(errno));
 		goto out;
@@ -178,11 +179,13 @@ int statedir_write(const char *dir, const char *name, const void *data, size_t l
 		log_error("cannot rename %s to %s: %s", tmp, path, strerror(errno));
 		goto out;
 	}
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) < 0) {
-		r = -errno;
-		log_error("cannot sync directory %s: %s", dir, strerror(errno));
-		goto out;
+	if (durable) {
+		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || fsync(dfd) < 0) {
+			r = -errno;
+			log_error("cannot sync directory %s: %s", dir, strerror(errno));
+			goto out;
+		}
 	}
 	r = 0;
 out:
@@ -193,6 +196,11 @@ out:
 	if (r < 0)
 		unlink(tmp);
 	return r;
+}
+
+int statedir_write(const char *dir, const char *name, const void *data, size_t len)
+{
+	return write_file(dir, name, data, len, true);
 }
 
 int statedir_read(const char *dir, const char *name, size_t max, char **ret, size_t *ret_len)
@@ -534,7 +542,11 @@ int counts_save(const char *dir, const struct decrypt_counts *c)
 	for (size_t i = 0; i < c->n; i++)
 		len += (size_t)snprintf(buf + len, cap - len, "generation %u %llu\n",
 					(unsigned)c->gen[i], (unsigned long long)c->count[i]);
-	r = statedir_write(dir, "decrypt-counts", buf, len);
+	/* The counts describe the running daemon (its pid is in the file):
+	 * `retire` must see them at once, which rename gives, but they need
+	 * not survive a power loss. No fsync, then: the daemon writes them
+	 * from its loop, once a second under Decrypt load. */
+	r = write_file(dir, "decrypt-counts", buf, len, false);
 	free(buf);
 	return r;
 }
