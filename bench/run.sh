@@ -2,6 +2,7 @@
 # Benchmarks tpm2-kms on a private swtpm against the grpc-go reference plugin
 # (bench/reference) and writes docs/benchmarks.md and docs/benchmarks-latency.png.
 # One command: ./bench/run.sh   (Debian 12, as root; installs what is missing)
+# ROUNDS=N sets how many alternating rounds each median is taken over (5).
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
