@@ -99,14 +99,29 @@ one() {
 	n=100000
 	[ "$5" != 1 ] || n=20000
 	[ "$1:$4" != ours:encrypt ] || n=1000
+	[ -z "$pinned" ] || n=100000
 	arg=
 	[ "$4" != decrypt ] || arg=$(head -n1 "$work/$1.ct")
 	c0=$(cpu_ticks "$2")
 	# shellcheck disable=SC2086
-	line=$("$loadgen" "$3" "$4" "$5" "$n" $arg)
+	line=$($pin_client "$loadgen" "$3" "$4" "$5" "$n" $arg)
 	c1=$(cpu_ticks "$2")
 	cpu=$(awk "BEGIN {printf \"%.1f\", ($c1 - $c0) * 1000000 / $hz / $n}")
-	echo "tag=$1 $line cpu_us_per_call=$cpu" | tee -a "$results"
+	echo "${pinned}tag=$1 $line cpu_us_per_call=$cpu" | tee -a "$results"
+}
+pin_client=
+pinned=
+cpus=$(taskset -cp $$ | sed 's/.*: //')
+# same_cpu TAG PID SOCKET METHOD: concurrency 1 with the server and the
+# client on one CPU. At concurrency 1 each call is two wake-ups, and on a VM
+# a wake-up that crosses CPUs costs more than the whole call (see
+# bench/pingpong.c); this shows what is left when none does.
+same_cpu() {
+	taskset -a -cp 0 "$2" >/dev/null
+	pin_client="taskset -c 0" pinned="same-cpu "
+	one "$1" "$2" "$3" "$4" 1
+	pin_client= pinned=
+	taskset -a -cp "$cpus" "$2" >/dev/null
 }
 round=0
 while [ "$round" -lt "$ROUNDS" ]; do
@@ -115,6 +130,10 @@ while [ "$round" -lt "$ROUNDS" ]; do
 			one ours "$daemon_pid" "$work/kms.sock" "$method" "$conc"
 			one ref "$ref_pid" "$work/ref.sock" "$method" "$conc"
 		done
+	done
+	for method in status decrypt; do
+		same_cpu ours "$daemon_pid" "$work/kms.sock" "$method"
+		same_cpu ref "$ref_pid" "$work/ref.sock" "$method"
 	done
 	echo "floor $("$top/build/bench/tpm-floor" "$tcti" 500)" | tee -a "$results"
 	one ours "$daemon_pid" "$work/kms.sock" encrypt 1
@@ -201,6 +220,7 @@ ratio_row() {
 }
 burst() { grep "^tag=$1 burst" "$results" | field "$2" | median; }
 pp() { grep "^$1 pingpong" "$results" | field "$2" | median; }
+same() { grep "^same-cpu tag=$1 method=$2 " "$results" | field "$3" | median; }
 floor_p50=$(grep "^floor " "$results" | field esapi_p50_us | median)
 kms_floor_p50=$(grep "^floor " "$results" | field kms_p50_us | median)
 enc_p50=$(get ours encrypt 1 p50_us)
@@ -261,6 +281,10 @@ p99_ratio() { ratio "$(get ours "$1" "$2" p99_us)" "$(get ref "$1" "$2" p99_us)"
 	echo "  server CPU $(pp echo server_cpu_us_per_call) µs per round trip; with a hop to a worker"
 	echo "  thread and back, as for a TPM command: p50 $(pp hop p50_us) µs, CPU"
 	echo "  $(pp hop server_cpu_us_per_call) µs."
+	echo "- Concurrency 1 with server and client on one CPU (taskset), so that no"
+	echo "  wake-up crosses CPUs: Status $(same ours status cpu_us_per_call) µs of CPU per call, p50"
+	echo "  $(same ours status p50_us) µs (reference $(same ref status cpu_us_per_call) µs, p50 $(same ref status p50_us) µs); Decrypt $(same ours decrypt cpu_us_per_call) µs,"
+	echo "  p50 $(same ours decrypt p50_us) µs (reference $(same ref decrypt cpu_us_per_call) µs, p50 $(same ref decrypt p50_us) µs)."
 	echo "- Burst of 1,000 distinct ciphertexts, one connection, 100 concurrent"
 	echo "  streams: tpm2-kms $(burst ours seconds) s, reference $(burst ref seconds) s wall time"
 	echo "  (ratio $(ratio "$(burst ours seconds)" "$(burst ref seconds)"); p99 $(burst ours p99_us) µs vs $(burst ref p99_us) µs)."
@@ -285,6 +309,10 @@ p99_ratio() { ratio "$(get ours "$1" "$2" p99_us)" "$(get ref "$1" "$2" p99_us)"
 		for c in 1 8 64; do
 			target_row "$m CPU per call / reference's, concurrency $c" "$(cpu_ratio $m $c)" 0.33
 		done
+	done
+	for m in decrypt status; do
+		target_row "$m CPU per call / reference's, concurrency 1, one CPU" \
+			"$(ratio "$(same ours $m cpu_us_per_call)" "$(same ref $m cpu_us_per_call)")" 0.33
 	done
 	target_row "decrypt p99 / reference's, concurrency 8" "$(p99_ratio decrypt 8)" 0.50
 	target_row "status p99 / reference's, concurrency 8" "$(p99_ratio status 8)" 0.50
