@@ -19,6 +19,11 @@ from kmsclient import (Daemon, DelayProxy, Kms, Process, Swtpm, can_connect, run
                        tempdir, tpm2_kms, wait_until)
 
 
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
 class Base(unittest.TestCase):
     def setUp(self):
         self.root = tempdir('kmsf-')
@@ -146,9 +151,19 @@ class Filesystem(Base):
         self.assertEqual(open(os.path.join(self.daemon.state_dir, 'state')).read(), before)
         # Still serving with the old key; nothing half-written is used.
         self.assertEqual(c.status().key_id, e.key_id)
+        # The first Decrypt with generation 1: its count cannot be written.
         self.assertEqual(c.decrypt(e.ciphertext, e.key_id).plaintext, b'x')
+        counts = os.path.join(self.daemon.state_dir, 'decrypt-counts')
+        with open(counts) as f:
+            self.assertIn('generation 1 0', f.read())
         os.unlink(os.path.join(mount, 'filler'))
+        # Once there is room, the daemon writes it by itself, with no
+        # further call, so `retire` sees the use.
+        wait_until(lambda: 'generation 1 1' in read_text(counts),
+                   'decrypt count written after the disk had room again', timeout=10)
         self.assertRegex(run_cli('rotate', *self.tpm_args()).stdout, r'tpm2-kms-g2-')
+        r = run_cli('retire', '1', *self.tpm_args(), check=False)
+        self.assertNotEqual(r.returncode, 0, 'retire of a generation in use needs --force')
         c.close()
 
     def test_read_only_state_directory(self):
