@@ -5,7 +5,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <stdio.h>
