@@ -230,10 +230,9 @@ static void call_respond(grpc_call *c, enum grpc_status status, const char *mess
 		{"grpc-accept-encoding", "identity"},
 	};
 	struct h2_nv trailers[1] = {{"grpc-status", "0"}};
-	/* Responses of the KMS API fit here; bigger ones get the heap. */
-	uint8_t small[GRPC_PREFIX_BYTES + 2048];
-	size_t n = 3, body_len = GRPC_PREFIX_BYTES + resp_len;
-	uint8_t *body = NULL;
+	uint8_t prefix[GRPC_PREFIX_BYTES] = {0};
+	struct h2_body body = {prefix, sizeof(prefix), resp, resp_len};
+	size_t n = 3;
 	int r;
 
 	assert(c->conn && c->state != CALL_DONE);
@@ -244,26 +243,12 @@ static void call_respond(grpc_call *c, enum grpc_status status, const char *mess
 	call_log(c, (int)status, message);
 
 	if (status == GRPC_OK) {
-		body = body_len <= sizeof(small) ? small : malloc(body_len);
-		if (!body) {
-			status = GRPC_RESOURCE_EXHAUSTED;
-			message = "out of memory";
-		} else {
-			body[0] = 0;
-			util_put_be32(body + 1, (uint32_t)resp_len);
-			if (resp_len)
-				memcpy(body + GRPC_PREFIX_BYTES, resp, resp_len);
-			r = h2_conn_respond(c->conn, c->stream_id, headers, n, body, body_len,
-					    trailers, 1, false);
-			/* The body may hold a plaintext key. */
-			util_wipe(body, body_len);
-			if (body != small)
-				free(body);
-			if (r == 0)
-				return;
-			status = GRPC_RESOURCE_EXHAUSTED;
-			message = "out of memory";
-		}
+		util_put_be32(prefix + 1, (uint32_t)resp_len);
+		r = h2_conn_respond(c->conn, c->stream_id, headers, n, &body, trailers, 1, false);
+		if (r == 0)
+			return;
+		status = GRPC_RESOURCE_EXHAUSTED;
+		message = "out of memory";
 	}
 	snprintf(status_str, sizeof(status_str), "%d", (int)status);
 	headers[n++] = (struct h2_nv){"grpc-status", status_str};
@@ -274,7 +259,7 @@ static void call_respond(grpc_call *c, enum grpc_status status, const char *mess
 			headers[n++] = (struct h2_nv){"grpc-message", pct};
 		}
 	}
-	r = h2_conn_respond(c->conn, c->stream_id, headers, n, NULL, 0, NULL, 0, !c->peer_ended);
+	r = h2_conn_respond(c->conn, c->stream_id, headers, n, NULL, NULL, 0, !c->peer_ended);
 	if (r < 0)
 		h2_conn_reset_stream(c->conn, c->stream_id);
 	free(pct);
@@ -288,7 +273,7 @@ static void call_respond_http(grpc_call *c, const char *http_status)
 	c->state = CALL_DONE;
 	drop_body(c);
 	call_log(c, -1, http_status);
-	if (h2_conn_respond(c->conn, c->stream_id, headers, 1, NULL, 0, NULL, 0, !c->peer_ended) < 0)
+	if (h2_conn_respond(c->conn, c->stream_id, headers, 1, NULL, NULL, 0, !c->peer_ended) < 0)
 		h2_conn_reset_stream(c->conn, c->stream_id);
 }
 

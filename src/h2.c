@@ -389,8 +389,8 @@ static int copy_nv(const struct h2_nv *in, size_t n, nghttp2_nv **ret)
 }
 
 int h2_conn_respond(h2_conn *c, int32_t stream_id, const struct h2_nv *headers, size_t n_headers,
-		    const uint8_t *body, size_t body_len, const struct h2_nv *trailers,
-		    size_t n_trailers, bool reset_after)
+		    const struct h2_body *body, const struct h2_nv *trailers, size_t n_trailers,
+		    bool reset_after)
 {
 	struct h2_stream *s = stream_of(c->session, stream_id);
 	nghttp2_data_provider provider;
@@ -404,13 +404,18 @@ int h2_conn_respond(h2_conn *c, int32_t stream_id, const struct h2_nv *headers, 
 	if (r < 0)
 		goto out;
 	if (body) {
-		s->body = malloc(body_len ? body_len : 1);
+		size_t len = body->head_len + body->data_len;
+
+		s->body = malloc(len ? len : 1);
 		if (!s->body) {
 			r = -ENOMEM;
 			goto out;
 		}
-		memcpy(s->body, body, body_len);
-		s->body_len = body_len;
+		if (body->head_len)
+			memcpy(s->body, body->head, body->head_len);
+		if (body->data_len)
+			memcpy(s->body + body->head_len, body->data, body->data_len);
+		s->body_len = len;
 		if (n_trailers) {
 			r = copy_nv(trailers, n_trailers, &s->trailers);
 			if (r < 0)

@@ -65,14 +65,23 @@ ssize_t h2_conn_pull(h2_conn *c, const uint8_t **ret_data);
 /* False once both sides are done (GOAWAY exchanged, or a fatal error). */
 bool h2_conn_alive(const h2_conn *c);
 
+/* A response body: head then data (either may be empty), so that a framing
+ * prefix needs no buffer of the caller's. */
+struct h2_body {
+	const uint8_t *head;
+	size_t head_len;
+	const uint8_t *data;
+	size_t data_len;
+};
+
 /* Queues a response. body == NULL: the headers end the stream
- * (trailers-only). Otherwise body (copied, wiped once sent) then trailers.
- * When reset_after is set the stream is reset with NO_ERROR after the
- * response, for a request the peer is still sending that we no longer
+ * (trailers-only). Otherwise body (copied once, wiped once sent) then
+ * trailers. When reset_after is set the stream is reset with NO_ERROR after
+ * the response, for a request the peer is still sending that we no longer
  * want. */
 int h2_conn_respond(h2_conn *c, int32_t stream_id, const struct h2_nv *headers, size_t n_headers,
-		    const uint8_t *body, size_t body_len, const struct h2_nv *trailers,
-		    size_t n_trailers, bool reset_after);
+		    const struct h2_body *body, const struct h2_nv *trailers, size_t n_trailers,
+		    bool reset_after);
 
 void h2_conn_reset_stream(h2_conn *c, int32_t stream_id);
 
