@@ -20,7 +20,7 @@ static EVP_CIPHER *aes_gcm;
  * them per call cost more than the cryptography itself. The envelope is
  * used from one thread at a time (the daemon's loop thread, or a command's
  * main thread). After every message both are reset, so no key outlives its
- * call; after a failure both are discarded (see drop_contexts). */
+ * call; after a failure both are discarded (see end_message). */
 static EVP_MD_CTX *md;
 static EVP_CIPHER_CTX *gcm;
 
@@ -112,18 +112,19 @@ out:
 	return r;
 }
 
-/* Overwrites the key-dependent state left in both contexts: the digest
- * restarts from its public initial value; the cipher context is reset,
- * which wipes and frees its key schedule (cheaper than re-keying it, which
- * recomputes GCM's tables). Restarting the digest allocates in OpenSSL 3.0;
- * when that fails the contexts go. */
-static void forget_keys(void)
+/* Ends a message's use of the contexts and passes r on. After a success it
+ * overwrites the key-dependent state they hold: the digest restarts from its
+ * public initial value; the cipher context is reset, which wipes and frees
+ * its key schedule (cheaper than re-keying it, which recomputes GCM's
+ * tables). Restarting the digest allocates in OpenSSL 3.0; when that fails,
+ * or the message failed, the contexts go. */
+static int end_message(int r)
 {
-	if (EVP_DigestInit_ex2(md, NULL, NULL) != 1) {
+	if (r < 0 || EVP_DigestInit_ex2(md, NULL, NULL) != 1)
 		drop_contexts();
-		return;
-	}
-	(void)EVP_CIPHER_CTX_reset(gcm);
+	else
+		(void)EVP_CIPHER_CTX_reset(gcm);
+	return r;
 }
 
 /* HKDF-SHA256 (RFC 5869) for one 32-byte block of output:
@@ -177,11 +178,7 @@ int envelope_seal_with(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generatio
 	r = 0;
 out:
 	util_wipe(key, sizeof(key));
-	if (r < 0)
-		drop_contexts();
-	else
-		forget_keys();
-	return r;
+	return end_message(r);
 }
 
 /* The salt must differ even between two futures of one VM snapshot, whose
@@ -260,11 +257,7 @@ int envelope_open(const uint8_t kek[ENVELOPE_KEK_BYTES], const uint8_t *env, siz
 	r = 0;
 out:
 	util_wipe(key, sizeof(key));
-	if (r < 0)
-		drop_contexts();
-	else
-		forget_keys();
-	return r;
+	return end_message(r);
 }
 
 int envelope_key_id(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generation,
@@ -278,14 +271,10 @@ int envelope_key_id(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generation,
 	if (r == 0)
 		r = hmac_sha256(kek, ENVELOPE_KEK_BYTES, (const uint8_t *)KEY_ID_INFO,
 				sizeof(KEY_ID_INFO) - 1, NULL, 0, id);
-	if (r < 0) {
-		drop_contexts();
-		goto out;
+	if (r == 0) {
+		util_hex(id, 16, hex);
+		snprintf(out, ENVELOPE_KEY_ID_MAX, "tpm2-kms-g%u-%s", (unsigned)generation, hex);
 	}
-	util_hex(id, 16, hex);
-	snprintf(out, ENVELOPE_KEY_ID_MAX, "tpm2-kms-g%u-%s", (unsigned)generation, hex);
-	forget_keys();
-out:
 	util_wipe(id, sizeof(id));
-	return r;
+	return end_message(r);
 }
