@@ -6,9 +6,11 @@ them, and inputs that once crashed are added by hand as regressions."""
 import base64
 import os
 import struct
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PREFACE = b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'
+sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
+from h2wire import PREFACE, frame, hpack  # noqa: E402
 
 
 def write(target, name, data):
@@ -16,19 +18,6 @@ def write(target, name, data):
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, name), 'wb') as f:
         f.write(data)
-
-
-def frame(ftype, flags, stream, payload=b''):
-    return struct.pack('>I', len(payload))[1:] + bytes([ftype, flags]) + \
-        struct.pack('>I', stream) + payload
-
-
-def hpack(headers):
-    # Literal header field without indexing, new name, no Huffman.
-    out = b''
-    for name, value in headers:
-        out += b'\x00' + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
-    return out
 
 
 def pb(field, data):

@@ -16,36 +16,10 @@ import unittest
 
 import grpc
 
+from h2wire import PREFACE, frame, hpack
 from kmsclient import Daemon, Swtpm, tempdir, wait_until
 
 SECONDS = float(os.environ.get('SOAK_SECONDS', '60'))
-PREFACE = b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'
-
-
-def frame(ftype, flags, stream, payload=b''):
-    return struct.pack('>I', len(payload))[1:] + bytes([ftype, flags]) + \
-        struct.pack('>I', stream) + payload
-
-
-def hpack(headers):
-    out = b''
-    for name, value in headers:
-        out += b'\x00' + bytes([len(name)])
-        out += name.encode()
-        v = value.encode()
-        if len(v) < 127:
-            out += bytes([len(v)])
-        else:                     # 7-bit prefix integer
-            out += b'\x7f'
-            n = len(v) - 127
-            while n >= 128:
-                out += bytes([n & 0x7f | 0x80])
-                n >>= 7
-            out += bytes([n])
-        out += v
-    return out
-
-
 REQUEST = [(':method', 'POST'), (':scheme', 'http'), (':path', '/v2.KeyManagementService/Status'),
            (':authority', 'localhost'), ('content-type', 'application/grpc')]
 
