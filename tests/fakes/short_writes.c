@@ -37,36 +37,41 @@ static int refuse(void)
 	return atomic_fetch_add(&calls, 1) % 3 == 2;
 }
 
-ssize_t write(int fd, const void *buf, size_t len)
+static ssize_t real_write(int fd, const void *buf, size_t len)
 {
 	static ssize_t (*real)(int, const void *, size_t);
 
 	if (!real)
 		real = (ssize_t (*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
-	if (is_socket(fd) && len > 0) {
-		if (refuse()) {
-			errno = EAGAIN;
-			return -1;
-		}
-		if (len > cap())
-			len = cap();
-	}
 	return real(fd, buf, len);
+}
+
+/* A socket write as a slow reader would see it: refused now and then, and
+ * never more than cap() bytes. */
+static ssize_t short_write(int fd, const void *buf, size_t len)
+{
+	if (refuse()) {
+		errno = EAGAIN;
+		return -1;
+	}
+	return real_write(fd, buf, len < cap() ? len : cap());
+}
+
+ssize_t write(int fd, const void *buf, size_t len)
+{
+	if (len > 0 && is_socket(fd))
+		return short_write(fd, buf, len);
+	return real_write(fd, buf, len);
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int n)
 {
 	static ssize_t (*real)(int, const struct iovec *, int);
 
+	/* The first buffer, shortened: still a partial write. */
+	if (n > 0 && iov[0].iov_len > 0 && is_socket(fd))
+		return short_write(fd, iov[0].iov_base, iov[0].iov_len);
 	if (!real)
 		real = (ssize_t (*)(int, const struct iovec *, int))dlsym(RTLD_NEXT, "writev");
-	if (is_socket(fd) && n > 0 && iov[0].iov_len > 0) {
-		if (refuse()) {
-			errno = EAGAIN;
-			return -1;
-		}
-		/* The first buffer, shortened: still a partial write. */
-		return write(fd, iov[0].iov_base, iov[0].iov_len);
-	}
 	return real(fd, iov, n);
 }
