@@ -3,8 +3,10 @@
 #include "envelope.h"
 #include "keyadmin.h"
 #include "log.h"
+#include "policy.h"
 #include "sealfile.h"
 #include "secmem.h"
+#include "signer.h"
 #include "tpm.h"
 #include "util.h"
 
@@ -12,20 +14,47 @@
 #include <stdlib.h>
 #include <string.h>
 
+int keyadmin_new_kind(const struct state *s, enum tpm_kek_kind *ret_kind,
+		      uint8_t ret_policy[32])
+{
+	struct tpm_name admin;
+	EVP_PKEY *key = NULL;
+	int r;
+
+	if (!s->admin_key_len) {
+		*ret_kind = TPM_KEK_NONE;
+		return 0;
+	}
+	r = signer_from_der(s->admin_key, s->admin_key_len, &key);
+	if (r == 0)
+		r = signer_name(key, &admin);
+	EVP_PKEY_free(key);
+	if (r < 0)
+		return r;
+	policy_dup(&admin, ret_policy);
+	*ret_kind = TPM_KEK_DUP;
+	return 0;
+}
+
 /* Seals generation `number` and writes its file (not yet the state). */
-static int create_generation(tpm *t, const char *dir, uint32_t number,
+static int create_generation(tpm *t, const char *dir, const struct state *s, uint32_t number,
 			     struct state_generation *ret)
 {
 	struct state_generation g = {.number = number};
 	struct tpm_sealed sealed;
-	uint8_t *kek = secmem_alloc(TPM_KEK_BYTES);
+	uint8_t *kek = secmem_alloc(TPM_KEK_BYTES), policy[32];
 	char *pem = NULL;
 	size_t pem_len = 0;
 	int r;
 
 	if (!kek)
 		return -ENOMEM;
-	r = tpm_kek_create(t, kek, &sealed);
+	r = keyadmin_new_kind(s, &g.kind, policy);
+	if (r < 0) {
+		log_error("%s/state: the admin key is not usable", dir);
+		goto out;
+	}
+	r = tpm_kek_create(t, g.kind, policy, kek, &sealed);
 	if (r < 0)
 		goto out;
 	r = envelope_key_id(kek, number, g.key_id);
@@ -46,26 +75,43 @@ out:
 	return r;
 }
 
-/* Opens an existing state directory, takes its lock and loads its state. */
-static int open_locked(const char *dir, int *ret_lock, struct state *ret)
+int keyadmin_open(const char *dir, bool create, uint32_t nv_index, int *ret_lock,
+		  struct state *ret, bool *ret_fresh)
 {
+	struct state s = {0};
 	int lock = -1, r;
 
-	r = statedir_open(dir, false);
+	r = statedir_open(dir, create);
 	if (r < 0)
 		return r;
 	r = statedir_lock(dir, &lock);
 	if (r < 0)
 		return r;
-	r = state_load(dir, ret);
-	if (r == -ENOENT)
+	r = state_load(dir, &s);
+	if (r == -ENOENT && !create)
 		log_error("%s holds no keys yet: run tpm2-kms init first", dir);
-	if (r < 0) {
-		statedir_unlock(lock);
-		return r;
+	if (r < 0 && (r != -ENOENT || !create))
+		goto fail;
+	if (r == 0 && nv_index && nv_index != s.nv_index) {
+		log_error("%s was provisioned with NV index 0x%08x, not 0x%08x", dir,
+			  (unsigned)s.nv_index, (unsigned)nv_index);
+		state_free(&s);
+		r = -EINVAL;
+		goto fail;
 	}
+	if (ret_fresh)
+		*ret_fresh = r == -ENOENT;
 	*ret_lock = lock;
+	*ret = s;
 	return 0;
+fail:
+	statedir_unlock(lock);
+	return r;
+}
+
+static int open_locked(const char *dir, int *ret_lock, struct state *ret)
+{
+	return keyadmin_open(dir, false, 0, ret_lock, ret, NULL);
 }
 
 static void log_srk_mismatch(const char *dir)
@@ -76,31 +122,42 @@ static void log_srk_mismatch(const char *dir)
 		  dir);
 }
 
-int keyadmin_provision(const char *dir, const char *tcti, uint32_t nv_index, struct state *ret)
+/* Records the admin key in s when it has none; refuses another one. Sets
+ * *changed when s needs saving. */
+static int adopt_admin_key(const char *dir, struct state *s, const uint8_t *key, size_t len,
+			   bool *changed)
+{
+	if (!len)
+		return 0;
+	if (s->admin_key_len == len && memcmp(s->admin_key, key, len) == 0)
+		return 0;
+	if (s->admin_key_len) {
+		log_error("%s already records another admin key; an admin key cannot be "
+			  "replaced in place (see docs/operations.md)",
+			  dir);
+		return -EEXIST;
+	}
+	if (len > sizeof(s->admin_key))
+		return -EINVAL;
+	memcpy(s->admin_key, key, len);
+	s->admin_key_len = len;
+	*changed = true;
+	return 0;
+}
+
+int keyadmin_provision(const char *dir, const char *tcti, uint32_t nv_index,
+		       const uint8_t *admin_key, size_t admin_len, struct state *ret)
 {
 	struct state s = {0};
 	struct tpm_name srk_name;
 	struct state_generation g;
 	tpm *t = NULL;
 	int lock = -1, r;
-	bool fresh;
+	bool fresh, changed = false;
 
-	r = statedir_open(dir, true);
+	r = keyadmin_open(dir, true, nv_index, &lock, &s, &fresh);
 	if (r < 0)
 		return r;
-	r = statedir_lock(dir, &lock);
-	if (r < 0)
-		return r;
-	r = state_load(dir, &s);
-	if (r < 0 && r != -ENOENT)
-		goto out;
-	fresh = r == -ENOENT;
-	if (!fresh && nv_index && nv_index != s.nv_index) {
-		log_error("%s was provisioned with NV index 0x%08x, not 0x%08x", dir,
-			  (unsigned)s.nv_index, (unsigned)nv_index);
-		r = -EINVAL;
-		goto out;
-	}
 	r = tpm_open(tcti, &t);
 	if (r < 0)
 		goto out;
@@ -117,13 +174,16 @@ int keyadmin_provision(const char *dir, const char *tcti, uint32_t nv_index, str
 		s.srk_name = srk_name;
 		s.nv_index = nv_index ? nv_index : TPM_NV_INDEX_DEFAULT;
 	}
+	r = adopt_admin_key(dir, &s, admin_key, admin_len, &changed);
+	if (r < 0)
+		goto out;
 	r = tpm_nv_counter_provision(t, s.nv_index);
 	if (r < 0)
 		goto out;
 	if (!fresh)
 		statedir_sweep(dir, &s);
 	if (fresh) {
-		r = create_generation(t, dir, 1, &g);
+		r = create_generation(t, dir, &s, 1, &g);
 		if (r < 0)
 			goto out;
 		r = state_add(&s, &g);
@@ -133,8 +193,15 @@ int keyadmin_provision(const char *dir, const char *tcti, uint32_t nv_index, str
 		r = state_save(dir, &s);
 		if (r < 0)
 			goto out;
-		log_info("provisioned %s: generation 1, key_id %s, NV counter 0x%08x", dir, g.key_id,
-			 (unsigned)s.nv_index);
+		log_info("provisioned %s: generation 1 (%s), key_id %s, NV counter 0x%08x", dir,
+			 state_kind_name(g.kind), g.key_id, (unsigned)s.nv_index);
+	} else if (changed) {
+		r = state_save(dir, &s);
+		if (r < 0)
+			goto out;
+		log_info("%s: admin key recorded; generations made from now on are `dup` "
+			 "(rotate to make one)",
+			 dir);
 	}
 	*ret = s;
 	s.gens = NULL;
@@ -146,7 +213,7 @@ out:
 	return r;
 }
 
-int keyadmin_rotate(const char *dir, const char *tcti, struct state_generation *ret)
+int keyadmin_rotate(const char *dir, const char *tcti, bool stage, struct state_generation *ret)
 {
 	struct state s = {0};
 	struct state_generation g;
@@ -173,23 +240,62 @@ int keyadmin_rotate(const char *dir, const char *tcti, struct state_generation *
 		goto out;
 	/* The file first, then the state that names it: a crash in between
 	 * leaves an unused file and the old state. */
-	r = create_generation(t, dir, next, &g);
+	r = create_generation(t, dir, &s, next, &g);
 	if (r < 0)
 		goto out;
 	r = state_add(&s, &g);
 	if (r < 0)
 		goto out;
-	s.write_generation = next;
+	if (!stage)
+		s.write_generation = next;
 	r = state_save(dir, &s);
 	if (r < 0) {
 		statedir_unlink(dir, g.file);
 		goto out;
 	}
-	log_info("rotated %s: generation %u, key_id %s is the write key", dir, (unsigned)next,
-		 g.key_id);
+	if (stage)
+		log_info("staged %s: generation %u (%s), key_id %s, decrypt-only until promoted",
+			 dir, (unsigned)next, state_kind_name(g.kind), g.key_id);
+	else
+		log_info("rotated %s: generation %u (%s), key_id %s is the write key", dir,
+			 (unsigned)next, state_kind_name(g.kind), g.key_id);
 	*ret = g;
 out:
 	tpm_close(t);
+	state_free(&s);
+	statedir_unlock(lock);
+	return r;
+}
+
+int keyadmin_promote(const char *dir, uint32_t generation)
+{
+	struct state s = {0};
+	const struct state_generation *g;
+	int lock = -1, r;
+
+	r = open_locked(dir, &lock, &s);
+	if (r < 0)
+		return r;
+	g = state_find(&s, generation);
+	if (!g) {
+		log_error("%s has no generation %u: stage it here, or import it from the node that "
+			  "staged it, first",
+			  dir, (unsigned)generation);
+		r = -ENOENT;
+		goto out;
+	}
+	if (generation == s.write_generation) {
+		log_info("generation %u is already the write key", (unsigned)generation);
+		r = 0;
+		goto out;
+	}
+	s.write_generation = generation;
+	r = state_save(dir, &s);
+	if (r < 0)
+		goto out;
+	log_info("promoted %s: generation %u, key_id %s is the write key", dir,
+		 (unsigned)generation, g->key_id);
+out:
 	state_free(&s);
 	statedir_unlock(lock);
 	return r;

@@ -11,13 +11,34 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Opens dir (creating it if create), takes its lock and loads its state;
+ * *ret_fresh (may be NULL) says there is none yet, which is an error
+ * unless create. A non-zero nv_index must be the state's. Release with
+ * statedir_unlock and state_free. */
+int keyadmin_open(const char *dir, bool create, uint32_t nv_index, int *ret_lock,
+		  struct state *ret, bool *ret_fresh);
+
 /* Idempotent: SRK (found or created and persisted), NV counter, and
  * generation 1 when the directory holds no state yet. nv_index 0: keep the
- * state's, or the default for a new state. Returns the state. */
-int keyadmin_provision(const char *dir, const char *tcti, uint32_t nv_index, struct state *ret);
+ * state's, or the default for a new state. admin_key (DER, admin_len 0 for
+ * none) is recorded when the state has none: from then on new generations
+ * are `dup`; a different one is refused. Returns the state. */
+int keyadmin_provision(const char *dir, const char *tcti, uint32_t nv_index,
+		       const uint8_t *admin_key, size_t admin_len, struct state *ret);
 
-/* Seals a new generation and makes it the write key. */
-int keyadmin_rotate(const char *dir, const char *tcti, struct state_generation *ret);
+/* Seals a new generation (`dup` when the state has an admin key). It
+ * becomes the write key unless stage, when it is added decrypt-only for a
+ * later promote (rotation across several nodes). */
+int keyadmin_rotate(const char *dir, const char *tcti, bool stage, struct state_generation *ret);
+
+/* Makes an existing generation the write key; no TPM needed. The running
+ * daemon follows once it has the key loaded. */
+int keyadmin_promote(const char *dir, uint32_t generation);
+
+/* The policy a new generation gets from the state: its kind and, for
+ * `dup`, P_dup of the admin key. */
+int keyadmin_new_kind(const struct state *s, enum tpm_kek_kind *ret_kind,
+		      uint8_t ret_policy[32]);
 
 /* Removes a generation that is not the write key. Without force, refuses
  * one the running daemon has decrypted with since it started. */

@@ -4,6 +4,7 @@
 
 #include "daemon.h"
 #include "envelope.h"
+#include "exchange.h"
 #include "grpc.h"
 #include "keyadmin.h"
 #include "kms_proto.h"
@@ -13,6 +14,7 @@
 #include "plugin.h"
 #include "secmem.h"
 #include "settings.h"
+#include "signer.h"
 #include "statedir.h"
 #include "util.h"
 #include "vmgenid.h"
@@ -37,6 +39,22 @@ static gid_t group_id(const char *name)
 		return (gid_t)v;
 	g = getgrnam(name);
 	return g ? g->gr_gid : (gid_t)-1;
+}
+
+/* --admin-key (serve, init): the public key as DER, or nothing. */
+static int admin_key_der(const struct settings *s, uint8_t der[SIGNER_DER_MAX], size_t *ret_len)
+{
+	EVP_PKEY *key = NULL;
+	int r;
+
+	*ret_len = 0;
+	if (!*s->admin_key)
+		return 0;
+	r = signer_load_public(s->admin_key, "admin key", &key);
+	if (r == 0)
+		r = signer_to_der(key, der, ret_len);
+	EVP_PKEY_free(key);
+	return r;
 }
 
 /* What systemd hears: READY=1 once the socket is bound and the write key
@@ -100,6 +118,8 @@ static int cmd_serve(const struct settings *s)
 	struct daemon_hooks hooks = {0};
 	struct state st = {0};
 	uv_loop_t *loop = uv_default_loop();
+	uint8_t admin[SIGNER_DER_MAX];
+	size_t admin_len = 0;
 	plugin *p = NULL;
 	int r;
 
@@ -144,7 +164,10 @@ static int cmd_serve(const struct settings *s)
 		log_warning("this VM has no VM generation ID device: if it is ever restored from a "
 			    "snapshot, envelope salts may repeat (see docs/security.md); give it "
 			    "one (QEMU: -device vmgenid, libvirt: <genid/>)");
-	r = keyadmin_provision(s->state_dir, s->tcti, s->nv_index, &st);
+	r = admin_key_der(s, admin, &admin_len);
+	if (r < 0)
+		goto out;
+	r = keyadmin_provision(s->state_dir, s->tcti, s->nv_index, admin, admin_len, &st);
 	if (r == -EIO) {
 		/* No TPM right now. Existing keys load when it comes back. */
 		r = state_load(s->state_dir, &st);
@@ -174,30 +197,143 @@ out:
 	return r;
 }
 
+/* Commands that hold key material in clear harden themselves as serve
+ * does: no core dumps, no ptrace by other users, keys in the locked
+ * secure heap. */
+static int key_command_begin(void)
+{
+	int r = secmem_harden_process();
+
+	if (r == 0)
+		r = secmem_init(SECURE_HEAP_BYTES);
+	if (r == 0) {
+		r = envelope_init();
+		if (r < 0) {
+			log_error("OpenSSL lacks HKDF, HMAC or AES-256-GCM");
+			secmem_finish();
+		}
+	}
+	return r;
+}
+
+static void key_command_end(void)
+{
+	envelope_finish();
+	secmem_finish();
+}
+
+/* Standard output, or -o FILE written atomically. */
+static int write_output(const struct settings *s, const char *data, size_t len)
+{
+	if (*s->output)
+		return statedir_write_output(s->output, data, len);
+	if (fwrite(data, 1, len, stdout) != len || fflush(stdout) != 0) {
+		log_error("cannot write to standard output");
+		return -EIO;
+	}
+	return 0;
+}
+
 /* init and rotate: make a key, print its key_id. */
 static int cmd_make_key(const struct settings *s)
 {
 	struct state_generation g;
 	struct state st;
+	uint8_t admin[SIGNER_DER_MAX];
+	size_t admin_len;
 	int r;
 
-	r = secmem_init(SECURE_HEAP_BYTES);
+	r = key_command_begin();
 	if (r < 0)
 		return r;
-	r = envelope_init();
-	if (r == 0 && s->command == CMD_INIT) {
-		r = keyadmin_provision(s->state_dir, s->tcti, s->nv_index, &st);
+	if (s->command == CMD_INIT) {
+		r = admin_key_der(s, admin, &admin_len);
+		if (r == 0)
+			r = keyadmin_provision(s->state_dir, s->tcti, s->nv_index, admin, admin_len,
+					       &st);
 		if (r == 0) {
 			g = *state_find(&st, st.write_generation);
 			state_free(&st);
 		}
-	} else if (r == 0) {
-		r = keyadmin_rotate(s->state_dir, s->tcti, &g);
+	} else {
+		r = keyadmin_rotate(s->state_dir, s->tcti, s->stage, &g);
 	}
 	if (r == 0)
 		printf("%s\n", g.key_id);
-	envelope_finish();
-	secmem_finish();
+	key_command_end();
+	return r;
+}
+
+static int cmd_node_key(const struct settings *s)
+{
+	struct tpm_name name;
+	char fp[2 * TPM_NAME_MAX + 1], *pem = NULL;
+	size_t len;
+	int r;
+
+	r = exchange_node_key(s->state_dir, s->tcti, &pem, &len, &name);
+	if (r == 0)
+		r = write_output(s, pem, len);
+	if (r == 0) {
+		util_hex(name.bytes, name.len, fp);
+		fprintf(stderr, "node fingerprint: %s\n", fp);
+	}
+	free(pem);
+	return r;
+}
+
+static int cmd_approve(const struct settings *s)
+{
+	struct tpm_name node;
+	char fp[2 * TPM_NAME_MAX + 1], *text = NULL;
+	size_t len;
+	int r;
+
+	r = key_command_begin();
+	if (r < 0)
+		return r;
+	r = exchange_approve(s->admin_key, s->arg, &text, &len, &node);
+	if (r == 0)
+		r = write_output(s, text, len);
+	if (r == 0) {
+		util_hex(node.bytes, node.len, fp);
+		fprintf(stderr, "approved node fingerprint: %s\n", fp);
+	}
+	free(text);
+	key_command_end();
+	return r;
+}
+
+static int cmd_export(const struct settings *s)
+{
+	char *text = NULL;
+	size_t len;
+	int r;
+
+	r = key_command_begin();
+	if (r < 0)
+		return r;
+	r = exchange_export(s->state_dir, s->tcti, s->to, s->approval, s->generations,
+			    s->n_generations, &text, &len);
+	if (r == 0)
+		r = write_output(s, text, len);
+	free(text);
+	key_command_end();
+	return r;
+}
+
+static int cmd_import(const struct settings *s)
+{
+	size_t added = 0;
+	int r;
+
+	r = key_command_begin();
+	if (r < 0)
+		return r;
+	r = exchange_import(s->state_dir, s->tcti, s->nv_index, s->arg, &added);
+	if (r == 0)
+		printf("%zu generation%s added\n", added, added == 1 ? "" : "s");
+	key_command_end();
 	return r;
 }
 
@@ -222,8 +358,8 @@ static int cmd_keys(const struct settings *s)
 		state_free(&st);
 		goto out;
 	}
-	printf("%-10s  %-45s  %-20s  %-12s  %s\n", "GENERATION", "KEY_ID", "CREATED", "STATE",
-	       counts->pid ? "DECRYPTS" : "DECRYPTS(no daemon)");
+	printf("%-10s  %-45s  %-20s  %-12s  %-5s  %s\n", "GENERATION", "KEY_ID", "CREATED",
+	       "STATE", "KIND", counts->pid ? "DECRYPTS" : "DECRYPTS(no daemon)");
 	for (size_t i = 0; i < st.n_gens; i++) {
 		const struct state_generation *g = &st.gens[i];
 		char created[32];
@@ -232,9 +368,9 @@ static int cmd_keys(const struct settings *s)
 
 		gmtime_r(&t, &tm);
 		strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		printf("%-10u  %-45s  %-20s  %-12s  %llu\n", (unsigned)g->number, g->key_id,
+		printf("%-10u  %-45s  %-20s  %-12s  %-5s  %llu\n", (unsigned)g->number, g->key_id,
 		       created, g->number == st.write_generation ? "write" : "decrypt-only",
-		       (unsigned long long)counts_get(counts, g->number));
+		       state_kind_name(g->kind), (unsigned long long)counts_get(counts, g->number));
 	}
 	state_free(&st);
 out:
@@ -244,6 +380,8 @@ out:
 
 static int cmd_retire(const struct settings *s)
 {
+	if (s->command == CMD_PROMOTE)
+		return keyadmin_promote(s->state_dir, s->generation);
 	return keyadmin_retire(s->state_dir, s->generation, s->force);
 }
 
@@ -321,7 +459,20 @@ int main(int argc, char **argv)
 		r = cmd_keys(&s);
 		break;
 	case CMD_RETIRE:
+	case CMD_PROMOTE:
 		r = cmd_retire(&s);
+		break;
+	case CMD_NODE_KEY:
+		r = cmd_node_key(&s);
+		break;
+	case CMD_APPROVE:
+		r = cmd_approve(&s);
+		break;
+	case CMD_EXPORT:
+		r = cmd_export(&s);
+		break;
+	case CMD_IMPORT:
+		r = cmd_import(&s);
 		break;
 	case CMD_STATUS:
 		r = cmd_status(&s);

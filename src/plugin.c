@@ -6,6 +6,7 @@
 #include "plugin.h"
 #include "sealfile.h"
 #include "secmem.h"
+#include "tpmobj.h"
 #include "tpmworker.h"
 #include "util.h"
 
@@ -26,6 +27,7 @@ struct generation {
 	uint32_t number;
 	char key_id[ENVELOPE_KEY_ID_MAX];
 	struct tpm_sealed sealed;
+	enum tpm_kek_kind kind;
 	uint8_t *kek;      /* secure heap; NULL until unsealed */
 	bool unsealing;
 	bool broken;       /* unusable file or key: retried only on reload */
@@ -161,7 +163,7 @@ static void start_unseal(plugin *p, struct generation *g)
 		return;
 	u->p = p;
 	u->number = g->number;
-	if (tpm_worker_unseal(p->worker, &g->sealed, on_unsealed, u) < 0) {
+	if (tpm_worker_unseal(p->worker, &g->sealed, g->kind, on_unsealed, u) < 0) {
 		free(u);
 		return;
 	}
@@ -218,12 +220,13 @@ static void apply_state(plugin *p, const struct state *st)
 		if (!g)
 			continue;
 		g->number = sg->number;
+		g->kind = sg->kind;
 		strcpy(g->key_id, sg->key_id);
 		r = statedir_read(p->state_dir, sg->file, SEALFILE_MAX_BYTES, &pem, &len);
 		if (r == 0)
 			r = sealfile_decode(pem, len, &g->sealed);
 		if (r == 0)
-			r = tpm_sealed_check(&g->sealed);
+			r = tpmobj_sealed_check(&g->sealed, g->kind, NULL);
 		free(pem);
 		if (r < 0) {
 			g->broken = true;

@@ -1,175 +1,197 @@
 #include "config.h"
 
+#include "armor.h"
 #include "sealfile.h"
+#include "util.h"
 
 #include <errno.h>
-#include <openssl/bio.h>
+#include <openssl/asn1t.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
-#include <openssl/pem.h>
+#include <openssl/objects.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define PEM_NAME "TSS2 PRIVATE KEY"
+#define PEM_NAME        "TSS2 PRIVATE KEY"
+#define OID_IMPORTABLE  "2.23.133.10.1.4"
+#define OID_SEALED      "2.23.133.10.1.5"
 
-static const uint8_t oid_sealed[] = {0x06, 0x06, 0x67, 0x81, 0x05, 0x0a, 0x01, 0x05};
-static const uint8_t empty_auth_true[] = {0xa0, 0x03, 0x01, 0x01, 0xff};
-static const uint8_t parent_srk[] = {0x02, 0x05, 0x00, 0x81, 0x00, 0x00, 0x01};
+typedef struct {
+	ASN1_OBJECT *type;
+	ASN1_BOOLEAN empty_auth; /* -1: absent */
+	ASN1_OCTET_STRING *secret;
+	ASN1_INTEGER *parent;
+	ASN1_OCTET_STRING *pubkey;
+	ASN1_OCTET_STRING *privkey;
+} TPMKEY;
 
-static size_t put_len(uint8_t *p, size_t len)
+DECLARE_ASN1_FUNCTIONS(TPMKEY)
+
+ASN1_SEQUENCE(TPMKEY) = {
+	ASN1_SIMPLE(TPMKEY, type, ASN1_OBJECT),
+	ASN1_EXP_OPT(TPMKEY, empty_auth, ASN1_BOOLEAN, 0),
+	ASN1_EXP_OPT(TPMKEY, secret, ASN1_OCTET_STRING, 2),
+	ASN1_SIMPLE(TPMKEY, parent, ASN1_INTEGER),
+	ASN1_SIMPLE(TPMKEY, pubkey, ASN1_OCTET_STRING),
+	ASN1_SIMPLE(TPMKEY, privkey, ASN1_OCTET_STRING),
+} ASN1_SEQUENCE_END(TPMKEY)
+
+IMPLEMENT_ASN1_FUNCTIONS(TPMKEY)
+
+/* One key file's fields, whatever its type. */
+struct keyfile {
+	const char *oid;
+	const uint8_t *pub, *priv, *secret;
+	size_t pub_len, priv_len, secret_len;
+};
+
+static int encode(const struct keyfile *k, char **ret_pem, size_t *ret_len)
 {
-	if (len < 0x80) {
-		p[0] = (uint8_t)len;
-		return 1;
+	TPMKEY *key = TPMKEY_new();
+	unsigned char *der = NULL;
+	int der_len, r = -ENOMEM;
+
+	if (!key)
+		goto out;
+	key->type = OBJ_txt2obj(k->oid, 1);
+	key->empty_auth = 0xff;
+	if (!key->type || !ASN1_INTEGER_set_uint64(key->parent, TPM_SRK_HANDLE) ||
+	    !ASN1_OCTET_STRING_set(key->pubkey, k->pub, (int)k->pub_len) ||
+	    !ASN1_OCTET_STRING_set(key->privkey, k->priv, (int)k->priv_len))
+		goto out;
+	if (k->secret) {
+		key->secret = ASN1_OCTET_STRING_new();
+		if (!key->secret || !ASN1_OCTET_STRING_set(key->secret, k->secret, (int)k->secret_len))
+			goto out;
 	}
-	if (len < 0x100) {
-		p[0] = 0x81;
-		p[1] = (uint8_t)len;
-		return 2;
-	}
-	p[0] = 0x82;
-	p[1] = (uint8_t)(len >> 8);
-	p[2] = (uint8_t)len;
-	return 3;
+	der_len = i2d_TPMKEY(key, &der);
+	if (der_len <= 0)
+		goto out;
+	r = armor_encode(PEM_NAME, der, (size_t)der_len, ret_pem, ret_len);
+out:
+	ERR_clear_error();
+	OPENSSL_free(der);
+	TPMKEY_free(key);
+	return r;
 }
 
-static size_t put_octets(uint8_t *p, const uint8_t *data, size_t len)
+static int copy_octets(const ASN1_OCTET_STRING *o, uint8_t *out, size_t *ret_len)
 {
-	size_t n = 0;
+	int n = ASN1_STRING_length(o);
 
-	p[n++] = 0x04;
-	n += put_len(p + n, len);
-	memcpy(p + n, data, len);
-	return n + len;
+	if (n <= 0 || n > TPM_BLOB_MAX)
+		return -EINVAL;
+	memcpy(out, ASN1_STRING_get0_data(o), (size_t)n);
+	*ret_len = (size_t)n;
+	return 0;
+}
+
+/* Parses the PEM and checks everything but the blobs' contents: type,
+ * emptyAuth TRUE, parent 0x81000001, secret present exactly for
+ * importable keys, canonical DER. Returns the decoded key. */
+static int decode(const char *pem, size_t len, const char *want_oid, TPMKEY **ret)
+{
+	unsigned char *der = NULL, *again = NULL;
+	const unsigned char *p;
+	size_t der_len = 0;
+	ASN1_OBJECT *oid = NULL;
+	TPMKEY *key = NULL;
+	uint64_t parent;
+	int again_len, r = -EINVAL;
+
+	if (len > SEALFILE_MAX_BYTES)
+		return -EINVAL;
+	oid = OBJ_txt2obj(want_oid, 1);
+	if (!oid)
+		return -ENOMEM;
+	if (armor_decode(PEM_NAME, pem, len, &der, &der_len) < 0)
+		goto out;
+	p = der;
+	key = d2i_TPMKEY(NULL, &p, (long)der_len);
+	if (!key || p != der + der_len)
+		goto out;
+	again_len = i2d_TPMKEY(key, &again);
+	if (again_len < 0 || (size_t)again_len != der_len || memcmp(again, der, der_len) != 0)
+		goto out;
+	if (OBJ_cmp(key->type, oid) != 0 || key->empty_auth <= 0 ||
+	    ASN1_INTEGER_get_uint64(&parent, key->parent) != 1 || parent != TPM_SRK_HANDLE ||
+	    (key->secret != NULL) != (strcmp(want_oid, OID_IMPORTABLE) == 0))
+		goto out;
+	*ret = key;
+	key = NULL;
+	r = 0;
+out:
+	ERR_clear_error();
+	TPMKEY_free(key);
+	ASN1_OBJECT_free(oid);
+	OPENSSL_free(der);
+	OPENSSL_free(again);
+	return r;
 }
 
 int sealfile_encode(const struct tpm_sealed *s, char **ret_pem, size_t *ret_len)
 {
-	uint8_t body[2 * TPM_BLOB_MAX + 64], der[2 * TPM_BLOB_MAX + 72];
-	size_t n = 0, d = 0;
-	BIO *bio = NULL;
-	BUF_MEM *mem;
-	char *pem;
-	int r = -ENOMEM;
+	struct keyfile k = {
+		.oid = OID_SEALED,
+		.pub = s->pub,
+		.pub_len = s->pub_len,
+		.priv = s->priv,
+		.priv_len = s->priv_len,
+	};
 
-	memcpy(body + n, oid_sealed, sizeof(oid_sealed));
-	n += sizeof(oid_sealed);
-	memcpy(body + n, empty_auth_true, sizeof(empty_auth_true));
-	n += sizeof(empty_auth_true);
-	memcpy(body + n, parent_srk, sizeof(parent_srk));
-	n += sizeof(parent_srk);
-	n += put_octets(body + n, s->pub, s->pub_len);
-	n += put_octets(body + n, s->priv, s->priv_len);
-	der[d++] = 0x30;
-	d += put_len(der + d, n);
-	memcpy(der + d, body, n);
-	d += n;
-
-	bio = BIO_new(BIO_s_mem());
-	if (!bio || PEM_write_bio(bio, PEM_NAME, "", der, (long)d) <= 0)
-		goto out;
-	BIO_get_mem_ptr(bio, &mem);
-	pem = malloc(mem->length + 1);
-	if (!pem)
-		goto out;
-	memcpy(pem, mem->data, mem->length);
-	pem[mem->length] = '\0';
-	*ret_pem = pem;
-	*ret_len = mem->length;
-	r = 0;
-out:
-	BIO_free(bio);
-	return r;
-}
-
-/* Reads one DER tag and length at *p; advances past them. */
-static int get_tl(const uint8_t **p, const uint8_t *end, uint8_t tag, size_t *ret_len)
-{
-	const uint8_t *q = *p;
-	size_t len;
-
-	if (end - q < 2 || q[0] != tag)
-		return -EINVAL;
-	q++;
-	if (*q < 0x80) {
-		len = *q++;
-	} else if (*q == 0x81) {
-		if (end - q < 2 || q[1] < 0x80)
-			return -EINVAL;
-		len = q[1];
-		q += 2;
-	} else if (*q == 0x82) {
-		if (end - q < 3 || q[1] == 0)
-			return -EINVAL;
-		len = (size_t)q[1] << 8 | q[2];
-		q += 3;
-	} else {
-		return -EINVAL;
-	}
-	if ((size_t)(end - q) < len)
-		return -EINVAL;
-	*p = q;
-	*ret_len = len;
-	return 0;
-}
-
-static int expect(const uint8_t **p, const uint8_t *end, const uint8_t *want, size_t len)
-{
-	if ((size_t)(end - *p) < len || memcmp(*p, want, len) != 0)
-		return -EINVAL;
-	*p += len;
-	return 0;
-}
-
-static int get_octets(const uint8_t **p, const uint8_t *end, uint8_t *out, size_t *ret_len)
-{
-	size_t len;
-
-	if (get_tl(p, end, 0x04, &len) < 0 || len > TPM_BLOB_MAX)
-		return -EINVAL;
-	memcpy(out, *p, len);
-	*p += len;
-	*ret_len = len;
-	return 0;
+	return encode(&k, ret_pem, ret_len);
 }
 
 int sealfile_decode(const char *pem, size_t len, struct tpm_sealed *ret)
 {
-	char *name = NULL, *header = NULL;
-	unsigned char *der = NULL;
-	long der_len = 0;
-	const uint8_t *p, *end;
 	struct tpm_sealed s;
-	size_t seq_len;
-	BIO *bio;
-	int r = -EINVAL;
+	TPMKEY *key = NULL;
+	int r;
 
-	if (len > SEALFILE_MAX_BYTES)
-		return -EINVAL;
-	bio = BIO_new_mem_buf(pem, (int)len);
-	if (!bio)
-		return -ENOMEM;
-	if (PEM_read_bio(bio, &name, &header, &der, &der_len) != 1 ||
-	    strcmp(name, PEM_NAME) != 0 || header[0] != '\0')
-		goto out;
-	p = der;
-	end = der + der_len;
-	if (get_tl(&p, end, 0x30, &seq_len) < 0 || p + seq_len != end)
-		goto out;
-	if (expect(&p, end, oid_sealed, sizeof(oid_sealed)) < 0 ||
-	    expect(&p, end, empty_auth_true, sizeof(empty_auth_true)) < 0 ||
-	    expect(&p, end, parent_srk, sizeof(parent_srk)) < 0 ||
-	    get_octets(&p, end, s.pub, &s.pub_len) < 0 ||
-	    get_octets(&p, end, s.priv, &s.priv_len) < 0 || p != end)
-		goto out;
-	*ret = s;
-	r = 0;
-out:
+	r = decode(pem, len, OID_SEALED, &key);
 	if (r < 0)
-		ERR_clear_error();
-	BIO_free(bio);
-	OPENSSL_free(name);
-	OPENSSL_free(header);
-	OPENSSL_free(der);
+		return r;
+	r = copy_octets(key->pubkey, s.pub, &s.pub_len);
+	if (r == 0)
+		r = copy_octets(key->privkey, s.priv, &s.priv_len);
+	if (r == 0)
+		*ret = s;
+	util_wipe(&s, sizeof(s));
+	TPMKEY_free(key);
+	return r;
+}
+
+int sealfile_encode_importable(const struct tpm_duplicate *d, char **ret_pem, size_t *ret_len)
+{
+	struct keyfile k = {
+		.oid = OID_IMPORTABLE,
+		.pub = d->pub,
+		.pub_len = d->pub_len,
+		.priv = d->dup,
+		.priv_len = d->dup_len,
+		.secret = d->seed,
+		.secret_len = d->seed_len,
+	};
+
+	return encode(&k, ret_pem, ret_len);
+}
+
+int sealfile_decode_importable(const char *pem, size_t len, struct tpm_duplicate *ret)
+{
+	struct tpm_duplicate d;
+	TPMKEY *key = NULL;
+	int r;
+
+	r = decode(pem, len, OID_IMPORTABLE, &key);
+	if (r < 0)
+		return r;
+	r = copy_octets(key->pubkey, d.pub, &d.pub_len);
+	if (r == 0)
+		r = copy_octets(key->privkey, d.dup, &d.dup_len);
+	if (r == 0)
+		r = copy_octets(key->secret, d.seed, &d.seed_len);
+	if (r == 0)
+		*ret = d;
+	TPMKEY_free(key);
 	return r;
 }

@@ -1,15 +1,24 @@
-/* Sealed KEK files in the standard "TSS2 PRIVATE KEY" PEM form (sealed-data
- * variant, OID 2.23.133.10.1.5), so existing TPM tooling can inspect them:
+/* TPM key files in the standard "TSS2 PRIVATE KEY" PEM form, so existing
+ * TPM tooling can read them:
  *
  *   TPMKey ::= SEQUENCE {
- *     type      OBJECT IDENTIFIER,            -- id-sealed
- *     emptyAuth [0] EXPLICIT BOOLEAN,         -- TRUE: userWithAuth, no password
- *     parent    INTEGER,                      -- 0x81000001, our SRK
- *     pubkey    OCTET STRING,                 -- TPM2B_PUBLIC
- *     privkey   OCTET STRING }                -- TPM2B_PRIVATE
+ *     type      OBJECT IDENTIFIER,
+ *     emptyAuth [0] EXPLICIT BOOLEAN OPTIONAL,   -- TRUE: no password
+ *     secret    [2] EXPLICIT OCTET STRING OPTIONAL, -- importable only
+ *     parent    INTEGER,                          -- 0x81000001, the SRK
+ *     pubkey    OCTET STRING,                     -- TPM2B_PUBLIC
+ *     privkey   OCTET STRING }                    -- TPM2B_PRIVATE
  *
- * Policies ([1]) and secrets ([2]) are refused by this version: later
- * generation kinds will add them. */
+ * Two types are used:
+ *   id-sealedkey (2.23.133.10.1.5): a sealed KEK generation as stored in
+ *     the state directory (privkey from TPM2_Create or TPM2_Import);
+ *   id-importablekey (2.23.133.10.1.4): a generation duplicated to another
+ *     node (privkey is TPM2_Duplicate's duplicate, secret the marshalled
+ *     TPM2B_ENCRYPTED_SECRET seed), the input of TPM2_Import.
+ * Our KEKs have no password and unseal without a policy from the key file
+ * ([1] policy is not written; files that carry one are refused). Encoded and
+ * decoded with OpenSSL's ASN.1 templates; decoding accepts only DER that
+ * re-encodes to the same bytes. */
 #ifndef TPM2KMS_SEALFILE_H
 #define TPM2KMS_SEALFILE_H
 
@@ -20,9 +29,12 @@
 /* Largest file we accept. */
 #define SEALFILE_MAX_BYTES 8192
 
+/* id-sealedkey. */
 int sealfile_encode(const struct tpm_sealed *s, char **ret_pem, size_t *ret_len);
-
-/* -EINVAL for anything but the exact form above. */
 int sealfile_decode(const char *pem, size_t len, struct tpm_sealed *ret);
+
+/* id-importablekey. */
+int sealfile_encode_importable(const struct tpm_duplicate *d, char **ret_pem, size_t *ret_len);
+int sealfile_decode_importable(const char *pem, size_t len, struct tpm_duplicate *ret);
 
 #endif

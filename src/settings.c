@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ALL_TPM     (CMD_SERVE | CMD_INIT | CMD_ROTATE)
-#define ALL_STATE   (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_KEYS | CMD_RETIRE)
-#define ALL         (ALL_STATE | CMD_STATUS)
+#define ALL_TPM     (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_NODE_KEY | CMD_EXPORT | CMD_IMPORT)
+#define ALL_STATE   (ALL_TPM | CMD_KEYS | CMD_RETIRE | CMD_PROMOTE)
+#define ALL         (ALL_STATE | CMD_STATUS | CMD_APPROVE)
 
 enum kind {
 	K_STRING,
@@ -21,12 +21,15 @@ enum kind {
 	K_LOG_LEVEL,
 	K_UID,
 	K_FLAG,
+	K_GENERATION,
 };
 
 struct option_def {
 	const char *name;
 	enum kind kind;
 	unsigned commands;
+	/* Only on the command line: what names one run's input or output. */
+	bool flag_only;
 	size_t offset;
 	size_t size; /* strings; max for numbers */
 	const char *arg, *help;
@@ -36,52 +39,90 @@ struct option_def {
 #define NUM(field, max) offsetof(struct settings, field), (max)
 
 static const struct option_def options[] = {
-	{"listen", K_STRING, CMD_SERVE | CMD_STATUS, STR(listen), "ADDRESS",
+	{"listen", K_STRING, CMD_SERVE | CMD_STATUS, false, STR(listen), "ADDRESS",
 	 "socket: PATH, unix:///PATH or unix:///@ABSTRACT (default /run/tpm2-kms/kms.sock)"},
-	{"tcti", K_STRING, ALL_TPM, STR(tcti), "TCTI",
+	{"tcti", K_STRING, ALL_TPM, false, STR(tcti), "TCTI",
 	 "TPM access, as for the TCTI loader (default device:/dev/tpmrm0)"},
-	{"state-dir", K_STRING, ALL_STATE, STR(state_dir), "DIR",
+	{"state-dir", K_STRING, ALL_STATE, false, STR(state_dir), "DIR",
 	 "keys and state (default /var/lib/tpm2-kms)"},
-	{"nv-index", K_NV_INDEX, CMD_SERVE | CMD_INIT, NUM(nv_index, 0), "HANDLE",
-	 "NV counter index for new state, 0x01800000-0x01BFFFFF (default 0x01800101)"},
-	{"socket-mode", K_MODE, CMD_SERVE, NUM(socket_mode, 0777), "MODE",
+	{"nv-index", K_NV_INDEX, CMD_SERVE | CMD_INIT | CMD_IMPORT, false, NUM(nv_index, 0),
+	 "HANDLE", "NV counter index for new state, 0x01800000-0x01BFFFFF (default 0x01800101)"},
+	{"admin-key", K_STRING, CMD_SERVE | CMD_INIT | CMD_APPROVE, false, STR(admin_key), "PEM",
+	 "admin key: its public half (serve, init: new generations become duplicable to "
+	 "nodes it approves); its private half (approve)"},
+	{"stage", K_FLAG, CMD_ROTATE, true, offsetof(struct settings, stage), 0, NULL,
+	 "add the new generation decrypt-only, for promote once every node has it"},
+	{"to", K_STRING, CMD_EXPORT, true, STR(to), "NODE",
+	 "the node file (from node-key) of the node to export to"},
+	{"approval", K_STRING, CMD_EXPORT, true, STR(approval), "APPROVAL",
+	 "the admin key's approval of that node (from approve)"},
+	{"generation", K_GENERATION, CMD_EXPORT, true, 0, 0, "N",
+	 "export this generation (repeatable; default: every dup generation)"},
+	{"output", K_STRING, CMD_NODE_KEY | CMD_APPROVE | CMD_EXPORT, true, STR(output), "FILE",
+	 "write to FILE (atomically, mode 0600) instead of standard output; also -o"},
+	{"socket-mode", K_MODE, CMD_SERVE, false, NUM(socket_mode, 0777), "MODE",
 	 "permissions of the socket (default 0600)"},
-	{"socket-group", K_STRING, CMD_SERVE, STR(socket_group), "GROUP",
+	{"socket-group", K_STRING, CMD_SERVE, false, STR(socket_group), "GROUP",
 	 "group of the socket (default: unchanged)"},
-	{"metrics-listen", K_STRING, CMD_SERVE, STR(metrics_listen), "ADDRESS",
+	{"metrics-listen", K_STRING, CMD_SERVE, false, STR(metrics_listen), "ADDRESS",
 	 "serve Prometheus metrics on 127.0.0.1:PORT, [::1]:PORT or a socket path (default off)"},
-	{"allow-uid", K_UID, CMD_SERVE, 0, 0, "UID",
+	{"allow-uid", K_UID, CMD_SERVE, false, 0, 0, "UID",
 	 "only this peer uid may connect (repeatable; default: anyone the socket mode allows)"},
-	{"max-connections", K_U32, CMD_SERVE, NUM(max_connections, 1u << 20), "N",
+	{"max-connections", K_U32, CMD_SERVE, false, NUM(max_connections, 1u << 20), "N",
 	 "connections at once (default 1024)"},
-	{"max-streams", K_U32, CMD_SERVE, NUM(max_streams, 1u << 16), "N",
+	{"max-streams", K_U32, CMD_SERVE, false, NUM(max_streams, 1u << 16), "N",
 	 "concurrent streams per connection (default 128)"},
-	{"max-inflight", K_U32, CMD_SERVE, NUM(max_inflight, 1u << 20), "N",
+	{"max-inflight", K_U32, CMD_SERVE, false, NUM(max_inflight, 1u << 20), "N",
 	 "calls being answered at once, server-wide (default 4096)"},
-	{"idle-timeout", K_U32, CMD_SERVE, NUM(idle_timeout_s, 86400), "SECONDS",
+	{"idle-timeout", K_U32, CMD_SERVE, false, NUM(idle_timeout_s, 86400), "SECONDS",
 	 "close connections idle this long (default 300)"},
-	{"probe-interval", K_U32, CMD_SERVE, NUM(probe_interval_ms, 3600000), "MS",
+	{"probe-interval", K_U32, CMD_SERVE, false, NUM(probe_interval_ms, 3600000), "MS",
 	 "TPM health probe interval (default 5000)"},
-	{"timeout", K_U32, CMD_STATUS, NUM(timeout_ms, 3600000), "MS",
+	{"timeout", K_U32, CMD_STATUS, false, NUM(timeout_ms, 3600000), "MS",
 	 "how long to wait for the answer (default 3000)"},
-	{"log-format", K_LOG_FORMAT, ALL, 0, 0, "FORMAT", "text or json (default text)"},
-	{"log-level", K_LOG_LEVEL, ALL, 0, 0, "LEVEL",
+	{"log-format", K_LOG_FORMAT, ALL, false, 0, 0, "FORMAT", "text or json (default text)"},
+	{"log-level", K_LOG_LEVEL, ALL, false, 0, 0, "LEVEL",
 	 "error, warning, info or debug (default info)"},
-	{"force", K_FLAG, CMD_RETIRE, offsetof(struct settings, force), 0, NULL,
+	{"force", K_FLAG, CMD_RETIRE, false, offsetof(struct settings, force), 0, NULL,
 	 "retire even a generation used since the daemon started"},
+};
+
+/* What a command takes besides options. */
+enum positional {
+	POS_NONE,
+	POS_GENERATION, /* a generation number into generation */
+	POS_PATH,       /* a file into arg */
 };
 
 static const struct {
 	const char *name;
 	enum command cmd;
+	enum positional pos;
+	/* Offline admin tools do not read the host's configuration file. */
+	bool no_config;
 	const char *args, *summary;
 } commands[] = {
-	{"serve", CMD_SERVE, "", "serve the KMS v2 API (provisions an empty state directory)"},
-	{"init", CMD_INIT, "", "provision SRK, NV counter and key generation 1 (idempotent)"},
-	{"rotate", CMD_ROTATE, "", "seal a new key generation and make it the write key"},
-	{"keys", CMD_KEYS, "", "list key generations"},
-	{"retire", CMD_RETIRE, " GENERATION", "remove a key generation that is not the write key"},
-	{"status", CMD_STATUS, "", "ask a running daemon for Status; exit 0 iff healthz is ok"},
+	{"serve", CMD_SERVE, POS_NONE, false, "",
+	 "serve the KMS v2 API (provisions an empty state directory)"},
+	{"init", CMD_INIT, POS_NONE, false, "",
+	 "provision SRK, NV counter and key generation 1 (idempotent)"},
+	{"rotate", CMD_ROTATE, POS_NONE, false, "",
+	 "seal a new key generation and make it the write key (--stage: decrypt-only)"},
+	{"promote", CMD_PROMOTE, POS_GENERATION, false, " GENERATION",
+	 "make a staged generation the write key"},
+	{"keys", CMD_KEYS, POS_NONE, false, "", "list key generations"},
+	{"retire", CMD_RETIRE, POS_GENERATION, false, " GENERATION",
+	 "remove a key generation that is not the write key"},
+	{"node-key", CMD_NODE_KEY, POS_NONE, false, "",
+	 "write this node's storage key as a node file; its fingerprint goes to stderr"},
+	{"approve", CMD_APPROVE, POS_PATH, true, " NODE",
+	 "sign a node file with the admin key (offline, no TPM)"},
+	{"export", CMD_EXPORT, POS_NONE, false, "",
+	 "duplicate key generations to an approved node, as a bundle"},
+	{"import", CMD_IMPORT, POS_PATH, false, " BUNDLE",
+	 "take the key generations of a bundle into this node's TPM"},
+	{"status", CMD_STATUS, POS_NONE, false, "",
+	 "ask a running daemon for Status; exit 0 iff healthz is ok"},
 };
 
 const char *settings_command_name(enum command c)
@@ -97,7 +138,7 @@ void settings_usage(FILE *out)
 	fprintf(out, "Usage: tpm2-kms COMMAND [OPTIONS]\n\n"
 		     "Kubernetes KMS v2 plugin with its root key in a TPM 2.0.\n\nCommands:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
-		fprintf(out, "  %-8s%-12s %s\n", commands[i].name, commands[i].args,
+		fprintf(out, "  %-9s%-12s %s\n", commands[i].name, commands[i].args,
 			commands[i].summary);
 	fprintf(out, "\n'tpm2-kms COMMAND --help' lists a command's options. See tpm2-kms(8).\n");
 }
@@ -120,8 +161,9 @@ static void command_usage(enum command c, FILE *out)
 			 options[k].arg ? options[k].arg : "");
 		fprintf(out, "  %-28s %s\n", left, options[k].help);
 	}
-	fprintf(out, "  %-28s %s\n", "--config PATH",
-		"configuration file (default " SETTINGS_DEFAULT_CONFIG ")");
+	if (!commands[i].no_config)
+		fprintf(out, "  %-28s %s\n", "--config PATH",
+			"configuration file (default " SETTINGS_DEFAULT_CONFIG ")");
 	if (c == CMD_SERVE || c == CMD_INIT || c == CMD_ROTATE)
 		fprintf(out, "  %-28s %s\n", "--print-config",
 			"print the effective settings and exit");
@@ -222,6 +264,19 @@ static int apply(struct settings *s, const struct option_def *o, const char *val
 		}
 		s->allow_uids[s->n_allow_uids++] = (uid_t)v;
 		return 0;
+	case K_GENERATION:
+		if (util_parse_u64(value, UINT32_MAX, &v) < 0 || v == 0) {
+			fprintf(stderr, "tpm2-kms: %s: %s takes a generation number, not \"%s\"\n",
+				where, o->name, value);
+			return -EINVAL;
+		}
+		if (s->n_generations >= SETTINGS_MAX_GENERATIONS) {
+			fprintf(stderr, "tpm2-kms: %s: at most %d %s settings\n", where,
+				SETTINGS_MAX_GENERATIONS, o->name);
+			return -EINVAL;
+		}
+		s->generations[s->n_generations++] = (uint32_t)v;
+		return 0;
 	case K_FLAG:
 		if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0)
 			*(bool *)(base + o->offset) = true;
@@ -290,7 +345,7 @@ static int load_file(struct settings *s, const bool *set_by_flag)
 		while (end > value && (end[-1] == ' ' || end[-1] == '\t'))
 			*--end = '\0';
 		o = find_option(key);
-		if (!o) {
+		if (!o || o->flag_only) {
 			fprintf(stderr, "tpm2-kms: %s: unknown setting \"%s\"\n", where, key);
 			r = -EINVAL;
 			break;
@@ -318,7 +373,8 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 {
 	struct settings s;
 	bool set_by_flag[ARRAY_SIZE(options)] = {false};
-	bool have_generation = false;
+	bool have_positional = false;
+	size_t cmd = 0;
 	int i, r;
 
 	defaults(&s);
@@ -335,9 +391,12 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 		printf("tpm2-kms %s\n", PACKAGE_VERSION);
 		return 1;
 	}
-	for (size_t c = 0; c < ARRAY_SIZE(commands); c++)
-		if (strcmp(argv[1], commands[c].name) == 0)
+	for (size_t c = 0; c < ARRAY_SIZE(commands); c++) {
+		if (strcmp(argv[1], commands[c].name) == 0) {
 			s.command = commands[c].cmd;
+			cmd = c;
+		}
+	}
 	if (!s.command) {
 		fprintf(stderr, "tpm2-kms: unknown command \"%s\" (see tpm2-kms --help)\n", argv[1]);
 		return -EINVAL;
@@ -349,7 +408,7 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 			command_usage(s.command, stdout);
 			return 1;
 		}
-		if (strcmp(argv[i], "--config") == 0) {
+		if (strcmp(argv[i], "--config") == 0 && !commands[cmd].no_config) {
 			if (i + 1 >= argc || strlen(argv[i + 1]) >= sizeof(s.config)) {
 				fprintf(stderr, "tpm2-kms: --config needs a path\n");
 				return -EINVAL;
@@ -363,7 +422,7 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 		const char *a = argv[i];
 		const struct option_def *o;
 
-		if (strcmp(a, "--config") == 0) {
+		if (strcmp(a, "--config") == 0 && !commands[cmd].no_config) {
 			i++;
 			continue;
 		}
@@ -372,25 +431,33 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 			s.print_config = true;
 			continue;
 		}
-		if (strncmp(a, "--", 2) != 0) {
+		if (strncmp(a, "--", 2) != 0 && strcmp(a, "-o") != 0) {
 			uint64_t g;
 
-			if (s.command == CMD_RETIRE && !have_generation) {
-				if (util_parse_u64(a, UINT32_MAX, &g) < 0 || g == 0) {
-					fprintf(stderr,
-						"tpm2-kms: retire: GENERATION is a number, not \"%s\"\n",
-						a);
+			if (commands[cmd].pos == POS_NONE || have_positional) {
+				fprintf(stderr, "tpm2-kms: %s: unexpected argument \"%s\"\n",
+					settings_command_name(s.command), a);
+				return -EINVAL;
+			}
+			have_positional = true;
+			if (commands[cmd].pos == POS_PATH) {
+				if (!*a || strlen(a) >= sizeof(s.arg)) {
+					fprintf(stderr, "tpm2-kms: %s: file name empty or too long\n",
+						settings_command_name(s.command));
 					return -EINVAL;
 				}
-				s.generation = (uint32_t)g;
-				have_generation = true;
+				strcpy(s.arg, a);
 				continue;
 			}
-			fprintf(stderr, "tpm2-kms: %s: unexpected argument \"%s\"\n",
-				settings_command_name(s.command), a);
-			return -EINVAL;
+			if (util_parse_u64(a, UINT32_MAX, &g) < 0 || g == 0) {
+				fprintf(stderr, "tpm2-kms: %s: GENERATION is a number, not \"%s\"\n",
+					settings_command_name(s.command), a);
+				return -EINVAL;
+			}
+			s.generation = (uint32_t)g;
+			continue;
 		}
-		o = find_option(a + 2);
+		o = find_option(strcmp(a, "-o") == 0 ? "output" : a + 2);
 		if (!o || !(o->commands & s.command)) {
 			fprintf(stderr, "tpm2-kms: %s: unknown option %s (see tpm2-kms %s --help)\n",
 				settings_command_name(s.command), a,
@@ -410,13 +477,25 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 		if (r < 0)
 			return r;
 	}
-	if (s.command == CMD_RETIRE && !have_generation) {
-		fprintf(stderr, "tpm2-kms: retire: which GENERATION? (see tpm2-kms keys)\n");
+	if (commands[cmd].pos != POS_NONE && !have_positional) {
+		fprintf(stderr, "tpm2-kms: %s: which%s? (see tpm2-kms %s --help)\n",
+			settings_command_name(s.command), commands[cmd].args,
+			settings_command_name(s.command));
 		return -EINVAL;
 	}
-	r = load_file(&s, set_by_flag);
-	if (r < 0)
-		return r;
+	if (!commands[cmd].no_config) {
+		r = load_file(&s, set_by_flag);
+		if (r < 0)
+			return r;
+	}
+	if ((s.command == CMD_APPROVE && !*s.admin_key) ||
+	    (s.command == CMD_EXPORT && (!*s.to || !*s.approval))) {
+		fprintf(stderr, "tpm2-kms: %s needs %s (see tpm2-kms %s --help)\n",
+			settings_command_name(s.command),
+			s.command == CMD_APPROVE ? "--admin-key" : "--to and --approval",
+			settings_command_name(s.command));
+		return -EINVAL;
+	}
 	*ret = s;
 	return 0;
 }
@@ -428,7 +507,7 @@ void settings_print(const struct settings *s, FILE *out)
 		const struct option_def *o = &options[i];
 		const char *base = (const char *)s;
 
-		if (!(o->commands & s->command))
+		if (!(o->commands & s->command) || o->flag_only)
 			continue;
 		switch (o->kind) {
 		case K_STRING:
@@ -463,6 +542,10 @@ void settings_print(const struct settings *s, FILE *out)
 		case K_FLAG:
 			fprintf(out, "%s %s\n", o->name,
 				*(const bool *)(base + o->offset) ? "yes" : "no");
+			break;
+		case K_GENERATION:
+			for (size_t g = 0; g < s->n_generations; g++)
+				fprintf(out, "%s %u\n", o->name, (unsigned)s->generations[g]);
 			break;
 		}
 	}

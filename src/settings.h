@@ -22,7 +22,14 @@ enum command {
 	CMD_KEYS = 1 << 3,
 	CMD_RETIRE = 1 << 4,
 	CMD_STATUS = 1 << 5,
+	CMD_NODE_KEY = 1 << 6,
+	CMD_APPROVE = 1 << 7,
+	CMD_EXPORT = 1 << 8,
+	CMD_IMPORT = 1 << 9,
+	CMD_PROMOTE = 1 << 10,
 };
+
+#define SETTINGS_MAX_GENERATIONS 64
 
 struct settings {
 	enum command command;
@@ -46,8 +53,16 @@ struct settings {
 	uid_t allow_uids[SETTINGS_MAX_ALLOW_UIDS];
 	size_t n_allow_uids;
 	bool force;
+	bool stage;
 	bool print_config;
-	uint32_t generation; /* retire */
+	char admin_key[4096];
+	char output[4096];     /* -o: "" for standard output */
+	char to[4096];         /* export: the node file */
+	char approval[4096];   /* export */
+	uint32_t generations[SETTINGS_MAX_GENERATIONS]; /* export; none: every dup one */
+	size_t n_generations;
+	uint32_t generation; /* retire, promote */
+	char arg[4096];      /* approve NODE, import BUNDLE */
 };
 
 /* Returns 0 to go on, 1 when --help or --version was printed (exit 0), or

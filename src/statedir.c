@@ -1,12 +1,14 @@
 #include "config.h"
 
 #include "log.h"
+#include "signer.h"
 #include "statedir.h"
 #include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -125,7 +127,7 @@ void statedir_unlock(int fd)
 }
 
 static int write_file(const char *dir, const char *name, const void *data, size_t len,
-		      bool durable)
+		      bool durable, bool to_owner)
 {
 	char path[PATH_MAX], tmp[PATH_MAX];
 	const uint8_t *p = data;
@@ -144,7 +146,7 @@ static int write_file(const char *dir, const char *name, const void *data, size_
 		log_error("cannot create %s: %s", tmp, strerror(errno));
 		goto out;
 	}
-	r = give_to_owner(dir, fd);
+	r = to_owner ? give_to_owner(dir, fd) : 0;
 	if (r < 0) {
 		log_error("cannot give %s to the owner of %s: %s", tmp, dir, strerror(-r));
 		goto out;
@@ -200,21 +202,31 @@ out:
 
 int statedir_write(const char *dir, const char *name, const void *data, size_t len)
 {
-	return write_file(dir, name, data, len, true);
+	return write_file(dir, name, data, len, true, true);
 }
 
-int statedir_read(const char *dir, const char *name, size_t max, char **ret, size_t *ret_len)
+int statedir_write_output(const char *path, const void *data, size_t len)
 {
-	char path[PATH_MAX];
+	char d[PATH_MAX], b[PATH_MAX];
+
+	if (strlen(path) >= PATH_MAX || !*path || path[strlen(path) - 1] == '/') {
+		log_error("%s: not a file name", path);
+		return -EINVAL;
+	}
+	strcpy(d, path);
+	strcpy(b, path);
+	return write_file(dirname(d), basename(b), data, len, true, false);
+}
+
+/* Bounded read of a whole regular file. */
+static int read_path(const char *path, int flags, size_t max, char **ret, size_t *ret_len)
+{
 	struct stat st;
 	char *buf = NULL;
 	size_t len = 0;
 	int fd, r;
 
-	r = path_in(dir, name, path);
-	if (r < 0)
-		return r;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = open(path, O_RDONLY | O_CLOEXEC | flags);
 	if (fd < 0) {
 		r = -errno;
 		if (r != -ENOENT)
@@ -260,6 +272,22 @@ out:
 	free(buf);
 	close(fd);
 	return r;
+}
+
+int statedir_read(const char *dir, const char *name, size_t max, char **ret, size_t *ret_len)
+{
+	char path[PATH_MAX];
+	int r;
+
+	r = path_in(dir, name, path);
+	if (r < 0)
+		return r;
+	return read_path(path, O_NOFOLLOW, max, ret, ret_len);
+}
+
+int statedir_read_input(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+	return read_path(path, 0, max, ret, ret_len);
 }
 
 int statedir_unlink(const char *dir, const char *name)
@@ -361,6 +389,27 @@ int state_remove(struct state *s, uint32_t number)
 	return -ENOENT;
 }
 
+static const char *const kind_names[] = {
+	[TPM_KEK_NONE] = "none",
+	[TPM_KEK_DUP] = "dup",
+};
+
+const char *state_kind_name(enum tpm_kek_kind kind)
+{
+	return (size_t)kind < ARRAY_SIZE(kind_names) ? kind_names[kind] : "?";
+}
+
+int state_kind_parse(const char *name, enum tpm_kek_kind *ret)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(kind_names); i++) {
+		if (strcmp(name, kind_names[i]) == 0) {
+			*ret = (enum tpm_kek_kind)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
 static bool key_id_ok(const char *k, uint32_t gen)
 {
 	char prefix[32];
@@ -402,7 +451,7 @@ static int parse_generation(char *rest, struct state_generation *g)
 		return -EBADMSG;
 	strcpy(g->file, want_file);
 	/* Generation kinds this version can unseal. */
-	if (strcmp(fields[8], "none") != 0)
+	if (state_kind_parse(fields[8], &g->kind) < 0)
 		return -EBADMSG;
 	return 0;
 }
@@ -448,10 +497,11 @@ int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
 		if (strcmp(key, "format") == 0) {
 			if (util_parse_u64(val, UINT32_MAX, &v) < 0)
 				goto bad;
-			if (v != STATE_FORMAT) {
+			if (v < STATE_FORMAT_MIN || v > STATE_FORMAT_MAX) {
 				log_error("%s/state: format %llu is not supported by this version "
-					  "(it reads format %d)",
-					  dir, (unsigned long long)v, STATE_FORMAT);
+					  "(it reads formats %d to %d)",
+					  dir, (unsigned long long)v, STATE_FORMAT_MIN,
+					  STATE_FORMAT_MAX);
 				r = -EPROTONOSUPPORT;
 				goto out;
 			}
@@ -474,6 +524,16 @@ int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
 				goto bad;
 			s.write_generation = (uint32_t)v;
 			have_write = true;
+		} else if (strcmp(key, "admin-key") == 0) {
+			size_t n = strlen(val) / 2;
+			EVP_PKEY *k = NULL;
+
+			if (s.admin_key_len || n == 0 || n > sizeof(s.admin_key) ||
+			    util_unhex(val, s.admin_key, n) < 0 ||
+			    signer_from_der(s.admin_key, n, &k) < 0)
+				goto bad;
+			EVP_PKEY_free(k);
+			s.admin_key_len = n;
 		} else if (strcmp(key, "generation") == 0) {
 			struct state_generation g;
 
@@ -505,25 +565,34 @@ out:
 
 int state_save(const char *dir, const struct state *s)
 {
-	size_t cap = 256 + s->n_gens * 192, len = 0;
+	size_t cap = 256 + 2 * s->admin_key_len + s->n_gens * 192, len = 0;
 	char *buf = malloc(cap), srk_hex[2 * TPM_NAME_MAX + 1];
-	int r;
+	int format = s->admin_key_len ? 2 : 1, r;
 
 	if (!buf)
 		return -ENOMEM;
+	for (size_t i = 0; i < s->n_gens; i++)
+		if (s->gens[i].kind != TPM_KEK_NONE)
+			format = 2;
 	util_hex(s->srk_name.bytes, s->srk_name.len, srk_hex);
 	len += (size_t)snprintf(buf + len, cap - len,
 				"# tpm2-kms state directory; written by tpm2-kms, do not edit\n"
 				"format %d\nsrk-name %s\nnv-index 0x%08x\nwrite-generation %u\n",
-				STATE_FORMAT, srk_hex, (unsigned)s->nv_index,
+				format, srk_hex, (unsigned)s->nv_index,
 				(unsigned)s->write_generation);
+	if (s->admin_key_len) {
+		len += (size_t)snprintf(buf + len, cap - len, "admin-key ");
+		util_hex(s->admin_key, s->admin_key_len, buf + len);
+		len += 2 * s->admin_key_len;
+		buf[len++] = '\n';
+	}
 	for (size_t i = 0; i < s->n_gens; i++) {
 		const struct state_generation *g = &s->gens[i];
 
 		len += (size_t)snprintf(buf + len, cap - len,
-					"generation %u created %llu key-id %s file %s policy none\n",
+					"generation %u created %llu key-id %s file %s policy %s\n",
 					(unsigned)g->number, (unsigned long long)g->created,
-					g->key_id, g->file);
+					g->key_id, g->file, state_kind_name(g->kind));
 	}
 	r = statedir_write(dir, "state", buf, len);
 	free(buf);
@@ -546,7 +615,7 @@ int counts_save(const char *dir, const struct decrypt_counts *c)
 	 * `retire` must see them at once, which rename gives, but they need
 	 * not survive a power loss. No fsync, then: the daemon writes them
 	 * from its loop, once a second under Decrypt load. */
-	r = write_file(dir, "decrypt-counts", buf, len, false);
+	r = write_file(dir, "decrypt-counts", buf, len, false, true);
 	free(buf);
 	return r;
 }

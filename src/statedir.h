@@ -15,7 +15,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define STATE_FORMAT      1
+/* Format 1 has `none` generations only; format 2 adds the admin key and
+ * other kinds. We write the lowest that holds the state, so a directory
+ * that uses nothing new stays readable by older versions. */
+#define STATE_FORMAT_MIN  1
+#define STATE_FORMAT_MAX  2
+#define STATE_ADMIN_KEY_MAX 1024 /* DER SubjectPublicKeyInfo */
 #define STATE_MAX_GENERATIONS 4096
 #define STATE_FILE_MAX    (1024 * 1024)
 
@@ -24,12 +29,17 @@ struct state_generation {
 	uint64_t created;  /* Unix time */
 	char key_id[64];
 	char file[32];     /* gen-NNNNNN.pem */
+	enum tpm_kek_kind kind;
 };
 
 struct state {
 	struct tpm_name srk_name;
 	uint32_t nv_index;
 	uint32_t write_generation;
+	/* The admin key (signer.h), DER; new generations are `dup` while it
+	 * is set. */
+	uint8_t admin_key[STATE_ADMIN_KEY_MAX];
+	size_t admin_key_len;
 	struct state_generation *gens; /* ascending by number */
 	size_t n_gens;
 };
@@ -56,10 +66,22 @@ const struct state_generation *state_find(const struct state *s, uint32_t number
 int state_add(struct state *s, const struct state_generation *g);
 int state_remove(struct state *s, uint32_t number);
 
+/* "none", "dup"; state_kind_parse: -EINVAL for names it does not know. */
+const char *state_kind_name(enum tpm_kek_kind kind);
+int state_kind_parse(const char *name, enum tpm_kek_kind *ret);
+
 /* Atomic whole-file write and bounded read of a file in dir. */
 int statedir_write(const char *dir, const char *name, const void *data, size_t len);
 int statedir_read(const char *dir, const char *name, size_t max, char **ret, size_t *ret_len);
 int statedir_unlink(const char *dir, const char *name);
+
+/* An input file named on the command line (node, approval, bundle):
+ * bounded, regular, logs why not. */
+int statedir_read_input(const char *path, size_t max, char **ret, size_t *ret_len);
+
+/* An output file outside the state directory (-o): written atomically the
+ * same way, mode 0600, owned by whoever runs the command. */
+int statedir_write_output(const char *path, const void *data, size_t len);
 
 /* With the lock held: removes what interrupted writers left behind, that
  * is temp files of processes that are gone and sealed files the state does

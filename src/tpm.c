@@ -2,10 +2,12 @@
 
 #include "log.h"
 #include "tpm.h"
+#include "tpmobj.h"
 #include "util.h"
 
 #include <errno.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -24,10 +26,6 @@
 #define HANDLE_TYPE(h)        ((uint32_t)(h) >> 24)
 #define HANDLES_HMAC_SESSION  0x02000000u
 #define HANDLES_TRANSIENT     0x80000000u
-
-#define SEALED_ATTRIBUTES                                                                  \
-	(TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_NODA |                 \
-	 TPMA_OBJECT_USERWITHAUTH)
 
 /* A pass-through TCTI in front of the loaded one that times each command:
  * the only place that sees every command go out and its answer come in. */
@@ -301,6 +299,20 @@ const char *tpm_command_name(uint32_t command)
 		return "GetCapability";
 	case TPM2_CC_Startup:
 		return "Startup";
+	case TPM2_CC_Import:
+		return "Import";
+	case TPM2_CC_Duplicate:
+		return "Duplicate";
+	case TPM2_CC_LoadExternal:
+		return "LoadExternal";
+	case TPM2_CC_VerifySignature:
+		return "VerifySignature";
+	case TPM2_CC_PolicyDuplicationSelect:
+		return "PolicyDuplicationSelect";
+	case TPM2_CC_PolicyAuthorize:
+		return "PolicyAuthorize";
+	case TPM2_CC_PolicyCommandCode:
+		return "PolicyCommandCode";
 	default:
 		return NULL;
 	}
@@ -500,24 +512,34 @@ int tpm_srk_provision(tpm *t, struct tpm_name *ret_name)
 	return r;
 }
 
-int tpm_srk_check(tpm *t, const struct tpm_name *pinned)
+/* The SRK, checked against the pinned Name when there is one. */
+static int srk_open_pinned(tpm *t, const struct tpm_name *pinned, ESYS_TR *ret)
 {
 	struct tpm_name name;
+	int r;
+
+	r = srk_open(t, ret);
+	if (r < 0 || !pinned)
+		return r;
+	r = tr_name(t, *ret, &name);
+	if (r == 0 && (name.len != pinned->len || memcmp(name.bytes, pinned->bytes, name.len)))
+		r = -EKEYREJECTED;
+	if (r < 0)
+		Esys_TR_Close(t->esys, ret);
+	return r;
+}
+
+int tpm_srk_check(tpm *t, const struct tpm_name *pinned)
+{
 	ESYS_TR srk = ESYS_TR_NONE;
 	int r;
 
 	t->last_rc = 0;
 
-	r = srk_open(t, &srk);
-	if (r < 0)
-		return r;
-	r = tr_name(t, srk, &name);
-	Esys_TR_Close(t->esys, &srk);
-	if (r < 0)
-		return r;
-	if (name.len != pinned->len || memcmp(name.bytes, pinned->bytes, name.len) != 0)
-		return -EKEYREJECTED;
-	return 0;
+	r = srk_open_pinned(t, pinned, &srk);
+	if (r == 0)
+		Esys_TR_Close(t->esys, &srk);
+	return r;
 }
 
 /* A salted (to the SRK) HMAC session bound to the SRK that encrypts the
@@ -606,31 +628,15 @@ static int unmarshal_sealed(const struct tpm_sealed *s, TPM2B_PUBLIC *pub, TPM2B
 	return 0;
 }
 
-int tpm_sealed_check(const struct tpm_sealed *s)
-{
-	TPM2B_PUBLIC pub = {0};
-	TPM2B_PRIVATE priv = {0};
-	int r;
-
-	r = unmarshal_sealed(s, &pub, &priv);
-	if (r < 0)
-		return r;
-	if (pub.publicArea.type != TPM2_ALG_KEYEDHASH ||
-	    pub.publicArea.parameters.keyedHashDetail.scheme.scheme != TPM2_ALG_NULL ||
-	    pub.publicArea.objectAttributes != SEALED_ATTRIBUTES ||
-	    pub.publicArea.authPolicy.size != 0)
-		return -EINVAL;
-	return 0;
-}
-
-int tpm_kek_create(tpm *t, uint8_t kek[TPM_KEK_BYTES], struct tpm_sealed *ret)
+int tpm_kek_create(tpm *t, enum tpm_kek_kind kind, const uint8_t auth_policy[32],
+		   uint8_t kek[TPM_KEK_BYTES], struct tpm_sealed *ret)
 {
 	TPM2B_SENSITIVE_CREATE sensitive = {0};
 	TPM2B_PUBLIC tmpl = {
 		.publicArea = {
 			.type = TPM2_ALG_KEYEDHASH,
 			.nameAlg = TPM2_ALG_SHA256,
-			.objectAttributes = SEALED_ATTRIBUTES,
+			.objectAttributes = tpmobj_kek_attributes(kind),
 			.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL,
 		},
 	};
@@ -646,6 +652,10 @@ int tpm_kek_create(tpm *t, uint8_t kek[TPM_KEK_BYTES], struct tpm_sealed *ret)
 	TSS2_RC rc;
 	int r;
 
+	if (kind != TPM_KEK_NONE) {
+		tmpl.publicArea.authPolicy.size = 32;
+		memcpy(tmpl.publicArea.authPolicy.buffer, auth_policy, 32);
+	}
 	r = srk_session_begin(t, &srk, &session);
 	if (r < 0)
 		goto out;
@@ -698,7 +708,24 @@ out:
 	return r;
 }
 
-int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, uint8_t kek[TPM_KEK_BYTES])
+/* Loads a sealed object under the SRK through the session. */
+static int load_sealed(tpm *t, ESYS_TR srk, ESYS_TR session, const TPM2B_PUBLIC *pub,
+		       const TPM2B_PRIVATE *priv, ESYS_TR *ret)
+{
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	TSS2_RC rc;
+
+	do
+		rc = Esys_Load(t->esys, srk, session, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, ret);
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS)
+		return fail(t, "Load (sealed KEK)", rc);
+	return 0;
+}
+
+int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
+		   uint8_t kek[TPM_KEK_BYTES])
 {
 	TPM2B_PUBLIC pub = {0};
 	TPM2B_PRIVATE priv = {0};
@@ -711,7 +738,7 @@ int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, uint8_t kek[TPM_KEK_BYTES
 
 	t->last_rc = 0;
 
-	r = tpm_sealed_check(s);
+	r = tpmobj_sealed_check(s, kind, NULL);
 	if (r < 0)
 		return r;
 	r = unmarshal_sealed(s, &pub, &priv);
@@ -720,15 +747,9 @@ int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, uint8_t kek[TPM_KEK_BYTES
 	r = srk_session_begin(t, &srk, &session);
 	if (r < 0)
 		goto out;
-	do
-		rc = Esys_Load(t->esys, srk, session, ESYS_TR_NONE, ESYS_TR_NONE, &priv, &pub,
-			       &obj);
-	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
-	if (rc != TSS2_RC_SUCCESS) {
-		r = fail(t, "Load (sealed KEK)", rc);
+	r = load_sealed(t, srk, session, &pub, &priv, &obj);
+	if (r < 0)
 		goto out;
-	}
-	attempt = 0;
 	do
 		rc = Esys_Unseal(t->esys, obj, session, ESYS_TR_NONE, ESYS_TR_NONE, &out);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
@@ -749,6 +770,298 @@ out:
 	Esys_Free(out);
 	if (obj != ESYS_TR_NONE)
 		Esys_FlushContext(t->esys, obj);
+	srk_session_end(t, &srk, &session);
+	return r;
+}
+
+int tpm_srk_public(tpm *t, const struct tpm_name *pinned, uint8_t out[TPM_BLOB_MAX],
+		   size_t *ret_len)
+{
+	TPM2B_PUBLIC *pub = NULL;
+	ESYS_TR srk = ESYS_TR_NONE;
+	size_t off = 0;
+	TSS2_RC rc;
+	int r;
+
+	t->last_rc = 0;
+
+	r = srk_open_pinned(t, pinned, &srk);
+	if (r < 0)
+		return r;
+	rc = Esys_ReadPublic(t->esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL,
+			     NULL);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "ReadPublic SRK", rc);
+		goto out;
+	}
+	rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, out, TPM_BLOB_MAX, &off);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "marshal SRK public area", rc);
+		goto out;
+	}
+	*ret_len = off;
+	r = 0;
+out:
+	Esys_Free(pub);
+	Esys_TR_Close(t->esys, &srk);
+	return r;
+}
+
+/* A policy command the TPM refused is a refused authorisation; transport
+ * and transient failures keep their meaning. */
+static int policy_fail(tpm *t, const char *what, TSS2_RC rc)
+{
+	int r = fail(t, what, rc);
+
+	if ((rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER && r != -ETIMEDOUT)
+		r = -EACCES;
+	return r;
+}
+
+/* A public area from outside (a node file, a signer) into the TPM's form. */
+static int unmarshal_public(const uint8_t *buf, size_t len, TPM2B_PUBLIC *ret)
+{
+	size_t off = 0;
+
+	memset(ret, 0, sizeof(*ret));
+	if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(buf, len, &off, ret) != TSS2_RC_SUCCESS || off != len)
+		return -EINVAL;
+	return 0;
+}
+
+static int load_external(tpm *t, const TPM2B_PUBLIC *pub, ESYS_TR hierarchy, const char *what,
+			 ESYS_TR *ret)
+{
+	TSS2_RC rc;
+
+	rc = Esys_LoadExternal(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL, pub,
+			       hierarchy, ret);
+	if (rc != TSS2_RC_SUCCESS)
+		return fail(t, what, rc);
+	return 0;
+}
+
+/* A policy session salted to the SRK. */
+static int policy_session_start(tpm *t, ESYS_TR srk, ESYS_TR *ret)
+{
+	TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_AES,
+			    .keyBits.aes = 128,
+			    .mode.aes = TPM2_ALG_CFB};
+	TSS2_RC rc;
+
+	rc = Esys_StartAuthSession(t->esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+				   ESYS_TR_NONE, NULL, TPM2_SE_POLICY, &sym, TPM2_ALG_SHA256, ret);
+	if (rc != TSS2_RC_SUCCESS)
+		return fail(t, "StartAuthSession (policy)", rc);
+	rc = Esys_TRSess_SetAttributes(t->esys, *ret, TPMA_SESSION_CONTINUESESSION, 0xff);
+	if (rc != TSS2_RC_SUCCESS)
+		return fail(t, "TRSess_SetAttributes", rc);
+	return 0;
+}
+
+/* PolicyAuthorize with a signed approval: the signer is loaded in the
+ * owner hierarchy (a NULL-hierarchy key yields a NULL ticket, which
+ * PolicyAuthorize refuses) and the TPM verifies the signature itself. */
+static int policy_authorize(tpm *t, ESYS_TR policy, const struct tpm_approval *a)
+{
+	TPM2B_PUBLIC signer_pub;
+	TPMT_SIGNATURE sig;
+	TPM2B_DIGEST approved = {.size = 32}, digest = {.size = 32};
+	TPM2B_NONCE ref = {0};
+	TPMT_TK_VERIFIED *ticket = NULL;
+	TPM2B_NAME *signer_name = NULL;
+	ESYS_TR signer = ESYS_TR_NONE;
+	uint8_t msg[32 + sizeof(a->policy_ref)];
+	size_t off = 0;
+	TSS2_RC rc;
+	int r;
+
+	if (a->policy_ref_len > sizeof(a->policy_ref) ||
+	    unmarshal_public(a->signer_pub, a->signer_pub_len, &signer_pub) < 0 ||
+	    Tss2_MU_TPMT_SIGNATURE_Unmarshal(a->signature, a->signature_len, &off, &sig) !=
+		    TSS2_RC_SUCCESS ||
+	    off != a->signature_len)
+		return -EINVAL;
+	memcpy(approved.buffer, a->approved_policy, 32);
+	ref.size = (UINT16)a->policy_ref_len;
+	memcpy(ref.buffer, a->policy_ref, a->policy_ref_len);
+	memcpy(msg, a->approved_policy, 32);
+	memcpy(msg + 32, a->policy_ref, a->policy_ref_len);
+	SHA256(msg, 32 + a->policy_ref_len, digest.buffer);
+
+	r = load_external(t, &signer_pub, ESYS_TR_RH_OWNER, "LoadExternal (signer)", &signer);
+	if (r < 0)
+		goto out;
+	rc = Esys_TR_GetName(t->esys, signer, &signer_name);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "TR_GetName (signer)", rc);
+		goto out;
+	}
+	rc = Esys_VerifySignature(t->esys, signer, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+				  &digest, &sig, &ticket);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = policy_fail(t, "VerifySignature (approval)", rc);
+		goto out;
+	}
+	rc = Esys_PolicyAuthorize(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+				  &approved, &ref, signer_name, ticket);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = policy_fail(t, "PolicyAuthorize", rc);
+		goto out;
+	}
+	r = 0;
+out:
+	Esys_Free(ticket);
+	Esys_Free(signer_name);
+	if (signer != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, signer);
+	return r;
+}
+
+int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, const uint8_t *new_parent_pub,
+		      size_t new_parent_len, const struct tpm_approval *approval,
+		      struct tpm_duplicate *ret)
+{
+	TPM2B_PUBLIC pub = {0}, parent_pub;
+	TPM2B_PRIVATE priv = {0};
+	TPM2B_DATA no_key = {0};
+	TPMT_SYM_DEF_OBJECT no_inner = {.algorithm = TPM2_ALG_NULL};
+	TPM2B_NAME *obj_name = NULL, *parent_name = NULL;
+	TPM2B_DATA *key_out = NULL;
+	TPM2B_PRIVATE *dup = NULL;
+	TPM2B_ENCRYPTED_SECRET *seed = NULL;
+	ESYS_TR srk = ESYS_TR_NONE, session = ESYS_TR_NONE, obj = ESYS_TR_NONE;
+	ESYS_TR parent = ESYS_TR_NONE, policy = ESYS_TR_NONE;
+	struct tpm_duplicate d;
+	size_t off;
+	TSS2_RC rc;
+	int r;
+
+	t->last_rc = 0;
+
+	r = tpmobj_sealed_check(s, TPM_KEK_DUP, NULL);
+	if (r == 0)
+		r = unmarshal_sealed(s, &pub, &priv);
+	if (r == 0)
+		r = unmarshal_public(new_parent_pub, new_parent_len, &parent_pub);
+	if (r < 0)
+		return r;
+	r = srk_session_begin(t, &srk, &session);
+	if (r < 0)
+		goto out;
+	r = load_sealed(t, srk, session, &pub, &priv, &obj);
+	if (r < 0)
+		goto out;
+	/* The new parent is only a public key: the NULL hierarchy will do. */
+	r = load_external(t, &parent_pub, ESYS_TR_RH_NULL, "LoadExternal (new parent)", &parent);
+	if (r < 0)
+		goto out;
+	r = policy_session_start(t, srk, &policy);
+	if (r < 0)
+		goto out;
+	rc = Esys_TR_GetName(t->esys, obj, &obj_name);
+	if (rc == TSS2_RC_SUCCESS)
+		rc = Esys_TR_GetName(t->esys, parent, &parent_name);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "TR_GetName", rc);
+		goto out;
+	}
+	/* The order the brief verified: select, authorize, command code. */
+	rc = Esys_PolicyDuplicationSelect(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE,
+					  ESYS_TR_NONE, obj_name, parent_name, TPM2_NO);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = policy_fail(t, "PolicyDuplicationSelect", rc);
+		goto out;
+	}
+	r = policy_authorize(t, policy, approval);
+	if (r < 0)
+		goto out;
+	rc = Esys_PolicyCommandCode(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+				    TPM2_CC_Duplicate);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = policy_fail(t, "PolicyCommandCode", rc);
+		goto out;
+	}
+	rc = Esys_Duplicate(t->esys, obj, parent, policy, ESYS_TR_NONE, ESYS_TR_NONE, &no_key,
+			    &no_inner, &key_out, &dup, &seed);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = policy_fail(t, "Duplicate", rc);
+		goto out;
+	}
+	memcpy(d.pub, s->pub, s->pub_len);
+	d.pub_len = s->pub_len;
+	off = 0;
+	rc = Tss2_MU_TPM2B_PRIVATE_Marshal(dup, d.dup, sizeof(d.dup), &off);
+	d.dup_len = off;
+	off = 0;
+	if (rc == TSS2_RC_SUCCESS)
+		rc = Tss2_MU_TPM2B_ENCRYPTED_SECRET_Marshal(seed, d.seed, sizeof(d.seed), &off);
+	d.seed_len = off;
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "marshal duplicate", rc);
+		goto out;
+	}
+	*ret = d;
+	r = 0;
+out:
+	Esys_Free(obj_name);
+	Esys_Free(parent_name);
+	Esys_Free(key_out);
+	Esys_Free(dup);
+	Esys_Free(seed);
+	if (policy != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, policy);
+	if (parent != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, parent);
+	if (obj != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, obj);
+	srk_session_end(t, &srk, &session);
+	return r;
+}
+
+int tpm_kek_import(tpm *t, const struct tpm_duplicate *d, struct tpm_sealed *ret)
+{
+	TPM2B_PUBLIC pub;
+	TPM2B_PRIVATE dup = {0};
+	TPM2B_ENCRYPTED_SECRET seed = {0};
+	TPM2B_DATA no_key = {0};
+	TPMT_SYM_DEF_OBJECT no_inner = {.algorithm = TPM2_ALG_NULL};
+	TPM2B_PRIVATE *priv = NULL;
+	ESYS_TR srk = ESYS_TR_NONE, session = ESYS_TR_NONE;
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	size_t off = 0;
+	TSS2_RC rc;
+	int r;
+
+	t->last_rc = 0;
+
+	if (unmarshal_public(d->pub, d->pub_len, &pub) < 0 ||
+	    Tss2_MU_TPM2B_PRIVATE_Unmarshal(d->dup, d->dup_len, &off, &dup) != TSS2_RC_SUCCESS ||
+	    off != d->dup_len)
+		return -EINVAL;
+	off = 0;
+	if (Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(d->seed, d->seed_len, &off, &seed) !=
+		    TSS2_RC_SUCCESS ||
+	    off != d->seed_len)
+		return -EINVAL;
+	r = srk_session_begin(t, &srk, &session);
+	if (r < 0)
+		goto out;
+	do
+		rc = Esys_Import(t->esys, srk, session, ESYS_TR_NONE, ESYS_TR_NONE, &no_key, &pub,
+				 &dup, &seed, &no_inner, &priv);
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "Import", rc);
+		/* The seed or the wrapper does not open with this SRK. */
+		if ((rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER && r != -ETIMEDOUT)
+			r = -EKEYREJECTED;
+		goto out;
+	}
+	r = marshal_sealed(&pub, priv, ret);
+out:
+	Esys_Free(priv);
 	srk_session_end(t, &srk, &session);
 	return r;
 }

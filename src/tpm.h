@@ -7,6 +7,7 @@
  *   -ENOENT    the handle or index does not exist
  *   -EEXIST    the handle or index holds something unsuitable
  *   -EKEYREJECTED the TPM refused a sealed object (wrong TPM or parent)
+ *   -EACCES    a policy or signature check failed
  *   -EPROTO    any other TPM error
  * Key bytes are only written to caller-provided memory, and every copy
  * made here is wiped. */
@@ -41,6 +42,43 @@ struct tpm_name {
 	size_t len;
 };
 
+/* How a generation's sealed object may be used (design brief §9). Each
+ * generation records its own kind, and older kinds keep working. */
+enum tpm_kek_kind {
+	/* fixedTPM|fixedParent|noDA|userWithAuth, no policy: never leaves
+	 * this TPM. */
+	TPM_KEK_NONE,
+	/* noDA|adminWithPolicy|userWithAuth, authPolicy P_dup: duplicable,
+	 * only to a node the admin key approved (policy.h). */
+	TPM_KEK_DUP,
+};
+
+/* A generation duplicated to another node's storage key, as TPM2_Import
+ * takes it: the object's TPM2B_PUBLIC, the duplicate (TPM2B_PRIVATE,
+ * outer wrapper only) and the encrypted seed (TPM2B_ENCRYPTED_SECRET). */
+struct tpm_duplicate {
+	uint8_t pub[TPM_BLOB_MAX];
+	size_t pub_len;
+	uint8_t dup[TPM_BLOB_MAX];
+	size_t dup_len;
+	uint8_t seed[TPM_BLOB_MAX];
+	size_t seed_len;
+};
+
+/* A signed approval of a policy digest, as TPM2_PolicyAuthorize takes it:
+ * the signer's TPM2B_PUBLIC (loaded with LoadExternal in the owner
+ * hierarchy, so VerifySignature yields a usable ticket) and its signature
+ * (TPMT_SIGNATURE) over approved_policy || policy_ref. */
+struct tpm_approval {
+	uint8_t approved_policy[32];
+	uint8_t policy_ref[64];
+	size_t policy_ref_len;
+	uint8_t signer_pub[TPM_BLOB_MAX];
+	size_t signer_pub_len;
+	uint8_t signature[TPM_BLOB_MAX];
+	size_t signature_len;
+};
+
 /* Connects through the TCTI loader ("device:/dev/tpmrm0",
  * "swtpm:path=/x/tpm.sock", ...) and sends Startup(CLEAR) if needed. */
 int tpm_open(const char *tcti, tpm **ret);
@@ -57,18 +95,37 @@ int tpm_srk_provision(tpm *t, struct tpm_name *ret_name);
  * ReadPublic): also the health probe. */
 int tpm_srk_check(tpm *t, const struct tpm_name *pinned);
 
+/* This node's storage root key as a TPM2B_PUBLIC (what node-key exports),
+ * after checking it against the pinned Name when pinned is not NULL. */
+int tpm_srk_public(tpm *t, const struct tpm_name *pinned, uint8_t out[TPM_BLOB_MAX],
+		   size_t *ret_len);
+
 /* Draws 32 KEK bytes (TPM2_GetRandom XOR RAND_priv_bytes) into kek and
- * seals them under the SRK, both in a salted, encrypting session. */
-int tpm_kek_create(tpm *t, uint8_t kek[TPM_KEK_BYTES], struct tpm_sealed *ret);
+ * seals them under the SRK as an object of the given kind (auth_policy:
+ * its authPolicy, ignored for TPM_KEK_NONE), both in a salted, encrypting
+ * session. */
+int tpm_kek_create(tpm *t, enum tpm_kek_kind kind, const uint8_t auth_policy[32],
+		   uint8_t kek[TPM_KEK_BYTES], struct tpm_sealed *ret);
 
 /* Loads and unseals in a salted, encrypting session; flushes after. The
- * sealed object must be a plain userWithAuth sealed-data object
- * (fixedTPM|fixedParent|noDA|userWithAuth, no policy): -EINVAL otherwise. */
-int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, uint8_t kek[TPM_KEK_BYTES]);
+ * sealed object must be of the given kind (tpmobj_sealed_check): -EINVAL
+ * otherwise. */
+int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
+		   uint8_t kek[TPM_KEK_BYTES]);
 
-/* Checks a sealed object's public area without the TPM: -EINVAL unless it
- * is the kind tpm_kek_unseal accepts. */
-int tpm_sealed_check(const struct tpm_sealed *s);
+/* TPM2_Duplicate of a `dup` generation to a new parent (a node's
+ * TPM2B_PUBLIC) through the policy P_dup: PolicyDuplicationSelect(new
+ * parent), PolicyAuthorize(the admin's approval), PolicyCommandCode. No
+ * inner wrapper: the outer wrapper to the new parent protects it. A node
+ * the approval does not name is refused by the TPM (-EACCES). */
+int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, const uint8_t *new_parent_pub,
+		      size_t new_parent_len, const struct tpm_approval *approval,
+		      struct tpm_duplicate *ret);
+
+/* TPM2_Import under the SRK: the duplicate becomes a sealed object of this
+ * TPM (priv from Import, pub unchanged). -EKEYREJECTED when the duplicate
+ * was made for another storage key or was altered. */
+int tpm_kek_import(tpm *t, const struct tpm_duplicate *d, struct tpm_sealed *ret);
 
 /* Defines the NV counter (TPM_NT_COUNTER, 8 bytes, AUTHREAD|AUTHWRITE|
  * NO_DA, empty auth) if absent; accepts an existing one of that shape,

@@ -31,6 +31,7 @@ struct job {
 	int err;
 	uint64_t value;
 	struct tpm_sealed sealed;
+	enum tpm_kek_kind kek_kind;
 	uint8_t *kek; /* secure heap */
 	tpm_counter_fn counter_cb;
 	tpm_unseal_fn unseal_cb;
@@ -118,7 +119,7 @@ static void run_job(tpm_worker *w, struct job *j)
 			break;
 		case JOB_UNSEAL:
 			j->kek = secmem_alloc(TPM_KEK_BYTES);
-			r = j->kek ? tpm_kek_unseal(w->t, &j->sealed, j->kek) : -ENOMEM;
+			r = j->kek ? tpm_kek_unseal(w->t, &j->sealed, j->kek_kind, j->kek) : -ENOMEM;
 			break;
 		}
 	}
@@ -442,7 +443,8 @@ int tpm_worker_counter(tpm_worker *w, uint64_t deadline_ms, tpm_counter_fn cb, v
 	return r;
 }
 
-int tpm_worker_unseal(tpm_worker *w, const struct tpm_sealed *s, tpm_unseal_fn cb, void *arg)
+int tpm_worker_unseal(tpm_worker *w, const struct tpm_sealed *s, enum tpm_kek_kind kind,
+		      tpm_unseal_fn cb, void *arg)
 {
 	struct job *j = calloc(1, sizeof(*j));
 	int r;
@@ -451,6 +453,7 @@ int tpm_worker_unseal(tpm_worker *w, const struct tpm_sealed *s, tpm_unseal_fn c
 		return -ENOMEM;
 	j->kind = JOB_UNSEAL;
 	j->sealed = *s;
+	j->kek_kind = kind;
 	j->unseal_cb = cb;
 	j->arg = arg;
 	r = submit(w, j);

@@ -44,7 +44,8 @@ int tpm_worker_counter(tpm_worker *w, uint64_t deadline_ms, tpm_counter_fn cb, v
 
 /* Unseals a KEK. The key is in secure memory, valid only during cb. */
 typedef void (*tpm_unseal_fn)(void *arg, int err, const uint8_t *kek);
-int tpm_worker_unseal(tpm_worker *w, const struct tpm_sealed *s, tpm_unseal_fn cb, void *arg);
+int tpm_worker_unseal(tpm_worker *w, const struct tpm_sealed *s, enum tpm_kek_kind kind,
+		      tpm_unseal_fn cb, void *arg);
 
 /* Last counter value seen (0 before the first), for metrics. */
 uint64_t tpm_worker_last_counter(const tpm_worker *w);

@@ -5,6 +5,7 @@
 #include "fuzz.h"
 #include "sealfile.h"
 #include "tpm.h"
+#include "tpmobj.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(pem, data, size);
 	pem[size] = '\0';
 	if (sealfile_decode(pem, size, &s) == 0) {
-		(void)tpm_sealed_check(&s);
+		(void)tpmobj_sealed_check(&s, TPM_KEK_NONE, NULL);
+		(void)tpmobj_sealed_check(&s, TPM_KEK_DUP, NULL);
 		/* What decodes re-encodes to something that decodes the same. */
 		if (sealfile_encode(&s, &again, &len) == 0) {
 			struct tpm_sealed t;

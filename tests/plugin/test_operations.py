@@ -20,7 +20,10 @@ from kmsclient import Daemon, Kms, Process, Swtpm, run_cli, tempdir, tpm2_kms, w
 
 SRC = os.environ.get('TOP_SRCDIR', os.getcwd())
 BUILD = os.environ.get('TOP_BUILDDIR', os.getcwd())
-COMMANDS = ('serve', 'init', 'rotate', 'keys', 'retire', 'status')
+COMMANDS = ('serve', 'init', 'rotate', 'promote', 'keys', 'retire', 'node-key', 'approve',
+            'export', 'import', 'status')
+# Options that name one run's input or output: not in the configuration file.
+FLAG_ONLY = ('stage', 'to', 'approval', 'generation', 'output')
 
 
 def read(path):
@@ -46,7 +49,9 @@ class Documentation(unittest.TestCase):
             for flag in re.findall(r'^  --([a-z-]+)', help_text, re.M):
                 seen.add(flag)
                 self.assertIn('.It Fl -%s' % flag, man8, '--%s of %s' % (flag, cmd))
-                if flag not in ('help', 'config', 'print-config'):
+                if flag in FLAG_ONLY:
+                    self.assertNotIn('.It Cm %s' % flag, man5, flag)
+                elif flag not in ('help', 'config', 'print-config'):
                     self.assertIn('.It Cm %s' % flag, man5, flag)
         self.assertGreater(len(seen), 15)
 
@@ -69,6 +74,13 @@ class ConfigFile(unittest.TestCase):
         r = run_cli('serve', '--config', conf, '--print-config', check=False)
         self.assertEqual(r.returncode, 2)
         self.assertIn('%s:7: unknown setting "listne"' % conf, r.stderr)
+        # What names one run's input or output is not a setting.
+        for flag in FLAG_ONLY:
+            with open(conf, 'w') as f:
+                f.write('%s x\n' % flag)
+            r = run_cli('export', '--config', conf, '--to', 'n', '--approval', 'a', check=False)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn('unknown setting "%s"' % flag, r.stderr)
         shutil.rmtree(d)
 
 

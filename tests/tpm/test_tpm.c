@@ -9,6 +9,7 @@
 #include "log.h"
 #include "swtpm.h"
 #include "tpm.h"
+#include "tpmobj.h"
 #include "util.h"
 
 #include <errno.h>
@@ -70,10 +71,10 @@ static void test_seal_unseal_round_trip(void **state)
 
 	assert_int_equal(tpm_srk_provision(t, &name), 0);
 	assert_int_equal(name.len, 34); /* SHA-256 name alg + digest */
-	assert_int_equal(tpm_kek_create(t, kek, &sealed), 0);
+	assert_int_equal(tpm_kek_create(t, TPM_KEK_NONE, NULL, kek, &sealed), 0);
 	assert_memory_not_equal(kek, zero, 32);
-	assert_int_equal(tpm_sealed_check(&sealed), 0);
-	assert_int_equal(tpm_kek_unseal(t, &sealed, back), 0);
+	assert_int_equal(tpmobj_sealed_check(&sealed, TPM_KEK_NONE, NULL), 0);
+	assert_int_equal(tpm_kek_unseal(t, &sealed, TPM_KEK_NONE, back), 0);
 	assert_memory_equal(kek, back, 32);
 	tpm_close(t);
 
@@ -81,11 +82,11 @@ static void test_seal_unseal_round_trip(void **state)
 	t = open_tpm(s);
 	memset(back, 0, sizeof(back));
 	assert_int_equal(tpm_srk_check(t, &name), 0);
-	assert_int_equal(tpm_kek_unseal(t, &sealed, back), 0);
+	assert_int_equal(tpm_kek_unseal(t, &sealed, TPM_KEK_NONE, back), 0);
 	assert_memory_equal(kek, back, 32);
 
 	/* A different KEK each time. */
-	assert_int_equal(tpm_kek_create(t, back, &sealed), 0);
+	assert_int_equal(tpm_kek_create(t, TPM_KEK_NONE, NULL, back, &sealed), 0);
 	assert_memory_not_equal(kek, back, 32);
 	tpm_close(t);
 }
@@ -112,7 +113,7 @@ static void test_srk_name_change_refused(void **state)
 	tpm *t = open_tpm(s);
 
 	assert_int_equal(tpm_srk_provision(t, &name), 0);
-	assert_int_equal(tpm_kek_create(t, kek, &sealed), 0);
+	assert_int_equal(tpm_kek_create(t, TPM_KEK_NONE, NULL, kek, &sealed), 0);
 	tpm_close(t);
 
 	/* A fresh TPM (cleared, or another machine): its SRK differs. */
@@ -128,7 +129,7 @@ static void test_srk_name_change_refused(void **state)
 	}
 	assert_int_equal(tpm_srk_check(t, &name), -EKEYREJECTED);
 	/* And the sealed key cannot be loaded under another SRK. */
-	assert_int_equal(tpm_kek_unseal(t, &sealed, kek), -EKEYREJECTED);
+	assert_int_equal(tpm_kek_unseal(t, &sealed, TPM_KEK_NONE, kek), -EKEYREJECTED);
 	tpm_close(t);
 	swtpm_cleanup(&other);
 }
@@ -168,8 +169,8 @@ static void test_srk_from_swtpm_setup_is_reused(void **state)
 		struct tpm_sealed sealed;
 		uint8_t kek[32], back[32];
 
-		assert_int_equal(tpm_kek_create(t, kek, &sealed), 0);
-		assert_int_equal(tpm_kek_unseal(t, &sealed, back), 0);
+		assert_int_equal(tpm_kek_create(t, TPM_KEK_NONE, NULL, kek, &sealed), 0);
+		assert_int_equal(tpm_kek_unseal(t, &sealed, TPM_KEK_NONE, back), 0);
 		assert_memory_equal(kek, back, 32);
 	}
 	tpm_close(t);
@@ -278,8 +279,8 @@ static void test_leftovers_of_dead_processes_are_flushed(void **state)
 
 	t = open_tpm(s);
 	assert_int_equal(tpm_srk_provision(t, &name), 0);
-	assert_int_equal(tpm_kek_create(t, kek, &sealed), 0);
-	assert_int_equal(tpm_kek_unseal(t, &sealed, back), 0);
+	assert_int_equal(tpm_kek_create(t, TPM_KEK_NONE, NULL, kek, &sealed), 0);
+	assert_int_equal(tpm_kek_unseal(t, &sealed, TPM_KEK_NONE, back), 0);
 	assert_memory_equal(kek, back, 32);
 	tpm_close(t);
 }
@@ -311,8 +312,8 @@ static void test_kek_never_in_clear_on_the_bus(void **state)
 	snprintf(pcap_conf, sizeof(pcap_conf), "pcap:%s", s->tcti);
 	assert_int_equal(tpm_open(pcap_conf, &t), 0);
 	assert_int_equal(tpm_srk_provision(t, &name), 0);
-	assert_int_equal(tpm_kek_create(t, kek, &sealed), 0);
-	assert_int_equal(tpm_kek_unseal(t, &sealed, back), 0);
+	assert_int_equal(tpm_kek_create(t, TPM_KEK_NONE, NULL, kek, &sealed), 0);
+	assert_int_equal(tpm_kek_unseal(t, &sealed, TPM_KEK_NONE, back), 0);
 	assert_memory_equal(kek, back, 32);
 	/* Positive control: an unencrypted response value must be visible,
 	 * or the capture proves nothing. */

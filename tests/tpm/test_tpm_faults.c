@@ -202,10 +202,10 @@ static void test_memory_warnings_on_unseal(void **state)
 	struct tpm_sealed sealed;
 	uint8_t kek[32], back[32];
 
-	assert_int_equal(tpm_kek_create(f->t, kek, &sealed), 0);
+	assert_int_equal(tpm_kek_create(f->t, TPM_KEK_NONE, NULL, kek, &sealed), 0);
 	f_load = (struct fault){.times = 1, .rc = TPM2_RC_OBJECT_MEMORY};
 	f_unseal = (struct fault){.times = 1, .rc = TPM2_RC_SESSION_MEMORY};
-	assert_int_equal(tpm_kek_unseal(f->t, &sealed, back), 0);
+	assert_int_equal(tpm_kek_unseal(f->t, &sealed, TPM_KEK_NONE, back), 0);
 	assert_memory_equal(kek, back, 32);
 	assert_int_equal(f_load.injected + f_unseal.injected, 2);
 }
@@ -216,10 +216,10 @@ static void test_integrity_failure_is_key_rejected(void **state)
 	struct tpm_sealed sealed;
 	uint8_t kek[32];
 
-	assert_int_equal(tpm_kek_create(f->t, kek, &sealed), 0);
+	assert_int_equal(tpm_kek_create(f->t, TPM_KEK_NONE, NULL, kek, &sealed), 0);
 	/* Format-one code with a parameter number, as a TPM sends it. */
 	f_load = (struct fault){.times = 1, .rc = TPM2_RC_INTEGRITY + TPM2_RC_P + TPM2_RC_1};
-	assert_int_equal(tpm_kek_unseal(f->t, &sealed, kek), -EKEYREJECTED);
+	assert_int_equal(tpm_kek_unseal(f->t, &sealed, TPM_KEK_NONE, kek), -EKEYREJECTED);
 }
 
 int main(void)

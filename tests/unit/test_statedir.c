@@ -9,6 +9,8 @@
 #include "log.h"
 #include "sealfile.h"
 #include "statedir.h"
+#include "tpmobj.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -94,7 +96,10 @@ static void test_damaged_state(void **state)
 		"write-generation 1\ngeneration 1 created 1 key-id "
 		"tpm2-kms-g1-0123456789abcdef0123456789abcdef file ../etc/passwd policy none\n",
 		"write-generation 1\ngeneration 1 created 1 key-id "
-		"tpm2-kms-g1-0123456789abcdef0123456789abcdef file gen-000001.pem policy pcr\n",
+		"tpm2-kms-g1-0123456789abcdef0123456789abcdef file gen-000001.pem policy frob\n",
+		/* an admin key that is not a key */
+		"admin-key 3059\nwrite-generation 1\ngeneration 1 created 1 key-id "
+		"tpm2-kms-g1-0123456789abcdef0123456789abcdef file gen-000001.pem policy none\n",
 		"write-generation 1\nsurprise 1\n",
 	};
 	struct state s;
@@ -105,7 +110,7 @@ static void test_damaged_state(void **state)
 		write_text("state", text);
 		assert_int_equal(state_load(dir, &s), -EBADMSG);
 	}
-	write_text("state", "format 2\n");
+	write_text("state", "format 3\n");
 	assert_int_equal(state_load(dir, &s), -EPROTONOSUPPORT);
 	unlink(strcat(strcpy(text, dir), "/state"));
 	assert_int_equal(state_load(dir, &s), -ENOENT);
@@ -206,6 +211,77 @@ static void test_sealfile(void **state)
 	free(pem);
 }
 
+/* An admin key and `dup` generations need format 2; without them the file
+ * stays format 1, readable by older versions. */
+static void test_admin_key_and_kinds(void **state)
+{
+	/* An ECC P-256 SubjectPublicKeyInfo (openssl genpkey; pkey -pubout). */
+	static const char admin_hex[] =
+		"3059301306072a8648ce3d020106082a8648ce3d03010703420004e0f12d008b65cf000d8ec7f2"
+		"3b456b367c9f7b809058213a1f83c171616700dfaee406076e3f57b1c1f8044954e4cb85d114b3"
+		"2ddf10a5c21e60a4b4c506d0bf";
+	struct state s, back;
+	struct state_generation g = {.number = 4, .created = 5, .kind = TPM_KEK_DUP};
+	char *text;
+	size_t len;
+
+	sample(&s);
+	assert_int_equal(state_save(dir, &s), 0);
+	assert_int_equal(statedir_read(dir, "state", 4096, &text, &len), 0);
+	assert_non_null(strstr(text, "\nformat 1\n"));
+	free(text);
+
+	s.admin_key_len = (sizeof(admin_hex) - 1) / 2;
+	assert_int_equal(util_unhex(admin_hex, s.admin_key, s.admin_key_len), 0);
+	strcpy(g.key_id, "tpm2-kms-g4-00112233445566778899aabbccddeeff");
+	statedir_gen_file(4, g.file);
+	assert_int_equal(state_add(&s, &g), 0);
+	assert_int_equal(state_save(dir, &s), 0);
+	assert_int_equal(statedir_read(dir, "state", 4096, &text, &len), 0);
+	assert_non_null(strstr(text, "\nformat 2\n"));
+	assert_non_null(strstr(text, "policy dup\n"));
+	free(text);
+	assert_int_equal(state_load(dir, &back), 0);
+	assert_int_equal(back.admin_key_len, s.admin_key_len);
+	assert_memory_equal(back.admin_key, s.admin_key, s.admin_key_len);
+	assert_int_equal(state_find(&back, 4)->kind, TPM_KEK_DUP);
+	assert_int_equal(state_find(&back, 1)->kind, TPM_KEK_NONE);
+	state_free(&back);
+	state_free(&s);
+}
+
+/* Files written by tpm2-kms 0.1.0, before the codec moved to OpenSSL's
+ * ASN.1 templates: they load unchanged and encode back to the same bytes. */
+static void test_files_of_0_1_0(void **state)
+{
+	const char *src = getenv("TOP_SRCDIR");
+	char fixture[4096], *pem, *again;
+	size_t len, again_len;
+	struct tpm_sealed s;
+	struct state st;
+
+	snprintf(fixture, sizeof(fixture), "%s/tests/fixtures/v0.1.0/state", src ? src : "..");
+	assert_int_equal(state_load(fixture, &st), 0);
+	assert_int_equal(st.write_generation, 2);
+	assert_int_equal(st.n_gens, 2);
+	assert_int_equal(st.gens[0].kind, TPM_KEK_NONE);
+	assert_int_equal(st.admin_key_len, 0);
+	for (size_t i = 0; i < st.n_gens; i++) {
+		assert_int_equal(statedir_read(fixture, st.gens[i].file, SEALFILE_MAX_BYTES, &pem,
+					       &len),
+				 0);
+		assert_int_equal(sealfile_decode(pem, len, &s), 0);
+		assert_int_equal(tpmobj_sealed_check(&s, TPM_KEK_NONE, NULL), 0);
+		assert_int_equal(tpmobj_sealed_check(&s, TPM_KEK_DUP, NULL), -EINVAL);
+		assert_int_equal(sealfile_encode(&s, &again, &again_len), 0);
+		assert_int_equal(again_len, len);
+		assert_memory_equal(again, pem, len);
+		free(again);
+		free(pem);
+	}
+	state_free(&st);
+}
+
 static void test_sealfile_refuses_policy(void **state)
 {
 	/* A TSS2 key with a [1] policy element (0xa1): a kind this version
@@ -229,6 +305,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_counts, setup, teardown),
 		cmocka_unit_test(test_sealfile),
 		cmocka_unit_test(test_sealfile_refuses_policy),
+		cmocka_unit_test_setup_teardown(test_admin_key_and_kinds, setup, teardown),
+		cmocka_unit_test(test_files_of_0_1_0),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

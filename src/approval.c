@@ -1,0 +1,212 @@
+#include "config.h"
+
+#include "approval.h"
+#include "log.h"
+#include "statedir.h"
+#include "tpmobj.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define APPROVAL_FORMAT 1
+
+/* The signed message: approvedPolicy || policyRef. */
+static size_t message(const struct approval *a, uint8_t out[POLICY_DIGEST_BYTES + POLICY_REF_MAX])
+{
+	size_t ref_len = strlen(a->policy_ref);
+
+	memcpy(out, a->approved_policy, POLICY_DIGEST_BYTES);
+	memcpy(out + POLICY_DIGEST_BYTES, a->policy_ref, ref_len);
+	return POLICY_DIGEST_BYTES + ref_len;
+}
+
+int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, struct approval *ret)
+{
+	uint8_t msg[POLICY_DIGEST_BYTES + POLICY_REF_MAX];
+	struct approval a = {.node = *node};
+	int r;
+
+	policy_duplication_select(node, a.approved_policy);
+	strcpy(a.policy_ref, POLICY_REF_DUP);
+	r = signer_name(admin, &a.signer);
+	if (r < 0)
+		return r;
+	r = signer_sign(admin, msg, message(&a, msg), a.sig, &a.sig_len);
+	if (r < 0)
+		return r;
+	*ret = a;
+	return 0;
+}
+
+int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
+{
+	char node[2 * TPM_NAME_MAX + 1], signer[2 * TPM_NAME_MAX + 1];
+	char policy[2 * POLICY_DIGEST_BYTES + 1], sig[2 * SIGNER_SIG_MAX + 1];
+	size_t cap = 1024 + sizeof(sig);
+	char *buf = malloc(cap);
+	int n;
+
+	if (!buf)
+		return -ENOMEM;
+	util_hex(a->node.bytes, a->node.len, node);
+	util_hex(a->signer.bytes, a->signer.len, signer);
+	util_hex(a->approved_policy, POLICY_DIGEST_BYTES, policy);
+	util_hex(a->sig, a->sig_len, sig);
+	n = snprintf(buf, cap,
+		     "# tpm2-kms approval: the admin key allows key generations to be duplicated "
+		     "to this node\n"
+		     "format %d\nnode %s\npolicy-ref %s\napproved-policy %s\nsigner %s\n"
+		     "signature %s\n",
+		     APPROVAL_FORMAT, node, a->policy_ref, policy, signer, sig);
+	if (n < 0 || (size_t)n >= cap) {
+		free(buf);
+		return -EOVERFLOW;
+	}
+	*ret = buf;
+	*ret_len = (size_t)n;
+	return 0;
+}
+
+static int parse_name(const char *hex, struct tpm_name *ret)
+{
+	size_t n = strlen(hex) / 2;
+
+	if (n < 3 || n > sizeof(ret->bytes) || util_unhex(hex, ret->bytes, n) < 0)
+		return -EBADMSG;
+	ret->len = n;
+	return 0;
+}
+
+int approval_parse(const char *text, size_t len, struct approval *ret, const char **ret_why)
+{
+	static const char *const keys[] = {"format",	      "node",   "policy-ref",
+					   "approved-policy", "signer", "signature"};
+	struct approval a = {0};
+	char *copy, *line, *save = NULL;
+	size_t k = 0;
+	int r = -EBADMSG;
+
+	*ret_why = "not an approval (as tpm2-kms approve writes)";
+	if (len > APPROVAL_MAX_BYTES || strlen(text) != len)
+		return -EBADMSG;
+	copy = strdup(text);
+	if (!copy)
+		return -ENOMEM;
+	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *val;
+
+		if (*line == '#')
+			continue;
+		val = strchr(line, ' ');
+		if (!val || k >= ARRAY_SIZE(keys))
+			goto out;
+		*val++ = '\0';
+		/* Every key once, in order. */
+		if (strcmp(line, keys[k]) != 0)
+			goto out;
+		switch (k++) {
+		case 0:
+			if (strcmp(val, "1") != 0) {
+				*ret_why = "an approval format this version does not read";
+				goto out;
+			}
+			break;
+		case 1:
+			if (parse_name(val, &a.node) < 0)
+				goto out;
+			break;
+		case 2:
+			if (strlen(val) > POLICY_REF_MAX)
+				goto out;
+			strcpy(a.policy_ref, val);
+			break;
+		case 3:
+			if (util_unhex(val, a.approved_policy, POLICY_DIGEST_BYTES) < 0)
+				goto out;
+			break;
+		case 4:
+			if (parse_name(val, &a.signer) < 0)
+				goto out;
+			break;
+		case 5:
+			a.sig_len = strlen(val) / 2;
+			if (a.sig_len == 0 || a.sig_len > sizeof(a.sig) ||
+			    util_unhex(val, a.sig, a.sig_len) < 0)
+				goto out;
+			break;
+		}
+	}
+	if (k != ARRAY_SIZE(keys))
+		goto out;
+	*ret = a;
+	r = 0;
+out:
+	free(copy);
+	return r;
+}
+
+int approval_load(const char *path, struct approval *ret)
+{
+	const char *why;
+	char *text = NULL;
+	size_t len;
+	int r;
+
+	r = statedir_read_input(path, APPROVAL_MAX_BYTES, &text, &len);
+	if (r == -ENOENT)
+		log_error("approval %s: no such file", path);
+	if (r < 0)
+		return r;
+	r = approval_parse(text, len, ret, &why);
+	if (r < 0)
+		log_error("approval %s: %s", path, why);
+	free(text);
+	return r;
+}
+
+int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_name *node,
+		   const char **ret_why)
+{
+	uint8_t msg[POLICY_DIGEST_BYTES + POLICY_REF_MAX], want[POLICY_DIGEST_BYTES];
+	struct tpm_name admin_name;
+
+	if (a->node.len != node->len || memcmp(a->node.bytes, node->bytes, node->len) != 0) {
+		*ret_why = "it approves another node";
+		return -EACCES;
+	}
+	policy_duplication_select(node, want);
+	if (strcmp(a->policy_ref, POLICY_REF_DUP) != 0 ||
+	    memcmp(a->approved_policy, want, sizeof(want)) != 0) {
+		*ret_why = "it does not approve duplication to that node";
+		return -EACCES;
+	}
+	if (signer_name(admin, &admin_name) < 0 || a->signer.len != admin_name.len ||
+	    memcmp(a->signer.bytes, admin_name.bytes, admin_name.len) != 0) {
+		*ret_why = "it is signed by another key than the recorded admin key";
+		return -EACCES;
+	}
+	if (signer_verify(admin, msg, message(a, msg), a->sig, a->sig_len) < 0) {
+		*ret_why = "its signature is not the admin key's";
+		return -EACCES;
+	}
+	return 0;
+}
+
+int approval_to_tpm(const struct approval *a, EVP_PKEY *admin, struct tpm_approval *ret)
+{
+	struct tpm_approval t = {0};
+	int r;
+
+	memcpy(t.approved_policy, a->approved_policy, POLICY_DIGEST_BYTES);
+	t.policy_ref_len = strlen(a->policy_ref);
+	memcpy(t.policy_ref, a->policy_ref, t.policy_ref_len);
+	r = tpmobj_signer_public(admin, t.signer_pub, &t.signer_pub_len);
+	if (r == 0)
+		r = tpmobj_signature(admin, a->sig, a->sig_len, t.signature, &t.signature_len);
+	if (r == 0)
+		*ret = t;
+	return r;
+}

@@ -1,0 +1,18 @@
+/* PEM armour ("-----BEGIN LABEL-----", base64, no headers) around binary
+ * data, for the key files and node files tpm2-kms writes. */
+#ifndef TPM2KMS_ARMOR_H
+#define TPM2KMS_ARMOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A NUL-terminated text (free()); -ENOMEM. */
+int armor_encode(const char *label, const uint8_t *data, size_t len, char **ret_text,
+		 size_t *ret_len);
+
+/* The first block of text, which must carry label and no headers; the
+ * data is freed with OPENSSL_free. -EINVAL otherwise. */
+int armor_decode(const char *label, const char *text, size_t len, uint8_t **ret_data,
+		 size_t *ret_len);
+
+#endif

@@ -1,0 +1,367 @@
+#include "config.h"
+
+#include "bundle.h"
+#include "log.h"
+#include "sealfile.h"
+#include "signer.h"
+#include "util.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BUNDLE_FORMAT 1
+#define MAC_LABEL     "tpm2-kms bundle v1\n"
+#define PEM_BEGIN     "-----BEGIN TSS2 PRIVATE KEY-----"
+#define PEM_END       "-----END TSS2 PRIVATE KEY-----"
+
+static int mac(const uint8_t kek[TPM_KEK_BYTES], const char *body, size_t len,
+	       uint8_t out[BUNDLE_MAC_BYTES])
+{
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+		OSSL_PARAM_construct_end(),
+	};
+	EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	EVP_MAC_CTX *c = m ? EVP_MAC_CTX_new(m) : NULL;
+	size_t n = 0;
+	int r = -ENOMEM;
+
+	if (c && EVP_MAC_init(c, kek, TPM_KEK_BYTES, params) == 1 &&
+	    EVP_MAC_update(c, (const uint8_t *)MAC_LABEL, strlen(MAC_LABEL)) == 1 &&
+	    EVP_MAC_update(c, (const uint8_t *)body, len) == 1 &&
+	    EVP_MAC_final(c, out, &n, BUNDLE_MAC_BYTES) == 1 && n == BUNDLE_MAC_BYTES)
+		r = 0;
+	EVP_MAC_CTX_free(c);
+	EVP_MAC_free(m);
+	return r;
+}
+
+/* Appends to a growing buffer. */
+struct text {
+	char *buf;
+	size_t len, cap;
+};
+
+static int append(struct text *t, const char *s, size_t n)
+{
+	if (t->len + n + 1 > t->cap) {
+		size_t cap = (t->len + n + 1) * 2;
+		char *buf = realloc(t->buf, cap);
+
+		if (!buf)
+			return -ENOMEM;
+		t->buf = buf;
+		t->cap = cap;
+	}
+	memcpy(t->buf + t->len, s, n);
+	t->len += n;
+	t->buf[t->len] = '\0';
+	return 0;
+}
+
+static int appendf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int appendf(struct text *t, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line))
+		return -EOVERFLOW;
+	return append(t, line, (size_t)n);
+}
+
+static int append_hex(struct text *t, const uint8_t *p, size_t n)
+{
+	char *hex = malloc(2 * n + 1);
+	int r;
+
+	if (!hex)
+		return -ENOMEM;
+	util_hex(p, n, hex);
+	r = append(t, hex, 2 * n);
+	free(hex);
+	return r;
+}
+
+int bundle_encode(const struct bundle *b, const uint8_t *const *keks, char **ret, size_t *ret_len)
+{
+	struct text t = {0};
+	char node[2 * TPM_NAME_MAX + 1];
+	size_t body_len;
+	int r;
+
+	util_hex(b->node.bytes, b->node.len, node);
+	r = appendf(&t,
+		    "# tpm2-kms bundle: key generations duplicated to one node; take them with "
+		    "tpm2-kms import\nformat %d\nnode %s\nadmin-key ",
+		    BUNDLE_FORMAT, node);
+	if (r == 0)
+		r = append_hex(&t, b->admin_key, b->admin_key_len);
+	if (r == 0)
+		r = append(&t, "\n", 1);
+	for (size_t i = 0; r == 0 && i < b->n_gens; i++) {
+		const struct bundle_generation *g = &b->gens[i];
+		char *pem = NULL;
+		size_t pem_len;
+
+		r = appendf(&t, "generation %u created %llu key-id %s policy %s%s\n",
+			    (unsigned)g->number, (unsigned long long)g->created, g->key_id,
+			    state_kind_name(g->kind), g->write ? " write" : "");
+		if (r == 0)
+			r = sealfile_encode_importable(&g->dup, &pem, &pem_len);
+		if (r == 0)
+			r = append(&t, pem, pem_len);
+		free(pem);
+	}
+	body_len = t.len;
+	for (size_t i = 0; r == 0 && i < b->n_gens; i++) {
+		uint8_t m[BUNDLE_MAC_BYTES];
+
+		r = mac(keks[i], t.buf, body_len, m);
+		if (r == 0)
+			r = appendf(&t, "mac %u ", (unsigned)b->gens[i].number);
+		if (r == 0)
+			r = append_hex(&t, m, sizeof(m));
+		if (r == 0)
+			r = append(&t, "\n", 1);
+	}
+	if (r < 0) {
+		free(t.buf);
+		return r;
+	}
+	*ret = t.buf;
+	*ret_len = t.len;
+	return 0;
+}
+
+void bundle_free(struct bundle *b)
+{
+	if (b->gens)
+		util_freezero(b->gens, b->n_gens * sizeof(*b->gens));
+	b->gens = NULL;
+	b->n_gens = 0;
+}
+
+/* The next line: [*p, end of line), advancing *p past its newline. Every
+ * line must end with one. */
+static int next_line(const char **p, const char *end, const char **ret, size_t *ret_len)
+{
+	const char *nl = memchr(*p, '\n', (size_t)(end - *p));
+
+	if (!nl)
+		return -EBADMSG;
+	*ret = *p;
+	*ret_len = (size_t)(nl - *p);
+	*p = nl + 1;
+	return 0;
+}
+
+static int parse_generation_line(char *line, struct bundle_generation *g)
+{
+	char *f[10], *save = NULL, *tok;
+	size_t n = 0;
+	uint64_t v;
+	char prefix[32];
+	int pl;
+
+	for (tok = strtok_r(line, " ", &save); tok && n < 10; tok = strtok_r(NULL, " ", &save))
+		f[n++] = tok;
+	if ((n != 8 && n != 9) || strcmp(f[0], "generation") != 0 ||
+	    strcmp(f[2], "created") != 0 || strcmp(f[4], "key-id") != 0 ||
+	    strcmp(f[6], "policy") != 0 || (n == 9 && strcmp(f[8], "write") != 0))
+		return -EBADMSG;
+	if (util_parse_u64(f[1], UINT32_MAX, &v) < 0 || v == 0)
+		return -EBADMSG;
+	g->number = (uint32_t)v;
+	if (util_parse_u64(f[3], UINT64_MAX, &g->created) < 0)
+		return -EBADMSG;
+	pl = snprintf(prefix, sizeof(prefix), "tpm2-kms-g%u-", (unsigned)g->number);
+	if (strncmp(f[5], prefix, (size_t)pl) != 0 || strlen(f[5]) != (size_t)pl + 32)
+		return -EBADMSG;
+	for (const char *c = f[5] + pl; *c; c++)
+		if (util_hex_digit(*c) < 0 || (*c >= 'A' && *c <= 'F'))
+			return -EBADMSG;
+	strcpy(g->key_id, f[5]);
+	if (state_kind_parse(f[7], &g->kind) < 0)
+		return -EBADMSG;
+	g->write = n == 9;
+	return 0;
+}
+
+int bundle_parse(const char *name, const char *text, size_t len, struct bundle *ret)
+{
+	struct bundle b = {0};
+	const char *p = text, *end = text + len, *line, *pem_start;
+	size_t line_len, lineno = 0, n_macs = 0, n_write = 0;
+	char buf[4096];
+	EVP_PKEY *admin = NULL;
+	int r = -EBADMSG;
+
+	if (len > BUNDLE_MAX_BYTES || strlen(text) != len) {
+		log_error("%s: not a bundle (too large, or binary)", name);
+		return -EBADMSG;
+	}
+	/* Comment lines first, then the header. */
+	do {
+		if (next_line(&p, end, &line, &line_len) < 0)
+			goto bad;
+		lineno++;
+	} while (line_len && line[0] == '#');
+	if (line_len != 8 || memcmp(line, "format 1", 8) != 0) {
+		log_error("%s:%zu: not a bundle of format %d", name, lineno, BUNDLE_FORMAT);
+		goto out;
+	}
+	if (next_line(&p, end, &line, &line_len) < 0 || line_len < 5 || line_len >= sizeof(buf) ||
+	    memcmp(line, "node ", 5) != 0)
+		goto bad;
+	lineno++;
+	memcpy(buf, line + 5, line_len - 5);
+	buf[line_len - 5] = '\0';
+	b.node.len = strlen(buf) / 2;
+	if (b.node.len < 3 || b.node.len > sizeof(b.node.bytes) ||
+	    util_unhex(buf, b.node.bytes, b.node.len) < 0)
+		goto bad;
+	if (next_line(&p, end, &line, &line_len) < 0 || line_len < 10 ||
+	    line_len >= sizeof(buf) || memcmp(line, "admin-key ", 10) != 0)
+		goto bad;
+	lineno++;
+	memcpy(buf, line + 10, line_len - 10);
+	buf[line_len - 10] = '\0';
+	b.admin_key_len = strlen(buf) / 2;
+	if (b.admin_key_len == 0 || b.admin_key_len > sizeof(b.admin_key) ||
+	    util_unhex(buf, b.admin_key, b.admin_key_len) < 0 ||
+	    signer_from_der(b.admin_key, b.admin_key_len, &admin) < 0)
+		goto bad;
+	EVP_PKEY_free(admin);
+
+	/* Generations, each a line and a PEM block, until the first mac. */
+	for (;;) {
+		struct bundle_generation *gens, g = {0};
+
+		if (next_line(&p, end, &line, &line_len) < 0 || line_len >= sizeof(buf))
+			goto bad;
+		lineno++;
+		if (line_len > 4 && memcmp(line, "mac ", 4) == 0)
+			break;
+		memcpy(buf, line, line_len);
+		buf[line_len] = '\0';
+		if (parse_generation_line(buf, &g) < 0)
+			goto bad;
+		if (b.n_gens && g.number <= b.gens[b.n_gens - 1].number) {
+			log_error("%s:%zu: generations must be listed once each, in ascending order",
+				  name, lineno);
+			goto out;
+		}
+		pem_start = p;
+		if (next_line(&p, end, &line, &line_len) < 0 || line_len != strlen(PEM_BEGIN) ||
+		    memcmp(line, PEM_BEGIN, line_len) != 0)
+			goto bad;
+		lineno++;
+		do {
+			if (next_line(&p, end, &line, &line_len) < 0)
+				goto bad;
+			lineno++;
+		} while (line_len != strlen(PEM_END) || memcmp(line, PEM_END, line_len) != 0);
+		if (sealfile_decode_importable(pem_start, (size_t)(p - pem_start), &g.dup) < 0) {
+			log_error("%s:%zu: generation %u's key is not a valid importable TSS2 key",
+				  name, lineno, (unsigned)g.number);
+			goto out;
+		}
+		if (b.n_gens >= STATE_MAX_GENERATIONS)
+			goto bad;
+		gens = realloc(b.gens, (b.n_gens + 1) * sizeof(*gens));
+		if (!gens) {
+			r = -ENOMEM;
+			goto out;
+		}
+		b.gens = gens;
+		b.gens[b.n_gens++] = g;
+		n_write += g.write;
+	}
+	if (b.n_gens == 0) {
+		log_error("%s: holds no key generation", name);
+		goto out;
+	}
+	if (n_write > 1) {
+		log_error("%s: more than one generation is marked as the write key", name);
+		goto out;
+	}
+	b.body_len = (size_t)(line - text);
+	/* One mac line per generation, in the same order; nothing after. */
+	for (;;) {
+		char want[32], hex[2 * BUNDLE_MAC_BYTES + 1];
+		int pl;
+
+		if (n_macs >= b.n_gens)
+			goto bad;
+		pl = snprintf(want, sizeof(want), "mac %u ", (unsigned)b.gens[n_macs].number);
+		if (line_len != (size_t)pl + 2 * BUNDLE_MAC_BYTES || memcmp(line, want, (size_t)pl))
+			goto bad;
+		memcpy(hex, line + pl, 2 * BUNDLE_MAC_BYTES);
+		hex[2 * BUNDLE_MAC_BYTES] = '\0';
+		if (util_unhex(hex, b.gens[n_macs].mac, BUNDLE_MAC_BYTES) < 0)
+			goto bad;
+		n_macs++;
+		if (p == end)
+			break;
+		if (next_line(&p, end, &line, &line_len) < 0)
+			goto bad;
+		lineno++;
+	}
+	if (n_macs != b.n_gens)
+		goto bad;
+	*ret = b;
+	b.gens = NULL;
+	r = 0;
+	goto out;
+bad:
+	log_error("%s:%zu: not a valid bundle line (truncated or altered?)", name, lineno);
+	r = -EBADMSG;
+out:
+	bundle_free(&b);
+	return r;
+}
+
+int bundle_load(const char *path, char **ret_text, struct bundle *ret)
+{
+	char *text = NULL;
+	size_t len;
+	int r;
+
+	r = statedir_read_input(path, BUNDLE_MAX_BYTES, &text, &len);
+	if (r == -ENOENT)
+		log_error("bundle %s: no such file", path);
+	if (r < 0)
+		return r;
+	r = bundle_parse(path, text, len, ret);
+	if (r < 0) {
+		free(text);
+		return r;
+	}
+	*ret_text = text;
+	return 0;
+}
+
+int bundle_check_mac(const struct bundle *b, const char *text, size_t i,
+		     const uint8_t kek[TPM_KEK_BYTES])
+{
+	uint8_t m[BUNDLE_MAC_BYTES];
+	int r;
+
+	r = mac(kek, text, b->body_len, m);
+	if (r < 0)
+		return r;
+	r = CRYPTO_memcmp(m, b->gens[i].mac, sizeof(m)) == 0 ? 0 : -EBADMSG;
+	util_wipe(m, sizeof(m));
+	return r;
+}

@@ -1,0 +1,517 @@
+#include "config.h"
+
+#include "approval.h"
+#include "bundle.h"
+#include "envelope.h"
+#include "exchange.h"
+#include "keyadmin.h"
+#include "log.h"
+#include "nodefile.h"
+#include "sealfile.h"
+#include "secmem.h"
+#include "signer.h"
+#include "statedir.h"
+#include "tpmobj.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static bool same_name(const struct tpm_name *a, const struct tpm_name *b)
+{
+	return a->len == b->len && memcmp(a->bytes, b->bytes, a->len) == 0;
+}
+
+int exchange_node_key(const char *dir, const char *tcti, char **ret_pem, size_t *ret_len,
+		      struct tpm_name *ret_name)
+{
+	uint8_t pub[TPM_BLOB_MAX];
+	size_t pub_len;
+	struct state s = {0};
+	struct tpm_name name;
+	const char *why;
+	tpm *t = NULL;
+	int r;
+
+	/* A node about to join has no state directory yet. */
+	if (access(dir, F_OK) == 0) {
+		r = statedir_open(dir, false);
+		if (r == 0)
+			r = state_load(dir, &s);
+		if (r < 0 && r != -ENOENT)
+			return r;
+	}
+	r = tpm_open(tcti, &t);
+	if (r < 0)
+		goto out;
+	if (s.n_gens) {
+		r = tpm_srk_public(t, &s.srk_name, pub, &pub_len);
+		if (r == -EKEYREJECTED)
+			log_error("the TPM's storage root key is not the one %s/state was "
+				  "provisioned with",
+				  dir);
+	} else {
+		r = tpm_srk_provision(t, &name);
+		if (r == 0)
+			r = tpm_srk_public(t, &name, pub, &pub_len);
+	}
+	if (r < 0)
+		goto out;
+	r = tpmobj_storage_key_check(pub, pub_len, &why);
+	if (r == 0)
+		r = tpmobj_name(pub, pub_len, &name);
+	if (r < 0) {
+		log_error("the SRK at 0x81000001 cannot be a duplication target: %s", why);
+		goto out;
+	}
+	r = nodefile_encode(pub, pub_len, ret_pem, ret_len);
+	if (r == 0)
+		*ret_name = name;
+out:
+	tpm_close(t);
+	state_free(&s);
+	return r;
+}
+
+int exchange_approve(const char *admin_key_path, const char *node_path, char **ret_text,
+		     size_t *ret_len, struct tpm_name *ret_node)
+{
+	EVP_PKEY *admin = NULL;
+	struct approval a;
+	struct node n;
+	int r;
+
+	r = nodefile_load(node_path, &n);
+	if (r < 0)
+		return r;
+	r = signer_load_private(admin_key_path, "admin key", &admin);
+	if (r < 0)
+		return r;
+	r = approval_sign(admin, &n.name, &a);
+	if (r < 0) {
+		log_error("cannot sign with the admin key %s", admin_key_path);
+		goto out;
+	}
+	r = approval_encode(&a, ret_text, ret_len);
+	if (r == 0)
+		*ret_node = n.name;
+out:
+	EVP_PKEY_free(admin);
+	return r;
+}
+
+/* The state's generations to export: the requested ones, or every `dup`
+ * one. */
+static int pick_generations(const char *dir, const struct state *s, const uint32_t *want,
+			    size_t n_want, const struct state_generation ***ret, size_t *ret_n)
+{
+	const struct state_generation **out = calloc(s->n_gens ? s->n_gens : 1, sizeof(*out));
+	size_t n = 0;
+
+	if (!out)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->n_gens; i++) {
+		const struct state_generation *g = &s->gens[i];
+		bool asked = n_want == 0;
+
+		for (size_t k = 0; k < n_want; k++)
+			asked |= want[k] == g->number;
+		if (!asked || (n_want == 0 && g->kind != TPM_KEK_DUP))
+			continue;
+		if (g->kind != TPM_KEK_DUP) {
+			log_error("generation %u is of kind %s: it can never leave this TPM; "
+				  "rotate to make a dup generation, re-encrypt and retire this one "
+				  "(docs/operations.md)",
+				  (unsigned)g->number, state_kind_name(g->kind));
+			free(out);
+			return -EPERM;
+		}
+		out[n++] = g;
+	}
+	for (size_t k = 0; k < n_want; k++) {
+		if (!state_find(s, want[k])) {
+			log_error("%s has no generation %u", dir, (unsigned)want[k]);
+			free(out);
+			return -ENOENT;
+		}
+	}
+	if (n == 0) {
+		log_error("%s has no dup generation to export: record an admin key (init "
+			  "--admin-key) and rotate first",
+			  dir);
+		free(out);
+		return -ENOENT;
+	}
+	*ret = out;
+	*ret_n = n;
+	return 0;
+}
+
+/* Unseals a generation of this node into kek (secure heap) and checks it
+ * against its key_id. */
+static int unseal_checked(tpm *t, const struct tpm_sealed *sealed, enum tpm_kek_kind kind,
+			  uint32_t number, const char *key_id, uint8_t *kek)
+{
+	char id[ENVELOPE_KEY_ID_MAX];
+	int r;
+
+	r = tpm_kek_unseal(t, sealed, kind, kek);
+	if (r < 0)
+		return r;
+	r = envelope_key_id(kek, number, id);
+	if (r == 0 && strcmp(id, key_id) != 0)
+		r = -EKEYREJECTED;
+	return r;
+}
+
+static void free_keks(uint8_t **keks, size_t n)
+{
+	if (!keks)
+		return;
+	for (size_t i = 0; i < n; i++)
+		secmem_free(keks[i], TPM_KEK_BYTES);
+	free(keks);
+}
+
+int exchange_export(const char *dir, const char *tcti, const char *node_path,
+		    const char *approval_path, const uint32_t *want, size_t n_want,
+		    char **ret_bundle, size_t *ret_len)
+{
+	const struct state_generation **gens = NULL;
+	struct bundle b = {0};
+	struct state s = {0};
+	struct tpm_approval ta;
+	struct approval a;
+	struct node node;
+	char fp[NODE_FINGERPRINT_MAX];
+	const char *why;
+	EVP_PKEY *admin = NULL;
+	uint8_t **keks = NULL;
+	size_t n = 0;
+	tpm *t = NULL;
+	int lock = -1, r;
+
+	r = keyadmin_open(dir, false, 0, &lock, &s, NULL);
+	if (r < 0)
+		return r;
+	if (!s.admin_key_len) {
+		log_error("%s records no admin key: nothing here can be exported (tpm2-kms init "
+			  "--admin-key ADMIN.pub.pem, then rotate)",
+			  dir);
+		r = -EPERM;
+		goto out;
+	}
+	r = signer_from_der(s.admin_key, s.admin_key_len, &admin);
+	if (r < 0) {
+		log_error("%s/state: the admin key is not usable", dir);
+		goto out;
+	}
+	r = nodefile_load(node_path, &node);
+	if (r < 0)
+		goto out;
+	r = approval_load(approval_path, &a);
+	if (r < 0)
+		goto out;
+	node_fingerprint(&node.name, fp);
+	r = approval_check(&a, admin, &node.name, &why);
+	if (r < 0) {
+		log_error("approval %s does not allow export to node %s: %s", approval_path, fp,
+			  why);
+		goto out;
+	}
+	r = approval_to_tpm(&a, admin, &ta);
+	if (r < 0)
+		goto out;
+	r = pick_generations(dir, &s, want, n_want, &gens, &n);
+	if (r < 0)
+		goto out;
+
+	b.node = node.name;
+	memcpy(b.admin_key, s.admin_key, s.admin_key_len);
+	b.admin_key_len = s.admin_key_len;
+	b.gens = calloc(n, sizeof(*b.gens));
+	keks = calloc(n, sizeof(*keks));
+	if (!b.gens || !keks) {
+		r = -ENOMEM;
+		goto out;
+	}
+	b.n_gens = n;
+	r = tpm_open(tcti, &t);
+	if (r < 0)
+		goto out;
+	r = tpm_srk_check(t, &s.srk_name);
+	if (r == -EKEYREJECTED)
+		log_error("the TPM's storage root key is not the one %s/state was provisioned with",
+			  dir);
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const struct state_generation *g = gens[i];
+		struct bundle_generation *bg = &b.gens[i];
+		struct tpm_sealed sealed;
+		char *pem = NULL;
+		size_t len;
+
+		r = statedir_read(dir, g->file, SEALFILE_MAX_BYTES, &pem, &len);
+		if (r == 0)
+			r = sealfile_decode(pem, len, &sealed);
+		free(pem);
+		if (r < 0) {
+			log_error("generation %u: %s/%s is missing or damaged", (unsigned)g->number,
+				  dir, g->file);
+			goto out;
+		}
+		keks[i] = secmem_alloc(TPM_KEK_BYTES);
+		if (!keks[i]) {
+			r = -ENOMEM;
+			goto out;
+		}
+		/* The MACs need the keys; unsealing also proves the file is
+		 * the generation the state names. */
+		r = unseal_checked(t, &sealed, g->kind, g->number, g->key_id, keks[i]);
+		if (r < 0) {
+			log_error("generation %u: cannot unseal it or it does not match key_id %s",
+				  (unsigned)g->number, g->key_id);
+			goto out;
+		}
+		r = tpm_kek_duplicate(t, &sealed, node.pub, node.pub_len, &ta, &bg->dup);
+		util_wipe(&sealed, sizeof(sealed));
+		if (r < 0) {
+			log_error("generation %u: the TPM refused to duplicate it to node %s",
+				  (unsigned)g->number, fp);
+			goto out;
+		}
+		bg->number = g->number;
+		bg->created = g->created;
+		strcpy(bg->key_id, g->key_id);
+		bg->kind = g->kind;
+		bg->write = g->number == s.write_generation;
+	}
+	r = bundle_encode(&b, (const uint8_t *const *)keks, ret_bundle, ret_len);
+	if (r == 0)
+		log_info("exported %zu generation%s to node %s", n, n == 1 ? "" : "s", fp);
+out:
+	free_keks(keks, n);
+	tpm_close(t);
+	bundle_free(&b);
+	free(gens);
+	EVP_PKEY_free(admin);
+	state_free(&s);
+	statedir_unlock(lock);
+	return r;
+}
+
+/* Before the TPM: what the bundle asks of this state directory. Sets
+ * *ret_new for each generation the state does not have yet. */
+static int import_plan(const char *path, const char *dir, const struct bundle *b,
+		       const struct state *s, bool fresh, bool *is_new)
+{
+	uint8_t policy[32];
+	enum tpm_kek_kind kind;
+	struct state admin_only = {0};
+	bool any_write = false;
+	int r;
+
+	if (!fresh && s->admin_key_len &&
+	    (s->admin_key_len != b->admin_key_len ||
+	     memcmp(s->admin_key, b->admin_key, b->admin_key_len) != 0)) {
+		log_error("%s was made under another admin key than the one %s records", path,
+			  dir);
+		return -EPERM;
+	}
+	memcpy(admin_only.admin_key, b->admin_key, b->admin_key_len);
+	admin_only.admin_key_len = b->admin_key_len;
+	r = keyadmin_new_kind(&admin_only, &kind, policy);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < b->n_gens; i++) {
+		const struct bundle_generation *g = &b->gens[i];
+		const struct state_generation *have = fresh ? NULL : state_find(s, g->number);
+
+		if (g->kind != TPM_KEK_DUP ||
+		    tpmobj_duplicate_check(&g->dup, TPM_KEK_DUP, policy) < 0) {
+			log_error("%s: generation %u is not a dup generation under its admin key",
+				  path, (unsigned)g->number);
+			return -EBADMSG;
+		}
+		if (have && strcmp(have->key_id, g->key_id) != 0) {
+			log_error("%s: generation %u exists here as %s, the bundle's is %s: "
+				  "refusing to replace a key",
+				  path, (unsigned)g->number, have->key_id, g->key_id);
+			return -EEXIST;
+		}
+		is_new[i] = !have;
+		any_write |= g->write;
+	}
+	if (fresh && !any_write) {
+		log_error("%s holds no write generation: an empty state directory needs one "
+			  "(export without --generation, or include the write generation)",
+			  path);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int exchange_import(const char *dir, const char *tcti, uint32_t nv_index, const char *bundle_path,
+		    size_t *ret_added)
+{
+	struct tpm_sealed *sealed = NULL;
+	struct bundle b = {0};
+	struct state s = {0};
+	struct tpm_name srk;
+	char fp[NODE_FINGERPRINT_MAX], here[NODE_FINGERPRINT_MAX];
+	char *text = NULL;
+	uint8_t *kek = NULL;
+	bool *is_new = NULL, *written = NULL, fresh, existed;
+	size_t added = 0;
+	tpm *t = NULL;
+	int lock = -1, r;
+
+	r = bundle_load(bundle_path, &text, &b);
+	if (r < 0)
+		return r;
+	existed = access(dir, F_OK) == 0;
+	r = keyadmin_open(dir, true, nv_index, &lock, &s, &fresh);
+	if (r < 0)
+		goto out;
+	is_new = calloc(b.n_gens, sizeof(*is_new));
+	sealed = calloc(b.n_gens, sizeof(*sealed));
+	kek = secmem_alloc(TPM_KEK_BYTES);
+	if (!is_new || !sealed || !kek) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = import_plan(bundle_path, dir, &b, &s, fresh, is_new);
+	if (r < 0)
+		goto out;
+
+	r = tpm_open(tcti, &t);
+	if (r < 0)
+		goto out;
+	if (fresh) {
+		r = tpm_srk_provision(t, &srk);
+	} else {
+		srk = s.srk_name;
+		r = tpm_srk_check(t, &srk);
+		if (r == -EKEYREJECTED)
+			log_error("the TPM's storage root key is not the one %s/state was "
+				  "provisioned with",
+				  dir);
+	}
+	if (r < 0)
+		goto out;
+	node_fingerprint(&b.node, fp);
+	node_fingerprint(&srk, here);
+	if (!same_name(&b.node, &srk)) {
+		log_error("%s was exported for node %s; this node is %s", bundle_path, fp, here);
+		r = -EKEYREJECTED;
+		goto out;
+	}
+	/* Everything is checked before anything is written: each key imports,
+	 * unseals to its key_id, and its MAC covers the whole bundle. */
+	for (size_t i = 0; i < b.n_gens; i++) {
+		const struct bundle_generation *g = &b.gens[i];
+
+		r = tpm_kek_import(t, &g->dup, &sealed[i]);
+		if (r < 0) {
+			log_error("%s: generation %u does not import into this TPM (altered, or made "
+				  "for another node)",
+				  bundle_path, (unsigned)g->number);
+			goto out;
+		}
+		r = unseal_checked(t, &sealed[i], g->kind, g->number, g->key_id, kek);
+		if (r == 0)
+			r = bundle_check_mac(&b, text, i, kek);
+		util_wipe(kek, TPM_KEK_BYTES);
+		if (r < 0) {
+			log_error("%s: generation %u does not match its key_id or the bundle was "
+				  "altered; nothing imported",
+				  bundle_path, (unsigned)g->number);
+			r = -EBADMSG;
+			goto out;
+		}
+	}
+	if (fresh) {
+		s.srk_name = srk;
+		s.nv_index = nv_index ? nv_index : TPM_NV_INDEX_DEFAULT;
+		r = tpm_nv_counter_provision(t, s.nv_index);
+		if (r < 0)
+			goto out;
+	} else {
+		statedir_sweep(dir, &s);
+	}
+	if (!s.admin_key_len) {
+		memcpy(s.admin_key, b.admin_key, b.admin_key_len);
+		s.admin_key_len = b.admin_key_len;
+	}
+	/* The files first, then the state that names them: a crash in between
+	 * leaves unused files, swept later, and the old state. */
+	written = calloc(b.n_gens, sizeof(*written));
+	if (!written) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < b.n_gens; i++) {
+		const struct bundle_generation *g = &b.gens[i];
+		struct state_generation sg = {.number = g->number, .created = g->created,
+					      .kind = g->kind};
+		char *pem = NULL;
+		size_t len;
+
+		if (!is_new[i])
+			continue;
+		strcpy(sg.key_id, g->key_id);
+		statedir_gen_file(g->number, sg.file);
+		r = sealfile_encode(&sealed[i], &pem, &len);
+		if (r == 0)
+			r = statedir_write(dir, sg.file, pem, len);
+		free(pem);
+		written[i] = r == 0;
+		if (r == 0)
+			r = state_add(&s, &sg);
+		if (r < 0)
+			goto out;
+		if (fresh && g->write)
+			s.write_generation = g->number;
+		added++;
+	}
+	if (added) {
+		r = state_save(dir, &s);
+		if (r < 0)
+			goto out;
+	}
+	for (size_t i = 0; i < b.n_gens; i++)
+		log_info("generation %u (%s): %s", (unsigned)b.gens[i].number, b.gens[i].key_id,
+			 !is_new[i]	     ? "already here"
+			 : fresh && b.gens[i].write ? "imported, write key"
+						    : "imported, decrypt-only");
+	*ret_added = added;
+	r = 0;
+out:
+	for (size_t i = 0; r < 0 && written && i < b.n_gens; i++) {
+		char file[32];
+
+		if (!written[i])
+			continue;
+		statedir_gen_file(b.gens[i].number, file);
+		statedir_unlink(dir, file);
+	}
+	free(written);
+	/* A refused import leaves no state directory it made itself. */
+	if (r < 0 && !existed && lock >= 0) {
+		statedir_unlink(dir, "lock");
+		rmdir(dir);
+	}
+	secmem_free(kek, TPM_KEK_BYTES);
+	if (sealed)
+		util_freezero(sealed, b.n_gens * sizeof(*sealed));
+	free(is_new);
+	tpm_close(t);
+	state_free(&s);
+	statedir_unlock(lock);
+	bundle_free(&b);
+	free(text);
+	return r;
+}

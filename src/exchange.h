@@ -1,0 +1,37 @@
+/* Key generations between nodes (design brief §9): this node's identity
+ * (node-key), the admin's approval of a node (approve, offline), and the
+ * TPM-to-TPM transfer itself (export on a node that has the generations,
+ * import on the node they are for). Each function logs its errors and
+ * leaves the state directory as it was when it fails. */
+#ifndef TPM2KMS_EXCHANGE_H
+#define TPM2KMS_EXCHANGE_H
+
+#include "tpm.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* This node's SRK as a node file. With a state directory, the SRK must be
+ * the pinned one; without one (a node about to join), the SRK is made if
+ * missing. */
+int exchange_node_key(const char *dir, const char *tcti, char **ret_pem, size_t *ret_len,
+		      struct tpm_name *ret_name);
+
+/* Signs a node file with the admin private key, no TPM. */
+int exchange_approve(const char *admin_key_path, const char *node_path, char **ret_text,
+		     size_t *ret_len, struct tpm_name *ret_node);
+
+/* Duplicates generations (n 0: every `dup` one) to an approved node. */
+int exchange_export(const char *dir, const char *tcti, const char *node_path,
+		    const char *approval_path, const uint32_t *gens, size_t n, char **ret_bundle,
+		    size_t *ret_len);
+
+/* Imports a bundle made for this node. An empty state directory is
+ * provisioned (SRK, NV counter nv_index or the default) and takes the
+ * bundle's write generation; otherwise missing generations are added
+ * decrypt-only. Every key is unsealed and checked (key_id, MAC) before
+ * anything is written; *ret_added counts the generations added. */
+int exchange_import(const char *dir, const char *tcti, uint32_t nv_index, const char *bundle_path,
+		    size_t *ret_added);
+
+#endif

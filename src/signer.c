@@ -1,0 +1,153 @@
+#include "config.h"
+
+#include "log.h"
+#include "signer.h"
+#include "tpmobj.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <string.h>
+
+int signer_check(EVP_PKEY *key)
+{
+	uint8_t pub[TPM_BLOB_MAX];
+	size_t len;
+
+	/* The TPM form exists exactly for the keys we accept. */
+	return tpmobj_signer_public(key, pub, &len);
+}
+
+static int load(const char *path, const char *what, bool private_key, EVP_PKEY **ret)
+{
+	EVP_PKEY *key = NULL;
+	FILE *f;
+	int r;
+
+	f = fopen(path, "re");
+	if (!f) {
+		r = -errno;
+		log_error("cannot read the %s %s: %s", what, path, strerror(errno));
+		return r;
+	}
+	/* A private key file may be encrypted: OpenSSL asks for the
+	 * passphrase on the terminal. */
+	key = private_key ? PEM_read_PrivateKey(f, NULL, NULL, NULL)
+			  : PEM_read_PUBKEY(f, NULL, NULL, NULL);
+	fclose(f);
+	ERR_clear_error();
+	if (!key) {
+		log_error("%s is not a PEM %s %s", path, private_key ? "private" : "public", what);
+		return -EINVAL;
+	}
+	r = signer_check(key);
+	if (r < 0) {
+		log_error("the %s %s is neither ECC P-256/P-384 nor RSA 2048-4096", what, path);
+		EVP_PKEY_free(key);
+		return r;
+	}
+	*ret = key;
+	return 0;
+}
+
+int signer_load_public(const char *path, const char *what, EVP_PKEY **ret)
+{
+	return load(path, what, false, ret);
+}
+
+int signer_load_private(const char *path, const char *what, EVP_PKEY **ret)
+{
+	return load(path, what, true, ret);
+}
+
+int signer_from_der(const uint8_t *der, size_t len, EVP_PKEY **ret)
+{
+	const unsigned char *p = der;
+	EVP_PKEY *key;
+
+	if (len == 0 || len > SIGNER_DER_MAX)
+		return -EINVAL;
+	key = d2i_PUBKEY(NULL, &p, (long)len);
+	ERR_clear_error();
+	if (!key)
+		return -EINVAL;
+	if (p != der + len || signer_check(key) < 0) {
+		EVP_PKEY_free(key);
+		return -EINVAL;
+	}
+	*ret = key;
+	return 0;
+}
+
+int signer_to_der(EVP_PKEY *key, uint8_t out[SIGNER_DER_MAX], size_t *ret_len)
+{
+	unsigned char *der = NULL;
+	int n = i2d_PUBKEY(key, &der);
+
+	if (n <= 0 || n > SIGNER_DER_MAX) {
+		OPENSSL_free(der);
+		ERR_clear_error();
+		return -EINVAL;
+	}
+	memcpy(out, der, (size_t)n);
+	*ret_len = (size_t)n;
+	OPENSSL_free(der);
+	return 0;
+}
+
+int signer_name(EVP_PKEY *key, struct tpm_name *ret)
+{
+	uint8_t pub[TPM_BLOB_MAX];
+	size_t len;
+	int r;
+
+	r = tpmobj_signer_public(key, pub, &len);
+	if (r < 0)
+		return r;
+	return tpmobj_name(pub, len, ret);
+}
+
+int signer_sign(EVP_PKEY *key, const uint8_t *msg, size_t len, uint8_t sig[SIGNER_SIG_MAX],
+		size_t *ret_len)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	size_t n = SIGNER_SIG_MAX;
+	int r = -EINVAL;
+
+	if (!ctx)
+		return -ENOMEM;
+	if (EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key) == 1 &&
+	    EVP_DigestSign(ctx, sig, &n, msg, len) == 1) {
+		*ret_len = n;
+		r = 0;
+	}
+	EVP_MD_CTX_free(ctx);
+	ERR_clear_error();
+	return r;
+}
+
+int signer_verify(EVP_PKEY *key, const uint8_t *msg, size_t len, const uint8_t *sig,
+		  size_t sig_len)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int r = -EBADMSG;
+
+	if (!ctx)
+		return -ENOMEM;
+	if (EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, key) == 1 &&
+	    EVP_DigestVerify(ctx, sig, sig_len, msg, len) == 1)
+		r = 0;
+	EVP_MD_CTX_free(ctx);
+	ERR_clear_error();
+	return r;
+}
+
+bool signer_equal(EVP_PKEY *a, EVP_PKEY *b)
+{
+	bool eq = EVP_PKEY_eq(a, b) == 1;
+
+	ERR_clear_error();
+	return eq;
+}

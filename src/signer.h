@@ -1,0 +1,43 @@
+/* Offline signing keys: the admin key, whose signatures approve
+ * duplication targets, and (for boot-state binding) the PCR signer. Public
+ * halves are PEM or DER SubjectPublicKeyInfo, as openssl writes them; in a
+ * policy a key is named by its TPM Name (tpmobj_signer_public). Accepted:
+ * ECC P-256 and P-384, RSA 2048 to 4096 bits; signatures are ECDSA or
+ * RSASSA-PKCS1-v1_5 over SHA-256, what `openssl dgst -sha256 -sign` makes.
+ * The load functions log; the others do not. */
+#ifndef TPM2KMS_SIGNER_H
+#define TPM2KMS_SIGNER_H
+
+#include "tpm.h"
+
+#include <openssl/evp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SIGNER_DER_MAX 1024 /* SubjectPublicKeyInfo of RSA 4096: 550 bytes */
+#define SIGNER_SIG_MAX 512
+
+/* what: "admin key", ... for messages. */
+int signer_load_public(const char *path, const char *what, EVP_PKEY **ret);
+int signer_load_private(const char *path, const char *what, EVP_PKEY **ret);
+
+/* -EINVAL unless der is exactly one supported public key. */
+int signer_from_der(const uint8_t *der, size_t len, EVP_PKEY **ret);
+int signer_to_der(EVP_PKEY *key, uint8_t out[SIGNER_DER_MAX], size_t *ret_len);
+
+/* -EINVAL for a key type or size we do not accept. */
+int signer_check(EVP_PKEY *key);
+
+/* The key's TPM Name, as PolicyAuthorize names it. */
+int signer_name(EVP_PKEY *key, struct tpm_name *ret);
+
+int signer_sign(EVP_PKEY *key, const uint8_t *msg, size_t len, uint8_t sig[SIGNER_SIG_MAX],
+		size_t *ret_len);
+/* 0, or -EBADMSG when sig is not key's signature of msg. */
+int signer_verify(EVP_PKEY *key, const uint8_t *msg, size_t len, const uint8_t *sig,
+		  size_t sig_len);
+
+bool signer_equal(EVP_PKEY *a, EVP_PKEY *b);
+
+#endif

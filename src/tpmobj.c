@@ -1,0 +1,306 @@
+#include "config.h"
+
+#include "tpmobj.h"
+
+#include <errno.h>
+#include <openssl/core_names.h>
+#include <openssl/ecdsa.h>
+#include <openssl/sha.h>
+#include <string.h>
+#include <tss2/tss2_mu.h>
+#include <tss2/tss2_tpm2_types.h>
+
+#define KEK_NONE_ATTRIBUTES                                                                \
+	(TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_NODA |                 \
+	 TPMA_OBJECT_USERWITHAUTH)
+/* fixedTPM and fixedParent clear: duplicable. encryptedDuplication clear:
+ * no inner wrapper, so a recovery can unwrap in software (brief §9). */
+#define KEK_DUP_ATTRIBUTES                                                                 \
+	(TPMA_OBJECT_NODA | TPMA_OBJECT_ADMINWITHPOLICY | TPMA_OBJECT_USERWITHAUTH)
+
+uint32_t tpmobj_kek_attributes(enum tpm_kek_kind kind)
+{
+	return kind == TPM_KEK_DUP ? KEK_DUP_ATTRIBUTES : KEK_NONE_ATTRIBUTES;
+}
+
+/* Exactly one canonical TPM2B_PUBLIC: it re-marshals to the same bytes. */
+static int public_parse(const uint8_t *pub, size_t len, TPM2B_PUBLIC *ret)
+{
+	uint8_t again[TPM_BLOB_MAX];
+	size_t off = 0, again_len = 0;
+
+	if (len > TPM_BLOB_MAX)
+		return -EINVAL;
+	memset(ret, 0, sizeof(*ret));
+	if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(pub, len, &off, ret) != TSS2_RC_SUCCESS || off != len)
+		return -EINVAL;
+	if (Tss2_MU_TPM2B_PUBLIC_Marshal(ret, again, sizeof(again), &again_len) !=
+		    TSS2_RC_SUCCESS ||
+	    again_len != len || memcmp(again, pub, len) != 0)
+		return -EINVAL;
+	return 0;
+}
+
+int tpmobj_name(const uint8_t *pub, size_t len, struct tpm_name *ret)
+{
+	TPM2B_PUBLIC p;
+	int r;
+
+	r = public_parse(pub, len, &p);
+	if (r < 0)
+		return r;
+	if (p.publicArea.nameAlg != TPM2_ALG_SHA256)
+		return -EINVAL;
+	/* The Name hashes the TPMT_PUBLIC: the TPM2B without its size. */
+	ret->bytes[0] = (uint8_t)(TPM2_ALG_SHA256 >> 8);
+	ret->bytes[1] = (uint8_t)TPM2_ALG_SHA256;
+	SHA256(pub + 2, len - 2, ret->bytes + 2);
+	ret->len = 2 + SHA256_DIGEST_LENGTH;
+	return 0;
+}
+
+int tpmobj_storage_key_check(const uint8_t *pub, size_t len, const char **ret_why)
+{
+	const TPMT_PUBLIC *a;
+	TPM2B_PUBLIC p;
+	const TPMT_SYM_DEF_OBJECT *sym;
+
+	if (public_parse(pub, len, &p) < 0) {
+		*ret_why = "not a TPM2B_PUBLIC";
+		return -EINVAL;
+	}
+	a = &p.publicArea;
+	if (a->nameAlg != TPM2_ALG_SHA256) {
+		*ret_why = "its Name is not SHA-256";
+		return -EINVAL;
+	}
+	if (!(a->objectAttributes & TPMA_OBJECT_RESTRICTED) ||
+	    !(a->objectAttributes & TPMA_OBJECT_DECRYPT) ||
+	    (a->objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT)) {
+		*ret_why = "not a storage key (restricted decryption key)";
+		return -EINVAL;
+	}
+	if (a->type == TPM2_ALG_RSA) {
+		sym = &a->parameters.rsaDetail.symmetric;
+		if (a->parameters.rsaDetail.keyBits < 2048 ||
+		    a->parameters.rsaDetail.keyBits > 4096 ||
+		    a->unique.rsa.size != a->parameters.rsaDetail.keyBits / 8) {
+			*ret_why = "RSA storage keys must be 2048 to 4096 bits";
+			return -EINVAL;
+		}
+	} else if (a->type == TPM2_ALG_ECC) {
+		size_t n = a->parameters.eccDetail.curveID == TPM2_ECC_NIST_P256	? 32
+			   : a->parameters.eccDetail.curveID == TPM2_ECC_NIST_P384 ? 48
+										     : 0;
+
+		sym = &a->parameters.eccDetail.symmetric;
+		if (n == 0 || a->unique.ecc.x.size != n || a->unique.ecc.y.size != n) {
+			*ret_why = "ECC storage keys must be on P-256 or P-384";
+			return -EINVAL;
+		}
+	} else {
+		*ret_why = "not an RSA or ECC key";
+		return -EINVAL;
+	}
+	if (sym->algorithm != TPM2_ALG_AES || sym->mode.aes != TPM2_ALG_CFB ||
+	    (sym->keyBits.aes != 128 && sym->keyBits.aes != 256)) {
+		*ret_why = "a storage key's symmetric algorithm must be AES-128 or AES-256 in CFB "
+			   "mode";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int kek_public_check(const uint8_t *pub, size_t len, enum tpm_kek_kind kind,
+			    const uint8_t *auth_policy)
+{
+	const TPMT_PUBLIC *a;
+	TPM2B_PUBLIC p;
+
+	if (public_parse(pub, len, &p) < 0)
+		return -EINVAL;
+	a = &p.publicArea;
+	if (a->type != TPM2_ALG_KEYEDHASH || a->nameAlg != TPM2_ALG_SHA256 ||
+	    a->parameters.keyedHashDetail.scheme.scheme != TPM2_ALG_NULL ||
+	    a->objectAttributes != tpmobj_kek_attributes(kind))
+		return -EINVAL;
+	if (kind == TPM_KEK_NONE)
+		return a->authPolicy.size == 0 ? 0 : -EINVAL;
+	if (a->authPolicy.size != 32)
+		return -EINVAL;
+	if (auth_policy && memcmp(a->authPolicy.buffer, auth_policy, 32) != 0)
+		return -EINVAL;
+	return 0;
+}
+
+int tpmobj_sealed_check(const struct tpm_sealed *s, enum tpm_kek_kind kind,
+			const uint8_t *auth_policy)
+{
+	TPM2B_PRIVATE priv;
+	size_t off = 0;
+	int r;
+
+	r = kek_public_check(s->pub, s->pub_len, kind, auth_policy);
+	if (r < 0)
+		return r;
+	if (s->priv_len > sizeof(s->priv) ||
+	    Tss2_MU_TPM2B_PRIVATE_Unmarshal(s->priv, s->priv_len, &off, &priv) !=
+		    TSS2_RC_SUCCESS ||
+	    off != s->priv_len)
+		return -EINVAL;
+	return 0;
+}
+
+int tpmobj_duplicate_check(const struct tpm_duplicate *d, enum tpm_kek_kind kind,
+			   const uint8_t *auth_policy)
+{
+	TPM2B_PRIVATE dup;
+	TPM2B_ENCRYPTED_SECRET seed;
+	size_t off = 0;
+	int r;
+
+	r = kek_public_check(d->pub, d->pub_len, kind, auth_policy);
+	if (r < 0)
+		return r;
+	if (d->dup_len > sizeof(d->dup) || d->seed_len > sizeof(d->seed) ||
+	    Tss2_MU_TPM2B_PRIVATE_Unmarshal(d->dup, d->dup_len, &off, &dup) != TSS2_RC_SUCCESS ||
+	    off != d->dup_len || dup.size == 0)
+		return -EINVAL;
+	off = 0;
+	if (Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(d->seed, d->seed_len, &off, &seed) !=
+		    TSS2_RC_SUCCESS ||
+	    off != d->seed_len || seed.size == 0)
+		return -EINVAL;
+	return 0;
+}
+
+/* A big number into a fixed-size big-endian field. */
+static int bn_param(EVP_PKEY *key, const char *name, uint8_t *out, size_t len)
+{
+	BIGNUM *bn = NULL;
+	int r = -EINVAL;
+
+	if (EVP_PKEY_get_bn_param(key, name, &bn) == 1 && BN_bn2binpad(bn, out, (int)len) == (int)len)
+		r = 0;
+	BN_free(bn);
+	return r;
+}
+
+static int ecc_curve(EVP_PKEY *key, TPM2_ECC_CURVE *ret_curve, size_t *ret_bytes)
+{
+	char group[64];
+
+	if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+					   NULL) != 1)
+		return -EINVAL;
+	if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0) {
+		*ret_curve = TPM2_ECC_NIST_P256;
+		*ret_bytes = 32;
+	} else if (strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0) {
+		*ret_curve = TPM2_ECC_NIST_P384;
+		*ret_bytes = 48;
+	} else {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int tpmobj_signer_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_len)
+{
+	TPM2B_PUBLIC p = {
+		.publicArea = {
+			.nameAlg = TPM2_ALG_SHA256,
+			.objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_SIGN_ENCRYPT |
+					    TPMA_OBJECT_DECRYPT,
+		},
+	};
+	TPMT_PUBLIC *a = &p.publicArea;
+	size_t off = 0;
+
+	if (EVP_PKEY_is_a(key, "RSA")) {
+		BIGNUM *e = NULL;
+		int bits = EVP_PKEY_get_bits(key);
+		BN_ULONG exponent;
+
+		if (bits < 2048 || bits > 4096 || bits % 8)
+			return -EINVAL;
+		a->type = TPM2_ALG_RSA;
+		a->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
+		a->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+		a->parameters.rsaDetail.keyBits = (TPMI_RSA_KEY_BITS)bits;
+		if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &e) != 1)
+			return -EINVAL;
+		exponent = BN_get_word(e);
+		BN_free(e);
+		if (exponent == 0 || exponent > UINT32_MAX)
+			return -EINVAL;
+		a->parameters.rsaDetail.exponent = (UINT32)exponent;
+		a->unique.rsa.size = (UINT16)(bits / 8);
+		if (bn_param(key, OSSL_PKEY_PARAM_RSA_N, a->unique.rsa.buffer, a->unique.rsa.size) <
+		    0)
+			return -EINVAL;
+	} else if (EVP_PKEY_is_a(key, "EC")) {
+		TPM2_ECC_CURVE curve;
+		size_t n;
+
+		if (ecc_curve(key, &curve, &n) < 0)
+			return -EINVAL;
+		a->type = TPM2_ALG_ECC;
+		a->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
+		a->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
+		a->parameters.eccDetail.curveID = curve;
+		a->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+		a->unique.ecc.x.size = a->unique.ecc.y.size = (UINT16)n;
+		if (bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, a->unique.ecc.x.buffer, n) < 0 ||
+		    bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, a->unique.ecc.y.buffer, n) < 0)
+			return -EINVAL;
+	} else {
+		return -EINVAL;
+	}
+	if (Tss2_MU_TPM2B_PUBLIC_Marshal(&p, out, TPM_BLOB_MAX, &off) != TSS2_RC_SUCCESS)
+		return -EINVAL;
+	*ret_len = off;
+	return 0;
+}
+
+int tpmobj_signature(EVP_PKEY *key, const uint8_t *sig, size_t sig_len,
+		     uint8_t out[TPM_BLOB_MAX], size_t *ret_len)
+{
+	TPMT_SIGNATURE s = {0};
+	size_t off = 0;
+
+	if (EVP_PKEY_is_a(key, "RSA")) {
+		if (sig_len == 0 || sig_len > sizeof(s.signature.rsassa.sig.buffer))
+			return -EINVAL;
+		s.sigAlg = TPM2_ALG_RSASSA;
+		s.signature.rsassa.hash = TPM2_ALG_SHA256;
+		s.signature.rsassa.sig.size = (UINT16)sig_len;
+		memcpy(s.signature.rsassa.sig.buffer, sig, sig_len);
+	} else if (EVP_PKEY_is_a(key, "EC")) {
+		const unsigned char *p = sig;
+		ECDSA_SIG *e = d2i_ECDSA_SIG(NULL, &p, (long)sig_len);
+		const BIGNUM *r, *sv;
+		TPM2_ECC_CURVE curve;
+		size_t n;
+		int ok;
+
+		if (!e)
+			return -EINVAL;
+		ECDSA_SIG_get0(e, &r, &sv);
+		ok = p == sig + sig_len && ecc_curve(key, &curve, &n) == 0 &&
+		     BN_bn2binpad(r, s.signature.ecdsa.signatureR.buffer, (int)n) == (int)n &&
+		     BN_bn2binpad(sv, s.signature.ecdsa.signatureS.buffer, (int)n) == (int)n;
+		ECDSA_SIG_free(e);
+		if (!ok)
+			return -EINVAL;
+		s.sigAlg = TPM2_ALG_ECDSA;
+		s.signature.ecdsa.hash = TPM2_ALG_SHA256;
+		s.signature.ecdsa.signatureR.size = s.signature.ecdsa.signatureS.size = (UINT16)n;
+	} else {
+		return -EINVAL;
+	}
+	if (Tss2_MU_TPMT_SIGNATURE_Marshal(&s, out, TPM_BLOB_MAX, &off) != TSS2_RC_SUCCESS)
+		return -EINVAL;
+	*ret_len = off;
+	return 0;
+}

@@ -1,0 +1,52 @@
+/* TPM structures in software, without a TPM: checks of public areas and
+ * key files before a TPM sees them, object Names, a signing key's public
+ * area and signature in TPM form. Part of the TPM layer (it marshals with
+ * tss2-mu, the TPM's own encoding); what needs a TPM is in tpm.c. Functions
+ * do not log: callers say what was wrong with which file. */
+#ifndef TPM2KMS_TPMOBJ_H
+#define TPM2KMS_TPMOBJ_H
+
+#include "tpm.h"
+
+#include <openssl/evp.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The Name of an object from its marshalled TPM2B_PUBLIC: nameAlg (always
+ * SHA-256 here) || SHA-256(TPMT_PUBLIC). -EINVAL unless pub is exactly one
+ * canonical TPM2B_PUBLIC with a SHA-256 nameAlg. */
+int tpmobj_name(const uint8_t *pub, size_t len, struct tpm_name *ret);
+
+/* 0 when pub is a storage key a KEK may be duplicated to: a restricted
+ * decryption key (RSA 2048-4096, ECC P-256/P-384), SHA-256 Names, AES-CFB
+ * symmetric. This also rules out TPM_RH_NULL, whose Name is a handle (a
+ * duplicate "to" it carries the KEK in clear). -EINVAL with a reason. */
+int tpmobj_storage_key_check(const uint8_t *pub, size_t len, const char **ret_why);
+
+/* 0 when s is a sealed KEK object of the given kind: keyed-hash sealed
+ * data, SHA-256, exactly the kind's attributes, and an authPolicy that is
+ * empty for TPM_KEK_NONE and otherwise 32 bytes, equal to auth_policy when
+ * that is not NULL. -EINVAL otherwise. */
+int tpmobj_sealed_check(const struct tpm_sealed *s, enum tpm_kek_kind kind,
+			const uint8_t *auth_policy);
+
+/* The same for a duplicate, whose three blobs must also unmarshal. */
+int tpmobj_duplicate_check(const struct tpm_duplicate *d, enum tpm_kek_kind kind,
+			   const uint8_t *auth_policy);
+
+/* The template of a kind: object attributes (TPMA_OBJECT). */
+uint32_t tpmobj_kek_attributes(enum tpm_kek_kind kind);
+
+/* A signing key's public area as loaded for TPM2_VerifySignature: SHA-256
+ * Names, userWithAuth|sign|decrypt, NULL scheme and symmetric; RSA with its
+ * exponent written out (65537, not 0), as systemd writes it, ECC with a
+ * NULL KDF, as tpm2_loadexternal does. Its Name is what a policy names.
+ * -EINVAL for keys other than RSA and ECC P-256/P-384. */
+int tpmobj_signer_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_len);
+
+/* A signature made by key with SHA-256 (DER ECDSA, or RSASSA-PKCS1-v1_5)
+ * as a marshalled TPMT_SIGNATURE. */
+int tpmobj_signature(EVP_PKEY *key, const uint8_t *sig, size_t sig_len,
+		     uint8_t out[TPM_BLOB_MAX], size_t *ret_len);
+
+#endif
