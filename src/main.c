@@ -358,8 +358,8 @@ static int cmd_keys(const struct settings *s)
 		state_free(&st);
 		goto out;
 	}
-	printf("%-10s  %-45s  %-20s  %-12s  %-5s  %s\n", "GENERATION", "KEY_ID", "CREATED",
-	       "STATE", "KIND", counts->pid ? "DECRYPTS" : "DECRYPTS(no daemon)");
+	printf("%-10s  %-45s  %-20s  %-12s  %-5s  %-10s  %s\n", "GENERATION", "KEY_ID", "CREATED",
+	       "STATE", "KIND", "DAEMON", counts->pid ? "DECRYPTS" : "DECRYPTS(no daemon)");
 	for (size_t i = 0; i < st.n_gens; i++) {
 		const struct state_generation *g = &st.gens[i];
 		char created[32];
@@ -368,9 +368,10 @@ static int cmd_keys(const struct settings *s)
 
 		gmtime_r(&t, &tm);
 		strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		printf("%-10u  %-45s  %-20s  %-12s  %-5s  %llu\n", (unsigned)g->number, g->key_id,
-		       created, g->number == st.write_generation ? "write" : "decrypt-only",
-		       state_kind_name(g->kind), (unsigned long long)counts_get(counts, g->number));
+		printf("%-10u  %-45s  %-20s  %-12s  %-5s  %-10s  %llu\n", (unsigned)g->number,
+		       g->key_id, created, g->number == st.write_generation ? "write" : "decrypt-only",
+		       state_kind_name(g->kind), counts_loaded(counts, g->number),
+		       (unsigned long long)counts_get(counts, g->number));
 	}
 	state_free(&st);
 out:

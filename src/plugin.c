@@ -115,6 +115,7 @@ static bool transient(int err)
 }
 
 static void start_unseal(plugin *p, struct generation *g);
+static void write_counts(plugin *p);
 
 static void on_unsealed(void *arg, int err, const uint8_t *kek)
 {
@@ -149,6 +150,8 @@ static void on_unsealed(void *arg, int err, const uint8_t *kek)
 	}
 	memcpy(g->kek, kek, TPM_KEK_BYTES);
 	log_info("generation %u loaded (key_id %s)", (unsigned)g->number, g->key_id);
+	/* `keys` shows which generations this daemon can use. */
+	write_counts(p);
 	check_ready(p);
 }
 
@@ -287,6 +290,7 @@ static void write_counts(plugin *p)
 	for (struct generation *g = p->gens; g && c->n < STATE_MAX_GENERATIONS; g = g->next) {
 		c->gen[c->n] = g->number;
 		c->count[c->n] = g->decrypts;
+		c->loaded[c->n] = g->kek != NULL;
 		c->n++;
 	}
 	if (counts_save(p->state_dir, c) == 0) {

@@ -609,8 +609,9 @@ int counts_save(const char *dir, const struct decrypt_counts *c)
 		return -ENOMEM;
 	len += (size_t)snprintf(buf, cap, "pid %d\n", (int)c->pid);
 	for (size_t i = 0; i < c->n; i++)
-		len += (size_t)snprintf(buf + len, cap - len, "generation %u %llu\n",
-					(unsigned)c->gen[i], (unsigned long long)c->count[i]);
+		len += (size_t)snprintf(buf + len, cap - len, "generation %u %llu %s\n",
+					(unsigned)c->gen[i], (unsigned long long)c->count[i],
+					c->loaded[i] ? "loaded" : "loading");
 	/* The counts describe the running daemon (its pid is in the file):
 	 * `retire` must see them at once, which rename gives, but they need
 	 * not survive a power loss. No fsync, then: the daemon writes them
@@ -635,14 +636,16 @@ int counts_load(const char *dir, struct decrypt_counts *ret)
 	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		unsigned g;
 		unsigned long long n;
+		char state[16] = "";
 		int pid;
 
 		if (sscanf(line, "pid %d", &pid) == 1)
 			ret->pid = pid;
-		else if (sscanf(line, "generation %u %llu", &g, &n) == 2 &&
+		else if (sscanf(line, "generation %u %llu %15s", &g, &n, state) >= 2 &&
 			 ret->n < STATE_MAX_GENERATIONS) {
 			ret->gen[ret->n] = g;
 			ret->count[ret->n] = n;
+			ret->loaded[ret->n] = strcmp(state, "loaded") == 0;
 			ret->n++;
 		}
 	}
@@ -651,6 +654,14 @@ int counts_load(const char *dir, struct decrypt_counts *ret)
 	if (ret->pid <= 0 || (kill(ret->pid, 0) < 0 && errno == ESRCH))
 		memset(ret, 0, sizeof(*ret));
 	return 0;
+}
+
+const char *counts_loaded(const struct decrypt_counts *c, uint32_t gen)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (c->gen[i] == gen)
+			return c->loaded[i] ? "loaded" : "not loaded";
+	return "-";
 }
 
 uint64_t counts_get(const struct decrypt_counts *c, uint32_t gen)

@@ -92,16 +92,23 @@ void statedir_sweep(const char *dir, const struct state *s);
 /* Generation g's sealed file name. */
 void statedir_gen_file(uint32_t g, char out[32]);
 
-/* decrypt-counts: written by the daemon, read by `keys` and `retire`. */
+/* decrypt-counts: written by the daemon, read by `keys` and `retire`:
+ * per generation it knows, the Decrypts since it started and whether it
+ * has the key loaded (so an operator promotes a generation only once every
+ * node's daemon can decrypt with it). */
 struct decrypt_counts {
 	pid_t pid;         /* daemon that wrote them; 0 if none */
 	size_t n;
 	uint32_t gen[STATE_MAX_GENERATIONS];
 	uint64_t count[STATE_MAX_GENERATIONS];
+	bool loaded[STATE_MAX_GENERATIONS];
 };
 int counts_save(const char *dir, const struct decrypt_counts *c);
 /* Zero counts when there is no file or its daemon is gone. */
 int counts_load(const char *dir, struct decrypt_counts *ret);
 uint64_t counts_get(const struct decrypt_counts *c, uint32_t gen);
+/* "loaded", "not loaded", or "-" when no daemon runs or it does not know
+ * the generation yet. */
+const char *counts_loaded(const struct decrypt_counts *c, uint32_t gen);
 
 #endif

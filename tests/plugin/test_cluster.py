@@ -225,6 +225,12 @@ class ThreeNodes(ClusterTest):
                   '--generation', '2', '-o', bundle)
             self.assertEqual(n.cli('import', bundle).stdout, '1 generation added\n')
             self.check_cluster([a, b, c], made)
+        # What the guide says to check before promoting: every node's daemon
+        # has the staged generation loaded.
+        for n in (a, b, c):
+            wait_until(lambda: re.search(r'\n2 +\S+ +\S+ +decrypt-only +dup +loaded ',
+                                         n.offline('keys').stdout),
+                       '%s to load generation 2' % n.name)
         for n in (a, b, c):
             n.offline('promote', '2')
             self.wait_key_id(n, staged)
