@@ -309,7 +309,10 @@ int bundle_parse(const char *name, const char *text, size_t len, struct bundle *
 			goto bad;
 		memcpy(hex, line + pl, 2 * BUNDLE_MAC_BYTES);
 		hex[2 * BUNDLE_MAC_BYTES] = '\0';
-		if (util_unhex(hex, b.gens[n_macs].mac, BUNDLE_MAC_BYTES) < 0)
+		/* Lower case only: the MAC lines are outside what the MACs
+		 * cover, so no byte of them may change and still parse. */
+		if (strspn(hex, "0123456789abcdef") != 2 * BUNDLE_MAC_BYTES ||
+		    util_unhex(hex, b.gens[n_macs].mac, BUNDLE_MAC_BYTES) < 0)
 			goto bad;
 		n_macs++;
 		if (p == end)

@@ -12,6 +12,7 @@
 #include "signer.h"
 #include "statedir.h"
 #include "tpmobj.h"
+#include "tpmwrap.h"
 #include "util.h"
 
 #include <errno.h>
@@ -72,6 +73,26 @@ int exchange_node_key(const char *dir, const char *tcti, char **ret_pem, size_t 
 out:
 	tpm_close(t);
 	state_free(&s);
+	return r;
+}
+
+int exchange_node_key_public(const char *public_key_path, char **ret_pem, size_t *ret_len,
+			     struct tpm_name *ret_name)
+{
+	uint8_t pub[TPM_BLOB_MAX];
+	size_t pub_len;
+	EVP_PKEY *key = NULL;
+	int r;
+
+	r = signer_load_public(public_key_path, "recovery key", &key);
+	if (r < 0)
+		return r;
+	r = tpmobj_storage_public(key, pub, &pub_len);
+	if (r == 0)
+		r = tpmobj_name(pub, pub_len, ret_name);
+	if (r == 0)
+		r = nodefile_encode(pub, pub_len, ret_pem, ret_len);
+	EVP_PKEY_free(key);
 	return r;
 }
 
@@ -513,5 +534,177 @@ out:
 	statedir_unlock(lock);
 	bundle_free(&b);
 	free(text);
+	return r;
+}
+
+/* Ascending by number, each KEK staying with its generation. */
+static void sort_generations(struct bundle_generation *g, uint8_t **keks, size_t n)
+{
+	for (size_t i = 1; i < n; i++) {
+		for (size_t k = i; k > 0 && g[k - 1].number > g[k].number; k--) {
+			struct bundle_generation t = g[k];
+			uint8_t *kt = keks[k];
+
+			g[k] = g[k - 1];
+			g[k - 1] = t;
+			keks[k] = keks[k - 1];
+			keks[k - 1] = kt;
+		}
+	}
+}
+
+/* Every generation of the bundles, opened with the recovery key and
+ * wrapped again to the target; keks[i] (secure heap) for each of out->gens. */
+static int recover_bundle(const char *path, EVP_PKEY *key, const uint8_t *rec_pub,
+			  size_t rec_len, const struct tpm_name *rec_name, const struct node *target,
+			  struct bundle *out, uint8_t **keks)
+{
+	struct tpmwrap_sensitive *sens = secmem_alloc(sizeof(*sens));
+	char fp[NODE_FINGERPRINT_MAX], id[ENVELOPE_KEY_ID_MAX];
+	struct bundle b = {0};
+	char *text = NULL;
+	uint8_t *kek = NULL;
+	int r;
+
+	if (!sens)
+		return -ENOMEM;
+	r = bundle_load(path, &text, &b);
+	if (r < 0)
+		goto out;
+	node_fingerprint(&b.node, fp);
+	if (!same_name(&b.node, rec_name)) {
+		log_error("%s was exported to node %s, not to this recovery key", path, fp);
+		r = -EKEYREJECTED;
+		goto out;
+	}
+	if (out->admin_key_len && (out->admin_key_len != b.admin_key_len ||
+				   memcmp(out->admin_key, b.admin_key, b.admin_key_len) != 0)) {
+		log_error("%s was made under another admin key than the other bundles", path);
+		r = -EINVAL;
+		goto out;
+	}
+	memcpy(out->admin_key, b.admin_key, b.admin_key_len);
+	out->admin_key_len = b.admin_key_len;
+	for (size_t i = 0; i < b.n_gens; i++) {
+		struct bundle_generation *g = &b.gens[i], *have = NULL;
+
+		for (size_t k = 0; k < out->n_gens; k++)
+			if (out->gens[k].number == g->number)
+				have = &out->gens[k];
+		if (have && strcmp(have->key_id, g->key_id) != 0) {
+			log_error("%s: generation %u is %s here and %s in another bundle", path,
+				  (unsigned)g->number, g->key_id, have->key_id);
+			r = -EINVAL;
+			goto out;
+		}
+		kek = secmem_alloc(TPM_KEK_BYTES);
+		if (!kek) {
+			r = -ENOMEM;
+			goto out;
+		}
+		r = tpmwrap_unwrap(key, rec_pub, rec_len, &g->dup, sens, kek);
+		if (r == 0)
+			r = envelope_key_id(kek, g->number, id);
+		if (r == 0 && strcmp(id, g->key_id) != 0)
+			r = -EBADMSG;
+		if (r == 0)
+			r = bundle_check_mac(&b, text, i, kek);
+		if (r < 0) {
+			log_error("%s: generation %u does not open with this recovery key, or the "
+				  "bundle was altered; nothing written",
+				  path, (unsigned)g->number);
+			r = -EBADMSG;
+			goto out;
+		}
+		if (have) {
+			secmem_free(kek, TPM_KEK_BYTES);
+			kek = NULL;
+			continue;
+		}
+		if (out->n_gens >= STATE_MAX_GENERATIONS) {
+			log_error("more than %d generations", STATE_MAX_GENERATIONS);
+			r = -E2BIG;
+			goto out;
+		}
+		r = tpmwrap_wrap(target->pub, target->pub_len, g->dup.pub, g->dup.pub_len, sens,
+				 &out->gens[out->n_gens].dup);
+		util_wipe(sens, sizeof(*sens));
+		if (r < 0) {
+			log_error("%s: cannot wrap generation %u to the new node", path,
+				  (unsigned)g->number);
+			goto out;
+		}
+		out->gens[out->n_gens].number = g->number;
+		out->gens[out->n_gens].created = g->created;
+		out->gens[out->n_gens].kind = g->kind;
+		strcpy(out->gens[out->n_gens].key_id, g->key_id);
+		keks[out->n_gens++] = kek;
+		kek = NULL;
+	}
+out:
+	secmem_free(kek, TPM_KEK_BYTES);
+	secmem_free(sens, sizeof(*sens));
+	bundle_free(&b);
+	free(text);
+	return r;
+}
+
+int exchange_recover(const char *recovery_key_path, const char *node_path,
+		     const char *const *bundles, size_t n_bundles, uint32_t write_gen,
+		     char **ret_bundle, size_t *ret_len)
+{
+	struct bundle out = {0};
+	struct tpm_name rec_name;
+	struct node target;
+	uint8_t rec_pub[TPM_BLOB_MAX], **keks = NULL;
+	size_t rec_len, cap = STATE_MAX_GENERATIONS, write_i;
+	EVP_PKEY *key = NULL;
+	int r;
+
+	r = nodefile_load(node_path, &target);
+	if (r < 0)
+		return r;
+	r = signer_load_private(recovery_key_path, "recovery key", &key);
+	if (r < 0)
+		return r;
+	r = tpmobj_storage_public(key, rec_pub, &rec_len);
+	if (r == 0)
+		r = tpmobj_name(rec_pub, rec_len, &rec_name);
+	if (r < 0)
+		goto out;
+	out.gens = calloc(cap, sizeof(*out.gens));
+	keks = calloc(cap, sizeof(*keks));
+	if (!out.gens || !keks) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n_bundles; i++) {
+		r = recover_bundle(bundles[i], key, rec_pub, rec_len, &rec_name, &target, &out, keks);
+		if (r < 0)
+			goto out;
+	}
+	sort_generations(out.gens, keks, out.n_gens);
+	write_i = out.n_gens - 1;
+	if (write_gen) {
+		for (write_i = 0; write_i < out.n_gens && out.gens[write_i].number != write_gen;
+		     write_i++)
+			;
+		if (write_i == out.n_gens) {
+			log_error("--write-generation %u: no such generation in the bundles",
+				  (unsigned)write_gen);
+			r = -ENOENT;
+			goto out;
+		}
+	}
+	out.gens[write_i].write = true;
+	out.node = target.name;
+	r = bundle_encode(&out, (const uint8_t *const *)keks, ret_bundle, ret_len);
+	if (r == 0)
+		log_info("recovered %zu generation%s for node %s; import the bundle there",
+			 out.n_gens, out.n_gens == 1 ? "" : "s", node_path);
+out:
+	free_keks(keks, out.n_gens);
+	bundle_free(&out);
+	EVP_PKEY_free(key);
 	return r;
 }

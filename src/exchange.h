@@ -17,6 +17,11 @@
 int exchange_node_key(const char *dir, const char *tcti, char **ret_pem, size_t *ret_len,
 		      struct tpm_name *ret_name);
 
+/* An offline public key (a recovery key) as a node file: a storage key's
+ * public area around it, its Name computed in software. No TPM. */
+int exchange_node_key_public(const char *public_key_path, char **ret_pem, size_t *ret_len,
+			     struct tpm_name *ret_name);
+
 /* Signs a node file with the admin private key, no TPM. */
 int exchange_approve(const char *admin_key_path, const char *node_path, char **ret_text,
 		     size_t *ret_len, struct tpm_name *ret_node);
@@ -33,5 +38,14 @@ int exchange_export(const char *dir, const char *tcti, const char *node_path,
  * anything is written; *ret_added counts the generations added. */
 int exchange_import(const char *dir, const char *tcti, uint32_t nv_index, const char *bundle_path,
 		    size_t *ret_added);
+
+/* Offline, no TPM: opens every generation of the bundles (exported to the
+ * recovery key's node) with the recovery private key, checks each against
+ * its key_id and its bundle's MACs, and wraps it again to node_path's
+ * storage key with a fresh seed: a bundle import takes. write_gen (0: the
+ * highest) is the new node's write key. */
+int exchange_recover(const char *recovery_key_path, const char *node_path,
+		     const char *const *bundles, size_t n_bundles, uint32_t write_gen,
+		     char **ret_bundle, size_t *ret_len);
 
 #endif

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include "envelope.h"
+#include "escrow.h"
 #include "keyadmin.h"
 #include "log.h"
 #include "policy.h"
@@ -36,9 +37,11 @@ int keyadmin_new_kind(const struct state *s, enum tpm_kek_kind *ret_kind,
 	return 0;
 }
 
-/* Seals generation `number` and writes its file (not yet the state). */
+/* Seals generation `number` and writes its file (not yet the state).
+ * With escrow configured, a `dup` generation is escrowed at once;
+ * *ret_escrowed says whether that worked (true when not asked). */
 static int create_generation(tpm *t, const char *dir, const struct state *s, uint32_t number,
-			     struct state_generation *ret)
+			     struct state_generation *ret, bool *ret_escrowed)
 {
 	struct state_generation g = {.number = number};
 	struct tpm_sealed sealed;
@@ -68,11 +71,65 @@ static int create_generation(tpm *t, const char *dir, const struct state *s, uin
 	if (r < 0)
 		goto out;
 	g.created = util_now_realtime_s();
+	*ret_escrowed = true;
+	if (g.kind == TPM_KEK_DUP && escrow_configured(dir))
+		*ret_escrowed = escrow_generation(t, dir, s, &g, &sealed, kek) == 0;
 	*ret = g;
 out:
+	util_wipe(&sealed, sizeof(sealed));
 	secmem_free(kek, TPM_KEK_BYTES);
 	free(pem);
 	return r;
+}
+
+/* Escrows the `dup` generations that have no escrow file yet (escrow set
+ * up after they were made, or a failed escrow being retried). */
+static int escrow_missing(tpm *t, const char *dir, const struct state *s, size_t *ret_done)
+{
+	uint8_t *kek = secmem_alloc(TPM_KEK_BYTES);
+	int r = 0;
+
+	*ret_done = 0;
+	if (!kek)
+		return -ENOMEM;
+	for (size_t i = 0; r == 0 && i < s->n_gens; i++) {
+		const struct state_generation *g = &s->gens[i];
+		struct tpm_sealed sealed;
+		char *pem = NULL;
+		size_t len;
+
+		if (g->kind != TPM_KEK_DUP || escrow_has(dir, g->number))
+			continue;
+		r = statedir_read(dir, g->file, SEALFILE_MAX_BYTES, &pem, &len);
+		if (r == 0)
+			r = sealfile_decode(pem, len, &sealed);
+		free(pem);
+		if (r == 0)
+			r = tpm_kek_unseal(t, &sealed, g->kind, kek);
+		if (r == 0)
+			r = escrow_generation(t, dir, s, g, &sealed, kek);
+		util_wipe(&sealed, sizeof(sealed));
+		if (r < 0)
+			log_error("generation %u could not be escrowed", (unsigned)g->number);
+		else
+			(*ret_done)++;
+	}
+	secmem_free(kek, TPM_KEK_BYTES);
+	return r;
+}
+
+/* escrow-to and escrow-approval, when given, are recorded (replacing what
+ * was recorded before). */
+static int configure_escrow(const char *dir, const struct state *s,
+			    const struct keyadmin_config *c)
+{
+	if (!c->escrow_to && !c->escrow_approval)
+		return 0;
+	if (!c->escrow_to || !c->escrow_approval) {
+		log_error("escrow needs both escrow-to and escrow-approval");
+		return -EINVAL;
+	}
+	return escrow_configure(dir, s, c->escrow_to, c->escrow_approval);
 }
 
 int keyadmin_open(const char *dir, bool create, uint32_t nv_index, int *ret_lock,
@@ -145,15 +202,17 @@ static int adopt_admin_key(const char *dir, struct state *s, const uint8_t *key,
 	return 0;
 }
 
-int keyadmin_provision(const char *dir, const char *tcti, uint32_t nv_index,
-		       const uint8_t *admin_key, size_t admin_len, struct state *ret)
+int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_config *c,
+		       struct state *ret)
 {
 	struct state s = {0};
 	struct tpm_name srk_name;
 	struct state_generation g;
+	uint32_t nv_index = c->nv_index;
 	tpm *t = NULL;
 	int lock = -1, r;
-	bool fresh, changed = false;
+	bool fresh, changed = false, escrowed;
+	size_t n_escrowed = 0;
 
 	r = keyadmin_open(dir, true, nv_index, &lock, &s, &fresh);
 	if (r < 0)
@@ -174,7 +233,9 @@ int keyadmin_provision(const char *dir, const char *tcti, uint32_t nv_index,
 		s.srk_name = srk_name;
 		s.nv_index = nv_index ? nv_index : TPM_NV_INDEX_DEFAULT;
 	}
-	r = adopt_admin_key(dir, &s, admin_key, admin_len, &changed);
+	r = adopt_admin_key(dir, &s, c->admin_key, c->admin_key_len, &changed);
+	if (r == 0)
+		r = configure_escrow(dir, &s, c);
 	if (r < 0)
 		goto out;
 	r = tpm_nv_counter_provision(t, s.nv_index);
@@ -183,9 +244,16 @@ int keyadmin_provision(const char *dir, const char *tcti, uint32_t nv_index,
 	if (!fresh)
 		statedir_sweep(dir, &s);
 	if (fresh) {
-		r = create_generation(t, dir, &s, 1, &g);
+		r = create_generation(t, dir, &s, 1, &g, &escrowed);
 		if (r < 0)
 			goto out;
+		if (!escrowed) {
+			/* Generation 1 must be the write key: no escrow, no state. */
+			log_error("cannot provision %s: generation 1 could not be escrowed", dir);
+			statedir_unlink(dir, g.file);
+			r = -EIO;
+			goto out;
+		}
 		r = state_add(&s, &g);
 		if (r < 0)
 			goto out;
@@ -195,13 +263,23 @@ int keyadmin_provision(const char *dir, const char *tcti, uint32_t nv_index,
 			goto out;
 		log_info("provisioned %s: generation 1 (%s), key_id %s, NV counter 0x%08x", dir,
 			 state_kind_name(g.kind), g.key_id, (unsigned)s.nv_index);
-	} else if (changed) {
-		r = state_save(dir, &s);
-		if (r < 0)
-			goto out;
-		log_info("%s: admin key recorded; generations made from now on are `dup` "
-			 "(rotate to make one)",
-			 dir);
+	} else {
+		if (escrow_configured(dir)) {
+			r = escrow_missing(t, dir, &s, &n_escrowed);
+			if (r < 0)
+				goto out;
+		}
+		/* Saving the state (even unchanged) makes a running daemon look
+		 * again, at the escrow files too. */
+		if (changed || n_escrowed) {
+			r = state_save(dir, &s);
+			if (r < 0)
+				goto out;
+		}
+		if (changed)
+			log_info("%s: admin key recorded; generations made from now on are `dup` "
+				 "(rotate to make one)",
+				 dir);
 	}
 	*ret = s;
 	s.gens = NULL;
@@ -213,18 +291,23 @@ out:
 	return r;
 }
 
-int keyadmin_rotate(const char *dir, const char *tcti, bool stage, struct state_generation *ret)
+int keyadmin_rotate(const char *dir, const char *tcti, const struct keyadmin_config *c, bool stage,
+		    struct state_generation *ret)
 {
 	struct state s = {0};
 	struct state_generation g;
 	tpm *t = NULL;
 	uint32_t next;
 	int lock = -1, r;
+	bool escrowed;
 
 	r = open_locked(dir, &lock, &s);
 	if (r < 0)
 		return r;
 	statedir_sweep(dir, &s);
+	r = configure_escrow(dir, &s, c);
+	if (r < 0)
+		goto out;
 	next = s.gens[s.n_gens - 1].number + 1;
 	if (next == 0) {
 		r = -EOVERFLOW;
@@ -240,17 +323,27 @@ int keyadmin_rotate(const char *dir, const char *tcti, bool stage, struct state_
 		goto out;
 	/* The file first, then the state that names it: a crash in between
 	 * leaves an unused file and the old state. */
-	r = create_generation(t, dir, &s, next, &g);
+	r = create_generation(t, dir, &s, next, &g, &escrowed);
 	if (r < 0)
 		goto out;
 	r = state_add(&s, &g);
 	if (r < 0)
 		goto out;
-	if (!stage)
+	/* A generation that could not be escrowed must not become the write
+	 * key: it is kept decrypt-only until escrowed (init) and promoted. */
+	if (!stage && escrowed)
 		s.write_generation = next;
 	r = state_save(dir, &s);
 	if (r < 0) {
 		statedir_unlink(dir, g.file);
+		goto out;
+	}
+	if (!escrowed) {
+		log_error("generation %u was made but could not be escrowed: it stays "
+			  "decrypt-only; fix the cause, run tpm2-kms init to escrow it, then "
+			  "tpm2-kms promote %u",
+			  (unsigned)next, (unsigned)next);
+		r = -EIO;
 		goto out;
 	}
 	if (stage)
@@ -287,6 +380,13 @@ int keyadmin_promote(const char *dir, uint32_t generation)
 	if (generation == s.write_generation) {
 		log_info("generation %u is already the write key", (unsigned)generation);
 		r = 0;
+		goto out;
+	}
+	if (g->kind == TPM_KEK_DUP && escrow_configured(dir) && !escrow_has(dir, generation)) {
+		log_error("generation %u is not escrowed: run tpm2-kms init to escrow it, then "
+			  "promote it",
+			  (unsigned)generation);
+		r = -EPERM;
 		goto out;
 	}
 	s.write_generation = generation;

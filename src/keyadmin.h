@@ -18,18 +18,31 @@
 int keyadmin_open(const char *dir, bool create, uint32_t nv_index, int *ret_lock,
 		  struct state *ret, bool *ret_fresh);
 
+/* What provisioning and rotation are told besides the state directory. */
+struct keyadmin_config {
+	uint32_t nv_index;        /* 0: the state's, or the default */
+	const uint8_t *admin_key; /* DER; NULL: none given */
+	size_t admin_key_len;
+	const char *escrow_to;    /* recovery node file; NULL: none given */
+	const char *escrow_approval;
+};
+
 /* Idempotent: SRK (found or created and persisted), NV counter, and
- * generation 1 when the directory holds no state yet. nv_index 0: keep the
- * state's, or the default for a new state. admin_key (DER, admin_len 0 for
- * none) is recorded when the state has none: from then on new generations
- * are `dup`; a different one is refused. Returns the state. */
-int keyadmin_provision(const char *dir, const char *tcti, uint32_t nv_index,
-		       const uint8_t *admin_key, size_t admin_len, struct state *ret);
+ * generation 1 when the directory holds no state yet. The admin key is
+ * recorded when the state has none: from then on new generations are
+ * `dup`; a different one is refused. Escrow settings are recorded; with
+ * escrow configured, `dup` generations not escrowed yet are escrowed now.
+ * Returns the state. */
+int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_config *c,
+		       struct state *ret);
 
 /* Seals a new generation (`dup` when the state has an admin key). It
  * becomes the write key unless stage, when it is added decrypt-only for a
- * later promote (rotation across several nodes). */
-int keyadmin_rotate(const char *dir, const char *tcti, bool stage, struct state_generation *ret);
+ * later promote (rotation across several nodes). With escrow configured it
+ * is escrowed first; if that fails it stays decrypt-only and -EIO says
+ * so. */
+int keyadmin_rotate(const char *dir, const char *tcti, const struct keyadmin_config *c, bool stage,
+		    struct state_generation *ret);
 
 /* Makes an existing generation the write key; no TPM needed. The running
  * daemon follows once it has the key loaded. */

@@ -4,6 +4,7 @@
 
 #include "daemon.h"
 #include "envelope.h"
+#include "escrow.h"
 #include "exchange.h"
 #include "grpc.h"
 #include "keyadmin.h"
@@ -55,6 +56,23 @@ static int admin_key_der(const struct settings *s, uint8_t der[SIGNER_DER_MAX], 
 		r = signer_to_der(key, der, ret_len);
 	EVP_PKEY_free(key);
 	return r;
+}
+
+/* What serve, init and rotate pass to provisioning and rotation. */
+static int keyadmin_config_of(const struct settings *s, uint8_t admin[SIGNER_DER_MAX],
+			      struct keyadmin_config *ret)
+{
+	struct keyadmin_config c = {.nv_index = s->nv_index};
+	int r;
+
+	r = admin_key_der(s, admin, &c.admin_key_len);
+	if (r < 0)
+		return r;
+	c.admin_key = c.admin_key_len ? admin : NULL;
+	c.escrow_to = *s->escrow_to ? s->escrow_to : NULL;
+	c.escrow_approval = *s->escrow_approval ? s->escrow_approval : NULL;
+	*ret = c;
+	return 0;
 }
 
 /* What systemd hears: READY=1 once the socket is bound and the write key
@@ -119,7 +137,7 @@ static int cmd_serve(const struct settings *s)
 	struct state st = {0};
 	uv_loop_t *loop = uv_default_loop();
 	uint8_t admin[SIGNER_DER_MAX];
-	size_t admin_len = 0;
+	struct keyadmin_config kc;
 	plugin *p = NULL;
 	int r;
 
@@ -164,10 +182,10 @@ static int cmd_serve(const struct settings *s)
 		log_warning("this VM has no VM generation ID device: if it is ever restored from a "
 			    "snapshot, envelope salts may repeat (see docs/security.md); give it "
 			    "one (QEMU: -device vmgenid, libvirt: <genid/>)");
-	r = admin_key_der(s, admin, &admin_len);
+	r = keyadmin_config_of(s, admin, &kc);
 	if (r < 0)
 		goto out;
-	r = keyadmin_provision(s->state_dir, s->tcti, s->nv_index, admin, admin_len, &st);
+	r = keyadmin_provision(s->state_dir, s->tcti, &kc, &st);
 	if (r == -EIO) {
 		/* No TPM right now. Existing keys load when it comes back. */
 		r = state_load(s->state_dir, &st);
@@ -240,23 +258,21 @@ static int cmd_make_key(const struct settings *s)
 	struct state_generation g;
 	struct state st;
 	uint8_t admin[SIGNER_DER_MAX];
-	size_t admin_len;
+	struct keyadmin_config kc;
 	int r;
 
 	r = key_command_begin();
 	if (r < 0)
 		return r;
-	if (s->command == CMD_INIT) {
-		r = admin_key_der(s, admin, &admin_len);
-		if (r == 0)
-			r = keyadmin_provision(s->state_dir, s->tcti, s->nv_index, admin, admin_len,
-					       &st);
+	r = keyadmin_config_of(s, admin, &kc);
+	if (r == 0 && s->command == CMD_INIT) {
+		r = keyadmin_provision(s->state_dir, s->tcti, &kc, &st);
 		if (r == 0) {
 			g = *state_find(&st, st.write_generation);
 			state_free(&st);
 		}
-	} else {
-		r = keyadmin_rotate(s->state_dir, s->tcti, s->stage, &g);
+	} else if (r == 0) {
+		r = keyadmin_rotate(s->state_dir, s->tcti, &kc, s->stage, &g);
 	}
 	if (r == 0)
 		printf("%s\n", g.key_id);
@@ -271,7 +287,10 @@ static int cmd_node_key(const struct settings *s)
 	size_t len;
 	int r;
 
-	r = exchange_node_key(s->state_dir, s->tcti, &pem, &len, &name);
+	if (*s->public_key)
+		r = exchange_node_key_public(s->public_key, &pem, &len, &name);
+	else
+		r = exchange_node_key(s->state_dir, s->tcti, &pem, &len, &name);
 	if (r == 0)
 		r = write_output(s, pem, len);
 	if (r == 0) {
@@ -292,7 +311,7 @@ static int cmd_approve(const struct settings *s)
 	r = key_command_begin();
 	if (r < 0)
 		return r;
-	r = exchange_approve(s->admin_key, s->arg, &text, &len, &node);
+	r = exchange_approve(s->admin_key, s->args[0], &text, &len, &node);
 	if (r == 0)
 		r = write_output(s, text, len);
 	if (r == 0) {
@@ -322,6 +341,24 @@ static int cmd_export(const struct settings *s)
 	return r;
 }
 
+static int cmd_recover(const struct settings *s)
+{
+	char *text = NULL;
+	size_t len;
+	int r;
+
+	r = key_command_begin();
+	if (r < 0)
+		return r;
+	r = exchange_recover(s->recovery_key, s->to, s->args, s->n_args, s->write_generation, &text,
+			     &len);
+	if (r == 0)
+		r = write_output(s, text, len);
+	free(text);
+	key_command_end();
+	return r;
+}
+
 static int cmd_import(const struct settings *s)
 {
 	size_t added = 0;
@@ -330,7 +367,7 @@ static int cmd_import(const struct settings *s)
 	r = key_command_begin();
 	if (r < 0)
 		return r;
-	r = exchange_import(s->state_dir, s->tcti, s->nv_index, s->arg, &added);
+	r = exchange_import(s->state_dir, s->tcti, s->nv_index, s->args[0], &added);
 	if (r == 0)
 		printf("%zu generation%s added\n", added, added == 1 ? "" : "s");
 	key_command_end();
@@ -341,6 +378,7 @@ static int cmd_keys(const struct settings *s)
 {
 	struct decrypt_counts *counts = calloc(1, sizeof(*counts));
 	struct state st;
+	bool escrow;
 	int r;
 
 	if (!counts)
@@ -358,8 +396,10 @@ static int cmd_keys(const struct settings *s)
 		state_free(&st);
 		goto out;
 	}
-	printf("%-10s  %-45s  %-20s  %-12s  %-5s  %-10s  %s\n", "GENERATION", "KEY_ID", "CREATED",
-	       "STATE", "KIND", "DAEMON", counts->pid ? "DECRYPTS" : "DECRYPTS(no daemon)");
+	escrow = escrow_configured(s->state_dir);
+	printf("%-10s  %-45s  %-20s  %-12s  %-5s  %-6s  %-10s  %s\n", "GENERATION", "KEY_ID",
+	       "CREATED", "STATE", "KIND", "ESCROW", "DAEMON",
+	       counts->pid ? "DECRYPTS" : "DECRYPTS(no daemon)");
 	for (size_t i = 0; i < st.n_gens; i++) {
 		const struct state_generation *g = &st.gens[i];
 		char created[32];
@@ -368,10 +408,13 @@ static int cmd_keys(const struct settings *s)
 
 		gmtime_r(&t, &tm);
 		strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		printf("%-10u  %-45s  %-20s  %-12s  %-5s  %-10s  %llu\n", (unsigned)g->number,
+		printf("%-10u  %-45s  %-20s  %-12s  %-5s  %-6s  %-10s  %llu\n", (unsigned)g->number,
 		       g->key_id, created, g->number == st.write_generation ? "write" : "decrypt-only",
-		       state_kind_name(g->kind), counts_loaded(counts, g->number),
-		       (unsigned long long)counts_get(counts, g->number));
+		       state_kind_name(g->kind),
+		       !escrow || g->kind != TPM_KEK_DUP	   ? "-"
+		       : escrow_has(s->state_dir, g->number) ? "yes"
+							     : "no",
+		       counts_loaded(counts, g->number), (unsigned long long)counts_get(counts, g->number));
 	}
 	state_free(&st);
 out:
@@ -474,6 +517,9 @@ int main(int argc, char **argv)
 		break;
 	case CMD_IMPORT:
 		r = cmd_import(&s);
+		break;
+	case CMD_RECOVER:
+		r = cmd_recover(&s);
 		break;
 	case CMD_STATUS:
 		r = cmd_status(&s);

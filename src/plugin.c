@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include "envelope.h"
+#include "escrow.h"
 #include "log.h"
 #include "metrics.h"
 #include "plugin.h"
@@ -31,6 +32,7 @@ struct generation {
 	uint8_t *kek;      /* secure heap; NULL until unsealed */
 	bool unsealing;
 	bool broken;       /* unusable file or key: retried only on reload */
+	bool escrowed;     /* an escrow file exists (looked at on reload) */
 	uint64_t decrypts; /* since start */
 };
 
@@ -48,6 +50,7 @@ struct plugin {
 	void *ready_arg;
 	bool was_ready;
 	bool stopping;
+	bool escrow_configured;
 
 	uv_fs_event_t watch;
 	bool watching;
@@ -241,6 +244,10 @@ static void apply_state(plugin *p, const struct state *st)
 		p->gens = g;
 		start_unseal(p, g);
 	}
+	/* Escrow is looked at on reload only, never per call. */
+	p->escrow_configured = escrow_configured(p->state_dir);
+	for (struct generation *g = p->gens; g; g = g->next)
+		g->escrowed = p->escrow_configured && escrow_has(p->state_dir, g->number);
 	p->next_write_gen = st->write_generation;
 	/* At start there is no key to keep using meanwhile; Status names the
 	 * one being loaded and says it is not loaded yet. */
@@ -311,6 +318,13 @@ static void on_counts_timer(uv_timer_t *t)
 		write_counts(p);
 }
 
+/* Escrow is configured and the write key is a `dup` generation without an
+ * escrow file: its loss would not be recoverable. */
+static bool escrow_missing(const plugin *p, const struct generation *w)
+{
+	return p->escrow_configured && w && w->kind == TPM_KEK_DUP && !w->escrowed;
+}
+
 static void status(void *backend, const char **ret_healthz, const char **ret_key_id)
 {
 	plugin *p = backend;
@@ -322,6 +336,12 @@ static void status(void *backend, const char **ret_healthz, const char **ret_key
 	} else if (!w || !w->kek) {
 		snprintf(p->status_buf, sizeof(p->status_buf), "write key generation %u %s",
 			 (unsigned)p->write_gen, w && w->broken ? "is unusable" : "not loaded yet");
+		*ret_healthz = p->status_buf;
+	} else if (escrow_missing(p, w)) {
+		snprintf(p->status_buf, sizeof(p->status_buf),
+			 "write key generation %u is not escrowed (escrow is configured; run "
+			 "tpm2-kms init)",
+			 (unsigned)p->write_gen);
 		*ret_healthz = p->status_buf;
 	} else {
 		*ret_healthz = "ok";
@@ -481,6 +501,16 @@ static void collect(void *arg, struct metrics_out *out)
 			       !g->kek	       ? (g->broken ? "unusable" : "loading")
 			       : g->number == p->write_gen ? "write"
 							   : "decrypt-only");
+	metrics_family(out, "tpm2kms_escrow_missing", "gauge",
+		       "1 while escrow is configured and the write key generation is not escrowed.");
+	metrics_printf(out, "tpm2kms_escrow_missing %d\n",
+		       escrow_missing(p, find(p, p->write_gen)));
+	metrics_family(out, "tpm2kms_kek_generation_escrowed", "gauge",
+		       "1 for a dup generation with an escrow file (escrow configured).");
+	for (struct generation *g = p->gens; g; g = g->next)
+		if (g->kind == TPM_KEK_DUP && p->escrow_configured)
+			metrics_printf(out, "tpm2kms_kek_generation_escrowed{generation=\"%u\"} %d\n",
+				       (unsigned)g->number, g->escrowed);
 	metrics_family(out, "tpm2kms_decrypts_total", "counter",
 		       "Successful Decrypt calls per key generation since start.");
 	for (struct generation *g = p->gens; g; g = g->next)

@@ -10,7 +10,7 @@
 
 #define ALL_TPM     (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_NODE_KEY | CMD_EXPORT | CMD_IMPORT)
 #define ALL_STATE   (ALL_TPM | CMD_KEYS | CMD_RETIRE | CMD_PROMOTE)
-#define ALL         (ALL_STATE | CMD_STATUS | CMD_APPROVE)
+#define ALL         (ALL_STATE | CMD_STATUS | CMD_APPROVE | CMD_RECOVER)
 
 enum kind {
 	K_STRING,
@@ -50,15 +50,26 @@ static const struct option_def options[] = {
 	{"admin-key", K_STRING, CMD_SERVE | CMD_INIT | CMD_APPROVE, false, STR(admin_key), "PEM",
 	 "admin key: its public half (serve, init: new generations become duplicable to "
 	 "nodes it approves); its private half (approve)"},
+	{"escrow-to", K_STRING, CMD_SERVE | CMD_INIT | CMD_ROTATE, false, STR(escrow_to), "NODE",
+	 "escrow every new dup generation to this recovery node (from node-key --public)"},
+	{"escrow-approval", K_STRING, CMD_SERVE | CMD_INIT | CMD_ROTATE, false,
+	 STR(escrow_approval), "APPROVAL", "the admin key's approval of the recovery node"},
 	{"stage", K_FLAG, CMD_ROTATE, true, offsetof(struct settings, stage), 0, NULL,
 	 "add the new generation decrypt-only, for promote once every node has it"},
-	{"to", K_STRING, CMD_EXPORT, true, STR(to), "NODE",
-	 "the node file (from node-key) of the node to export to"},
+	{"to", K_STRING, CMD_EXPORT | CMD_RECOVER, true, STR(to), "NODE",
+	 "the node file (from node-key) of the node to export (or recover) to"},
 	{"approval", K_STRING, CMD_EXPORT, true, STR(approval), "APPROVAL",
 	 "the admin key's approval of that node (from approve)"},
 	{"generation", K_GENERATION, CMD_EXPORT, true, 0, 0, "N",
 	 "export this generation (repeatable; default: every dup generation)"},
-	{"output", K_STRING, CMD_NODE_KEY | CMD_APPROVE | CMD_EXPORT, true, STR(output), "FILE",
+	{"public", K_STRING, CMD_NODE_KEY, true, STR(public_key), "PEM",
+	 "make the node file from this public key (an offline recovery key) instead of the TPM"},
+	{"recovery-key", K_STRING, CMD_RECOVER, true, STR(recovery_key), "PEM",
+	 "the recovery private key the bundles were exported to"},
+	{"write-generation", K_U32, CMD_RECOVER, true, NUM(write_generation, UINT32_MAX), "N",
+	 "the generation the new node writes with (default: the highest)"},
+	{"output", K_STRING, CMD_NODE_KEY | CMD_APPROVE | CMD_EXPORT | CMD_RECOVER, true,
+	 STR(output), "FILE",
 	 "write to FILE (atomically, mode 0600) instead of standard output; also -o"},
 	{"socket-mode", K_MODE, CMD_SERVE, false, NUM(socket_mode, 0777), "MODE",
 	 "permissions of the socket (default 0600)"},
@@ -91,7 +102,8 @@ static const struct option_def options[] = {
 enum positional {
 	POS_NONE,
 	POS_GENERATION, /* a generation number into generation */
-	POS_PATH,       /* a file into arg */
+	POS_PATH,       /* a file into args */
+	POS_PATHS,      /* one file or more into args */
 };
 
 static const struct {
@@ -121,6 +133,8 @@ static const struct {
 	 "duplicate key generations to an approved node, as a bundle"},
 	{"import", CMD_IMPORT, POS_PATH, false, " BUNDLE",
 	 "take the key generations of a bundle into this node's TPM"},
+	{"recover", CMD_RECOVER, POS_PATHS, true, " BUNDLE...",
+	 "re-wrap escrowed generations to a new node with the recovery key (offline)"},
 	{"status", CMD_STATUS, POS_NONE, false, "",
 	 "ask a running daemon for Status; exit 0 iff healthz is ok"},
 };
@@ -434,19 +448,21 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 		if (strncmp(a, "--", 2) != 0 && strcmp(a, "-o") != 0) {
 			uint64_t g;
 
-			if (commands[cmd].pos == POS_NONE || have_positional) {
+			if (commands[cmd].pos == POS_NONE ||
+			    (have_positional && commands[cmd].pos != POS_PATHS)) {
 				fprintf(stderr, "tpm2-kms: %s: unexpected argument \"%s\"\n",
 					settings_command_name(s.command), a);
 				return -EINVAL;
 			}
 			have_positional = true;
-			if (commands[cmd].pos == POS_PATH) {
-				if (!*a || strlen(a) >= sizeof(s.arg)) {
-					fprintf(stderr, "tpm2-kms: %s: file name empty or too long\n",
-						settings_command_name(s.command));
+			if (commands[cmd].pos != POS_GENERATION) {
+				if (!*a || s.n_args >= SETTINGS_MAX_ARGS) {
+					fprintf(stderr, "tpm2-kms: %s: empty file name, or more than "
+							"%d\n",
+						settings_command_name(s.command), SETTINGS_MAX_ARGS);
 					return -EINVAL;
 				}
-				strcpy(s.arg, a);
+				s.args[s.n_args++] = a;
 				continue;
 			}
 			if (util_parse_u64(a, UINT32_MAX, &g) < 0 || g == 0) {
@@ -489,10 +505,13 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 			return r;
 	}
 	if ((s.command == CMD_APPROVE && !*s.admin_key) ||
-	    (s.command == CMD_EXPORT && (!*s.to || !*s.approval))) {
+	    (s.command == CMD_EXPORT && (!*s.to || !*s.approval)) ||
+	    (s.command == CMD_RECOVER && (!*s.to || !*s.recovery_key))) {
 		fprintf(stderr, "tpm2-kms: %s needs %s (see tpm2-kms %s --help)\n",
 			settings_command_name(s.command),
-			s.command == CMD_APPROVE ? "--admin-key" : "--to and --approval",
+			s.command == CMD_APPROVE  ? "--admin-key"
+			: s.command == CMD_EXPORT ? "--to and --approval"
+						  : "--recovery-key and --to",
 			settings_command_name(s.command));
 		return -EINVAL;
 	}

@@ -27,9 +27,11 @@ enum command {
 	CMD_EXPORT = 1 << 8,
 	CMD_IMPORT = 1 << 9,
 	CMD_PROMOTE = 1 << 10,
+	CMD_RECOVER = 1 << 11,
 };
 
 #define SETTINGS_MAX_GENERATIONS 64
+#define SETTINGS_MAX_ARGS 4096
 
 struct settings {
 	enum command command;
@@ -62,7 +64,14 @@ struct settings {
 	uint32_t generations[SETTINGS_MAX_GENERATIONS]; /* export; none: every dup one */
 	size_t n_generations;
 	uint32_t generation; /* retire, promote */
-	char arg[4096];      /* approve NODE, import BUNDLE */
+	uint32_t write_generation; /* recover; 0: the highest */
+	char recovery_key[4096];
+	char escrow_to[4096];
+	char escrow_approval[4096];
+	char public_key[4096]; /* node-key --public */
+	/* approve NODE, import BUNDLE, recover BUNDLE...: pointers into argv */
+	const char *args[SETTINGS_MAX_ARGS];
+	size_t n_args;
 };
 
 /* Returns 0 to go on, 1 when --help or --version was printed (exit 0), or

@@ -126,6 +126,25 @@ void statedir_unlock(int fd)
 		close(fd);
 }
 
+static int write_all(int fd, const uint8_t *p, size_t len, const char *what)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			int r = -errno;
+
+			if (errno == EINTR)
+				continue;
+			log_error("cannot write %s: %s", what, strerror(errno));
+			return r;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 static int write_file(const char *dir, const char *name, const void *data, size_t len,
 		      bool durable, bool to_owner)
 {
@@ -151,19 +170,9 @@ static int write_file(const char *dir, const char *name, const void *data, size_
 		log_error("cannot give %s to the owner of %s: %s", tmp, dir, strerror(-r));
 		goto out;
 	}
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			log_error("cannot write %s: %s", tmp, strerror(errno));
-			goto out;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
+	r = write_all(fd, p, len, tmp);
+	if (r < 0)
+		goto out;
 	if (durable && fsync(fd) < 0) {
 		r = -errno;
 		log_error("cannot write %s: fsync: %s", tmp, strerror(errno));
@@ -208,10 +217,25 @@ int statedir_write(const char *dir, const char *name, const void *data, size_t l
 int statedir_write_output(const char *path, const void *data, size_t len)
 {
 	char d[PATH_MAX], b[PATH_MAX];
+	struct stat st;
 
 	if (strlen(path) >= PATH_MAX || !*path || path[strlen(path) - 1] == '/') {
 		log_error("%s: not a file name", path);
 		return -EINVAL;
+	}
+	/* A device or a pipe (/dev/stdout, a FIFO) is written to, never
+	 * replaced by a file. */
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		int fd = open(path, O_WRONLY | O_CLOEXEC), r;
+
+		if (fd < 0) {
+			r = -errno;
+			log_error("cannot open %s: %s", path, strerror(errno));
+			return r;
+		}
+		r = write_all(fd, data, len, path);
+		close(fd);
+		return r;
 	}
 	strcpy(d, path);
 	strcpy(b, path);

@@ -80,7 +80,8 @@ int statedir_unlink(const char *dir, const char *name);
 int statedir_read_input(const char *path, size_t max, char **ret, size_t *ret_len);
 
 /* An output file outside the state directory (-o): written atomically the
- * same way, mode 0600, owned by whoever runs the command. */
+ * same way, mode 0600, owned by whoever runs the command. An existing
+ * device or pipe is written to as it is. */
 int statedir_write_output(const char *path, const void *data, size_t len);
 
 /* With the lock held: removes what interrupted writers left behind, that

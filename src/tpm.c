@@ -542,29 +542,27 @@ int tpm_srk_check(tpm *t, const struct tpm_name *pinned)
 	return r;
 }
 
-/* A salted (to the SRK) HMAC session bound to the SRK that encrypts the
- * first command and response parameters with AES-128-CFB. */
-static int session_start(tpm *t, ESYS_TR srk, ESYS_TR *ret)
+/* A session salted to the SRK: an HMAC session bound to the SRK, or a
+ * policy session; attrs are its TPMA_SESSION bits (parameter encryption is
+ * AES-128-CFB). */
+static int session_start(tpm *t, ESYS_TR srk, TPM2_SE type, TPMA_SESSION attrs, ESYS_TR *ret)
 {
 	TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_AES,
 			    .keyBits.aes = 128,
 			    .mode.aes = TPM2_ALG_CFB};
 	unsigned attempt = 0;
 	uint64_t deadline = patience();
-	ESYS_TR s = ESYS_TR_NONE;
+	ESYS_TR s = ESYS_TR_NONE, bind = type == TPM2_SE_HMAC ? srk : ESYS_TR_NONE;
 	TSS2_RC rc;
 
 	do
-		rc = Esys_StartAuthSession(t->esys, srk, srk, ESYS_TR_NONE, ESYS_TR_NONE,
-					   ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
-					   &s);
+		rc = Esys_StartAuthSession(t->esys, srk, bind, ESYS_TR_NONE, ESYS_TR_NONE,
+					   ESYS_TR_NONE, NULL, type, &sym, TPM2_ALG_SHA256, &s);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS)
-		return fail(t, "StartAuthSession", rc);
-	rc = Esys_TRSess_SetAttributes(t->esys, s,
-				       TPMA_SESSION_DECRYPT | TPMA_SESSION_ENCRYPT |
-					       TPMA_SESSION_CONTINUESESSION,
-				       0xff);
+		return fail(t, type == TPM2_SE_HMAC ? "StartAuthSession" : "StartAuthSession (policy)",
+			    rc);
+	rc = Esys_TRSess_SetAttributes(t->esys, s, attrs | TPMA_SESSION_CONTINUESESSION, 0xff);
 	if (rc != TSS2_RC_SUCCESS) {
 		Esys_FlushContext(t->esys, s);
 		return fail(t, "TRSess_SetAttributes", rc);
@@ -580,7 +578,8 @@ static int srk_session_begin(tpm *t, ESYS_TR *ret_srk, ESYS_TR *ret_session)
 
 	if (r < 0)
 		return r;
-	r = session_start(t, *ret_srk, ret_session);
+	r = session_start(t, *ret_srk, TPM2_SE_HMAC, TPMA_SESSION_DECRYPT | TPMA_SESSION_ENCRYPT,
+			  ret_session);
 	if (r < 0)
 		Esys_TR_Close(t->esys, ret_srk);
 	return r;
@@ -832,44 +831,32 @@ static int unmarshal_public(const uint8_t *buf, size_t len, TPM2B_PUBLIC *ret)
 static int load_external(tpm *t, const TPM2B_PUBLIC *pub, ESYS_TR hierarchy, const char *what,
 			 ESYS_TR *ret)
 {
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
 	TSS2_RC rc;
 
-	rc = Esys_LoadExternal(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL, pub,
-			       hierarchy, ret);
+	do
+		rc = Esys_LoadExternal(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL, pub,
+				       hierarchy, ret);
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS)
 		return fail(t, what, rc);
 	return 0;
 }
 
-/* A policy session salted to the SRK. */
-static int policy_session_start(tpm *t, ESYS_TR srk, ESYS_TR *ret)
-{
-	TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_AES,
-			    .keyBits.aes = 128,
-			    .mode.aes = TPM2_ALG_CFB};
-	TSS2_RC rc;
-
-	rc = Esys_StartAuthSession(t->esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-				   ESYS_TR_NONE, NULL, TPM2_SE_POLICY, &sym, TPM2_ALG_SHA256, ret);
-	if (rc != TSS2_RC_SUCCESS)
-		return fail(t, "StartAuthSession (policy)", rc);
-	rc = Esys_TRSess_SetAttributes(t->esys, *ret, TPMA_SESSION_CONTINUESESSION, 0xff);
-	if (rc != TSS2_RC_SUCCESS)
-		return fail(t, "TRSess_SetAttributes", rc);
-	return 0;
-}
-
-/* PolicyAuthorize with a signed approval: the signer is loaded in the
+/* The TPM checks a signed approval itself: the signer is loaded in the
  * owner hierarchy (a NULL-hierarchy key yields a NULL ticket, which
- * PolicyAuthorize refuses) and the TPM verifies the signature itself. */
-static int policy_authorize(tpm *t, ESYS_TR policy, const struct tpm_approval *a)
+ * PolicyAuthorize refuses), VerifySignature gives a ticket, and the signer
+ * is flushed before the policy session needs its slots: a ticket outlives
+ * the key it was made with. */
+static int approval_ticket(tpm *t, const struct tpm_approval *a, TPMT_TK_VERIFIED **ret_ticket,
+			   TPM2B_NAME **ret_signer)
 {
 	TPM2B_PUBLIC signer_pub;
 	TPMT_SIGNATURE sig;
-	TPM2B_DIGEST approved = {.size = 32}, digest = {.size = 32};
-	TPM2B_NONCE ref = {0};
+	TPM2B_DIGEST digest = {.size = 32};
 	TPMT_TK_VERIFIED *ticket = NULL;
-	TPM2B_NAME *signer_name = NULL;
+	TPM2B_NAME *name = NULL;
 	ESYS_TR signer = ESYS_TR_NONE;
 	uint8_t msg[32 + sizeof(a->policy_ref)];
 	size_t off = 0;
@@ -882,17 +869,14 @@ static int policy_authorize(tpm *t, ESYS_TR policy, const struct tpm_approval *a
 		    TSS2_RC_SUCCESS ||
 	    off != a->signature_len)
 		return -EINVAL;
-	memcpy(approved.buffer, a->approved_policy, 32);
-	ref.size = (UINT16)a->policy_ref_len;
-	memcpy(ref.buffer, a->policy_ref, a->policy_ref_len);
 	memcpy(msg, a->approved_policy, 32);
 	memcpy(msg + 32, a->policy_ref, a->policy_ref_len);
 	SHA256(msg, 32 + a->policy_ref_len, digest.buffer);
 
 	r = load_external(t, &signer_pub, ESYS_TR_RH_OWNER, "LoadExternal (signer)", &signer);
 	if (r < 0)
-		goto out;
-	rc = Esys_TR_GetName(t->esys, signer, &signer_name);
+		return r;
+	rc = Esys_TR_GetName(t->esys, signer, &name);
 	if (rc != TSS2_RC_SUCCESS) {
 		r = fail(t, "TR_GetName (signer)", rc);
 		goto out;
@@ -903,19 +887,32 @@ static int policy_authorize(tpm *t, ESYS_TR policy, const struct tpm_approval *a
 		r = policy_fail(t, "VerifySignature (approval)", rc);
 		goto out;
 	}
-	rc = Esys_PolicyAuthorize(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-				  &approved, &ref, signer_name, ticket);
-	if (rc != TSS2_RC_SUCCESS) {
-		r = policy_fail(t, "PolicyAuthorize", rc);
-		goto out;
-	}
+	*ret_ticket = ticket;
+	*ret_signer = name;
+	ticket = NULL;
+	name = NULL;
 	r = 0;
 out:
 	Esys_Free(ticket);
-	Esys_Free(signer_name);
-	if (signer != ESYS_TR_NONE)
-		Esys_FlushContext(t->esys, signer);
+	Esys_Free(name);
+	Esys_FlushContext(t->esys, signer);
 	return r;
+}
+
+static int policy_authorize(tpm *t, ESYS_TR policy, const struct tpm_approval *a,
+			    const TPMT_TK_VERIFIED *ticket, const TPM2B_NAME *signer)
+{
+	TPM2B_DIGEST approved = {.size = 32};
+	TPM2B_NONCE ref = {.size = (UINT16)a->policy_ref_len};
+	TSS2_RC rc;
+
+	memcpy(approved.buffer, a->approved_policy, 32);
+	memcpy(ref.buffer, a->policy_ref, a->policy_ref_len);
+	rc = Esys_PolicyAuthorize(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+				  &approved, &ref, signer, ticket);
+	if (rc != TSS2_RC_SUCCESS)
+		return policy_fail(t, "PolicyAuthorize", rc);
+	return 0;
 }
 
 int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, const uint8_t *new_parent_pub,
@@ -926,7 +923,8 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, const uint8_t *new_par
 	TPM2B_PRIVATE priv = {0};
 	TPM2B_DATA no_key = {0};
 	TPMT_SYM_DEF_OBJECT no_inner = {.algorithm = TPM2_ALG_NULL};
-	TPM2B_NAME *obj_name = NULL, *parent_name = NULL;
+	TPM2B_NAME *obj_name = NULL, *parent_name = NULL, *signer = NULL;
+	TPMT_TK_VERIFIED *ticket = NULL;
 	TPM2B_DATA *key_out = NULL;
 	TPM2B_PRIVATE *dup = NULL;
 	TPM2B_ENCRYPTED_SECRET *seed = NULL;
@@ -946,6 +944,11 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, const uint8_t *new_par
 		r = unmarshal_public(new_parent_pub, new_parent_len, &parent_pub);
 	if (r < 0)
 		return r;
+	/* At most two objects at a time (swtpm has three slots, and may be
+	 * shared): the signer comes and goes first. */
+	r = approval_ticket(t, approval, &ticket, &signer);
+	if (r < 0)
+		goto out;
 	r = srk_session_begin(t, &srk, &session);
 	if (r < 0)
 		goto out;
@@ -956,7 +959,7 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, const uint8_t *new_par
 	r = load_external(t, &parent_pub, ESYS_TR_RH_NULL, "LoadExternal (new parent)", &parent);
 	if (r < 0)
 		goto out;
-	r = policy_session_start(t, srk, &policy);
+	r = session_start(t, srk, TPM2_SE_POLICY, 0, &policy);
 	if (r < 0)
 		goto out;
 	rc = Esys_TR_GetName(t->esys, obj, &obj_name);
@@ -973,7 +976,7 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, const uint8_t *new_par
 		r = policy_fail(t, "PolicyDuplicationSelect", rc);
 		goto out;
 	}
-	r = policy_authorize(t, policy, approval);
+	r = policy_authorize(t, policy, approval, ticket, signer);
 	if (r < 0)
 		goto out;
 	rc = Esys_PolicyCommandCode(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
@@ -1004,6 +1007,8 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, const uint8_t *new_par
 	*ret = d;
 	r = 0;
 out:
+	Esys_Free(ticket);
+	Esys_Free(signer);
 	Esys_Free(obj_name);
 	Esys_Free(parent_name);
 	Esys_Free(key_out);

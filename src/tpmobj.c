@@ -205,18 +205,10 @@ static int ecc_curve(EVP_PKEY *key, TPM2_ECC_CURVE *ret_curve, size_t *ret_bytes
 	return 0;
 }
 
-int tpmobj_signer_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_len)
+/* The key-dependent part of a public area: type, size or curve, public
+ * value. The symmetric and scheme fields are left to the caller. */
+static int public_key_fields(EVP_PKEY *key, TPMT_PUBLIC *a)
 {
-	TPM2B_PUBLIC p = {
-		.publicArea = {
-			.nameAlg = TPM2_ALG_SHA256,
-			.objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_SIGN_ENCRYPT |
-					    TPMA_OBJECT_DECRYPT,
-		},
-	};
-	TPMT_PUBLIC *a = &p.publicArea;
-	size_t off = 0;
-
 	if (EVP_PKEY_is_a(key, "RSA")) {
 		BIGNUM *e = NULL;
 		int bits = EVP_PKEY_get_bits(key);
@@ -225,8 +217,6 @@ int tpmobj_signer_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_l
 		if (bits < 2048 || bits > 4096 || bits % 8)
 			return -EINVAL;
 		a->type = TPM2_ALG_RSA;
-		a->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
-		a->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
 		a->parameters.rsaDetail.keyBits = (TPMI_RSA_KEY_BITS)bits;
 		if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &e) != 1)
 			return -EINVAL;
@@ -246,8 +236,6 @@ int tpmobj_signer_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_l
 		if (ecc_curve(key, &curve, &n) < 0)
 			return -EINVAL;
 		a->type = TPM2_ALG_ECC;
-		a->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
-		a->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
 		a->parameters.eccDetail.curveID = curve;
 		a->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
 		a->unique.ecc.x.size = a->unique.ecc.y.size = (UINT16)n;
@@ -257,10 +245,74 @@ int tpmobj_signer_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_l
 	} else {
 		return -EINVAL;
 	}
-	if (Tss2_MU_TPM2B_PUBLIC_Marshal(&p, out, TPM_BLOB_MAX, &off) != TSS2_RC_SUCCESS)
+	return 0;
+}
+
+static int public_marshal(const TPM2B_PUBLIC *p, uint8_t out[TPM_BLOB_MAX], size_t *ret_len)
+{
+	size_t off = 0;
+
+	if (Tss2_MU_TPM2B_PUBLIC_Marshal(p, out, TPM_BLOB_MAX, &off) != TSS2_RC_SUCCESS)
 		return -EINVAL;
 	*ret_len = off;
 	return 0;
+}
+
+int tpmobj_signer_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_len)
+{
+	TPM2B_PUBLIC p = {
+		.publicArea = {
+			.nameAlg = TPM2_ALG_SHA256,
+			.objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_SIGN_ENCRYPT |
+					    TPMA_OBJECT_DECRYPT,
+		},
+	};
+	TPMT_PUBLIC *a = &p.publicArea;
+
+	if (public_key_fields(key, a) < 0)
+		return -EINVAL;
+	/* No symmetric algorithm, no scheme: any signature scheme the TPM takes. */
+	if (a->type == TPM2_ALG_RSA) {
+		a->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
+		a->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+	} else {
+		a->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
+		a->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
+		a->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+	}
+	return public_marshal(&p, out, ret_len);
+}
+
+int tpmobj_storage_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_len)
+{
+	TPM2B_PUBLIC p = {
+		.publicArea = {
+			.nameAlg = TPM2_ALG_SHA256,
+			.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+					    TPMA_OBJECT_SENSITIVEDATAORIGIN |
+					    TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA |
+					    TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT,
+		},
+	};
+	TPMT_PUBLIC *a = &p.publicArea;
+	TPMT_SYM_DEF_OBJECT sym = {.algorithm = TPM2_ALG_AES, .mode.aes = TPM2_ALG_CFB};
+
+	if (public_key_fields(key, a) < 0)
+		return -EINVAL;
+	if (a->type == TPM2_ALG_RSA) {
+		sym.keyBits.aes = a->parameters.rsaDetail.keyBits > 2048 ? 256 : 128;
+		a->parameters.rsaDetail.symmetric = sym;
+		a->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+		/* The TCG template writes the default exponent as 0. */
+		if (a->parameters.rsaDetail.exponent == 65537)
+			a->parameters.rsaDetail.exponent = 0;
+	} else {
+		sym.keyBits.aes = a->parameters.eccDetail.curveID == TPM2_ECC_NIST_P256 ? 128 : 256;
+		a->parameters.eccDetail.symmetric = sym;
+		a->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
+		a->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+	}
+	return public_marshal(&p, out, ret_len);
 }
 
 int tpmobj_signature(EVP_PKEY *key, const uint8_t *sig, size_t sig_len,

@@ -44,6 +44,14 @@ uint32_t tpmobj_kek_attributes(enum tpm_kek_kind kind);
  * -EINVAL for keys other than RSA and ECC P-256/P-384. */
 int tpmobj_signer_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_len);
 
+/* A storage key's public area around a public key made in software (an
+ * offline recovery key): the TCG SRK template (fixedTPM|fixedParent|
+ * sensitiveDataOrigin|userWithAuth|noDA|restricted|decrypt, NULL scheme),
+ * AES-128-CFB for RSA 2048 and P-256, AES-256-CFB for larger keys. A TPM
+ * duplicates to it as to any node; its Name is computed here. -EINVAL for
+ * keys other than RSA 2048-4096 and ECC P-256/P-384. */
+int tpmobj_storage_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_len);
+
 /* A signature made by key with SHA-256 (DER ECDSA, or RSASSA-PKCS1-v1_5)
  * as a marshalled TPMT_SIGNATURE. */
 int tpmobj_signature(EVP_PKEY *key, const uint8_t *sig, size_t sig_len,

@@ -1,8 +1,9 @@
 /* The files that travel between nodes and admins: node files, approvals
- * and bundles, all read from outside the node. Each parser sees every
- * input; what a parser accepts must also survive the checks done on it
- * next (storage key, duplicate blobs) and re-encode to something that
- * parses the same. */
+ * and bundles, all read from outside the node, and what `recover` does
+ * with a bundle: open each generation's outer wrapper with a recovery key.
+ * Each parser sees every input; what a parser accepts must also survive
+ * the checks done on it next (storage key, duplicate blobs, unwrap) and
+ * re-encode to something that parses the same. */
 #include "config.h"
 
 #include "approval.h"
@@ -12,9 +13,41 @@
 #include "nodefile.h"
 #include "sealfile.h"
 #include "tpmobj.h"
+#include "tpmwrap.h"
+
+#include <openssl/bio.h>
+#include <openssl/pem.h>
 
 #include <stdlib.h>
 #include <string.h>
+
+/* The recovery key corpus/exchange/escrow-bundle was exported to: a test
+ * key, made for this target only. */
+static const char recovery_pem[] = "-----BEGIN PRIVATE KEY-----\n"
+				   "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgq8+isX2cu5KQMTOt\n"
+				   "fmgCdkEFGdcUSIDf76Z1NwEzZgChRANCAASLAhbzvZximNWkCVV6DzC9prMtabNV\n"
+				   "be0eCZmZEX8X6FZHegotzOrso6l5MU0GqwPML6tuD5mxfd9ac0NFd5Dr\n"
+				   "-----END PRIVATE KEY-----\n";
+
+static void unwrap_all(const struct bundle *b)
+{
+	static EVP_PKEY *key;
+	static uint8_t pub[TPM_BLOB_MAX];
+	static size_t pub_len;
+	struct tpmwrap_sensitive s;
+	uint8_t kek[TPM_KEK_BYTES];
+
+	if (!key) {
+		BIO *bio = BIO_new_mem_buf(recovery_pem, -1);
+
+		key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+		BIO_free(bio);
+		if (!key || tpmobj_storage_public(key, pub, &pub_len) < 0)
+			abort();
+	}
+	for (size_t i = 0; i < b->n_gens; i++)
+		(void)tpmwrap_unwrap(key, pub, pub_len, &b->gens[i].dup, &s, kek);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -51,6 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (bundle_parse("fuzz", text, size, &b) == 0) {
 		for (size_t i = 0; i < b.n_gens; i++)
 			(void)tpmobj_duplicate_check(&b.gens[i].dup, b.gens[i].kind, NULL);
+		unwrap_all(&b);
 		bundle_free(&b);
 	}
 	free(text);

@@ -6,172 +6,16 @@ checks with tpm2-tools and openssl. Each node is a swtpm, a state directory
 and a daemon of its own."""
 
 import base64
-import hashlib
-import hmac
 import os
 import re
 import shutil
-import subprocess
-import sys
 import unittest
 
 import grpc
 
-from kmsclient import Daemon, Swtpm, run_cli, tempdir, wait_until
-
-
-def openssl(*args, stdin=None):
-    return subprocess.run(['openssl'] + list(args), check=True, capture_output=True,
-                          input=stdin).stdout
-
-
-def make_key(path, kind='ec'):
-    """A signing key made with openssl, as an admin makes one; its public
-    half beside it as PATH.pub.pem."""
-    if kind == 'ec':
-        openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256',
-                '-out', path)
-    else:
-        openssl('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:%d' % kind,
-                '-out', path)
-    pub = path.replace('.pem', '.pub.pem')
-    openssl('pkey', '-in', path, '-pubout', '-out', pub)
-    return pub
-
-
-def snapshot(d):
-    """Every file of a state directory, byte for byte (the daemon's own
-    decrypt-counts excepted: it describes the running daemon)."""
-    out = {}
-    for name in sorted(os.listdir(d)):
-        if name == 'decrypt-counts':
-            continue
-        with open(os.path.join(d, name), 'rb') as f:
-            out[name] = f.read()
-    return out
-
-
-def key_id_of(kek, generation):
-    """Brief §4, computed here independently of the plugin."""
-    mac = hmac.new(kek, b'tpm2-kms key id v1', hashlib.sha256).hexdigest()
-    return 'tpm2-kms-g%d-%s' % (generation, mac[:32])
-
-
-def der_items(der):
-    """The top-level elements of a DER SEQUENCE, as (tag, contents)."""
-    def tl(i):
-        tag, length = der[i], der[i + 1]
-        i += 2
-        if length & 0x80:
-            n = length & 0x7f
-            length = int.from_bytes(der[i:i + n], 'big')
-            i += n
-        return tag, length, i
-    _, _, i = tl(0)
-    items = []
-    while i < len(der):
-        tag, length, j = tl(i)
-        items.append((tag, der[j:j + length]))
-        i = j + length
-    return items
-
-
-def read_text(path):
-    with open(path) as f:
-        return f.read()
-
-
-def pem_blocks(text, label):
-    return [base64.b64decode(b) for b in
-            re.findall(r'-----BEGIN %s-----\n(.*?)-----END %s-----' % (label, label), text,
-                       re.S)]
-
-
-class Node:
-    def __init__(self, root, name):
-        self.name = name
-        self.root = os.path.join(root, name)
-        os.makedirs(self.root)
-        self.tpm = Swtpm(self.root)
-        self.tpm.start()
-        self.daemon = Daemon(self.root, self.tpm)
-        self.state = self.daemon.state_dir
-
-    def cli(self, *args, check=True):
-        return run_cli(*args, '--tcti', self.tpm.tcti, '--state-dir', self.state, check=check)
-
-    def offline(self, *args, check=True):
-        return run_cli(*args, '--state-dir', self.state, check=check)
-
-    def node_file(self):
-        path = os.path.join(self.root, 'node.pem')
-        r = self.cli('node-key', '-o', path)
-        fp = re.search(r'node fingerprint: ([0-9a-f]+)', r.stderr).group(1)
-        return path, fp
-
-    def tools(self, *args, check=True):
-        env = dict(os.environ, TPM2TOOLS_TCTI=self.tpm.tcti)
-        return subprocess.run(list(args), env=env, capture_output=True, check=check,
-                              cwd=self.root)
-
-    def key_id(self):
-        c = self.daemon.client()
-        try:
-            return c.status().key_id
-        finally:
-            c.close()
-
-    def stop(self):
-        if self.daemon.proc:
-            self.daemon.stop()
-        self.tpm.kill()
-
-
-class ClusterTest(unittest.TestCase):
-    def setUp(self):
-        self.root = tempdir('kmsc-')
-        self.nodes = []
-        self.admin = os.path.join(self.root, 'admin.pem')
-        self.admin_pub = make_key(self.admin)
-
-    def tearDown(self):
-        for n in self.nodes:
-            n.stop()
-        result = self._outcome.result
-        if any(t is self for t, _ in result.failures + result.errors):
-            for n in self.nodes:
-                sys.stderr.write('--- %s daemon log ---\n%s\n' % (n.name, n.daemon.output()[-4000:]
-                                                                  if n.daemon.proc else ''))
-        else:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def node(self, name):
-        n = Node(self.root, name)
-        self.nodes.append(n)
-        return n
-
-    def approve(self, node_file, admin=None, out=None):
-        out = out or node_file.replace('node.pem', 'approval')
-        r = run_cli('approve', '--admin-key', admin or self.admin, node_file, '-o', out)
-        return out, r
-
-    def join(self, source, target, generations=()):
-        """node-key -> approve -> export -> import, as the guide says."""
-        node_file, fp = target.node_file()
-        approval, r = self.approve(node_file)
-        self.assertIn('approved node fingerprint: ' + fp, r.stderr)
-        bundle = os.path.join(target.root, 'bundle')
-        extra = []
-        for g in generations:
-            extra += ['--generation', str(g)]
-        source.cli('export', '--to', node_file, '--approval', approval, '-o', bundle, *extra)
-        target.cli('import', bundle)
-        return bundle
-
-    def first_node(self, name='a'):
-        a = self.node(name)
-        a.cli('init', '--admin-key', self.admin_pub)
-        return a
+from clusterlib import (ClusterTest, Node, der_items, duplicate_with_tools, key_id_of, make_key,
+                        openssl, pem_blocks, read_text, snapshot, write_file)
+from kmsclient import Daemon, Swtpm, run_cli, wait_until
 
 
 class ThreeNodes(ClusterTest):
@@ -228,7 +72,7 @@ class ThreeNodes(ClusterTest):
         # What the guide says to check before promoting: every node's daemon
         # has the staged generation loaded.
         for n in (a, b, c):
-            wait_until(lambda: re.search(r'\n2 +\S+ +\S+ +decrypt-only +dup +loaded ',
+            wait_until(lambda: re.search(r'\n2 +\S+ +\S+ +decrypt-only +dup +- +loaded ',
                                          n.offline('keys').stdout),
                        '%s to load generation 2' % n.name)
         for n in (a, b, c):
@@ -494,12 +338,6 @@ class Refusals(NodesBC):
 class Tpm2ToolsCrossCheck(NodesBC):
     """Our formats judged by tpm2-tools and openssl, not by our own code."""
 
-    def write(self, node, name, data):
-        path = os.path.join(node.root, name)
-        with open(path, 'wb') as f:
-            f.write(data)
-        return name
-
     def unseal_with_tools(self, node, pub, dpriv, seed):
         """tpm2_import + tpm2_load + tpm2_unseal under node's SRK."""
         node.tools('tpm2_import', '-C', '0x81000001', '-u', pub, '-i', dpriv, '-s', seed,
@@ -519,75 +357,21 @@ class Tpm2ToolsCrossCheck(NodesBC):
         items = der_items(pem_blocks(text, 'TSS2 PRIVATE KEY')[0])
         self.assertEqual(items[0][1], bytes.fromhex('6781050a0104'))   # id-importablekey
         secret = der_items(b'\x30\x00' + items[2][1])                   # [2] EXPLICIT
-        pub = self.write(self.b, 'dup.pub', items[4][1])
-        dpriv = self.write(self.b, 'dup.dpriv', items[5][1])
-        seed = self.write(self.b, 'dup.seed', secret[0][1])
+        pub = write_file(self.b, 'dup.pub', items[4][1])
+        dpriv = write_file(self.b, 'dup.dpriv', items[5][1])
+        seed = write_file(self.b, 'dup.seed', secret[0][1])
         kek = self.unseal_with_tools(self.b, pub, dpriv, seed)
         self.assertEqual(key_id_of(kek, 1), key_id)
         # The node's fingerprint is the Name tpm2-tools computes.
-        node_pub = self.write(self.b, 'node.tpub', pem_blocks(read_text(self.b_file),
+        node_pub = write_file(self.b, 'node.tpub', pem_blocks(read_text(self.b_file),
                                                               'TPM2-KMS NODE')[0])
         out = self.b.tools('tpm2_loadexternal', '-C', 'n', '-u', node_pub, '-c', 'n.ctx').stdout
         self.b.tools('tpm2_flushcontext', '-t')
         self.assertIn(self.b_fp, out.decode())
 
-    def duplicate_with_tools(self, target_file, approval):
-        """TPM2_Duplicate of generation 1 run by tpm2-tools alone on A, with
-        the policy P_dup satisfied from our approval file."""
-        a = self.a
-        with open(os.path.join(a.state, 'gen-000001.pem')) as f:
-            gen = pem_blocks(f.read(), 'TSS2 PRIVATE KEY')[0]
-        items = der_items(gen)
-        self.assertEqual(items[0][1], bytes.fromhex('6781050a0105'))   # id-sealedkey
-        self.write(a, 'g.pub', items[3][1])
-        self.write(a, 'g.priv', items[4][1])
-        self.write(a, 'parent.tpub', pem_blocks(read_text(target_file), 'TPM2-KMS NODE')[0])
-        fields = dict(l.split(' ', 1) for l in read_text(approval).splitlines()
-                      if not l.startswith('#'))
-        approved = bytes.fromhex(fields['approved-policy'])
-        ref = fields['policy-ref'].encode()
-        self.write(a, 'approved.pol', approved)
-        self.write(a, 'ref.bin', ref)
-        self.write(a, 'msg.bin', approved + ref)
-        self.write(a, 'sig.der', bytes.fromhex(fields['signature']))
-        # openssl checks the approval's signature by itself.
-        openssl('dgst', '-sha256', '-verify', self.admin_pub, '-signature',
-                os.path.join(a.root, 'sig.der'), os.path.join(a.root, 'msg.bin'))
-        t = a.tools
-        # swtpm holds three objects: each is saved to a context file and
-        # flushed, and loaded again by the command that uses it.
-        t('tpm2_load', '-C', '0x81000001', '-u', 'g.pub', '-r', 'g.priv', '-c', 'g.ctx',
-          '-n', 'g.name')
-        t('tpm2_flushcontext', '-t')
-        t('tpm2_loadexternal', '-C', 'n', '-u', 'parent.tpub', '-c', 'parent.ctx',
-          '-n', 'parent.name')
-        t('tpm2_flushcontext', '-t')
-        t('tpm2_loadexternal', '-C', 'o', '-G', 'ecc', '-u', self.admin_pub, '-c', 'admin.ctx',
-          '-n', 'admin.name')
-        t('tpm2_flushcontext', '-t')
-        # Our approval names the admin key the way tpm2-tools does.
-        with open(os.path.join(a.root, 'admin.name'), 'rb') as f:
-            self.assertEqual(f.read().hex(), fields['signer'])
-        t('tpm2_verifysignature', '-c', 'admin.ctx', '-g', 'sha256', '-m', 'msg.bin',
-          '-s', 'sig.der', '-f', 'ecdsa', '-t', 'ticket')
-        t('tpm2_startauthsession', '--policy-session', '-S', 'session.ctx')
-        try:
-            t('tpm2_policyduplicationselect', '-S', 'session.ctx', '-n', 'g.name',
-              '-N', 'parent.name')
-            r = t('tpm2_policyauthorize', '-S', 'session.ctx', '-i', 'approved.pol',
-                  '-q', 'ref.bin', '-n', 'admin.name', '-t', 'ticket', check=False)
-            if r.returncode != 0:
-                return r
-            t('tpm2_policycommandcode', '-S', 'session.ctx', 'TPM2_CC_Duplicate')
-            return t('tpm2_duplicate', '-C', 'parent.ctx', '-c', 'g.ctx', '-G', 'null',
-                     '-p', 'session:session.ctx', '-r', 'tools.dpriv', '-s', 'tools.seed',
-                     check=False)
-        finally:
-            t('tpm2_flushcontext', 'session.ctx', check=False)
-            t('tpm2_flushcontext', '-t', check=False)
-
     def test_duplicate_with_tpm2_tools(self):
-        r = self.duplicate_with_tools(self.b_file, self.b_approval)
+        sealed = os.path.join(self.a.state, 'gen-000001.pem')
+        r = duplicate_with_tools(self.a, sealed, self.b_file, self.b_approval, self.admin_pub)
         self.assertEqual(r.returncode, 0, r.stderr)
         for name in ('g.pub', 'tools.dpriv', 'tools.seed'):
             shutil.copy(os.path.join(self.a.root, name), os.path.join(self.b.root, name))
@@ -597,7 +381,7 @@ class Tpm2ToolsCrossCheck(NodesBC):
         # A target the approval does not name: the TPM refuses with
         # tpm2-tools too.
         os.unlink(os.path.join(self.a.root, 'tools.dpriv'))
-        r = self.duplicate_with_tools(self.c_file, self.b_approval)
+        r = duplicate_with_tools(self.a, sealed, self.c_file, self.b_approval, self.admin_pub)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn(b'PolicyAuthorize', r.stderr)
         self.assertFalse(os.path.exists(os.path.join(self.a.root, 'tools.dpriv')))

@@ -230,8 +230,8 @@ class Rotation(PluginTest):
         wait_until(lambda: '  2\n2 ' in self.cli('keys', *self.state_args()).stdout,
                    'decrypt counts', timeout=3)
         keys = self.cli('keys', *self.state_args()).stdout
-        self.assertRegex(keys, r'\n1 +%s +\S+ +decrypt-only +none +loaded +2\n' % old_id)
-        self.assertRegex(keys, r'\n2 +%s +\S+ +write +none +loaded +1\n' % new_id)
+        self.assertRegex(keys, r'\n1 +%s +\S+ +decrypt-only +none +- +loaded +2\n' % old_id)
+        self.assertRegex(keys, r'\n2 +%s +\S+ +write +none +- +loaded +1\n' % new_id)
 
         r = self.cli('retire', *self.state_args(), '2', check=False)
         self.assertEqual(r.returncode, 1)

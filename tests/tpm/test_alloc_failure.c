@@ -253,7 +253,7 @@ static int setup(void **state)
 	assert_int_equal(swtpm_init(&tpm_sim, false), 0);
 	assert_int_equal(swtpm_start(&tpm_sim), 0);
 	snprintf(state_dir, sizeof(state_dir), "%s/keys", tpm_sim.dir);
-	assert_int_equal(keyadmin_provision(state_dir, tpm_sim.tcti, 0, NULL, 0, &st), 0);
+	assert_int_equal(keyadmin_provision(state_dir, tpm_sim.tcti, &(struct keyadmin_config){0}, &st), 0);
 	pc.tcti = tpm_sim.tcti;
 	uv_loop_init(&loop);
 	assert_int_equal(grpc_server_new(&loop, &gl, &g), 0);

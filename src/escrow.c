@@ -1,0 +1,172 @@
+#include "config.h"
+
+#include "approval.h"
+#include "bundle.h"
+#include "escrow.h"
+#include "log.h"
+#include "nodefile.h"
+#include "signer.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int escrow_path(const char *dir, char out[PATH_MAX])
+{
+	if ((size_t)snprintf(out, PATH_MAX, "%s/" ESCROW_DIR, dir) >= PATH_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* A regular file in the escrow directory (not whatever else is named so). */
+static bool exists_in(const char *dir, const char *name)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/" ESCROW_DIR "/%s", dir, name) >=
+	    sizeof(path))
+		return false;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool escrow_configured(const char *dir)
+{
+	return exists_in(dir, "node.pem") && exists_in(dir, "approval");
+}
+
+bool escrow_has(const char *dir, uint32_t generation)
+{
+	char name[32];
+
+	statedir_gen_file(generation, name);
+	return exists_in(dir, name);
+}
+
+/* The recorded node and approval, checked against the admin key. */
+static int load_config(const char *dir, const char *node_path, const char *approval_path,
+		       const struct state *s, struct node *ret_node, struct approval *ret_approval,
+		       EVP_PKEY **ret_admin)
+{
+	EVP_PKEY *admin = NULL;
+	const char *why;
+	int r;
+
+	if (!s->admin_key_len) {
+		log_error("%s records no admin key: escrow needs one (tpm2-kms init --admin-key)",
+			  dir);
+		return -EPERM;
+	}
+	r = signer_from_der(s->admin_key, s->admin_key_len, &admin);
+	if (r < 0) {
+		log_error("%s/state: the admin key is not usable", dir);
+		return r;
+	}
+	r = nodefile_load(node_path, ret_node);
+	if (r == 0)
+		r = approval_load(approval_path, ret_approval);
+	if (r == 0) {
+		r = approval_check(ret_approval, admin, &ret_node->name, &why);
+		if (r < 0)
+			log_error("escrow approval %s does not allow escrow to %s: %s", approval_path,
+				  node_path, why);
+	}
+	if (r < 0) {
+		EVP_PKEY_free(admin);
+		return r;
+	}
+	*ret_admin = admin;
+	return 0;
+}
+
+int escrow_configure(const char *dir, const struct state *s, const char *node_path,
+		     const char *approval_path)
+{
+	char edir[PATH_MAX], *node_text = NULL, *approval_text = NULL;
+	size_t node_len, approval_len;
+	struct approval a;
+	struct node n;
+	EVP_PKEY *admin = NULL;
+	int r;
+
+	r = load_config(dir, node_path, approval_path, s, &n, &a, &admin);
+	if (r < 0)
+		return r;
+	EVP_PKEY_free(admin);
+	r = escrow_path(dir, edir);
+	if (r < 0)
+		return r;
+	if (mkdir(edir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		log_error("cannot create %s: %s", edir, strerror(errno));
+		return r;
+	}
+	r = statedir_read_input(node_path, NODEFILE_MAX_BYTES, &node_text, &node_len);
+	if (r == 0)
+		r = statedir_read_input(approval_path, APPROVAL_MAX_BYTES, &approval_text,
+					&approval_len);
+	/* The approval names the node: write the node file last, so a
+	 * configuration is complete only when both are there. */
+	if (r == 0)
+		r = statedir_write(edir, "approval", approval_text, approval_len);
+	if (r == 0)
+		r = statedir_write(edir, "node.pem", node_text, node_len);
+	free(node_text);
+	free(approval_text);
+	return r;
+}
+
+int escrow_generation(tpm *t, const char *dir, const struct state *s,
+		      const struct state_generation *g, const struct tpm_sealed *sealed,
+		      const uint8_t kek[TPM_KEK_BYTES])
+{
+	char edir[PATH_MAX], node_path[PATH_MAX + 16], approval_path[PATH_MAX + 16], name[32];
+	struct bundle_generation bg = {.number = g->number, .created = g->created, .kind = g->kind};
+	struct bundle b = {.gens = &bg, .n_gens = 1};
+	const uint8_t *keks[1] = {kek};
+	struct tpm_approval ta;
+	struct approval a;
+	struct node n;
+	EVP_PKEY *admin = NULL;
+	char *text = NULL;
+	size_t len;
+	int r;
+
+	r = escrow_path(dir, edir);
+	if (r < 0)
+		return r;
+	snprintf(node_path, sizeof(node_path), "%s/node.pem", edir);
+	snprintf(approval_path, sizeof(approval_path), "%s/approval", edir);
+	r = load_config(dir, node_path, approval_path, s, &n, &a, &admin);
+	if (r < 0)
+		return r;
+	r = approval_to_tpm(&a, admin, &ta);
+	if (r < 0)
+		goto out;
+	r = tpm_kek_duplicate(t, sealed, n.pub, n.pub_len, &ta, &bg.dup);
+	if (r < 0) {
+		log_error("generation %u: the TPM refused to duplicate it to the recovery node",
+			  (unsigned)g->number);
+		goto out;
+	}
+	strcpy(bg.key_id, g->key_id);
+	b.node = n.name;
+	memcpy(b.admin_key, s->admin_key, s->admin_key_len);
+	b.admin_key_len = s->admin_key_len;
+	r = bundle_encode(&b, keks, &text, &len);
+	if (r < 0)
+		goto out;
+	statedir_gen_file(g->number, name);
+	r = statedir_write(edir, name, text, len);
+	if (r == 0)
+		log_info("generation %u escrowed to the recovery node (%s/%s)", (unsigned)g->number,
+			 edir, name);
+out:
+	free(text);
+	EVP_PKEY_free(admin);
+	return r;
+}

@@ -1,0 +1,45 @@
+/* The outer wrapper of a duplicated object, in software (TPM 2.0 Part 1,
+ * "Protected storage" and "Duplication"): what a TPM does in TPM2_Import
+ * and TPM2_Duplicate, done by `recover` with an offline recovery key. No
+ * TPM is involved.
+ *
+ *   seed     RSA: RSA-OAEP(SHA-256, label "DUPLICATE\0") to the parent;
+ *            ECC: KDFe(SHA-256, ECDH(ephemeral, parent).x, "DUPLICATE",
+ *                 ephemeral.x, parent.x), the ephemeral point sent along
+ *   symKey   KDFa(SHA-256, seed, "STORAGE", object Name, -, parent's AES bits)
+ *   hmacKey  KDFa(SHA-256, seed, "INTEGRITY", -, -, 256)
+ *   duplicate = TPM2B(HMAC(hmacKey, enc || object Name)) || enc,
+ *            enc = AES-CFB(symKey, IV 0, TPM2B_SENSITIVE)
+ *
+ * Part of the TPM layer's software half (tss2-mu marshals the structures).
+ * The sensitive area and the KEK are key material: callers keep them in
+ * the secure heap. Functions do not log. */
+#ifndef TPM2KMS_TPMWRAP_H
+#define TPM2KMS_TPMWRAP_H
+
+#include "tpm.h"
+
+#include <openssl/evp.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A marshalled TPM2B_SENSITIVE: the object's private part in clear. */
+struct tpmwrap_sensitive {
+	uint8_t buf[TPM_BLOB_MAX];
+	size_t len;
+};
+
+/* Opens d, which was duplicated to the storage key parent_pub whose
+ * private key is parent_key. -EBADMSG when the wrapper does not open or
+ * its HMAC fails (another parent, or altered); -EINVAL for a sensitive
+ * area that is not a 32-byte sealed KEK. */
+int tpmwrap_unwrap(EVP_PKEY *parent_key, const uint8_t *parent_pub, size_t parent_len,
+		   const struct tpm_duplicate *d, struct tpmwrap_sensitive *ret_sensitive,
+		   uint8_t ret_kek[TPM_KEK_BYTES]);
+
+/* Wraps the sensitive area of the object object_pub to the storage key
+ * new_parent_pub with a fresh seed: a duplicate TPM2_Import takes. */
+int tpmwrap_wrap(const uint8_t *new_parent_pub, size_t parent_len, const uint8_t *object_pub,
+		 size_t object_len, const struct tpmwrap_sensitive *s, struct tpm_duplicate *ret);
+
+#endif

@@ -1,0 +1,386 @@
+#!/usr/bin/python3
+"""Escrow and disaster recovery (design brief §9): every dup generation is
+duplicated to an offline recovery key when it is made; when the TPM is
+lost, `recover` (offline, no TPM) re-wraps the escrowed generations to a
+new node's TPM and `import` takes them. The software unwrap and wrap are
+checked against tpm2-tools in both directions."""
+
+import base64
+import glob
+import hashlib
+import hmac
+import os
+import re
+import shutil
+import subprocess
+import unittest
+
+import grpc
+
+from clusterlib import (ClusterTest, der_items, duplicate_with_tools, key_id_of, make_key,
+                        pem_blocks, read_text, snapshot, write_file)
+from kmsclient import Daemon, Swtpm, run_cli, tpm2_kms, wait_until
+
+
+def counter_of(envelope):
+    return int.from_bytes(envelope[37:45], 'big')
+
+
+def der(tag, body):
+    n = len(body)
+    if n < 0x80:
+        length = bytes([n])
+    elif n < 0x100:
+        length = bytes([0x81, n])
+    else:
+        length = bytes([0x82, n >> 8, n & 0xff])
+    return bytes([tag]) + length + body
+
+
+def importable_pem(pub, dup, seed):
+    """A TSS2 id-importablekey, DER written here from the key-file draft."""
+    body = (der(0x06, bytes.fromhex('6781050a0104')) + der(0xa0, der(0x01, b'\xff')) +
+            der(0xa2, der(0x04, seed)) + der(0x02, bytes.fromhex('0081000001')) +
+            der(0x04, pub) + der(0x04, dup))
+    b64 = base64.b64encode(der(0x30, body)).decode()
+    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    return ('-----BEGIN TSS2 PRIVATE KEY-----\n' + '\n'.join(lines) +
+            '\n-----END TSS2 PRIVATE KEY-----\n')
+
+
+def bundle_text(node_name, admin_der, gens):
+    """A bundle written by the test (brief §9, bundle.h): gens are
+    (number, created, key_id, write, pem, kek)."""
+    body = ('# made by the test\nformat 1\nnode %s\nadmin-key %s\n' %
+            (node_name.hex(), admin_der.hex()))
+    for number, created, key_id, write, pem, _ in gens:
+        body += 'generation %d created %d key-id %s policy dup%s\n%s' % (
+            number, created, key_id, ' write' if write else '', pem)
+    macs = ''.join('mac %d %s\n' % (g[0], hmac.new(g[5], b'tpm2-kms bundle v1\n' +
+                                                   body.encode(), hashlib.sha256).hexdigest())
+                   for g in gens)
+    return body + macs
+
+
+class EscrowTest(ClusterTest):
+    def setUp(self):
+        super().setUp()
+        self.recovery = os.path.join(self.root, 'recovery.pem')
+        self.recovery_pub = make_key(self.recovery)
+        self.recovery_node = os.path.join(self.root, 'recovery.node')
+        r = run_cli('node-key', '--public', self.recovery_pub, '-o', self.recovery_node)
+        self.recovery_fp = re.search(r'node fingerprint: (\S+)', r.stderr).group(1)
+        self.recovery_approval, r = self.approve(self.recovery_node,
+                                                 out=os.path.join(self.root, 'recovery.approval'))
+        self.assertIn(self.recovery_fp, r.stderr)
+
+    def escrowed_node(self, name='a'):
+        a = self.node(name)
+        a.cli('init', '--admin-key', self.admin_pub, '--escrow-to', self.recovery_node,
+              '--escrow-approval', self.recovery_approval)
+        return a
+
+    def unseal(self, node, gen_file):
+        """The KEK in clear, by stock tpm2-tools on node's TPM: the test's
+        own knowledge, to look for it where it must not be."""
+        items = der_items(pem_blocks(read_text(gen_file), 'TSS2 PRIVATE KEY')[0])
+        write_file(node, 'u.pub', items[3][1])
+        write_file(node, 'u.priv', items[4][1])
+        node.tools('tpm2_load', '-C', '0x81000001', '-u', 'u.pub', '-r', 'u.priv', '-c', 'u.ctx')
+        kek = node.tools('tpm2_unseal', '-c', 'u.ctx').stdout
+        node.tools('tpm2_flushcontext', '-t')
+        return kek
+
+    def recover(self, target_file, bundles, out, key=None, check=True):
+        return run_cli('recover', '--recovery-key', key or self.recovery, '--to', target_file,
+                       *bundles, '-o', out, check=check)
+
+
+class OutputFiles(EscrowTest):
+    def test_output_to_a_pipe_is_written_not_replaced(self):
+        # -o on a FIFO (or /dev/stdout) writes into it; an earlier version
+        # renamed a temporary file over it.
+        import threading
+        fifo = os.path.join(self.root, 'fifo')
+        os.mkfifo(fifo)
+        got = []
+        reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+        reader.start()
+        run_cli('node-key', '--public', self.recovery_pub, '-o', fifo)
+        reader.join(30)
+        self.assertTrue(os.path.exists(fifo) and not os.path.isfile(fifo))
+        self.assertEqual(got, [read_text(self.recovery_node)])
+
+
+class Disaster(EscrowTest):
+    def test_whole_disaster(self):
+        a = self.escrowed_node()
+        a.daemon.start()
+        c = a.daemon.client()
+        made = [(s, c.encrypt(s)) for s in (os.urandom(32) for _ in range(25))]
+        second = a.cli('rotate').stdout.strip()                   # while serving
+        wait_until(lambda: a.key_id() == second, 'the daemon to write under generation 2')
+        made += [(s, c.encrypt(s)) for s in (os.urandom(32) for _ in range(25))]
+        c.close()
+        self.assertEqual(len(made), 50)
+        first = made[0][1].key_id
+        self.assertEqual({e.key_id for _, e in made}, {first, second})
+        keys = a.offline('keys').stdout
+        self.assertRegex(keys, r'\n1 +\S+ +\S+ +decrypt-only +dup +yes ')
+        self.assertRegex(keys, r'\n2 +\S+ +\S+ +write +dup +yes ')
+        keks = [self.unseal(a, os.path.join(a.state, 'gen-%06d.pem' % g)) for g in (1, 2)]
+        old_counter = max(counter_of(e.ciphertext) for _, e in made)
+
+        # The backup of the state directory is all that survives; the TPM
+        # is destroyed (its state deleted) and replaced by an empty one.
+        backup = os.path.join(self.root, 'backup')
+        shutil.copytree(a.state, backup)
+        a.daemon.stop()
+        a.tpm.kill()
+        shutil.rmtree(a.tpm.state)
+        new = self.node('new')
+        new_file, _ = new.node_file()
+        bundle = os.path.join(self.root, 'recovered.bundle')
+        escrow = sorted(glob.glob(os.path.join(backup, 'escrow', 'gen-*.pem')))
+        self.assertEqual(len(escrow), 2)
+        r = self.recover(new_file, escrow, bundle)
+        # The KEKs are in clear only inside recover: not in what it wrote or
+        # printed, not in the escrow files.
+        written = [read_text(bundle).encode(), r.stdout.encode(), r.stderr.encode()]
+        for p in escrow:
+            with open(p, 'rb') as f:
+                written.append(f.read())
+        for kek in keks:
+            self.assertEqual(len(kek), 32)
+            for blob in written:
+                for form in (kek, kek.hex().encode(), base64.b64encode(kek)):
+                    self.assertNotIn(form, blob)
+        self.assertEqual(new.cli('import', bundle).stdout, '2 generations added\n')
+        new.daemon.start()
+        self.assertEqual(new.key_id(), second)
+        c = new.daemon.client()
+        for seed, e in made:
+            self.assertEqual(c.decrypt(e.ciphertext, e.key_id).plaintext, seed)
+        e = c.encrypt(b'after the recovery')
+        self.assertEqual(e.key_id, second)
+        self.assertEqual(c.decrypt(e.ciphertext, e.key_id).plaintext, b'after the recovery')
+        # The counter is the new TPM's.
+        self.assertLess(counter_of(e.ciphertext), old_counter)
+        c.close()
+
+    def test_rsa_recovery_key(self):
+        self.recovery = os.path.join(self.root, 'rsa-recovery.pem')
+        self.recovery_pub = make_key(self.recovery, kind=2048)
+        self.recovery_node = os.path.join(self.root, 'rsa-recovery.node')
+        run_cli('node-key', '--public', self.recovery_pub, '-o', self.recovery_node)
+        self.recovery_approval, _ = self.approve(self.recovery_node,
+                                                 out=os.path.join(self.root, 'rsa.approval'))
+        a = self.escrowed_node()
+        first = re.search(r'tpm2-kms-g1-\S+', a.offline('keys').stdout).group(0)
+        new = self.node('new')
+        new_file, _ = new.node_file()
+        bundle = os.path.join(self.root, 'b')
+        self.recover(new_file, [os.path.join(a.state, 'escrow', 'gen-000001.pem')], bundle)
+        new.cli('import', bundle)
+        self.assertIn(first, new.offline('keys').stdout)
+
+
+class Independence(EscrowTest):
+    """The software unwrap and wrap judged by tpm2-tools."""
+
+    def test_tpm2_tools_duplicate_recovers(self):
+        # tpm2_duplicate, through the policy our approval satisfies, to the
+        # recovery node: recover opens it.
+        a = self.first_node()
+        gen = os.path.join(a.state, 'gen-000001.pem')
+        r = duplicate_with_tools(a, gen, self.recovery_node, self.recovery_approval,
+                                 self.admin_pub)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        kek = self.unseal(a, gen)
+        state = read_text(os.path.join(a.state, 'state'))
+        admin = bytes.fromhex(re.search(r'^admin-key (\S+)$', state, re.M).group(1))
+        key_id = re.search(r'key-id (\S+)', state).group(1)
+        created = int(re.search(r'created (\d+)', state).group(1))
+        with open(os.path.join(a.root, 'g.pub'), 'rb') as f:
+            pub = f.read()
+        with open(os.path.join(a.root, 'tools.dpriv'), 'rb') as f:
+            dup = f.read()
+        with open(os.path.join(a.root, 'tools.seed'), 'rb') as f:
+            seed = f.read()
+        node_name = bytes.fromhex(self.recovery_fp)
+        tools_bundle = os.path.join(self.root, 'tools.bundle')
+        with open(tools_bundle, 'w') as f:
+            f.write(bundle_text(node_name, admin, [(1, created, key_id, True,
+                                                    importable_pem(pub, dup, seed), kek)]))
+        new = self.node('new')
+        new_file, _ = new.node_file()
+        out = os.path.join(self.root, 'out')
+        self.recover(new_file, [tools_bundle], out)
+        new.cli('import', out)
+        self.assertIn(key_id, new.offline('keys').stdout)
+
+    def test_recovered_bundle_imports_with_tpm2_tools(self):
+        # recover's software wrap, taken by stock tpm2_import.
+        a = self.escrowed_node()
+        kek = self.unseal(a, os.path.join(a.state, 'gen-000001.pem'))
+        new = self.node('new')
+        new_file, _ = new.node_file()
+        out = os.path.join(self.root, 'out')
+        self.recover(new_file, [os.path.join(a.state, 'escrow', 'gen-000001.pem')], out)
+        items = der_items(pem_blocks(read_text(out), 'TSS2 PRIVATE KEY')[0])
+        secret = der_items(b'\x30\x00' + items[2][1])
+        write_file(new, 'r.pub', items[4][1])
+        write_file(new, 'r.dpriv', items[5][1])
+        write_file(new, 'r.seed', secret[0][1])
+        new.tools('tpm2_import', '-C', '0x81000001', '-u', 'r.pub', '-i', 'r.dpriv', '-s',
+                  'r.seed', '-r', 'r.priv')
+        new.tools('tpm2_load', '-C', '0x81000001', '-u', 'r.pub', '-r', 'r.priv', '-c', 'r.ctx')
+        self.assertEqual(new.tools('tpm2_unseal', '-c', 'r.ctx').stdout, kek)
+        new.tools('tpm2_flushcontext', '-t')
+
+
+class RecoverRefusals(EscrowTest):
+    def setUp(self):
+        super().setUp()
+        self.a = self.escrowed_node()
+        self.escrow = os.path.join(self.a.state, 'escrow', 'gen-000001.pem')
+        self.new = self.node('new')
+        self.new_file, _ = self.new.node_file()
+        self.out = os.path.join(self.root, 'out')
+
+    def refused(self, why, bundles=None, key=None, target=None):
+        r = self.recover(target or self.new_file, bundles or [self.escrow], self.out, key=key,
+                         check=False)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(why, r.stderr)
+        self.assertFalse(os.path.exists(self.out))
+
+    def test_wrong_recovery_key(self):
+        other = os.path.join(self.root, 'other.pem')
+        make_key(other)
+        self.refused('not to this recovery key', key=other)
+        self.refused('is not a PEM private recovery key', key=self.recovery_pub)
+
+    def test_target_not_a_storage_key(self):
+        self.refused('not a node file', target=self.recovery_pub)
+        # The admin key as a node file: a signing key, not a storage key.
+        pub = pem_blocks(read_text(self.new_file), 'TPM2-KMS NODE')[0]
+        attrs = int.from_bytes(pub[6:10], 'big') | 0x00040000          # sign
+        bad = os.path.join(self.root, 'bad.node')
+        with open(bad, 'w') as f:
+            f.write('-----BEGIN TPM2-KMS NODE-----\n%s\n-----END TPM2-KMS NODE-----\n' %
+                    base64.b64encode(pub[:6] + attrs.to_bytes(4, 'big') + pub[10:]).decode())
+        self.refused('not a storage key', target=bad)
+
+    def test_any_altered_byte(self):
+        text = read_text(self.escrow)
+        damaged = os.path.join(self.root, 'damaged')
+        positions = range(len(text))        # every byte, newlines included
+        for i in positions:
+            c = text[i]
+            repl = '0' if c != '0' else '1'
+            if c in 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=':
+                repl = 'A' if c != 'A' else 'B'
+            with open(damaged, 'w') as f:
+                f.write(text[:i] + repl + text[i + 1:])
+            r = self.recover(self.new_file, [damaged], self.out, check=False)
+            self.assertEqual(r.returncode, 1, 'byte %d (%r) altered: %s' % (i, c, r.stderr))
+            self.assertFalse(os.path.exists(self.out))
+        self.assertGreater(len(positions), 1000)
+        # Truncated anywhere.
+        for n in (len(text) - 1, len(text) // 2, 10):
+            with open(damaged, 'w') as f:
+                f.write(text[:n])
+            r = self.recover(self.new_file, [damaged], self.out, check=False)
+            self.assertEqual(r.returncode, 1)
+        self.assertFalse(os.path.exists(self.out))
+
+    def test_under_valgrind(self):
+        # The recovery process under memcheck: no error, no definite leak.
+        if 'asan' in subprocess.run(['ldd', tpm2_kms()], capture_output=True,
+                                    text=True).stdout:
+            self.skipTest('sanitizer build: valgrind cannot run it')
+        r = subprocess.run(['valgrind', '--quiet', '--error-exitcode=99', '--leak-check=full',
+                            '--errors-for-leak-kinds=definite', '--show-leak-kinds=definite',
+                            tpm2_kms(), 'recover', '--recovery-key', self.recovery, '--to',
+                            self.new_file, self.escrow, '-o', self.out],
+                           capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.new.cli('import', self.out)
+
+
+class EscrowAtRotation(EscrowTest):
+    def test_escrow_failure_leaves_generation_unpromoted(self):
+        a = self.escrowed_node()
+        a.daemon.start()
+        first = a.key_id()
+        # Something in the way of the escrow file: the write fails, even as
+        # root (a mode would not stop root).
+        os.mkdir(os.path.join(a.state, 'escrow', 'gen-000002.pem'))
+        r = a.cli('rotate', check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('could not be escrowed: it stays decrypt-only', r.stderr)
+        keys = a.offline('keys').stdout
+        self.assertRegex(keys, r'\n1 +\S+ +\S+ +write +dup +yes ')
+        self.assertRegex(keys, r'\n2 +\S+ +\S+ +decrypt-only +dup +no ')
+        self.assertEqual(a.key_id(), first)
+        self.assertEqual(a.daemon.healthz(), 'ok')
+        r = a.offline('promote', '2', check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('not escrowed', r.stderr)
+        # Fixed: init escrows what is missing, then promote.
+        os.rmdir(os.path.join(a.state, 'escrow', 'gen-000002.pem'))
+        a.cli('init')
+        self.assertRegex(a.offline('keys').stdout, r'\n2 +\S+ +\S+ +decrypt-only +dup +yes ')
+        a.offline('promote', '2')
+        wait_until(lambda: a.key_id() != first, 'the daemon to follow the promotion')
+
+    def test_status_says_when_the_write_key_is_not_escrowed(self):
+        a = self.escrowed_node()
+        a.daemon.extra += ['--metrics-listen', os.path.join(a.root, 'metrics.sock')]
+        a.daemon.start()
+        os.unlink(os.path.join(a.state, 'escrow', 'gen-000001.pem'))
+        a.daemon.proc.proc.send_signal(1)                 # SIGHUP: reload
+        wait_until(lambda: 'not escrowed' in (a.daemon.healthz() or ''), 'Status to say so')
+        self.assertIn('tpm2kms_escrow_missing 1', self.scrape(a))
+        self.assertIn('tpm2kms_kek_generation_escrowed{generation="1"} 0', self.scrape(a))
+        self.assertRegex(a.offline('keys').stdout, r'\n1 +\S+ +\S+ +write +dup +no ')
+        a.cli('init')                                     # escrows it again
+        wait_until(lambda: a.daemon.healthz() == 'ok', 'healthy again')
+        self.assertIn('tpm2kms_escrow_missing 0', self.scrape(a))
+
+    @staticmethod
+    def scrape(node):
+        import socket
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(os.path.join(node.root, 'metrics.sock'))
+        s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n')
+        data = b''
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        return data.decode()
+
+    def test_escrow_needs_a_valid_approval(self):
+        # An approval of another node, or none: refused, nothing recorded.
+        a = self.first_node()
+        other = self.node('b')
+        other_file, _ = other.node_file()
+        wrong, _ = self.approve(other_file)
+        before = snapshot(a.state)
+        r = a.cli('init', '--escrow-to', self.recovery_node, '--escrow-approval', wrong,
+                  check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('approves another node', r.stderr)
+        r = a.cli('rotate', '--escrow-to', self.recovery_node, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('needs both escrow-to and escrow-approval', r.stderr)
+        self.assertEqual(snapshot(a.state), before)
+        self.assertFalse(os.path.exists(os.path.join(a.state, 'escrow')))
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)
