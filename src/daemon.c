@@ -79,6 +79,9 @@ void daemon_config_defaults(struct daemon_config *cfg)
 		.max_inflight = 4096,
 		.max_timeout_ms = 60u * 1000u,
 		.default_timeout_ms = 30u * 1000u,
+		/* 64 MiB: 500 maximal messages arriving at once; KMS requests
+		 * are a few hundred bytes. */
+		.max_buffered_bytes = 64u * 1024u * 1024u,
 	};
 }
 

@@ -25,6 +25,7 @@ struct grpc_server {
 	struct route *routes;
 	size_t n_routes;
 	size_t inflight;
+	size_t buffered; /* request bytes held in call buffers, all calls */
 	grpc_observer observer;
 	void *observer_arg;
 };
@@ -172,9 +173,17 @@ void grpc_percent_encode(const char *in, char *out)
 	*out = '\0';
 }
 
+static void drop_body(grpc_call *c)
+{
+	c->g->buffered -= c->cap;
+	util_freezero(c->buf, c->cap);
+	c->buf = NULL;
+	c->len = c->cap = 0;
+}
+
 static void call_free(grpc_call *c)
 {
-	util_freezero(c->buf, c->cap);
+	drop_body(c);
 	free(c->uid);
 	free(c->key_id);
 	free(c);
@@ -210,13 +219,6 @@ static void call_log(const grpc_call *c, int status, const char *message)
 	log_call(&lc);
 	if (c->g->observer)
 		c->g->observer(c->g->observer_arg, c->path, status, lc.duration_us);
-}
-
-static void drop_body(grpc_call *c)
-{
-	util_freezero(c->buf, c->cap);
-	c->buf = NULL;
-	c->len = c->cap = 0;
 }
 
 /* Queues the response and marks the call done. */
@@ -408,6 +410,12 @@ static int stream_headers_end(void *stream, bool end_stream)
 		call_respond(c, GRPC_INTERNAL, "malformed grpc-timeout", NULL, 0);
 		return 0;
 	}
+	/* A zero timeout has expired already; it must not mean "none", or a
+	 * stream could stay open, holding its buffer, for ever. */
+	if (c->has_timeout && c->timeout_ms == 0) {
+		call_respond(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded", NULL, 0);
+		return 0;
+	}
 	for (size_t i = 0; i < g->n_routes; i++) {
 		if (strcmp(g->routes[i].path, c->path) == 0) {
 			c->route = &g->routes[i];
@@ -458,6 +466,14 @@ static int stream_data(void *stream, const uint8_t *data, size_t len)
 			/* More than one maximal message: refused below. */
 			len = cap - c->len;
 		}
+		/* Requests still arriving share one budget, whatever the number
+		 * of connections and streams. */
+		if (c->g->limits.max_buffered_bytes &&
+		    c->g->buffered - c->cap + cap > c->g->limits.max_buffered_bytes) {
+			call_respond(c, GRPC_RESOURCE_EXHAUSTED,
+				     "too many request bytes buffered, server-wide", NULL, 0);
+			return 0;
+		}
 		buf = malloc(cap);
 		if (!buf) {
 			call_respond(c, GRPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
@@ -466,6 +482,7 @@ static int stream_data(void *stream, const uint8_t *data, size_t len)
 		if (c->len)
 			memcpy(buf, c->buf, c->len);
 		util_freezero(c->buf, c->cap);
+		c->g->buffered += cap - c->cap;
 		c->buf = buf;
 		c->cap = cap;
 	}

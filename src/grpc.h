@@ -40,6 +40,7 @@ struct grpc_limits {
 	uint32_t max_inflight;     /* dispatched, unfinished calls, server-wide */
 	uint32_t max_timeout_ms;   /* grpc-timeout above this is clamped */
 	uint32_t default_timeout_ms; /* used when the client sends none; 0: none */
+	size_t max_buffered_bytes; /* request bytes still arriving, server-wide; 0: none */
 };
 
 int grpc_server_new(uv_loop_t *loop, const struct grpc_limits *limits, grpc_server **ret);

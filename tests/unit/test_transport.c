@@ -39,7 +39,10 @@ static struct h2_limits limits = {
 static int setup_with(void **state, uint32_t max_inflight)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	struct grpc_limits gl = {.max_inflight = max_inflight, .max_timeout_ms = 10000};
+	/* 80 KB of request bytes buffered at most. */
+	struct grpc_limits gl = {.max_inflight = max_inflight,
+				 .max_timeout_ms = 10000,
+				 .max_buffered_bytes = 80000};
 
 	uv_loop_init(&f->loop);
 	assert_int_equal(grpc_server_new(&f->loop, &gl, &f->g), 0);
@@ -354,6 +357,80 @@ static void test_deadline(void **state)
 	test_status_v2(state);
 }
 
+/* The headers of an Encrypt with a grpc-timeout. */
+static void encrypt_headers(struct h2_nv h[8], const char *timeout)
+{
+	struct h2_nv proto[] = {{":method", "POST"},
+				{":scheme", "http"},
+				{":path", "/v2.KeyManagementService/Encrypt"},
+				{":authority", "localhost"},
+				{"content-type", "application/grpc"},
+				{"te", "trailers"},
+				{"grpc-timeout", timeout},
+				{NULL, NULL}};
+
+	memcpy(h, proto, sizeof(proto));
+}
+
+static void test_zero_timeout_has_expired(void **state)
+{
+	/* A body that never ends, under a zero timeout in each unit: the
+	 * call is over at once (it used to have no deadline at all). */
+	static const char *const zeros[] = {"0m", "0S", "0n", "00000000H"};
+	struct fixture *f = *state;
+	uint8_t body[5 + 100] = {0, 0, 0, 1, 0};
+	struct h2_nv h[8];
+
+	for (size_t i = 0; i < sizeof(zeros) / sizeof(zeros[0]); i++) {
+		const struct h2c_response *r;
+
+		encrypt_headers(h, zeros[i]);
+		r = wait_for(f, h2client_request(f->client, h, body, sizeof(body), false));
+		assert_status(r, 4);
+	}
+	test_status_v2(state);
+}
+
+static void test_buffered_bytes_budget(void **state)
+{
+	/* Bodies that never end, each under a long deadline, each taking a
+	 * 32 KB buffer: the third would take the server past its 80 KB. */
+	struct fixture *f = *state;
+	size_t n = 30000;
+	uint8_t *body = calloc(1, n);
+	const struct h2c_response *r;
+	struct h2_nv h[8];
+	int32_t id[3];
+	int refused = 0;
+
+	body[3] = 0xfa; /* a 64000-byte message announced */
+	encrypt_headers(h, "9S");
+	for (int i = 0; i < 3; i++)
+		id[i] = h2client_request(f->client, h, body, n, false);
+	for (int i = 0; i < 20; i++) {
+		h2client_pump(f->client, f->conn);
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+	}
+	/* Which one is refused depends on how the client interleaves DATA
+	 * frames; exactly one is, and the others stay open. */
+	for (int i = 0; i < 3; i++) {
+		r = h2client_response(f->client, id[i]);
+		if (!r->closed)
+			continue;
+		assert_status(r, 8);
+		assert_string_equal(r->grpc_message, "too many request bytes buffered, server-wide");
+		refused++;
+	}
+	assert_int_equal(refused, 1);
+	/* Freed buffers count no more: another call goes through. */
+	for (int i = 0; i < 3; i++)
+		if (!h2client_response(f->client, id[i])->closed)
+			h2client_rst(f->client, id[i]);
+	h2client_pump(f->client, f->conn);
+	round_trip(f, "v2", 32);
+	free(body);
+}
+
 static void test_inflight_limit(void **state)
 {
 	struct fixture *f = *state;
@@ -500,6 +577,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_compression, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_message_framing_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_zero_timeout_has_expired, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_buffered_bytes_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_inflight_limit, setup_one_inflight, teardown),
 		cmocka_unit_test_setup_teardown(test_backend_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_decrypt_wrong_key_id, setup, teardown),
