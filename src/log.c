@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -71,22 +72,97 @@ static const char *level_name(enum log_level level)
 	return "info";
 }
 
-/* Appends s to buf as the inside of a JSON string. */
-static void json_escape(char *buf, size_t size, size_t *pos, const char *s)
+/* Field values from a peer (uid, key_id, path, message) are shown at most
+ * this long. */
+#define LOG_FIELD_MAX 256
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if none. */
+static size_t utf8_len(const unsigned char *s, size_t n)
 {
-	for (; *s && *pos + 7 < size; s++) {
-		unsigned char c = (unsigned char)*s;
+	size_t len;
+	uint32_t cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if ((s[0] & 0xe0) == 0xc0) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if ((s[0] & 0xf0) == 0xe0) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if ((s[0] & 0xf8) == 0xf0) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	/* Overlong forms, surrogates and what lies past Unicode. */
+	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+		return 0;
+	return len;
+}
+
+/* Appends s as the inside of a quoted string, at most max bytes of it
+ * ("..." marks the cut): for JSON, valid UTF-8 kept and any other
+ * byte as U+FFFD, controls as \u00XX; for text, printable ASCII kept and
+ * any other byte as \xHH. Either way a value is one field on one line:
+ * a peer cannot forge a line, a field or invalid JSON. */
+static void escape_max(char *buf, size_t size, size_t *pos, const char *str, bool json,
+		       size_t max)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t n = strlen(str), i = 0;
+
+	for (; i < n && i < max && *pos + 16 < size;) {
+		unsigned char c = s[i];
+		size_t u;
 
 		if (c == '"' || c == '\\') {
 			buf[(*pos)++] = '\\';
 			buf[(*pos)++] = (char)c;
-		} else if (c < 0x20) {
-			*pos += (size_t)snprintf(buf + *pos, size - *pos, "\\u%04x", c);
-		} else {
+			i++;
+		} else if (c >= 0x20 && c < 0x7f) {
 			buf[(*pos)++] = (char)c;
+			i++;
+		} else if (!json) {
+			*pos += (size_t)snprintf(buf + *pos, size - *pos, "\\x%02x", c);
+			i++;
+		} else if (c < 0x20 || c == 0x7f) {
+			*pos += (size_t)snprintf(buf + *pos, size - *pos, "\\u%04x", c);
+			i++;
+		} else if ((u = utf8_len(s + i, n - i)) > 0) {
+			memcpy(buf + *pos, s + i, u);
+			*pos += u;
+			i += u;
+		} else {
+			*pos += (size_t)snprintf(buf + *pos, size - *pos, "\\ufffd");
+			i++;
 		}
 	}
+	if (i < n && *pos + 4 < size) {
+		memcpy(buf + *pos, "...", 3);
+		*pos += 3;
+	}
 	buf[*pos] = '\0';
+}
+
+static void escape(char *buf, size_t size, size_t *pos, const char *s, bool json)
+{
+	escape_max(buf, size, pos, s, json, LOG_FIELD_MAX);
+}
+
+/* Our own messages, whole (as much as the line holds). */
+static void json_escape(char *buf, size_t size, size_t *pos, const char *s)
+{
+	escape_max(buf, size, pos, s, true, SIZE_MAX);
 }
 
 static void append(char *buf, size_t size, size_t *pos, const char *fmt, ...)
@@ -122,7 +198,7 @@ static void timestamp(char *out, size_t size)
  * empty) used only in JSON mode; text is the human text. */
 static void emit(enum log_level level, const char *text, const char *fields_json)
 {
-	char line[4096], ts[64];
+	char line[8192], ts[64];
 	size_t pos = 0;
 	int saved = errno;
 
@@ -159,32 +235,32 @@ void log_msg(enum log_level level, const char *fmt, ...)
 
 void log_call(const struct log_call *c)
 {
-	char text[2048], fields[2048];
+	char text[6144], fields[6144];
 	size_t pos = 0;
+	bool json = log_fmt == LOG_FORMAT_JSON;
+	char *out = json ? fields : text;
+	size_t size = json ? sizeof(fields) : sizeof(text);
 
 	if (!log_enabled(LOG_LEVEL_INFO))
 		return;
-	snprintf(text, sizeof(text), "rpc method=%s uid=%s status=%d duration_us=%llu key_id=%s%s%s%s",
-		 c->method ? c->method : "-", c->uid && *c->uid ? c->uid : "-", c->grpc_status,
-		 (unsigned long long)c->duration_us, c->key_id && *c->key_id ? c->key_id : "-",
-		 c->message ? " message=\"" : "", c->message ? c->message : "",
-		 c->message ? "\"" : "");
-	if (log_fmt == LOG_FORMAT_JSON) {
-		append(fields, sizeof(fields), &pos, "\"method\":\"");
-		json_escape(fields, sizeof(fields), &pos, c->method ? c->method : "");
-		append(fields, sizeof(fields), &pos, "\",\"uid\":\"");
-		json_escape(fields, sizeof(fields), &pos, c->uid ? c->uid : "");
-		append(fields, sizeof(fields), &pos, "\",\"grpc_status\":%d,\"duration_us\":%llu,\"key_id\":\"",
-		       c->grpc_status, (unsigned long long)c->duration_us);
-		json_escape(fields, sizeof(fields), &pos, c->key_id ? c->key_id : "");
-		append(fields, sizeof(fields), &pos, "\"");
-		if (c->message) {
-			append(fields, sizeof(fields), &pos, ",\"grpc_message\":\"");
-			json_escape(fields, sizeof(fields), &pos, c->message);
-			append(fields, sizeof(fields), &pos, "\"");
-		}
-		emit(LOG_LEVEL_INFO, "rpc", fields);
-	} else {
-		emit(LOG_LEVEL_INFO, text, "");
+	/* Every value a peer chose is escaped, and quoted in text. */
+	append(out, size, &pos, json ? "\"method\":\"" : "rpc method=\"");
+	escape(out, size, &pos, c->method ? c->method : "", json);
+	append(out, size, &pos, json ? "\",\"uid\":\"" : "\" uid=\"");
+	escape(out, size, &pos, c->uid ? c->uid : "", json);
+	append(out, size, &pos,
+	       json ? "\",\"grpc_status\":%d,\"duration_us\":%llu,\"key_id\":\""
+		    : "\" status=%d duration_us=%llu key_id=\"",
+	       c->grpc_status, (unsigned long long)c->duration_us);
+	escape(out, size, &pos, c->key_id ? c->key_id : "", json);
+	append(out, size, &pos, "\"");
+	if (c->message) {
+		append(out, size, &pos, json ? ",\"grpc_message\":\"" : " message=\"");
+		escape(out, size, &pos, c->message, json);
+		append(out, size, &pos, "\"");
 	}
+	if (json)
+		emit(LOG_LEVEL_INFO, "rpc", fields);
+	else
+		emit(LOG_LEVEL_INFO, text, "");
 }

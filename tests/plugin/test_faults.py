@@ -195,7 +195,7 @@ class Secrets(Base):
         c.close()
         self.daemon.stop()
         log = self.daemon.output()
-        self.assertIn('uid=leak-check', log)      # the log does see the calls
+        self.assertIn('uid="leak-check"', log)      # the log does see the calls
         for form in (seed.decode(), seed.hex(), seed[:8].decode(), seed[8:16].hex()):
             self.assertNotIn(form, log)
 

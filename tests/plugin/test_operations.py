@@ -235,6 +235,41 @@ class Observability(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn('only loopback', r.stderr)
 
+    def hostile_uid_call(self, d):
+        """An Encrypt whose uid carries a newline, a forged log line, a
+        quote, a control byte and bytes that are not UTF-8, sent as raw
+        protobuf (a client library would refuse to)."""
+        uid = b'evil\n2026-12-01T00:00:00.000Z error tpm: forged line\x01"\xff\xc3('
+        req = b'\x0a\x01x' + b'\x12' + bytes([len(uid)]) + uid
+        c = d.client()
+        c.raw('/v2.KeyManagementService/Encrypt', req)
+        c.close()
+
+    def test_log_injection_text(self):
+        d = Daemon(self.root, self.tpm)
+        d.start()
+        self.hostile_uid_call(d)
+        d.stop()
+        out = d.output()
+        self.assertNotRegex(out, r'(?m)^\S+ error tpm: forged')
+        line = [l for l in out.splitlines() if 'Encrypt' in l and 'rpc ' in l][0]
+        self.assertIn('uid="evil\\x0a2026-12-01T00:00:00.000Z error tpm: forged line'
+                      '\\x01\\"\\xff\\xc3("', line)
+
+    def test_log_injection_json(self):
+        d = Daemon(self.root, self.tpm, '--log-format', 'json')
+        d.start()
+        self.hostile_uid_call(d)
+        d.stop()
+        # Strict UTF-8, then JSON, line by line: every byte is valid.
+        with open(os.path.join(self.root, 'serve-1.log'), 'rb') as f:
+            raw = f.read().decode('utf-8')
+        objs = [json.loads(l) for l in raw.splitlines() if l.strip()]
+        rpc = [o for o in objs if o['msg'] == 'rpc' and o['method'].endswith('/Encrypt')]
+        self.assertEqual(rpc[0]['uid'], 'evil\n2026-12-01T00:00:00.000Z error tpm: forged line'
+                         '\x01"\ufffd\ufffd(')
+        self.assertEqual(len([o for o in objs if 'forged' in o.get('msg', '')]), 0)
+
     def test_json_logs_and_journal_levels(self):
         d = Daemon(self.root, self.tpm, '--log-format', 'json')
         d.start()

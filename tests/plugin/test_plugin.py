@@ -105,7 +105,7 @@ class RoundTrip(PluginTest):
                       annotations=dict(e.annotations))
         self.assertEqual(d.plaintext, seed)
         c.close()
-        self.assertIn('uid=6b1f0a4e-8d2c-4a55-9e51-0c6f1d7f2a10 status=0', self.daemon.output())
+        self.assertIn('uid="6b1f0a4e-8d2c-4a55-9e51-0c6f1d7f2a10" status=0', self.daemon.output())
 
     def test_rejections_are_generic(self):
         self.daemon.start()
