@@ -125,8 +125,10 @@ int listen_socket_open(struct listen_addr *a, mode_t mode, gid_t gid, int backlo
 		return r;
 	}
 	len = listen_addr_sockaddr(a, &sa);
-	/* The umask makes the socket appear with no more than the requested
-	 * mode, so there is no window in which others may connect. */
+	/* The umask makes the socket appear with exactly the requested mode:
+	 * there is no window in which others may connect, and nothing is done
+	 * to the path by name afterwards but what cannot follow a symbolic link
+	 * (another user may replace it between bind and a chmod). */
 	old_umask = umask(~mode & 0777);
 	r = bind(fd, (struct sockaddr *)&sa, len);
 	if (r < 0)
@@ -143,11 +145,10 @@ int listen_socket_open(struct listen_addr *a, mode_t mode, gid_t gid, int backlo
 			a->bound_dev = st.st_dev;
 			a->bound_ino = st.st_ino;
 		}
-		if (fchmodat(AT_FDCWD, a->name, mode, 0) < 0 ||
-		    (gid != (gid_t)-1 && fchownat(AT_FDCWD, a->name, (uid_t)-1, gid,
-						  AT_SYMLINK_NOFOLLOW) < 0)) {
+		if (gid != (gid_t)-1 &&
+		    fchownat(AT_FDCWD, a->name, (uid_t)-1, gid, AT_SYMLINK_NOFOLLOW) < 0) {
 			r = -errno;
-			log_error("listen: set mode/group of %s: %s", a->name, strerror(errno));
+			log_error("listen: set group of %s: %s", a->name, strerror(errno));
 			unlink(a->name);
 			goto out;
 		}

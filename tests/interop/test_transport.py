@@ -313,6 +313,31 @@ class Limits(unittest.TestCase):
         shutil.rmtree(d)
 
 
+    def test_symlink_planted_after_bind_is_not_followed(self):
+        # tests/bind-race.so replaces the socket by a symlink to a file
+        # right after bind(), as another user writing to the directory
+        # could: the server must not change that file's mode (it did, with
+        # a chmod of the path after bind).
+        d = tempdir('kmsi-')
+        path = os.path.join(d, 'kms.sock')
+        victim = os.path.join(d, 'victim')
+        with open(victim, 'w') as f:
+            f.write('not yours')
+        os.chmod(victim, 0o600)
+        env = dict(os.environ, LD_PRELOAD=os.path.join(builddir(), 'tests', 'bind-race.so'),
+                   BIND_RACE_PATH=path, BIND_RACE_TARGET=victim)
+        env['ASAN_OPTIONS'] = ':'.join(filter(None, [env.get('ASAN_OPTIONS'),
+                                                     'verify_asan_link_order=0']))
+        proc = Process([FAKE_SERVER, '--listen', path, '--socket-mode', '0666'],
+                       os.path.join(d, 'log'), env=env)
+        wait_until(lambda: can_connect(path + '.aside') or not proc.alive(), 'server socket')
+        self.assertTrue(os.path.islink(path), 'the shim did not run')
+        self.assertEqual(stat.S_IMODE(os.stat(victim).st_mode), 0o600)
+        # The socket itself got its mode at bind.
+        self.assertEqual(stat.S_IMODE(os.lstat(path + '.aside').st_mode), 0o666)
+        proc.stop()
+        shutil.rmtree(d)
+
 
 class SlowReader(unittest.TestCase):
     """The server's writes when the socket does not take a response at once
