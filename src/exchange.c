@@ -514,7 +514,8 @@ out:
 	for (size_t i = 0; r < 0 && written && i < b.n_gens; i++) {
 		char file[32];
 
-		if (!written[i])
+		/* A state that made it to disk keeps the files it names. */
+		if (!written[i] || state_names(dir, b.gens[i].number))
 			continue;
 		statedir_gen_file(b.gens[i].number, file);
 		statedir_unlink(dir, file);

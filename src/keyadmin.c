@@ -335,7 +335,13 @@ int keyadmin_rotate(const char *dir, const char *tcti, const struct keyadmin_con
 		s.write_generation = next;
 	r = state_save(dir, &s);
 	if (r < 0) {
-		statedir_unlink(dir, g.file);
+		/* Once the new state is in place, its key file stays. */
+		if (state_names(dir, next))
+			log_error("generation %u is in the state, but the state directory may not "
+				  "be on disk: check the disk",
+				  (unsigned)next);
+		else
+			statedir_unlink(dir, g.file);
 		goto out;
 	}
 	if (!escrowed) {

@@ -380,6 +380,18 @@ const struct state_generation *state_find(const struct state *s, uint32_t number
 	return NULL;
 }
 
+bool state_names(const char *dir, uint32_t number)
+{
+	struct state s;
+	bool named;
+
+	if (state_load(dir, &s) < 0)
+		return true; /* cannot tell: keep the file */
+	named = state_find(&s, number) != NULL;
+	state_free(&s);
+	return named;
+}
+
 int state_add(struct state *s, const struct state_generation *g)
 {
 	struct state_generation *gens;

@@ -63,6 +63,11 @@ int state_parse(const char *dir, char *buf, size_t len, struct state *ret);
 void state_free(struct state *s);
 
 const struct state_generation *state_find(const struct state *s, uint32_t number);
+
+/* After a failed state_save: whether the state on disk names generation
+ * number anyway (the rename happened, the directory sync did not), in
+ * which case its file must be kept. */
+bool state_names(const char *dir, uint32_t number);
 int state_add(struct state *s, const struct state_generation *g);
 int state_remove(struct state *s, uint32_t number);
 

@@ -19,6 +19,9 @@ from kmsclient import (Daemon, DelayProxy, Kms, Process, Swtpm, can_connect, run
                        tempdir, tpm2_kms, wait_until)
 
 
+BUILD = os.environ.get('TOP_BUILDDIR', os.getcwd())
+
+
 def read_text(path):
     with open(path) as f:
         return f.read()
@@ -166,6 +169,27 @@ class Filesystem(Base):
         self.assertNotEqual(r.returncode, 0, 'retire of a generation in use needs --force')
         c.close()
 
+    def test_directory_sync_failing_after_rename_keeps_the_key(self):
+        # The rename of the new state happened but the directory fsync
+        # failed (tests/fsync-fail.so, the second directory sync of rotate:
+        # the first is the new key file's). rotate must say so and keep the
+        # key file the state now names; it used to delete it, leaving the
+        # write key without its file.
+        run_cli('init', *self.tpm_args())
+        state = os.path.realpath(self.daemon.state_dir)
+        env = dict(os.environ, LD_PRELOAD=os.path.join(BUILD, 'tests', 'fsync-fail.so'),
+                   FSYNC_FAIL_DIR=state, FSYNC_FAIL_NTH='2')
+        env['ASAN_OPTIONS'] = ':'.join(filter(None, [env.get('ASAN_OPTIONS'),
+                                                     'verify_asan_link_order=0']))
+        r = run_cli('rotate', *self.tpm_args(), check=False, env=env)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('cannot sync directory', r.stderr)
+        names = read_text(os.path.join(state, 'state'))
+        self.assertIn('write-generation 2', names)
+        self.assertTrue(os.path.exists(os.path.join(state, 'gen-000002.pem')))
+        self.daemon.start()
+        self.assertRegex(self.daemon.client().status().key_id, r'^tpm2-kms-g2-')
+
     def test_read_only_state_directory(self):
         mount = os.path.join(self.root, 'fs')
         self.tmpfs(mount, '1m')
@@ -238,6 +262,38 @@ class Secrets(Base):
         finally:
             p.send_signal(signal.SIGTERM)
             self.assertEqual(p.wait(15), 0)
+
+    def test_commands_holding_keys_are_not_dumpable(self):
+        # init makes a KEK in clear: like serve, it must be non-dumpable
+        # with no core limit (it was neither). Run as nobody, through a slow
+        # TPM so the process is there to look at.
+        proxy = DelayProxy(self.tpm.sock, os.path.join(self.root, 'slow.sock'))
+        self.addCleanup(proxy.close)
+        proxy.delay = 0.2
+        os.chmod(self.root, 0o755)
+        for p in (os.path.join(self.root, 'slow.sock'), os.path.join(self.root, 'slow.sock.ctrl'),
+                  self.tpm.sock, self.tpm.sock + '.ctrl'):
+            os.chmod(p, 0o777)
+        state = os.path.join(self.root, 'nobody-state')
+        os.mkdir(state, 0o700)
+        os.chown(state, 65534, 65534)
+        p = subprocess.Popen([tpm2_kms(), 'init', '--tcti',
+                              'swtpm:path=' + os.path.join(self.root, 'slow.sock'),
+                              '--state-dir', state], user=65534, group=65534,
+                             stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            def hardened():
+                try:
+                    limits = open('/proc/%d/limits' % p.pid).read()
+                    owner = os.stat('/proc/%d/status' % p.pid).st_uid
+                except OSError:
+                    return None
+                return re.search(r'Max core file size\s+0\s+0', limits) and owner == 0
+            wait_until(lambda: hardened() or p.poll() is not None, 'init to harden itself')
+            self.assertIsNone(p.poll(), 'init ran to its end without being non-dumpable with no core')
+            self.assertTrue(hardened())
+        finally:
+            self.assertEqual(p.wait(60), 0)
 
     def test_not_dumpable_and_key_memory_locked(self):
         # Run as nobody, so /proc shows what PR_SET_DUMPABLE 0 does: the
