@@ -18,8 +18,10 @@ struct h2_stream {
 	int32_t id;
 	void *ctx;
 	uint32_t header_bytes;
+	/* The response body: announced to nghttp2 up to body_read, copied
+	 * out (send_data) up to body_off. It never enters nghttp2's buffers. */
 	uint8_t *body;
-	size_t body_len, body_off;
+	size_t body_len, body_read, body_off;
 	nghttp2_nv *trailers; /* one allocation holding names and values too */
 	size_t n_trailers;
 	bool reset_after;
@@ -46,6 +48,74 @@ struct h2_conn {
 	 * in between can be abuse. */
 	bool active_since_ping;
 	struct rate pings, settings, resets;
+	/* DATA frames written by send_data during the last mem_send, handed
+	 * out before what that mem_send returned (kept in pending). Wiped
+	 * before reuse and on free: it holds response bodies. */
+	uint8_t *out;
+	size_t out_len, out_cap, out_given;
+	const uint8_t *pending;
+	size_t pending_len;
+};
+
+/* nghttp2's allocations are wiped when freed: its buffers see request
+ * headers and, were anything to slip past NO_COPY, bodies. The size is
+ * kept in front of each block. */
+#define MEM_HEAD 16
+
+static void *mem_malloc(size_t size, void *user)
+{
+	uint8_t *p = malloc(MEM_HEAD + size);
+
+	if (!p)
+		return NULL;
+	memcpy(p, &size, sizeof(size));
+	return p + MEM_HEAD;
+}
+
+static void mem_free(void *ptr, void *user)
+{
+	uint8_t *p = ptr;
+	size_t size;
+
+	if (!p)
+		return;
+	memcpy(&size, p - MEM_HEAD, sizeof(size));
+	util_freezero(p - MEM_HEAD, MEM_HEAD + size);
+}
+
+static void *mem_calloc(size_t n, size_t size, void *user)
+{
+	void *p;
+
+	if (size && n > SIZE_MAX / size)
+		return NULL;
+	p = mem_malloc(n * size, user);
+	if (p)
+		memset(p, 0, n * size);
+	return p;
+}
+
+static void *mem_realloc(void *ptr, size_t size, void *user)
+{
+	uint8_t *p;
+	size_t old;
+
+	if (!ptr)
+		return mem_malloc(size, user);
+	p = mem_malloc(size, user);
+	if (!p)
+		return NULL;
+	memcpy(&old, (uint8_t *)ptr - MEM_HEAD, sizeof(old));
+	memcpy(p, ptr, old < size ? old : size);
+	mem_free(ptr, user);
+	return p;
+}
+
+static nghttp2_mem wiping_mem = {
+	.malloc = mem_malloc,
+	.free = mem_free,
+	.calloc = mem_calloc,
+	.realloc = mem_realloc,
 };
 
 static void stream_unlink(h2_conn *c, struct h2_stream *s)
@@ -239,17 +309,20 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 	return 0;
 }
 
+/* Response bodies carry plaintext keys (Decrypt): nghttp2 is only told
+ * their length here (NO_COPY), and send_data writes each DATA frame
+ * straight from the body into our wiped output buffer. */
 static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t len,
 			 uint32_t *flags, nghttp2_data_source *source, void *user)
 {
 	struct h2_stream *s = source->ptr;
-	size_t n = s->body_len - s->body_off;
+	size_t n = s->body_len - s->body_read;
 
 	if (n > len)
 		n = len;
-	memcpy(buf, s->body + s->body_off, n);
-	s->body_off += n;
-	if (s->body_off < s->body_len)
+	s->body_read += n;
+	*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+	if (s->body_read < s->body_len)
 		return (ssize_t)n;
 	*flags |= NGHTTP2_DATA_FLAG_EOF;
 	if (s->n_trailers) {
@@ -257,10 +330,57 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
 		if (nghttp2_submit_trailer(session, stream_id, s->trailers, s->n_trailers) != 0)
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	}
-	util_freezero(s->body, s->body_len);
-	s->body = NULL;
-	s->body_len = s->body_off = 0;
 	return (ssize_t)n;
+}
+
+static int out_reserve(h2_conn *c, size_t more)
+{
+	uint8_t *bigger;
+	size_t cap;
+
+	if (c->out_len + more <= c->out_cap)
+		return 0;
+	cap = c->out_cap ? c->out_cap : 2048;
+	while (cap < c->out_len + more)
+		cap *= 2;
+	bigger = malloc(cap);
+	if (!bigger)
+		return -ENOMEM;
+	if (c->out_len)
+		memcpy(bigger, c->out, c->out_len);
+	util_freezero(c->out, c->out_cap);
+	c->out = bigger;
+	c->out_cap = cap;
+	return 0;
+}
+
+static int send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
+		     size_t length, nghttp2_data_source *source, void *user)
+{
+	h2_conn *c = user;
+	struct h2_stream *s = source->ptr;
+	size_t pad = frame->data.padlen;
+
+	/* We never ask for padding; the frame layout allows for it anyway. */
+	if (out_reserve(c, 9 + pad + length) < 0 || s->body_off + length > s->body_len)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	memcpy(c->out + c->out_len, framehd, 9);
+	c->out_len += 9;
+	if (pad)
+		c->out[c->out_len++] = (uint8_t)(pad - 1);
+	memcpy(c->out + c->out_len, s->body + s->body_off, length);
+	c->out_len += length;
+	if (pad > 1) {
+		memset(c->out + c->out_len, 0, pad - 1);
+		c->out_len += pad - 1;
+	}
+	s->body_off += length;
+	if (s->body_off == s->body_len) {
+		util_freezero(s->body, s->body_len);
+		s->body = NULL;
+		s->body_len = s->body_read = s->body_off = 0;
+	}
+	return 0;
 }
 
 int h2_conn_new(const struct h2_limits *limits, const struct h2_stream_callbacks *cb,
@@ -292,6 +412,7 @@ int h2_conn_new(const struct h2_limits *limits, const struct h2_stream_callbacks
 	nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
 	nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
 	nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
+	nghttp2_session_callbacks_set_send_data_callback(callbacks, send_data);
 
 	/* We validate requests ourselves (see h2.h). */
 	nghttp2_option_set_no_http_messaging(option, 1);
@@ -300,7 +421,7 @@ int h2_conn_new(const struct h2_limits *limits, const struct h2_stream_callbacks
 	nghttp2_option_set_max_settings(option, 32);
 	nghttp2_option_set_max_continuations(option, 8);
 
-	if (nghttp2_session_server_new2(&c->session, callbacks, c, option) != 0)
+	if (nghttp2_session_server_new3(&c->session, callbacks, c, option, &wiping_mem) != 0)
 		goto out;
 	if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE(iv)) != 0)
 		goto out;
@@ -330,6 +451,7 @@ void h2_conn_free(h2_conn *c)
 		stream_free(s);
 	}
 	nghttp2_session_del(c->session);
+	util_freezero(c->out, c->out_cap);
 	free(c);
 }
 
@@ -347,11 +469,34 @@ int h2_conn_recv(h2_conn *c, const uint8_t *data, size_t len)
 
 ssize_t h2_conn_pull(h2_conn *c, const uint8_t **ret_data)
 {
-	ssize_t n = nghttp2_session_mem_send(c->session, ret_data);
+	const uint8_t *data;
+	ssize_t n;
 
+	/* What the caller copied last time is wiped now. */
+	if (c->out_given) {
+		util_wipe(c->out, c->out_given);
+		c->out_len = c->out_given = 0;
+	}
+	if (c->pending_len) {
+		*ret_data = c->pending;
+		n = (ssize_t)c->pending_len;
+		c->pending_len = 0;
+		return n;
+	}
+	n = nghttp2_session_mem_send(c->session, &data);
 	if (n < 0)
 		return n == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EPROTO;
-	return n;
+	if (c->out_len == 0) {
+		*ret_data = data;
+		return n;
+	}
+	/* DATA frames sent during this call come before the bytes it returned,
+	 * which stay valid until the next mem_send. */
+	c->pending = data;
+	c->pending_len = (size_t)n;
+	c->out_given = c->out_len;
+	*ret_data = c->out;
+	return (ssize_t)c->out_len;
 }
 
 bool h2_conn_alive(const h2_conn *c)

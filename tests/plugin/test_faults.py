@@ -223,6 +223,57 @@ class Secrets(Base):
         for form in (seed.decode(), seed.hex(), seed[:8].decode(), seed[8:16].hex()):
             self.assertNotIn(form, log)
 
+    @staticmethod
+    def memory_holds(pid, secret, window=8):
+        """Where in the process's writable memory any `window` bytes of
+        secret appear (read through /proc/PID/mem, as root)."""
+        pieces = {secret[i:i + window] for i in range(len(secret) - window + 1)}
+        found = []
+        with open('/proc/%d/maps' % pid) as maps, open('/proc/%d/mem' % pid, 'rb', 0) as mem:
+            for line in maps:
+                fields = line.split()
+                lo, hi = (int(x, 16) for x in fields[0].split('-'))
+                if 'rw' not in fields[1] or len(fields) > 5 and fields[5].startswith('[v'):
+                    continue
+                try:
+                    mem.seek(lo)
+                    data = mem.read(hi - lo)
+                except OSError:
+                    continue
+                for piece in pieces:
+                    if piece in data:
+                        found.append((line.strip(), piece.hex()))
+        return found
+
+    def test_no_seed_left_in_memory_after_a_call(self):
+        # A Decrypt's answer is a data key in clear. After the call, while
+        # the connection stays open and after it closed, no 8 bytes of it
+        # may be left anywhere in the daemon's memory (nghttp2 used to keep
+        # a copy in its frame buffer, and in freed chunks).
+        self.daemon.start()
+        pid = self.daemon.proc.proc.pid
+        idle = self._sockets(pid)
+        c = self.daemon.client()
+        seed = os.urandom(32)
+        e = c.encrypt(seed)
+        self.assertEqual(c.decrypt(e.ciphertext, e.key_id).plaintext, seed)
+        # The scan sees what is there: the key_id the daemon holds.
+        self.assertNotEqual(self.memory_holds(pid, e.key_id.encode(), len(e.key_id)), [])
+        self.assertEqual(self.memory_holds(pid, seed), [])
+        c.close()
+        wait_until(lambda: self._sockets(pid) <= idle, 'the connection to close')
+        self.assertEqual(self.memory_holds(pid, seed), [])
+
+    @staticmethod
+    def _sockets(pid):
+        n = 0
+        for fd in os.listdir('/proc/%d/fd' % pid):
+            try:
+                n += os.readlink('/proc/%d/fd/%s' % (pid, fd)).startswith('socket:')
+            except OSError:
+                pass
+        return n
+
     def start_as_nobody(self, init_as_root=False):
         """The daemon as an unprivileged service user (as under systemd)."""
         os.chmod(self.root, 0o755)
