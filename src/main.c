@@ -139,7 +139,7 @@ static int cmd_serve(const struct settings *s)
 	uint8_t admin[SIGNER_DER_MAX];
 	struct keyadmin_config kc;
 	plugin *p = NULL;
-	int r;
+	int claim = -1, r;
 
 	daemon_config_defaults(&dc);
 	r = listen_addr_parse(s->listen, &dc.listen);
@@ -182,6 +182,12 @@ static int cmd_serve(const struct settings *s)
 		log_warning("this VM has no VM generation ID device: if it is ever restored from a "
 			    "snapshot, envelope salts may repeat (see docs/security.md); give it "
 			    "one (QEMU: -device vmgenid, libvirt: <genid/>)");
+	/* One daemon per state directory, for its whole life. */
+	r = statedir_open(s->state_dir, true);
+	if (r == 0)
+		r = statedir_claim(s->state_dir, &claim);
+	if (r < 0)
+		goto out;
 	r = keyadmin_config_of(s, admin, &kc);
 	if (r < 0)
 		goto out;
@@ -212,6 +218,8 @@ out:
 	uv_loop_close(loop);
 	envelope_finish();
 	secmem_finish();
+	if (claim >= 0)
+		close(claim);
 	return r;
 }
 

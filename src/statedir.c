@@ -89,6 +89,42 @@ static int path_in(const char *dir, const char *name, char out[PATH_MAX])
 	return 0;
 }
 
+int statedir_claim(const char *dir, int *ret_fd)
+{
+	struct decrypt_counts *other;
+	int fd, r;
+
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		log_error("state directory %s: %s", dir, strerror(errno));
+		return r;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+		*ret_fd = fd;
+		return 0;
+	}
+	r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+	close(fd);
+	if (r != -EBUSY) {
+		log_error("cannot lock state directory %s: %s", dir, strerror(-r));
+		return r;
+	}
+	/* The daemon that holds it writes its pid into decrypt-counts. */
+	other = calloc(1, sizeof(*other));
+	if (other && counts_load(dir, other) == 0 && other->pid > 0)
+		log_error("another tpm2-kms serve (pid %d) uses %s: two daemons on one state "
+			  "directory would draw the same nonce counter values; stop it first",
+			  (int)other->pid, dir);
+	else
+		log_error("another tpm2-kms serve uses %s (in another PID namespace?): two daemons "
+			  "on one state directory would draw the same nonce counter values; stop it "
+			  "first",
+			  dir);
+	free(other);
+	return -EBUSY;
+}
+
 int statedir_lock(const char *dir, int *ret_fd)
 {
 	char path[PATH_MAX];

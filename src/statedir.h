@@ -49,6 +49,13 @@ struct state {
  * another user than us or root. */
 int statedir_open(const char *dir, bool create);
 
+/* Claims the directory for one daemon for as long as fd stays open (a
+ * lock on the directory itself, apart from the lock file the commands
+ * take): -EBUSY, logged with the other daemon's pid, when another holds
+ * it. Two daemons on one state directory would draw the same nonce
+ * counter values. */
+int statedir_claim(const char *dir, int *ret_fd);
+
 /* Takes the lock file (blocking). Release with statedir_unlock. */
 int statedir_lock(const char *dir, int *ret_fd);
 void statedir_unlock(int fd);

@@ -141,6 +141,33 @@ class RoundTrip(PluginTest):
         c.close()
 
 
+class OneDaemonPerStateDirectory(PluginTest):
+    def test_second_daemon_refuses_naming_the_first(self):
+        # Two daemons on one state directory (a mis-set unit, a second
+        # container) drew the same nonce counter values; the second must
+        # not start.
+        self.daemon.start()
+        second = Daemon(os.path.join(self.root, 'second'), self.tpm,
+                        state_dir=self.daemon.state_dir)
+        os.makedirs(second.root)
+        p = subprocess.Popen([tpm2_kms(), 'serve', '--listen', second.sock, '--tcti',
+                              self.tpm.tcti, '--state-dir', self.daemon.state_dir],
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            self.fail('a second daemon started on the same state directory')
+        self.assertEqual(p.returncode, 1)
+        self.assertIn('another tpm2-kms serve (pid %d) uses' % self.daemon.proc.proc.pid, err)
+        self.assertFalse(os.path.exists(second.sock))
+        self.assertEqual(self.daemon.healthz(), 'ok')
+        # Once the first is gone, a daemon starts there again.
+        self.daemon.stop()
+        self.daemon.start()
+
+
 class Restarts(PluginTest):
     def test_daemon_and_swtpm_restarts(self):
         self.daemon.start()
