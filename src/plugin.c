@@ -19,6 +19,9 @@
 
 #define RELOAD_DEBOUNCE_MS 50u
 #define COUNTS_FLUSH_MS    1000u
+/* A failed unseal is tried again after this, doubling up to the max. */
+#define UNSEAL_RETRY_MIN_MS 250u
+#define UNSEAL_RETRY_MAX_MS 30000u
 /* Every Decrypt failure that is the ciphertext's fault says this: no
  * oracle. */
 #define DECRYPT_FAILED "invalid ciphertext"
@@ -56,6 +59,11 @@ struct plugin {
 	bool watching;
 	uv_timer_t reload_timer;
 	uv_timer_t counts_timer;
+	/* Unseals that failed for a passing reason are retried on a backoff
+	 * of their own: the TPM may well stay healthy meanwhile (one lost
+	 * command), and a rotation must not stall until the next SIGHUP. */
+	uv_timer_t retry_timer;
+	uint32_t retry_ms;
 	bool counts_dirty;
 	unsigned handles_open;
 	char status_buf[200];
@@ -120,6 +128,24 @@ static bool transient(int err)
 static void start_unseal(plugin *p, struct generation *g);
 static void write_counts(plugin *p);
 
+static void on_retry_timer(uv_timer_t *t)
+{
+	plugin *p = t->data;
+
+	for (struct generation *g = p->gens; g; g = g->next)
+		start_unseal(p, g);
+}
+
+static void schedule_retry(plugin *p)
+{
+	if (p->stopping || uv_is_active((uv_handle_t *)&p->retry_timer))
+		return;
+	p->retry_ms = p->retry_ms ? p->retry_ms * 2 : UNSEAL_RETRY_MIN_MS;
+	if (p->retry_ms > UNSEAL_RETRY_MAX_MS)
+		p->retry_ms = UNSEAL_RETRY_MAX_MS;
+	uv_timer_start(&p->retry_timer, on_retry_timer, p->retry_ms, 0);
+}
+
 static void on_unsealed(void *arg, int err, const uint8_t *kek)
 {
 	struct unseal_call *u = arg;
@@ -136,8 +162,11 @@ static void on_unsealed(void *arg, int err, const uint8_t *kek)
 			g->broken = true;
 			log_error("generation %u: cannot unseal %s/gen-%06u.pem: %s", (unsigned)g->number,
 				  p->state_dir, (unsigned)g->number, strerror(-err));
+		} else if (err != -ECANCELED) {
+			log_warning("generation %u: unseal failed (%s); trying again", (unsigned)g->number,
+				    strerror(-err));
+			schedule_retry(p);
 		}
-		/* Transient: retried when the TPM is healthy again. */
 		return;
 	}
 	if (envelope_key_id(kek, g->number, key_id) < 0 || strcmp(key_id, g->key_id) != 0) {
@@ -148,9 +177,11 @@ static void on_unsealed(void *arg, int err, const uint8_t *kek)
 	}
 	g->kek = secmem_alloc(TPM_KEK_BYTES);
 	if (!g->kek) {
-		log_error("generation %u: secure heap exhausted", (unsigned)g->number);
+		log_error("generation %u: secure heap exhausted; trying again", (unsigned)g->number);
+		schedule_retry(p);
 		return;
 	}
+	p->retry_ms = 0;
 	memcpy(g->kek, kek, TPM_KEK_BYTES);
 	log_info("generation %u loaded (key_id %s)", (unsigned)g->number, g->key_id);
 	/* `keys` shows which generations this daemon can use. */
@@ -165,12 +196,16 @@ static void start_unseal(plugin *p, struct generation *g)
 	if (g->kek || g->unsealing || g->broken || p->stopping)
 		return;
 	u = malloc(sizeof(*u));
-	if (!u)
+	if (!u) {
+		schedule_retry(p);
 		return;
+	}
 	u->p = p;
 	u->number = g->number;
+	/* A full TPM queue, say: not a reason to give up on the key. */
 	if (tpm_worker_unseal(p->worker, &g->sealed, g->kind, on_unsealed, u) < 0) {
 		free(u);
+		schedule_retry(p);
 		return;
 	}
 	g->unsealing = true;
@@ -511,6 +546,15 @@ static void collect(void *arg, struct metrics_out *out)
 		if (g->kind == TPM_KEK_DUP && p->escrow_configured)
 			metrics_printf(out, "tpm2kms_kek_generation_escrowed{generation=\"%u\"} %d\n",
 				       (unsigned)g->number, g->escrowed);
+	metrics_family(out, "tpm2kms_kek_generations_not_loaded", "gauge",
+		       "Key generations known but not unsealed (loading or unusable).");
+	{
+		unsigned n = 0;
+
+		for (struct generation *g = p->gens; g; g = g->next)
+			n += !g->kek;
+		metrics_printf(out, "tpm2kms_kek_generations_not_loaded %u\n", n);
+	}
 	metrics_family(out, "tpm2kms_decrypts_total", "counter",
 		       "Successful Decrypt calls per key generation since start.");
 	for (struct generation *g = p->gens; g; g = g->next)
@@ -558,8 +602,9 @@ int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct st
 	}
 	uv_timer_init(loop, &p->reload_timer);
 	uv_timer_init(loop, &p->counts_timer);
-	p->reload_timer.data = p->counts_timer.data = p;
-	p->handles_open = 2;
+	uv_timer_init(loop, &p->retry_timer);
+	p->reload_timer.data = p->counts_timer.data = p->retry_timer.data = p;
+	p->handles_open = 3;
 	uv_fs_event_init(loop, &p->watch);
 	p->watch.data = p;
 	p->handles_open++;
@@ -611,4 +656,5 @@ void plugin_stop(plugin *p)
 	uv_close((uv_handle_t *)&p->watch, on_closed);
 	uv_close((uv_handle_t *)&p->reload_timer, on_closed);
 	uv_close((uv_handle_t *)&p->counts_timer, on_closed);
+	uv_close((uv_handle_t *)&p->retry_timer, on_closed);
 }

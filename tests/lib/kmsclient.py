@@ -290,6 +290,10 @@ class DelayProxy:
     def __init__(self, target_sock, listen_sock):
         import threading
         self.delay = 0.0
+        # TPM command code -> how many of those commands to lose: the
+        # connection is cut instead of forwarding them (a TCTI I/O error
+        # while the TPM itself stays fine).
+        self.drop = {}
         self.threads = []
         self.stopping = False
         self.servers = []
@@ -324,6 +328,11 @@ class DelayProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if delayed and len(data) >= 10:
+                    cc = int.from_bytes(data[6:10], 'big')
+                    if self.drop.get(cc, 0) > 0:
+                        self.drop[cc] -= 1
+                        break
                 if delayed and self.delay:
                     time.sleep(self.delay)     # the injected TPM latency
                 dst.sendall(data)

@@ -85,6 +85,31 @@ class SlowTpm(Base):
             return False
 
 
+class LostCommands(Base):
+    def test_lost_unseal_after_rotate_is_retried(self):
+        # The daemon's first Unseal after a rotation is lost on the way
+        # (its TCTI connection cut) while the TPM stays healthy. The
+        # rotation used to stall on the old key until SIGHUP; the unseal
+        # must be tried again by itself.
+        proxy = DelayProxy(self.tpm.sock, os.path.join(self.root, 'lossy.sock'))
+        self.addCleanup(proxy.close)
+
+        class Via:
+            tcti = 'swtpm:path=' + os.path.join(self.root, 'lossy.sock')
+        self.daemon = Daemon(self.root, Via)
+        self.daemon.start()
+        proxy.drop = {0x15e: 1}                  # TPM_CC_Unseal, once
+        new_id = run_cli('rotate', *self.tpm_args()).stdout.strip()
+        wait_until(lambda: proxy.drop[0x15e] == 0, 'the unseal to be lost')
+        c = self.daemon.client()
+        wait_until(lambda: c.status().key_id == new_id, 'the new key to load all the same',
+                   timeout=20)
+        e = c.encrypt(b'under the new key')
+        self.assertEqual(e.key_id, new_id)
+        c.close()
+        self.assertIn('unseal failed', self.daemon.output())
+
+
 class DamagedState(Base):
     def test_damaged_sealed_file_is_named_and_others_served(self):
         self.daemon.start()
