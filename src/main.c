@@ -28,7 +28,12 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Key material for a few thousand generations fits easily. */
+/* The daemon's secure heap: half for plaintexts waiting for the TPM (the
+ * plugin caps them there, PLUGIN_QUEUED_SECURE_MAX), half for keys (4096
+ * generations take 128 KiB), unseals in progress and Decrypt's buffer,
+ * so requests can never crowd a key out. */
+#define SERVE_SECURE_HEAP_BYTES (1024u * 1024u)
+/* The commands: a bundle's keys, one at a time where they are large. */
 #define SECURE_HEAP_BYTES (256u * 1024u)
 
 static gid_t group_id(const char *name)
@@ -170,7 +175,7 @@ static int cmd_serve(const struct settings *s)
 	r = secmem_harden_process();
 	if (r < 0)
 		return r;
-	r = secmem_init(SECURE_HEAP_BYTES);
+	r = secmem_init(SERVE_SECURE_HEAP_BYTES);
 	if (r < 0)
 		return r;
 	r = envelope_init();

@@ -64,6 +64,7 @@ struct plugin {
 	 * command), and a rotation must not stall until the next SIGHUP. */
 	uv_timer_t retry_timer;
 	uint32_t retry_ms;
+	size_t queued_secure; /* secure heap held by queued Encrypts */
 	bool counts_dirty;
 	unsigned handles_open;
 	char status_buf[200];
@@ -82,6 +83,7 @@ struct encrypt_call {
 	plugin *p;
 	uint8_t *plaintext; /* secure heap */
 	size_t len;
+	size_t held;        /* of the secure heap, as it counts */
 	kms_complete_fn done;
 	void *token;
 };
@@ -383,8 +385,20 @@ static void status(void *backend, const char **ret_healthz, const char **ret_key
 	}
 }
 
+/* What an allocation takes of OpenSSL's secure heap: a power of two, at
+ * least its minimum block (secmem_init's 32). */
+static size_t secure_block(size_t len)
+{
+	size_t b = 32;
+
+	while (b < len)
+		b *= 2;
+	return b;
+}
+
 static void encrypt_free(struct encrypt_call *e)
 {
+	e->p->queued_secure -= e->held;
 	secmem_free(e->plaintext, e->len);
 	free(e);
 }
@@ -448,6 +462,14 @@ static void encrypt(void *backend, const uint8_t *plaintext, size_t len, uint64_
 		done(token, &res);
 		return;
 	}
+	/* Waiting plaintexts may take half the secure heap, never the keys'
+	 * half. */
+	if (p->queued_secure + secure_block(len) > PLUGIN_QUEUED_SECURE_MAX) {
+		res.error = -ENOBUFS;
+		res.message = "too many calls waiting for the TPM";
+		done(token, &res);
+		return;
+	}
 	e = calloc(1, sizeof(*e));
 	if (e)
 		e->plaintext = secmem_alloc(len);
@@ -460,6 +482,8 @@ static void encrypt(void *backend, const uint8_t *plaintext, size_t len, uint64_
 	}
 	memcpy(e->plaintext, plaintext, len);
 	e->len = len;
+	e->held = secure_block(len);
+	p->queued_secure += e->held;
 	e->p = p;
 	e->done = done;
 	e->token = token;

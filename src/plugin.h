@@ -10,6 +10,11 @@
 
 #include <uv.h>
 
+/* Plaintexts waiting for the TPM (Encrypt) hold at most this much of the
+ * secure heap, counted in the heap's own block sizes; past it Encrypt is
+ * RESOURCE_EXHAUSTED. The daemon's heap is twice as large. */
+#define PLUGIN_QUEUED_SECURE_MAX (512u * 1024u)
+
 typedef struct plugin plugin;
 
 struct plugin_config {

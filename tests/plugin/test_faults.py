@@ -85,6 +85,45 @@ class SlowTpm(Base):
             return False
 
 
+class SecureHeap(Base):
+    def test_waiting_plaintexts_never_exhaust_the_secure_heap(self):
+        # With the TPM stalled, 600 Encrypts of 958 bytes wait at once: the
+        # secure heap used to run out ("out of memory" from a third of them)
+        # and then unseals failed too. Now waiting plaintexts have half the
+        # heap: past it an Encrypt is RESOURCE_EXHAUSTED, never "out of
+        # memory", and a rotation meanwhile still loads its key.
+        proxy = DelayProxy(self.tpm.sock, os.path.join(self.root, 'slow.sock'))
+        self.addCleanup(proxy.close)
+
+        class Via:
+            tcti = 'swtpm:path=' + os.path.join(self.root, 'slow.sock')
+        self.daemon = Daemon(self.root, Via)
+        self.daemon.start()
+        proxy.delay = 3.0
+        clients = [self.daemon.client() for _ in range(6)]
+        calls = [c.encrypt(b'k' * 958, timeout=4, future=True) for c in clients
+                 for _ in range(100)]
+        codes = {}
+        for f in calls:
+            try:
+                f.result()
+                key = 'OK'
+            except grpc.RpcError as e:
+                key = '%s: %s' % (e.code().name, e.details())
+            codes[key] = codes.get(key, 0) + 1
+        self.assertNotIn('RESOURCE_EXHAUSTED: out of memory', codes)
+        self.assertFalse([k for k in codes if 'out of memory' in k], codes)
+        self.assertGreater(codes.get('RESOURCE_EXHAUSTED: too many calls waiting for the TPM', 0),
+                           0, codes)
+        proxy.delay = 0.0
+        new_id = run_cli('rotate', *self.tpm_args()).stdout.strip()
+        wait_until(lambda: clients[0].status().key_id == new_id, 'the new key to load',
+                   timeout=30)
+        self.assertEqual(clients[0].encrypt(b'x').key_id, new_id)
+        for c in clients:
+            c.close()
+
+
 class LostCommands(Base):
     def test_lost_unseal_after_rotate_is_retried(self):
         # The daemon's first Unseal after a rotation is lost on the way
@@ -381,13 +420,13 @@ class Secrets(Base):
             self.assertEqual(os.stat('/proc/%d/status' % p.pid).st_uid, 0)
             limits = open('/proc/%d/limits' % p.pid).read()
             self.assertRegex(limits, r'Max core file size\s+0\s+0')
-            # The secure heap: a 256 KiB mapping that is locked (OpenSSL
+            # The secure heap: a 1 MiB mapping that is locked (OpenSSL
             # uses MLOCK_ONFAULT: "lo") and left out of core dumps ("dd").
             smaps = open('/proc/%d/smaps' % p.pid).read()
             heaps = [m for m in re.split(r'\n(?=[0-9a-f]+-[0-9a-f]+ )', smaps)
-                     if re.search(r'\nSize:\s+256 kB', m) and
+                     if re.search(r'\nSize:\s+1024 kB', m) and
                      re.search(r'\nVmFlags:.* lo .*dd', m + ' ')]
-            self.assertEqual(len(heaps), 1, 'no locked, undumpable 256 KiB secure heap')
+            self.assertEqual(len(heaps), 1, 'no locked, undumpable 1 MiB secure heap')
         finally:
             p.send_signal(signal.SIGTERM)
             self.assertEqual(p.wait(15), 0)
