@@ -135,6 +135,7 @@ static int cmd_serve(const struct settings *s)
 		.tcti = s->tcti,
 		.probe_interval_ms = s->probe_interval_ms,
 		.max_tpm_queue = 1024,
+		.tpm_command_timeout_ms = s->tpm_command_timeout_ms,
 		.on_ready = on_keys_ready,
 		.ready_arg = &ctx,
 	};

@@ -606,6 +606,7 @@ int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct st
 		.srk_name = st->srk_name,
 		.probe_interval_ms = cfg->probe_interval_ms,
 		.max_queue = cfg->max_tpm_queue,
+		.command_timeout_ms = cfg->tpm_command_timeout_ms,
 	};
 	plugin *p = calloc(1, sizeof(*p));
 	int r;

@@ -22,6 +22,7 @@ struct plugin_config {
 	const char *tcti;
 	uint32_t probe_interval_ms;
 	uint32_t max_tpm_queue;
+	uint32_t tpm_command_timeout_ms;
 	/* Called once when first healthy (Status would say "ok"). */
 	void (*on_ready)(void *arg);
 	void *ready_arg;

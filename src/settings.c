@@ -89,6 +89,8 @@ static const struct option_def options[] = {
 	 "close connections idle this long (default 300)"},
 	{"probe-interval", K_U32, CMD_SERVE, false, NUM(probe_interval_ms, 3600000), "MS",
 	 "TPM health probe interval (default 5000)"},
+	{"tpm-command-timeout", K_U32, CMD_SERVE, false, NUM(tpm_command_timeout_ms, 3600000),
+	 "MS", "a TPM command unanswered this long makes the TPM unhealthy (default 10000)"},
 	{"timeout", K_U32, CMD_STATUS, false, NUM(timeout_ms, 3600000), "MS",
 	 "how long to wait for the answer (default 3000)"},
 	{"log-format", K_LOG_FORMAT, ALL, false, 0, 0, "FORMAT", "text or json (default text)"},
@@ -199,6 +201,7 @@ static void defaults(struct settings *s)
 	s->max_inflight = 4096;
 	s->idle_timeout_s = 300;
 	s->probe_interval_ms = 5000;
+	s->tpm_command_timeout_ms = 10000;
 	s->timeout_ms = 3000;
 }
 

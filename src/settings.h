@@ -51,6 +51,7 @@ struct settings {
 	uint32_t max_inflight;
 	uint32_t idle_timeout_s;
 	uint32_t probe_interval_ms;
+	uint32_t tpm_command_timeout_ms;
 	uint32_t timeout_ms; /* status */
 	uid_t allow_uids[SETTINGS_MAX_ALLOW_UIDS];
 	size_t n_allow_uids;

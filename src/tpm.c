@@ -17,6 +17,9 @@
 #include <tss2/tss2_sys.h>
 #include <tss2/tss2_tctildr.h>
 
+/* How long one wait for a TPM answer may block (Esys_SetTimeout). */
+#define TPM_RECEIVE_TIMEOUT_MS 1000
+
 /* Operations other than the nonce counter get this long to ride out
  * transient TPM conditions. */
 #define TPM_DEFAULT_PATIENCE_US (30u * 1000000u)
@@ -36,6 +39,7 @@ struct timing_tcti {
 	uint64_t sent_us;
 	struct tpm_command_timing ring[TPM_TIMINGS_MAX];
 	size_t n;
+	_Atomic uint64_t *watch; /* tpm_watch_commands */
 };
 
 struct tpm {
@@ -194,6 +198,8 @@ static TSS2_RC timing_transmit(TSS2_TCTI_CONTEXT *ctx, size_t size, const uint8_
 	/* TPM command header: tag (2), size (4), command code (4). */
 	tt->command = size >= 10 ? util_get_be32(command + 6) : 0;
 	tt->sent_us = util_now_monotonic_us();
+	if (tt->watch)
+		*tt->watch = tt->sent_us;
 	return Tss2_Tcti_Transmit(tt->inner, size, command);
 }
 
@@ -211,6 +217,8 @@ static TSS2_RC timing_receive(TSS2_TCTI_CONTEXT *ctx, size_t *size, uint8_t *res
 		tt->n++;
 		tt->sent_us = 0;
 	}
+	if (tt->watch && (rc & 0xffff) != TSS2_BASE_RC_TRY_AGAIN)
+		*tt->watch = 0;
 	return rc;
 }
 
@@ -341,6 +349,14 @@ int tpm_open(const char *tcti_conf, tpm **ret)
 		r = fail(t, "Esys_Initialize", rc);
 		goto out;
 	}
+	/* Each wait for an answer is bounded. ESAPI's synchronous calls wait
+	 * again after a timeout, so this alone does not end a command that
+	 * never returns: the worker's watchdog (tpm_watch_commands) sees it. */
+	rc = Esys_SetTimeout(t->esys, TPM_RECEIVE_TIMEOUT_MS);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "Esys_SetTimeout", rc);
+		goto out;
+	}
 	/* A TPM that was never started (a bare simulator) says INITIALIZE;
 	 * a started one answers. The kernel resource manager starts it. */
 	rc = Esys_GetCapability(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
@@ -362,6 +378,11 @@ int tpm_open(const char *tcti_conf, tpm **ret)
 out:
 	tpm_close(t);
 	return r;
+}
+
+void tpm_watch_commands(tpm *t, _Atomic uint64_t *since)
+{
+	t->timing.watch = since;
 }
 
 void tpm_close(tpm *t)

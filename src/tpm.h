@@ -82,6 +82,11 @@ struct tpm_approval {
 /* Connects through the TCTI loader ("device:/dev/tpmrm0",
  * "swtpm:path=/x/tpm.sock", ...) and sends Startup(CLEAR) if needed. */
 int tpm_open(const char *tcti, tpm **ret);
+
+/* From now on *since holds the monotonic time (util_now_monotonic_us) at
+ * which the command in flight was sent, 0 while none is: another thread
+ * may watch it for a command that never returns. */
+void tpm_watch_commands(tpm *t, _Atomic uint64_t *since);
 void tpm_close(tpm *t);
 
 /* Uses the storage key at TPM_SRK_HANDLE when it is a restricted decrypt

@@ -7,12 +7,18 @@
 #include "util.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define RECONNECT_MIN_MS 250u
 #define RECONNECT_MAX_MS 4000u
+#define WATCHDOG_TICK_MS 500u
+/* How long stop waits for a running command before leaving it behind. */
+#define STOP_GRACE_MS    3000u
 
 enum job_kind {
 	JOB_PROBE,
@@ -56,10 +62,20 @@ struct tpm_worker {
 	/* Thread only. */
 	tpm *t;
 
+	/* Written by the thread's TPM layer, read by the loop's watchdog. */
+	_Atomic uint64_t command_since_us;
+	/* Set by stop when it leaves a stuck thread behind: the thread must
+	 * then touch nothing of the loop's. */
+	_Atomic bool abandoned;
+
 	/* Loop only. */
 	uv_thread_t thread;
 	uv_async_t async;
 	uv_timer_t probe_timer;
+	uv_timer_t watchdog;
+	bool stalled;
+	uint64_t stalled_since;
+	char stall_problem[64];
 	bool probe_pending;
 	bool healthy;
 	const char *problem;
@@ -85,6 +101,7 @@ static int ensure_connected(tpm_worker *w)
 	r = tpm_open(w->tcti, &w->t);
 	if (r < 0)
 		return r;
+	tpm_watch_commands(w->t, &w->command_since_us);
 	r = tpm_srk_check(w->t, &w->cfg.srk_name);
 	if (r < 0) {
 		tpm_close(w->t);
@@ -160,6 +177,12 @@ static void thread_main(void *arg)
 		run_job(w, j);
 
 		uv_mutex_lock(&w->lock);
+		if (w->abandoned) {
+			/* stop gave up on us: the loop's handles are gone. */
+			job_free(j);
+			uv_mutex_unlock(&w->lock);
+			return;
+		}
 		j->next = NULL;
 		*w->done_tail = j;
 		w->done_tail = &j->next;
@@ -273,6 +296,32 @@ static void complete(tpm_worker *w, struct job *j)
 		schedule_probe(w, 0);
 }
 
+/* A command the TPM has not answered for command_timeout_ms: Status is
+ * not ok and Encrypt fails fast until it answers (the job then ends and a
+ * probe follows). */
+static void on_watchdog(uv_timer_t *t)
+{
+	tpm_worker *w = t->data;
+	uint64_t since = w->command_since_us, now = util_now_monotonic_us();
+
+	if (w->stalled) {
+		/* Answered: the next command has another start, or none runs. */
+		if (since != w->stalled_since) {
+			w->stalled = false;
+			schedule_probe(w, 0);
+		}
+		return;
+	}
+	if (since && now - since > (uint64_t)w->cfg.command_timeout_ms * 1000u) {
+		snprintf(w->stall_problem, sizeof(w->stall_problem),
+			 "tpm: a command has not answered for %u s",
+			 (unsigned)((now - since) / 1000000u));
+		w->stalled = true;
+		w->stalled_since = since;
+		set_health(w, false, w->stall_problem);
+	}
+}
+
 static void on_async(uv_async_t *a)
 {
 	tpm_worker *w = a->data;
@@ -350,11 +399,16 @@ int tpm_worker_start(uv_loop_t *loop, const struct tpm_worker_config *cfg, tpm_h
 	w->async.data = w;
 	uv_timer_init(loop, &w->probe_timer);
 	w->probe_timer.data = w;
+	uv_timer_init(loop, &w->watchdog);
+	w->watchdog.data = w;
+	if (!w->cfg.command_timeout_ms)
+		w->cfg.command_timeout_ms = 10000;
 	r = uv_thread_create(&w->thread, thread_main, w);
 	if (r < 0) {
 		log_error("tpm: cannot start worker thread: %s", uv_strerror(r));
 		uv_close((uv_handle_t *)&w->async, NULL);
 		uv_close((uv_handle_t *)&w->probe_timer, NULL);
+		uv_close((uv_handle_t *)&w->watchdog, NULL);
 		uv_run(loop, UV_RUN_NOWAIT);
 		uv_cond_destroy(&w->cond);
 		uv_mutex_destroy(&w->lock);
@@ -363,6 +417,7 @@ int tpm_worker_start(uv_loop_t *loop, const struct tpm_worker_config *cfg, tpm_h
 		return r;
 	}
 	schedule_probe(w, 0);
+	uv_timer_start(&w->watchdog, on_watchdog, WATCHDOG_TICK_MS, WATCHDOG_TICK_MS);
 	*ret = w;
 	return 0;
 }
@@ -373,10 +428,29 @@ static void on_handle_closed(uv_handle_t *h)
 
 	if (--w->handles_open > 0)
 		return;
+	/* An abandoned thread may still use the rest: the process exit ends
+	 * both. */
+	if (w->abandoned)
+		return;
 	uv_cond_destroy(&w->cond);
 	uv_mutex_destroy(&w->lock);
 	free(w->tcti);
 	free(w);
+}
+
+/* Joins the thread if it ends within ms. */
+static bool join_within(tpm_worker *w, uint32_t ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000u;
+	until.tv_nsec += (long)(ms % 1000u) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	return pthread_timedjoin_np(w->thread, NULL, &until) == 0;
 }
 
 void tpm_worker_stop(tpm_worker *w)
@@ -393,7 +467,13 @@ void tpm_worker_stop(tpm_worker *w)
 	w->queued = 0;
 	uv_cond_signal(&w->cond);
 	uv_mutex_unlock(&w->lock);
-	uv_thread_join(&w->thread);
+	if (!join_within(w, STOP_GRACE_MS)) {
+		log_error("tpm: a command has not answered; stopping without it");
+		uv_mutex_lock(&w->lock);
+		w->abandoned = true;
+		uv_mutex_unlock(&w->lock);
+		pthread_detach(w->thread);
+	}
 
 	/* Finished jobs first, then the cancelled ones. */
 	on_async(&w->async);
@@ -406,9 +486,10 @@ void tpm_worker_stop(tpm_worker *w)
 		job_free(j);
 	}
 	uv_timer_stop(&w->probe_timer);
-	w->handles_open = 2;
+	w->handles_open = 3;
 	uv_close((uv_handle_t *)&w->async, on_handle_closed);
 	uv_close((uv_handle_t *)&w->probe_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&w->watchdog, on_handle_closed);
 }
 
 bool tpm_worker_healthy(const tpm_worker *w)

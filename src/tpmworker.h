@@ -20,6 +20,9 @@ struct tpm_worker_config {
 	struct tpm_name srk_name; /* pinned at provisioning */
 	uint32_t probe_interval_ms;
 	uint32_t max_queue;
+	/* A command unanswered this long makes the TPM unhealthy (Status
+	 * says so, Encrypt fails fast) until it answers. */
+	uint32_t command_timeout_ms;
 };
 
 /* Called on the loop whenever health changes. */
@@ -29,7 +32,9 @@ int tpm_worker_start(uv_loop_t *loop, const struct tpm_worker_config *cfg, tpm_h
 		     void *arg, tpm_worker **ret);
 
 /* Cancels queued jobs (their callbacks get -ECANCELED), waits for the
- * running one, closes the loop handles and then frees the worker. */
+ * running one (at most a few seconds: a command stuck in the TPM is left
+ * behind with its thread, which the process exit ends), closes the loop
+ * handles and then frees the worker. */
 void tpm_worker_stop(tpm_worker *w);
 
 /* Last probe result; problem is a short text for Status ("" when healthy). */

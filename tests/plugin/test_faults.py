@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 import grpc
@@ -122,6 +123,47 @@ class SecureHeap(Base):
         self.assertEqual(clients[0].encrypt(b'x').key_id, new_id)
         for c in clients:
             c.close()
+
+
+class StuckTpm(Base):
+    def test_command_that_never_returns(self):
+        # swtpm stopped (SIGSTOP) in the middle of a command: Status said
+        # "ok" for as long as it hung, every Encrypt waited for its deadline,
+        # and SIGTERM never finished (the worker thread was joined).
+        self.daemon.extra = ['--tpm-command-timeout', '1500']
+        self.daemon.start()
+        c = self.daemon.client()
+        c.encrypt(b'before')
+        self.tpm.proc.send_signal(signal.SIGSTOP)
+        self.addCleanup(lambda: self.tpm.proc.poll() is None and
+                        self.tpm.proc.send_signal(signal.SIGCONT))
+        hung = c.encrypt(b'stuck', timeout=60, future=True)
+        wait_until(lambda: 'has not answered' in (self.daemon.healthz() or ''),
+                   'Status to say the TPM is stuck', timeout=15)
+        t0 = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as cm:
+            c.encrypt(b'fails fast', timeout=10)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertLess(time.monotonic() - t0, 5)
+        # It answers again: healthy by itself, and the stuck call ends.
+        self.tpm.proc.send_signal(signal.SIGCONT)
+        self.assertEqual(len(hung.result().ciphertext), 5 + 65)
+        wait_until(lambda: self.daemon.healthz() == 'ok', 'healthy again', timeout=15)
+        # Stuck again, then SIGTERM: the daemon stops within bounds.
+        self.tpm.proc.send_signal(signal.SIGSTOP)
+        c.encrypt(b'stuck again', timeout=60, future=True)
+        wait_until(lambda: 'has not answered' in (self.daemon.healthz() or ''),
+                   'Status to say the TPM is stuck', timeout=15)
+        c.close()
+        t0 = time.monotonic()
+        self.daemon.proc.proc.send_signal(signal.SIGTERM)
+        try:
+            self.daemon.proc.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.fail('the daemon did not stop with a TPM command stuck')
+        self.assertLess(time.monotonic() - t0, 20)
+        self.assertIn('stopping without it', self.daemon.output())
+        self.tpm.proc.send_signal(signal.SIGCONT)
 
 
 class LostCommands(Base):
