@@ -635,11 +635,11 @@ out:
 	return r;
 }
 
-int state_save(const char *dir, const struct state *s)
+int state_format(const struct state *s, char **ret, size_t *ret_len)
 {
 	size_t cap = 256 + 2 * s->admin_key_len + s->n_gens * 192, len = 0;
 	char *buf = malloc(cap), srk_hex[2 * TPM_NAME_MAX + 1];
-	int format = s->admin_key_len ? 2 : 1, r;
+	int format = s->admin_key_len ? 2 : 1;
 
 	if (!buf)
 		return -ENOMEM;
@@ -666,7 +666,20 @@ int state_save(const char *dir, const struct state *s)
 					(unsigned)g->number, (unsigned long long)g->created,
 					g->key_id, g->file, state_kind_name(g->kind));
 	}
-	r = statedir_write(dir, "state", buf, len);
+	*ret = buf;
+	*ret_len = len;
+	return 0;
+}
+
+int state_save(const char *dir, const struct state *s)
+{
+	char *buf = NULL;
+	size_t len;
+	int r;
+
+	r = state_format(s, &buf, &len);
+	if (r == 0)
+		r = statedir_write(dir, "state", buf, len);
 	free(buf);
 	return r;
 }

@@ -64,6 +64,8 @@ void statedir_unlock(int fd);
  * the file is damaged. */
 int state_load(const char *dir, struct state *ret);
 int state_save(const char *dir, const struct state *s);
+/* The text state_save writes (free()). */
+int state_format(const struct state *s, char **ret, size_t *ret_len);
 /* The parser behind state_load: buf holds len bytes and a NUL after them;
  * it is modified. dir only names the file in messages. */
 int state_parse(const char *dir, char *buf, size_t len, struct state *ret);
