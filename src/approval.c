@@ -29,6 +29,7 @@ int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, struct approval 
 	struct approval a = {.node = *node};
 	int r;
 
+	/* a.pcr false: a duplication approval. */
 	policy_duplication_select(node, a.approved_policy);
 	strcpy(a.policy_ref, POLICY_REF_DUP);
 	r = signer_name(admin, &a.signer);
@@ -41,26 +42,101 @@ int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, struct approval 
 	return 0;
 }
 
+int approval_sign_pcrs(EVP_PKEY *signer, const struct policy_pcrs *pcrs,
+		       const uint8_t (*values)[POLICY_DIGEST_BYTES], struct approval *ret)
+{
+	uint8_t msg[POLICY_DIGEST_BYTES + POLICY_REF_MAX];
+	struct approval *a = calloc(1, sizeof(*a));
+	int r;
+
+	if (!a)
+		return -ENOMEM;
+	a->pcr = true;
+	a->pcrs = *pcrs;
+	memcpy(a->values, values, pcrs->n * POLICY_DIGEST_BYTES);
+	policy_pcr(pcrs, values, a->approved_policy);
+	strcpy(a->policy_ref, POLICY_REF_UNSEAL);
+	r = signer_name(signer, &a->signer);
+	if (r == 0)
+		r = signer_sign(signer, msg, message(a, msg), a->sig, &a->sig_len);
+	if (r == 0)
+		*ret = *a;
+	free(a);
+	return r;
+}
+
+int approval_parse_pcr_values(const char *text, struct policy_pcrs *ret_pcrs,
+			      uint8_t (*ret_values)[POLICY_DIGEST_BYTES])
+{
+	struct policy_pcrs p = {0};
+	const char *s = text;
+
+	while (*s) {
+		char *end, hex[2 * POLICY_DIGEST_BYTES + 1];
+		unsigned long v;
+
+		if (*s < '0' || *s > '9')
+			return -EINVAL;
+		v = strtoul(s, &end, 10);
+		if (*end != '=' || v >= POLICY_PCR_MAX || (p.n && v <= p.index[p.n - 1]) ||
+		    strlen(end + 1) < 2 * POLICY_DIGEST_BYTES)
+			return -EINVAL;
+		memcpy(hex, end + 1, 2 * POLICY_DIGEST_BYTES);
+		hex[2 * POLICY_DIGEST_BYTES] = '\0';
+		if (util_unhex(hex, ret_values[p.n], POLICY_DIGEST_BYTES) < 0)
+			return -EINVAL;
+		p.index[p.n++] = (uint32_t)v;
+		s = end + 1 + 2 * POLICY_DIGEST_BYTES;
+		if (*s == ',' && s[1])
+			s++;
+		else if (*s)
+			return -EINVAL;
+	}
+	if (p.n == 0)
+		return -EINVAL;
+	*ret_pcrs = p;
+	return 0;
+}
+
+/* "7=<hex>,11=<hex>" of an approval's values. */
+static void format_pcr_values(const struct approval *a, char *out, size_t size)
+{
+	size_t pos = 0;
+
+	for (size_t i = 0; i < a->pcrs.n && pos + 80 < size; i++) {
+		pos += (size_t)snprintf(out + pos, size - pos, "%s%u=", i ? "," : "",
+					(unsigned)a->pcrs.index[i]);
+		util_hex(a->values[i], POLICY_DIGEST_BYTES, out + pos);
+		pos += 2 * POLICY_DIGEST_BYTES;
+	}
+}
+
 int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 {
-	char node[2 * TPM_NAME_MAX + 1], signer[2 * TPM_NAME_MAX + 1];
+	char node[POLICY_PCR_MAX * 80], signer[2 * TPM_NAME_MAX + 1];
 	char policy[2 * POLICY_DIGEST_BYTES + 1], sig[2 * SIGNER_SIG_MAX + 1];
-	size_t cap = 1024 + sizeof(sig);
+	size_t cap = 1024 + sizeof(sig) + sizeof(node);
 	char *buf = malloc(cap);
 	int n;
 
 	if (!buf)
 		return -ENOMEM;
-	util_hex(a->node.bytes, a->node.len, node);
+	if (a->pcr)
+		format_pcr_values(a, node, sizeof(node));
+	else
+		util_hex(a->node.bytes, a->node.len, node);
 	util_hex(a->signer.bytes, a->signer.len, signer);
 	util_hex(a->approved_policy, POLICY_DIGEST_BYTES, policy);
 	util_hex(a->sig, a->sig_len, sig);
 	n = snprintf(buf, cap,
-		     "# tpm2-kms approval: the admin key allows key generations to be duplicated "
-		     "to this node\n"
-		     "format %d\nnode %s\npolicy-ref %s\napproved-policy %s\nsigner %s\n"
+		     "%s\nformat %d\n%s %s\npolicy-ref %s\napproved-policy %s\nsigner %s\n"
 		     "signature %s\n",
-		     APPROVAL_FORMAT, node, a->policy_ref, policy, signer, sig);
+		     a->pcr ? "# tpm2-kms PCR signature: the PCR signer approves these PCR values "
+			      "for unsealing"
+			    : "# tpm2-kms approval: the admin key allows key generations to be "
+			      "duplicated to this node",
+		     APPROVAL_FORMAT, a->pcr ? "pcrs" : "node", node, a->policy_ref, policy, signer,
+		     sig);
 	if (n < 0 || (size_t)n >= cap) {
 		free(buf);
 		return -EOVERFLOW;
@@ -104,7 +180,14 @@ int approval_parse(const char *text, size_t len, struct approval *ret, const cha
 		if (!val || k >= ARRAY_SIZE(keys))
 			goto out;
 		*val++ = '\0';
-		/* Every key once, in order. */
+		/* Every key once, in order; a PCR approval has pcrs for node. */
+		if (k == 1 && strcmp(line, "pcrs") == 0) {
+			if (approval_parse_pcr_values(val, &a.pcrs, a.values) < 0)
+				goto out;
+			a.pcr = true;
+			k++;
+			continue;
+		}
 		if (strcmp(line, keys[k]) != 0)
 			goto out;
 		switch (k++) {
@@ -173,6 +256,10 @@ int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_n
 	uint8_t msg[POLICY_DIGEST_BYTES + POLICY_REF_MAX], want[POLICY_DIGEST_BYTES];
 	struct tpm_name admin_name;
 
+	if (a->pcr) {
+		*ret_why = "it is a PCR signature, not an approval of a node";
+		return -EACCES;
+	}
 	if (a->node.len != node->len || memcmp(a->node.bytes, node->bytes, node->len) != 0) {
 		*ret_why = "it approves another node";
 		return -EACCES;
@@ -190,6 +277,36 @@ int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_n
 	}
 	if (signer_verify(admin, msg, message(a, msg), a->sig, a->sig_len) < 0) {
 		*ret_why = "its signature is not the admin key's";
+		return -EACCES;
+	}
+	return 0;
+}
+
+int approval_check_pcrs(const struct approval *a, EVP_PKEY *signer, const char **ret_why)
+{
+	uint8_t msg[POLICY_DIGEST_BYTES + POLICY_REF_MAX], want[POLICY_DIGEST_BYTES];
+	struct tpm_name name;
+
+	if (!a->pcr) {
+		*ret_why = "not a PCR signature";
+		return -EACCES;
+	}
+	policy_pcr(&a->pcrs, (const uint8_t(*)[POLICY_DIGEST_BYTES])a->values, want);
+	if (memcmp(a->approved_policy, want, sizeof(want)) != 0) {
+		*ret_why = "its approved policy is not the PolicyPCR digest of its values";
+		return -EACCES;
+	}
+	if (strcmp(a->policy_ref, POLICY_REF_UNSEAL) != 0) {
+		*ret_why = "its policy-ref is not " POLICY_REF_UNSEAL;
+		return -EACCES;
+	}
+	if (signer_name(signer, &name) < 0 || a->signer.len != name.len ||
+	    memcmp(a->signer.bytes, name.bytes, name.len) != 0) {
+		*ret_why = "it is signed by another key than the PCR signer";
+		return -EACCES;
+	}
+	if (signer_verify(signer, msg, message(a, msg), a->sig, a->sig_len) < 0) {
+		*ret_why = "its signature is not the PCR signer's";
 		return -EACCES;
 	}
 	return 0;

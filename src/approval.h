@@ -1,5 +1,7 @@
-/* Approvals: the admin key's signature allowing key generations to be
- * duplicated to one node. A text file:
+/* Approvals: a signing key's approval of a policy, as a text file. Two
+ * kinds: the admin key allowing key generations to be duplicated to one
+ * node (approve), and the PCR signer approving PCR values for unsealing
+ * (pcr-sign). A duplication approval:
  *
  *   # tpm2-kms approval ...
  *   format 1
@@ -9,9 +11,13 @@
  *   signer 000b...            the admin key's TPM Name
  *   signature <hex>           over approved-policy bytes || policy-ref
  *
- * The signature is what `openssl dgst -sha256 -sign ADMIN.pem` makes of
+ * A PCR approval has "pcrs 7=<hex>,11=<hex>" in place of "node", policy-ref
+ * tpm2-kms/unseal, and the PolicyPCR digest of those values.
+ *
+ * The signature is what `openssl dgst -sha256 -sign KEY.pem` makes of
  * that message (DER ECDSA or RSASSA-PKCS1-v1_5), so openssl can check it.
- * One approval covers every `dup` generation, present and future. */
+ * One approval of a node covers every `dup` generation, present and
+ * future. */
 #ifndef TPM2KMS_APPROVAL_H
 #define TPM2KMS_APPROVAL_H
 
@@ -20,13 +26,17 @@
 #include "tpm.h"
 
 #include <openssl/evp.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define APPROVAL_MAX_BYTES 8192
 
 struct approval {
+	bool pcr;                           /* a PCR approval: pcrs, values */
 	struct tpm_name node;
+	struct policy_pcrs pcrs;
+	uint8_t values[POLICY_PCR_MAX][POLICY_DIGEST_BYTES];
 	uint8_t approved_policy[POLICY_DIGEST_BYTES];
 	char policy_ref[POLICY_REF_MAX + 1];
 	struct tpm_name signer;
@@ -36,6 +46,18 @@ struct approval {
 
 /* Signs node with the admin key. */
 int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, struct approval *ret);
+
+/* Signs PCR values with the PCR signer. */
+int approval_sign_pcrs(EVP_PKEY *signer, const struct policy_pcrs *pcrs,
+		       const uint8_t (*values)[POLICY_DIGEST_BYTES], struct approval *ret);
+
+/* "7=<hex>,11=<hex>" (ascending); -EINVAL otherwise. */
+int approval_parse_pcr_values(const char *text, struct policy_pcrs *ret_pcrs,
+			      uint8_t (*ret_values)[POLICY_DIGEST_BYTES]);
+
+/* 0 when a PCR approval is signed by signer over its own values; -EACCES
+ * with the reason otherwise. */
+int approval_check_pcrs(const struct approval *a, EVP_PKEY *signer, const char **ret_why);
 
 int approval_encode(const struct approval *a, char **ret, size_t *ret_len);
 

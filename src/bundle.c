@@ -109,6 +109,16 @@ int bundle_encode(const struct bundle *b, const uint8_t *const *keks, char **ret
 		r = append_hex(&t, b->admin_key, b->admin_key_len);
 	if (r == 0)
 		r = append(&t, "\n", 1);
+	if (r == 0 && b->pcr_key_len) {
+		char pcrs[100];
+
+		policy_pcrs_format(&b->pcrs, pcrs, sizeof(pcrs));
+		r = appendf(&t, "pcr-key ");
+		if (r == 0)
+			r = append_hex(&t, b->pcr_key, b->pcr_key_len);
+		if (r == 0)
+			r = appendf(&t, "\npcrs %s\n", pcrs);
+	}
 	for (size_t i = 0; r == 0 && i < b->n_gens; i++) {
 		const struct bundle_generation *g = &b->gens[i];
 		char *pem = NULL;
@@ -243,14 +253,37 @@ int bundle_parse(const char *name, const char *text, size_t len, struct bundle *
 	    signer_from_der(b.admin_key, b.admin_key_len, &admin) < 0)
 		goto bad;
 	EVP_PKEY_free(admin);
+	admin = NULL;
 
-	/* Generations, each a line and a PEM block, until the first mac. */
+	/* Generations, each a line and a PEM block, until the first mac; the
+	 * PCR signer's two lines may come first. */
 	for (;;) {
 		struct bundle_generation *gens, g = {0};
 
 		if (next_line(&p, end, &line, &line_len) < 0 || line_len >= sizeof(buf))
 			goto bad;
 		lineno++;
+		if (b.n_gens == 0 && !b.pcr_key_len && line_len > 8 &&
+		    memcmp(line, "pcr-key ", 8) == 0) {
+			memcpy(buf, line + 8, line_len - 8);
+			buf[line_len - 8] = '\0';
+			b.pcr_key_len = strlen(buf) / 2;
+			if (b.pcr_key_len == 0 || b.pcr_key_len > sizeof(b.pcr_key) ||
+			    util_unhex(buf, b.pcr_key, b.pcr_key_len) < 0 ||
+			    signer_from_der(b.pcr_key, b.pcr_key_len, &admin) < 0)
+				goto bad;
+			EVP_PKEY_free(admin);
+			admin = NULL;
+			if (next_line(&p, end, &line, &line_len) < 0 || line_len < 5 ||
+			    line_len >= sizeof(buf) || memcmp(line, "pcrs ", 5) != 0)
+				goto bad;
+			lineno++;
+			memcpy(buf, line + 5, line_len - 5);
+			buf[line_len - 5] = '\0';
+			if (policy_pcrs_parse(buf, &b.pcrs) < 0)
+				goto bad;
+			continue;
+		}
 		if (line_len > 4 && memcmp(line, "mac ", 4) == 0)
 			break;
 		memcpy(buf, line, line_len);

@@ -5,6 +5,8 @@
  *   format 1
  *   node 000b...                    the target node's Name
  *   admin-key <hex>                 the admin public key (DER) of the policy
+ *   pcr-key <hex>                   with dup+pcr generations: the PCR signer
+ *   pcrs 7,11                       and the PCRs its signatures cover
  *   generation 3 created 1700000000 key-id tpm2-kms-g3-... policy dup [write]
  *   -----BEGIN TSS2 PRIVATE KEY-----   id-importablekey (sealfile.h)
  *   ...
@@ -47,6 +49,9 @@ struct bundle {
 	struct tpm_name node;
 	uint8_t admin_key[STATE_ADMIN_KEY_MAX];
 	size_t admin_key_len;
+	uint8_t pcr_key[STATE_ADMIN_KEY_MAX]; /* pcr_key_len 0: none */
+	size_t pcr_key_len;
+	struct policy_pcrs pcrs;
 	struct bundle_generation *gens; /* ascending by number */
 	size_t n_gens;
 	size_t body_len; /* bytes the MACs cover */

@@ -3,6 +3,7 @@
 #include "approval.h"
 #include "bundle.h"
 #include "escrow.h"
+#include "kekpolicy.h"
 #include "log.h"
 #include "nodefile.h"
 #include "signer.h"
@@ -129,6 +130,8 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 	struct bundle b = {.gens = &bg, .n_gens = 1};
 	const uint8_t *keks[1] = {kek};
 	struct tpm_approval ta;
+	struct tpm_or_list or;
+	uint8_t policy[32];
 	struct approval a;
 	struct node n;
 	EVP_PKEY *admin = NULL;
@@ -136,6 +139,9 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 	size_t len;
 	int r;
 
+	r = kekpolicy_of(s, g->kind, policy, &or);
+	if (r < 0)
+		return r;
 	r = escrow_path(dir, edir);
 	if (r < 0)
 		return r;
@@ -147,7 +153,7 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 	r = approval_to_tpm(&a, admin, &ta);
 	if (r < 0)
 		goto out;
-	r = tpm_kek_duplicate(t, sealed, n.pub, n.pub_len, &ta, &bg.dup);
+	r = tpm_kek_duplicate(t, sealed, g->kind, &or, n.pub, n.pub_len, &ta, &bg.dup);
 	if (r < 0) {
 		log_error("generation %u: the TPM refused to duplicate it to the recovery node",
 			  (unsigned)g->number);
@@ -157,6 +163,9 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 	b.node = n.name;
 	memcpy(b.admin_key, s->admin_key, s->admin_key_len);
 	b.admin_key_len = s->admin_key_len;
+	memcpy(b.pcr_key, s->pcr_key, s->pcr_key_len);
+	b.pcr_key_len = s->pcr_key_len;
+	b.pcrs = s->pcrs;
 	r = bundle_encode(&b, keks, &text, &len);
 	if (r < 0)
 		goto out;

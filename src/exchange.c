@@ -4,9 +4,11 @@
 #include "bundle.h"
 #include "envelope.h"
 #include "exchange.h"
+#include "kekpolicy.h"
 #include "keyadmin.h"
 #include "log.h"
 #include "nodefile.h"
+#include "pcrpolicy.h"
 #include "sealfile.h"
 #include "secmem.h"
 #include "signer.h"
@@ -139,9 +141,11 @@ static int pick_generations(const char *dir, const struct state *s, const uint32
 
 		for (size_t k = 0; k < n_want; k++)
 			asked |= want[k] == g->number;
-		if (!asked || (n_want == 0 && g->kind != TPM_KEK_DUP))
+		bool duplicable = g->kind == TPM_KEK_DUP || g->kind == TPM_KEK_DUP_PCR;
+
+		if (!asked || (n_want == 0 && !duplicable))
 			continue;
-		if (g->kind != TPM_KEK_DUP) {
+		if (!duplicable) {
 			log_error("generation %u is of kind %s: it can never leave this TPM; "
 				  "rotate to make a dup generation, re-encrypt and retire this one "
 				  "(docs/operations.md)",
@@ -171,14 +175,24 @@ static int pick_generations(const char *dir, const struct state *s, const uint32
 }
 
 /* Unseals a generation of this node into kek (secure heap) and checks it
- * against its key_id. */
-static int unseal_checked(tpm *t, const struct tpm_sealed *sealed, enum tpm_kek_kind kind,
-			  uint32_t number, const char *key_id, uint8_t *kek)
+ * against its key_id. The pcr kinds need b and a signature of this
+ * node's boot state. */
+static int unseal_checked(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *sealed,
+			  enum tpm_kek_kind kind, uint32_t number, const char *key_id, uint8_t *kek)
 {
 	char id[ENVELOPE_KEY_ID_MAX];
+	struct tpm_pcr_values v;
 	int r;
 
-	r = tpm_kek_unseal(t, sealed, kind, kek);
+	r = pcrpolicy_unseal(t, b, sealed, kind, kek, &v);
+	if (r == -ENOKEY) {
+		char why[24 * 80 + 64];
+
+		pcrpolicy_describe(&v, why, sizeof(why));
+		log_error("generation %u: %s (add its signature to the PCR signature "
+			  "directory)",
+			  (unsigned)number, why);
+	}
 	if (r < 0)
 		return r;
 	r = envelope_key_id(kek, number, id);
@@ -196,10 +210,11 @@ static void free_keks(uint8_t **keks, size_t n)
 	free(keks);
 }
 
-int exchange_export(const char *dir, const char *tcti, const char *node_path,
+int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, const char *node_path,
 		    const char *approval_path, const uint32_t *want, size_t n_want,
 		    char **ret_bundle, size_t *ret_len)
 {
+	struct pcr_binding *binding = NULL;
 	const struct state_generation **gens = NULL;
 	struct bundle b = {0};
 	struct state s = {0};
@@ -249,9 +264,17 @@ int exchange_export(const char *dir, const char *tcti, const char *node_path,
 	if (r < 0)
 		goto out;
 
+	if (s.pcr_key_len) {
+		r = pcrpolicy_load(&s, pcr_dir, &binding);
+		if (r < 0)
+			goto out;
+	}
 	b.node = node.name;
 	memcpy(b.admin_key, s.admin_key, s.admin_key_len);
 	b.admin_key_len = s.admin_key_len;
+	memcpy(b.pcr_key, s.pcr_key, s.pcr_key_len);
+	b.pcr_key_len = s.pcr_key_len;
+	b.pcrs = s.pcrs;
 	b.gens = calloc(n, sizeof(*b.gens));
 	keks = calloc(n, sizeof(*keks));
 	if (!b.gens || !keks) {
@@ -291,13 +314,14 @@ int exchange_export(const char *dir, const char *tcti, const char *node_path,
 		}
 		/* The MACs need the keys; unsealing also proves the file is
 		 * the generation the state names. */
-		r = unseal_checked(t, &sealed, g->kind, g->number, g->key_id, keks[i]);
+		r = unseal_checked(t, binding, &sealed, g->kind, g->number, g->key_id, keks[i]);
 		if (r < 0) {
 			log_error("generation %u: cannot unseal it or it does not match key_id %s",
 				  (unsigned)g->number, g->key_id);
 			goto out;
 		}
-		r = tpm_kek_duplicate(t, &sealed, node.pub, node.pub_len, &ta, &bg->dup);
+		r = tpm_kek_duplicate(t, &sealed, g->kind, binding ? &binding->or_dup_pcr : NULL,
+				      node.pub, node.pub_len, &ta, &bg->dup);
 		util_wipe(&sealed, sizeof(sealed));
 		if (r < 0) {
 			log_error("generation %u: the TPM refused to duplicate it to node %s",
@@ -315,6 +339,7 @@ int exchange_export(const char *dir, const char *tcti, const char *node_path,
 		log_info("exported %zu generation%s to node %s", n, n == 1 ? "" : "s", fp);
 out:
 	free_keks(keks, n);
+	free(binding);
 	tpm_close(t);
 	bundle_free(&b);
 	free(gens);
@@ -329,39 +354,57 @@ out:
 static int import_plan(const char *path, const char *dir, const struct bundle *b,
 		       const struct state *s, bool fresh, bool *is_new)
 {
+	struct state *keys = calloc(1, sizeof(*keys));
+	struct tpm_or_list or;
 	uint8_t policy[32];
-	enum tpm_kek_kind kind;
-	struct state admin_only = {0};
 	bool any_write = false;
-	int r;
+	int r = 0;
 
+	if (!keys)
+		return -ENOMEM;
 	if (!fresh && s->admin_key_len &&
 	    (s->admin_key_len != b->admin_key_len ||
 	     memcmp(s->admin_key, b->admin_key, b->admin_key_len) != 0)) {
 		log_error("%s was made under another admin key than the one %s records", path,
 			  dir);
-		return -EPERM;
+		r = -EPERM;
+		goto out;
 	}
-	memcpy(admin_only.admin_key, b->admin_key, b->admin_key_len);
-	admin_only.admin_key_len = b->admin_key_len;
-	r = keyadmin_new_kind(&admin_only, &kind, policy);
-	if (r < 0)
-		return r;
+	if (!fresh && s->pcr_key_len && b->pcr_key_len &&
+	    (s->pcr_key_len != b->pcr_key_len ||
+	     memcmp(s->pcr_key, b->pcr_key, b->pcr_key_len) != 0 ||
+	     !policy_pcrs_equal(&s->pcrs, &b->pcrs))) {
+		log_error("%s binds its generations to another PCR signer or other PCRs than %s "
+			  "records",
+			  path, dir);
+		r = -EPERM;
+		goto out;
+	}
+	/* The objects' policies must be those of the bundle's keys. */
+	memcpy(keys->admin_key, b->admin_key, b->admin_key_len);
+	keys->admin_key_len = b->admin_key_len;
+	memcpy(keys->pcr_key, b->pcr_key, b->pcr_key_len);
+	keys->pcr_key_len = b->pcr_key_len;
+	keys->pcrs = b->pcrs;
 	for (size_t i = 0; i < b->n_gens; i++) {
 		const struct bundle_generation *g = &b->gens[i];
 		const struct state_generation *have = fresh ? NULL : state_find(s, g->number);
 
-		if (g->kind != TPM_KEK_DUP ||
-		    tpmobj_duplicate_check(&g->dup, TPM_KEK_DUP, policy) < 0) {
-			log_error("%s: generation %u is not a dup generation under its admin key",
+		if ((g->kind != TPM_KEK_DUP && g->kind != TPM_KEK_DUP_PCR) ||
+		    kekpolicy_of(keys, g->kind, policy, &or) < 0 ||
+		    tpmobj_duplicate_check(&g->dup, g->kind, policy) < 0) {
+			log_error("%s: generation %u is not a duplicable generation under the "
+				  "bundle's keys",
 				  path, (unsigned)g->number);
-			return -EBADMSG;
+			r = -EBADMSG;
+			goto out;
 		}
 		if (have && strcmp(have->key_id, g->key_id) != 0) {
 			log_error("%s: generation %u exists here as %s, the bundle's is %s: "
 				  "refusing to replace a key",
 				  path, (unsigned)g->number, have->key_id, g->key_id);
-			return -EEXIST;
+			r = -EEXIST;
+			goto out;
 		}
 		is_new[i] = !have;
 		any_write |= g->write;
@@ -370,14 +413,17 @@ static int import_plan(const char *path, const char *dir, const struct bundle *b
 		log_error("%s holds no write generation: an empty state directory needs one "
 			  "(export without --generation, or include the write generation)",
 			  path);
-		return -EINVAL;
+		r = -EINVAL;
 	}
-	return 0;
+out:
+	free(keys);
+	return r;
 }
 
-int exchange_import(const char *dir, const char *tcti, uint32_t nv_index, const char *bundle_path,
-		    size_t *ret_added)
+int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint32_t nv_index,
+		    const char *bundle_path, size_t *ret_added)
 {
+	struct pcr_binding *binding = NULL;
 	struct tpm_sealed *sealed = NULL;
 	struct bundle b = {0};
 	struct state s = {0};
@@ -430,8 +476,23 @@ int exchange_import(const char *dir, const char *tcti, uint32_t nv_index, const 
 		r = -EKEYREJECTED;
 		goto out;
 	}
+	if (!s.admin_key_len) {
+		memcpy(s.admin_key, b.admin_key, b.admin_key_len);
+		s.admin_key_len = b.admin_key_len;
+	}
+	if (!s.pcr_key_len && b.pcr_key_len) {
+		memcpy(s.pcr_key, b.pcr_key, b.pcr_key_len);
+		s.pcr_key_len = b.pcr_key_len;
+		s.pcrs = b.pcrs;
+	}
+	if (s.pcr_key_len) {
+		r = pcrpolicy_load(&s, pcr_dir, &binding);
+		if (r < 0)
+			goto out;
+	}
 	/* Everything is checked before anything is written: each key imports,
-	 * unseals to its key_id, and its MAC covers the whole bundle. */
+	 * unseals to its key_id (a dup+pcr one through a signature of this
+	 * node's PCR values), and its MAC covers the whole bundle. */
 	for (size_t i = 0; i < b.n_gens; i++) {
 		const struct bundle_generation *g = &b.gens[i];
 
@@ -442,7 +503,9 @@ int exchange_import(const char *dir, const char *tcti, uint32_t nv_index, const 
 				  bundle_path, (unsigned)g->number);
 			goto out;
 		}
-		r = unseal_checked(t, &sealed[i], g->kind, g->number, g->key_id, kek);
+		r = unseal_checked(t, binding, &sealed[i], g->kind, g->number, g->key_id, kek);
+		if (r == -ENOKEY)
+			goto out;
 		if (r == 0)
 			r = bundle_check_mac(&b, text, i, kek);
 		util_wipe(kek, TPM_KEK_BYTES);
@@ -462,10 +525,6 @@ int exchange_import(const char *dir, const char *tcti, uint32_t nv_index, const 
 			goto out;
 	} else {
 		statedir_sweep(dir, &s);
-	}
-	if (!s.admin_key_len) {
-		memcpy(s.admin_key, b.admin_key, b.admin_key_len);
-		s.admin_key_len = b.admin_key_len;
 	}
 	/* The files first, then the state that names them: a crash in between
 	 * leaves unused files, swept later, and the old state. */
@@ -521,6 +580,7 @@ out:
 		statedir_unlink(dir, file);
 	}
 	free(written);
+	free(binding);
 	/* A refused import leaves no state directory it made itself. */
 	if (r < 0 && !existed && lock >= 0) {
 		statedir_unlink(dir, "lock");
@@ -586,6 +646,11 @@ static int recover_bundle(const char *path, EVP_PKEY *key, const uint8_t *rec_pu
 	}
 	memcpy(out->admin_key, b.admin_key, b.admin_key_len);
 	out->admin_key_len = b.admin_key_len;
+	if (b.pcr_key_len) {
+		memcpy(out->pcr_key, b.pcr_key, b.pcr_key_len);
+		out->pcr_key_len = b.pcr_key_len;
+		out->pcrs = b.pcrs;
+	}
 	for (size_t i = 0; i < b.n_gens; i++) {
 		struct bundle_generation *g = &b.gens[i], *have = NULL;
 

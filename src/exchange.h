@@ -27,7 +27,8 @@ int exchange_approve(const char *admin_key_path, const char *node_path, char **r
 		     size_t *ret_len, struct tpm_name *ret_node);
 
 /* Duplicates generations (n 0: every `dup` one) to an approved node. */
-int exchange_export(const char *dir, const char *tcti, const char *node_path,
+/* pcr_dir: PCR signatures, to unseal dup+pcr generations for the MACs. */
+int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, const char *node_path,
 		    const char *approval_path, const uint32_t *gens, size_t n, char **ret_bundle,
 		    size_t *ret_len);
 
@@ -35,9 +36,10 @@ int exchange_export(const char *dir, const char *tcti, const char *node_path,
  * provisioned (SRK, NV counter nv_index or the default) and takes the
  * bundle's write generation; otherwise missing generations are added
  * decrypt-only. Every key is unsealed and checked (key_id, MAC) before
- * anything is written; *ret_added counts the generations added. */
-int exchange_import(const char *dir, const char *tcti, uint32_t nv_index, const char *bundle_path,
-		    size_t *ret_added);
+ * anything is written (a dup+pcr one needs a signature of this node's
+ * PCR values in pcr_dir); *ret_added counts the generations added. */
+int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint32_t nv_index,
+		    const char *bundle_path, size_t *ret_added);
 
 /* Offline, no TPM: opens every generation of the bundles (exported to the
  * recovery key's node) with the recovery private key, checks each against

@@ -2,8 +2,10 @@
 
 #include "envelope.h"
 #include "escrow.h"
+#include "kekpolicy.h"
 #include "keyadmin.h"
 #include "log.h"
+#include "pcrpolicy.h"
 #include "policy.h"
 #include "sealfile.h"
 #include "secmem.h"
@@ -15,28 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int keyadmin_new_kind(const struct state *s, enum tpm_kek_kind *ret_kind,
-		      uint8_t ret_policy[32])
-{
-	struct tpm_name admin;
-	EVP_PKEY *key = NULL;
-	int r;
-
-	if (!s->admin_key_len) {
-		*ret_kind = TPM_KEK_NONE;
-		return 0;
-	}
-	r = signer_from_der(s->admin_key, s->admin_key_len, &key);
-	if (r == 0)
-		r = signer_name(key, &admin);
-	EVP_PKEY_free(key);
-	if (r < 0)
-		return r;
-	policy_dup(&admin, ret_policy);
-	*ret_kind = TPM_KEK_DUP;
-	return 0;
-}
-
 /* Seals generation `number` and writes its file (not yet the state).
  * With escrow configured, a `dup` generation is escrowed at once;
  * *ret_escrowed says whether that worked (true when not asked). */
@@ -45,6 +25,7 @@ static int create_generation(tpm *t, const char *dir, const struct state *s, uin
 {
 	struct state_generation g = {.number = number};
 	struct tpm_sealed sealed;
+	struct tpm_or_list or;
 	uint8_t *kek = secmem_alloc(TPM_KEK_BYTES), policy[32];
 	char *pem = NULL;
 	size_t pem_len = 0;
@@ -52,9 +33,10 @@ static int create_generation(tpm *t, const char *dir, const struct state *s, uin
 
 	if (!kek)
 		return -ENOMEM;
-	r = keyadmin_new_kind(s, &g.kind, policy);
+	g.kind = kekpolicy_new_kind(s);
+	r = kekpolicy_of(s, g.kind, policy, &or);
 	if (r < 0) {
-		log_error("%s/state: the admin key is not usable", dir);
+		log_error("%s/state: the admin or PCR key is not usable", dir);
 		goto out;
 	}
 	r = tpm_kek_create(t, g.kind, policy, kek, &sealed);
@@ -72,7 +54,7 @@ static int create_generation(tpm *t, const char *dir, const struct state *s, uin
 		goto out;
 	g.created = util_now_realtime_s();
 	*ret_escrowed = true;
-	if (g.kind == TPM_KEK_DUP && escrow_configured(dir))
+	if ((g.kind == TPM_KEK_DUP || g.kind == TPM_KEK_DUP_PCR) && escrow_configured(dir))
 		*ret_escrowed = escrow_generation(t, dir, s, &g, &sealed, kek) == 0;
 	*ret = g;
 out:
@@ -84,28 +66,39 @@ out:
 
 /* Escrows the `dup` generations that have no escrow file yet (escrow set
  * up after they were made, or a failed escrow being retried). */
-static int escrow_missing(tpm *t, const char *dir, const struct state *s, size_t *ret_done)
+static int escrow_missing(tpm *t, const char *dir, const char *pcr_dir, const struct state *s,
+			  size_t *ret_done)
 {
+	struct pcr_binding *binding = NULL;
 	uint8_t *kek = secmem_alloc(TPM_KEK_BYTES);
 	int r = 0;
 
 	*ret_done = 0;
 	if (!kek)
 		return -ENOMEM;
+	if (s->pcr_key_len) {
+		r = pcrpolicy_load(s, pcr_dir, &binding);
+		if (r < 0) {
+			secmem_free(kek, TPM_KEK_BYTES);
+			return r;
+		}
+	}
 	for (size_t i = 0; r == 0 && i < s->n_gens; i++) {
 		const struct state_generation *g = &s->gens[i];
 		struct tpm_sealed sealed;
 		char *pem = NULL;
 		size_t len;
 
-		if (g->kind != TPM_KEK_DUP || escrow_has(dir, g->number))
+		if ((g->kind != TPM_KEK_DUP && g->kind != TPM_KEK_DUP_PCR) ||
+		    escrow_has(dir, g->number))
 			continue;
 		r = statedir_read(dir, g->file, SEALFILE_MAX_BYTES, &pem, &len);
 		if (r == 0)
 			r = sealfile_decode(pem, len, &sealed);
 		free(pem);
+		/* The escrow file's MAC needs the key. */
 		if (r == 0)
-			r = tpm_kek_unseal(t, &sealed, g->kind, kek);
+			r = pcrpolicy_unseal(t, binding, &sealed, g->kind, kek, NULL);
 		if (r == 0)
 			r = escrow_generation(t, dir, s, g, &sealed, kek);
 		util_wipe(&sealed, sizeof(sealed));
@@ -115,7 +108,35 @@ static int escrow_missing(tpm *t, const char *dir, const struct state *s, size_t
 			(*ret_done)++;
 	}
 	secmem_free(kek, TPM_KEK_BYTES);
+	free(binding);
 	return r;
+}
+
+/* The PCR signer and selection, when given, are recorded if the state has
+ * none; others are refused. */
+static int adopt_pcr_key(const char *dir, struct state *s, const struct keyadmin_config *c,
+			 bool *changed)
+{
+	if (!c->pcr_key_len && !c->pcrs.n)
+		return 0;
+	if (!c->pcr_key_len || !c->pcrs.n) {
+		log_error("boot-state binding needs both pcr-key and pcrs");
+		return -EINVAL;
+	}
+	if (s->pcr_key_len == c->pcr_key_len && memcmp(s->pcr_key, c->pcr_key, c->pcr_key_len) == 0 &&
+	    policy_pcrs_equal(&s->pcrs, &c->pcrs))
+		return 0;
+	if (s->pcr_key_len) {
+		log_error("%s already binds its generations to another PCR signer or other PCRs; "
+			  "they cannot be replaced in place",
+			  dir);
+		return -EEXIST;
+	}
+	memcpy(s->pcr_key, c->pcr_key, c->pcr_key_len);
+	s->pcr_key_len = c->pcr_key_len;
+	s->pcrs = c->pcrs;
+	*changed = true;
+	return 0;
 }
 
 /* escrow-to and escrow-approval, when given, are recorded (replacing what
@@ -235,6 +256,8 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 	}
 	r = adopt_admin_key(dir, &s, c->admin_key, c->admin_key_len, &changed);
 	if (r == 0)
+		r = adopt_pcr_key(dir, &s, c, &changed);
+	if (r == 0)
 		r = configure_escrow(dir, &s, c);
 	if (r < 0)
 		goto out;
@@ -265,7 +288,7 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 			 state_kind_name(g.kind), g.key_id, (unsigned)s.nv_index);
 	} else {
 		if (escrow_configured(dir)) {
-			r = escrow_missing(t, dir, &s, &n_escrowed);
+			r = escrow_missing(t, dir, c->pcr_dir, &s, &n_escrowed);
 			if (r < 0)
 				goto out;
 		}
@@ -277,9 +300,9 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 				goto out;
 		}
 		if (changed)
-			log_info("%s: admin key recorded; generations made from now on are `dup` "
-				 "(rotate to make one)",
-				 dir);
+			log_info("%s: keys recorded; generations made from now on are `%s` (rotate "
+				 "to make one)",
+				 dir, state_kind_name(kekpolicy_new_kind(&s)));
 	}
 	*ret = s;
 	s.gens = NULL;
@@ -388,7 +411,8 @@ int keyadmin_promote(const char *dir, uint32_t generation)
 		r = 0;
 		goto out;
 	}
-	if (g->kind == TPM_KEK_DUP && escrow_configured(dir) && !escrow_has(dir, generation)) {
+	if ((g->kind == TPM_KEK_DUP || g->kind == TPM_KEK_DUP_PCR) && escrow_configured(dir) &&
+	    !escrow_has(dir, generation)) {
 		log_error("generation %u is not escrowed: run tpm2-kms init to escrow it, then "
 			  "promote it",
 			  (unsigned)generation);

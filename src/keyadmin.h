@@ -23,6 +23,10 @@ struct keyadmin_config {
 	uint32_t nv_index;        /* 0: the state's, or the default */
 	const uint8_t *admin_key; /* DER; NULL: none given */
 	size_t admin_key_len;
+	uint8_t pcr_key[STATE_ADMIN_KEY_MAX]; /* DER; pcr_key_len 0: none given */
+	size_t pcr_key_len;
+	struct policy_pcrs pcrs;  /* n 0: none given */
+	const char *pcr_dir;      /* PCR signatures, to unseal the pcr kinds */
 	const char *escrow_to;    /* recovery node file; NULL: none given */
 	const char *escrow_approval;
 };
@@ -47,11 +51,6 @@ int keyadmin_rotate(const char *dir, const char *tcti, const struct keyadmin_con
 /* Makes an existing generation the write key; no TPM needed. The running
  * daemon follows once it has the key loaded. */
 int keyadmin_promote(const char *dir, uint32_t generation);
-
-/* The policy a new generation gets from the state: its kind and, for
- * `dup`, P_dup of the admin key. */
-int keyadmin_new_kind(const struct state *s, enum tpm_kek_kind *ret_kind,
-		      uint8_t ret_policy[32]);
 
 /* Removes a generation that is not the write key. Without force, refuses
  * one the running daemon has decrypted with since it started. */

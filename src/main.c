@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "daemon.h"
+#include "approval.h"
 #include "envelope.h"
 #include "escrow.h"
 #include "exchange.h"
@@ -12,11 +13,13 @@
 #include "listen.h"
 #include "log.h"
 #include "notify.h"
+#include "pcrpolicy.h"
 #include "plugin.h"
 #include "secmem.h"
 #include "settings.h"
 #include "signer.h"
 #include "statedir.h"
+#include "tpm.h"
 #include "util.h"
 #include "vmgenid.h"
 
@@ -74,6 +77,22 @@ static int keyadmin_config_of(const struct settings *s, uint8_t admin[SIGNER_DER
 	if (r < 0)
 		return r;
 	c.admin_key = c.admin_key_len ? admin : NULL;
+	if (*s->pcr_key) {
+		EVP_PKEY *key = NULL;
+
+		r = signer_load_public(s->pcr_key, "PCR signer", &key);
+		if (r == 0)
+			r = signer_to_der(key, c.pcr_key, &c.pcr_key_len);
+		EVP_PKEY_free(key);
+		if (r < 0)
+			return r;
+	}
+	if (*s->pcrs && policy_pcrs_parse(s->pcrs, &c.pcrs) < 0) {
+		log_error("--pcrs %s: a list of PCR indexes 0-23, ascending, such as 7 or 7,11",
+			  s->pcrs);
+		return -EINVAL;
+	}
+	c.pcr_dir = s->pcr_signatures;
 	c.escrow_to = *s->escrow_to ? s->escrow_to : NULL;
 	c.escrow_approval = *s->escrow_approval ? s->escrow_approval : NULL;
 	*ret = c;
@@ -136,6 +155,7 @@ static int cmd_serve(const struct settings *s)
 		.probe_interval_ms = s->probe_interval_ms,
 		.max_tpm_queue = 1024,
 		.tpm_command_timeout_ms = s->tpm_command_timeout_ms,
+		.pcr_signatures = s->pcr_signatures,
 		.on_ready = on_keys_ready,
 		.ready_arg = &ctx,
 	};
@@ -346,12 +366,71 @@ static int cmd_export(const struct settings *s)
 	r = key_command_begin();
 	if (r < 0)
 		return r;
-	r = exchange_export(s->state_dir, s->tcti, s->to, s->approval, s->generations,
-			    s->n_generations, &text, &len);
+	r = exchange_export(s->state_dir, s->tcti, s->pcr_signatures, s->to, s->approval,
+			    s->generations, s->n_generations, &text, &len);
 	if (r == 0)
 		r = write_output(s, text, len);
 	free(text);
 	key_command_end();
+	return r;
+}
+
+static int cmd_pcr_read(const struct settings *s)
+{
+	struct tpm_pcr_values v;
+	struct policy_pcrs pcrs;
+	char out[24 * 80];
+	tpm *t = NULL;
+	int r;
+
+	if (policy_pcrs_parse(s->pcrs, &pcrs) < 0) {
+		log_error("--pcrs %s: a list of PCR indexes 0-23, ascending, such as 7 or 7,11",
+			  s->pcrs);
+		return -EINVAL;
+	}
+	r = tpm_open(s->tcti, &t);
+	if (r == 0)
+		r = tpm_pcr_read(t, pcrs.index, pcrs.n, &v);
+	tpm_close(t);
+	if (r < 0)
+		return r;
+	pcrpolicy_format_values(&v, out, sizeof(out));
+	printf("%s\n", out);
+	return 0;
+}
+
+static int cmd_pcr_sign(const struct settings *s)
+{
+	uint8_t values[POLICY_PCR_MAX][POLICY_DIGEST_BYTES];
+	struct policy_pcrs pcrs;
+	struct approval *a = calloc(1, sizeof(*a));
+	EVP_PKEY *key = NULL;
+	char *text = NULL;
+	size_t len;
+	int r;
+
+	if (!a)
+		return -ENOMEM;
+	if (approval_parse_pcr_values(s->pcrs, &pcrs, values) < 0) {
+		log_error("--pcrs: PCR values as pcr-read prints them, 7=<64 hex digits>,...");
+		r = -EINVAL;
+		goto out;
+	}
+	r = key_command_begin();
+	if (r < 0)
+		goto out;
+	r = signer_load_private(s->key, "PCR signer", &key);
+	if (r == 0)
+		r = approval_sign_pcrs(key, &pcrs, (const uint8_t(*)[POLICY_DIGEST_BYTES])values, a);
+	if (r == 0)
+		r = approval_encode(a, &text, &len);
+	if (r == 0)
+		r = write_output(s, text, len);
+	free(text);
+	EVP_PKEY_free(key);
+	key_command_end();
+out:
+	free(a);
 	return r;
 }
 
@@ -381,7 +460,8 @@ static int cmd_import(const struct settings *s)
 	r = key_command_begin();
 	if (r < 0)
 		return r;
-	r = exchange_import(s->state_dir, s->tcti, s->nv_index, s->args[0], &added);
+	r = exchange_import(s->state_dir, s->tcti, s->pcr_signatures, s->nv_index, s->args[0],
+			    &added);
 	if (r == 0)
 		printf("%zu generation%s added\n", added, added == 1 ? "" : "s");
 	key_command_end();
@@ -411,7 +491,7 @@ static int cmd_keys(const struct settings *s)
 		goto out;
 	}
 	escrow = escrow_configured(s->state_dir);
-	printf("%-10s  %-45s  %-20s  %-12s  %-5s  %-6s  %-10s  %s\n", "GENERATION", "KEY_ID",
+	printf("%-10s  %-45s  %-20s  %-12s  %-7s  %-6s  %-10s  %s\n", "GENERATION", "KEY_ID",
 	       "CREATED", "STATE", "KIND", "ESCROW", "DAEMON",
 	       counts->pid ? "DECRYPTS" : "DECRYPTS(no daemon)");
 	for (size_t i = 0; i < st.n_gens; i++) {
@@ -422,7 +502,7 @@ static int cmd_keys(const struct settings *s)
 
 		gmtime_r(&t, &tm);
 		strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		printf("%-10u  %-45s  %-20s  %-12s  %-5s  %-6s  %-10s  %llu\n", (unsigned)g->number,
+		printf("%-10u  %-45s  %-20s  %-12s  %-7s  %-6s  %-10s  %llu\n", (unsigned)g->number,
 		       g->key_id, created, g->number == st.write_generation ? "write" : "decrypt-only",
 		       state_kind_name(g->kind),
 		       !escrow || g->kind != TPM_KEK_DUP	   ? "-"
@@ -534,6 +614,12 @@ int main(int argc, char **argv)
 		break;
 	case CMD_RECOVER:
 		r = cmd_recover(&s);
+		break;
+	case CMD_PCR_READ:
+		r = cmd_pcr_read(&s);
+		break;
+	case CMD_PCR_SIGN:
+		r = cmd_pcr_sign(&s);
 		break;
 	case CMD_STATUS:
 		r = cmd_status(&s);

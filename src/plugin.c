@@ -4,6 +4,7 @@
 #include "escrow.h"
 #include "log.h"
 #include "metrics.h"
+#include "pcrpolicy.h"
 #include "plugin.h"
 #include "sealfile.h"
 #include "secmem.h"
@@ -36,6 +37,7 @@ struct generation {
 	bool unsealing;
 	bool broken;       /* unusable file or key: retried only on reload */
 	bool escrowed;     /* an escrow file exists (looked at on reload) */
+	char *problem;     /* why a pcr kind does not unseal (no signature) */
 	uint64_t decrypts; /* since start */
 };
 
@@ -54,6 +56,16 @@ struct plugin {
 	bool was_ready;
 	bool stopping;
 	bool escrow_configured;
+
+	/* Boot-state binding: the state's PCR signer and the signatures of
+	 * the signature directory, loaded on start, reload and when a file
+	 * there changes (watched). NULL when the state binds nothing. */
+	struct state *keys; /* the state's keys only (no generations) */
+	char *pcr_dir;
+	struct pcr_binding *binding;
+	uv_fs_event_t pcr_watch;
+	bool pcr_watching;
+	uv_timer_t pcr_timer;
 
 	uv_fs_event_t watch;
 	bool watching;
@@ -98,6 +110,7 @@ static struct generation *find(plugin *p, uint32_t number)
 
 static void generation_free(struct generation *g)
 {
+	free(g->problem);
 	secmem_free(g->kek, TPM_KEK_BYTES);
 	util_wipe(&g->sealed, sizeof(g->sealed));
 	free(g);
@@ -148,7 +161,8 @@ static void schedule_retry(plugin *p)
 	uv_timer_start(&p->retry_timer, on_retry_timer, p->retry_ms, 0);
 }
 
-static void on_unsealed(void *arg, int err, const uint8_t *kek)
+static void on_unsealed(void *arg, int err, const uint8_t *kek,
+			const struct tpm_pcr_values *values)
 {
 	struct unseal_call *u = arg;
 	plugin *p = u->p;
@@ -159,6 +173,17 @@ static void on_unsealed(void *arg, int err, const uint8_t *kek)
 	if (!g)
 		return; /* retired meanwhile */
 	g->unsealing = false;
+	if (err == -ENOKEY && values) {
+		/* Waits for a signature: tried again when one appears. */
+		char why[24 * 80 + 64];
+
+		pcrpolicy_describe(values, why, sizeof(why));
+		if (!g->problem || strcmp(g->problem, why) != 0)
+			log_warning("generation %u: %s", (unsigned)g->number, why);
+		free(g->problem);
+		g->problem = strdup(why);
+		return;
+	}
 	if (err < 0) {
 		if (err != -ECANCELED && !transient(err)) {
 			g->broken = true;
@@ -205,7 +230,9 @@ static void start_unseal(plugin *p, struct generation *g)
 	u->p = p;
 	u->number = g->number;
 	/* A full TPM queue, say: not a reason to give up on the key. */
-	if (tpm_worker_unseal(p->worker, &g->sealed, g->kind, on_unsealed, u) < 0) {
+	if (tpm_worker_unseal(p->worker, &g->sealed, g->kind,
+			      g->kind == TPM_KEK_PCR || g->kind == TPM_KEK_DUP_PCR ? p->binding : NULL,
+			      on_unsealed, u) < 0) {
 		free(u);
 		schedule_retry(p);
 		return;
@@ -224,10 +251,66 @@ static void on_health(void *arg, bool healthy)
 	check_ready(p);
 }
 
+/* (Re)loads the PCR signatures; with any change the waiting generations
+ * are tried again. */
+static void load_binding(plugin *p)
+{
+	struct pcr_binding *b = NULL;
+
+	if (!p->keys || !p->keys->pcr_key_len)
+		return;
+	if (pcrpolicy_load(p->keys, p->pcr_dir, &b) < 0)
+		return;
+	free(p->binding);
+	p->binding = b;
+	for (struct generation *g = p->gens; g; g = g->next)
+		if (!g->kek)
+			start_unseal(p, g);
+}
+
+static void on_pcr_timer(uv_timer_t *t)
+{
+	load_binding(t->data);
+}
+
+static void on_pcr_dir_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+	plugin *p = h->data;
+
+	if (status >= 0)
+		uv_timer_start(&p->pcr_timer, on_pcr_timer, RELOAD_DEBOUNCE_MS, 0);
+}
+
+/* Keeps the state's keys and watches the signature directory once the
+ * state binds generations to PCRs. */
+static void apply_keys(plugin *p, const struct state *st)
+{
+	if (!st->pcr_key_len)
+		return;
+	if (!p->keys)
+		p->keys = calloc(1, sizeof(*p->keys));
+	if (!p->keys)
+		return;
+	*p->keys = *st;
+	p->keys->gens = NULL;
+	p->keys->n_gens = 0;
+	if (!p->pcr_watching) {
+		int r = uv_fs_event_start(&p->pcr_watch, on_pcr_dir_event, p->pcr_dir, 0);
+
+		if (r < 0)
+			log_warning("cannot watch %s (%s): send SIGHUP after adding a PCR signature",
+				    p->pcr_dir, uv_strerror(r));
+		p->pcr_watching = r == 0;
+	}
+	load_binding(p);
+}
+
 /* Brings the in-memory generations in line with a freshly loaded state. */
 static void apply_state(plugin *p, const struct state *st)
 {
 	struct generation **pp = &p->gens;
+
+	apply_keys(p, st);
 
 	if (st->srk_name.len != p->srk_name.len ||
 	    memcmp(st->srk_name.bytes, p->srk_name.bytes, st->srk_name.len) != 0)
@@ -370,6 +453,8 @@ static void status(void *backend, const char **ret_healthz, const char **ret_key
 	*ret_key_id = w ? w->key_id : "";
 	if (!tpm_worker_healthy(p->worker)) {
 		*ret_healthz = tpm_worker_problem(p->worker);
+	} else if (w && !w->kek && w->problem) {
+		*ret_healthz = w->problem;
 	} else if (!w || !w->kek) {
 		snprintf(p->status_buf, sizeof(p->status_buf), "write key generation %u %s",
 			 (unsigned)p->write_gen, w && w->broken ? "is unusable" : "not loaded yet");
@@ -515,7 +600,9 @@ static void decrypt(void *backend, const uint8_t *ct, size_t len, const char *ke
 	if (!g->kek) {
 		/* A key we have but cannot use yet is not the caller's fault. */
 		res.error = -ENODEV;
-		res.message = g->broken ? "key generation unusable" : "key generation not loaded yet";
+		res.message = g->broken	   ? "key generation unusable"
+			      : g->problem ? g->problem
+					   : "key generation not loaded yet";
 		goto done;
 	}
 	/* envelope_generation() bounded len by ENVELOPE_MAX_BYTES. */
@@ -618,18 +705,23 @@ int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct st
 	p->on_ready = cfg->on_ready;
 	p->ready_arg = cfg->ready_arg;
 	p->state_dir = strdup(cfg->state_dir);
+	p->pcr_dir = strdup(cfg->pcr_signatures ? cfg->pcr_signatures : PCRPOLICY_DEFAULT_DIR);
 	p->plain = secmem_alloc(ENVELOPE_MAX_BYTES);
-	if (!p->state_dir || !p->plain) {
+	if (!p->state_dir || !p->plain || !p->pcr_dir) {
 		secmem_free(p->plain, ENVELOPE_MAX_BYTES);
 		free(p->state_dir);
+		free(p->pcr_dir);
 		free(p);
 		return -ENOMEM;
 	}
 	uv_timer_init(loop, &p->reload_timer);
 	uv_timer_init(loop, &p->counts_timer);
 	uv_timer_init(loop, &p->retry_timer);
+	uv_timer_init(loop, &p->pcr_timer);
+	uv_fs_event_init(loop, &p->pcr_watch);
 	p->reload_timer.data = p->counts_timer.data = p->retry_timer.data = p;
-	p->handles_open = 3;
+	p->pcr_timer.data = p->pcr_watch.data = p;
+	p->handles_open = 5;
 	uv_fs_event_init(loop, &p->watch);
 	p->watch.data = p;
 	p->handles_open++;
@@ -663,6 +755,9 @@ static void on_closed(uv_handle_t *h)
 		generation_free(g);
 	}
 	secmem_free(p->plain, ENVELOPE_MAX_BYTES);
+	free(p->binding);
+	free(p->keys);
+	free(p->pcr_dir);
 	free(p->state_dir);
 	free(p);
 }
@@ -682,4 +777,6 @@ void plugin_stop(plugin *p)
 	uv_close((uv_handle_t *)&p->reload_timer, on_closed);
 	uv_close((uv_handle_t *)&p->counts_timer, on_closed);
 	uv_close((uv_handle_t *)&p->retry_timer, on_closed);
+	uv_close((uv_handle_t *)&p->pcr_timer, on_closed);
+	uv_close((uv_handle_t *)&p->pcr_watch, on_closed);
 }

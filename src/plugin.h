@@ -23,6 +23,7 @@ struct plugin_config {
 	uint32_t probe_interval_ms;
 	uint32_t max_tpm_queue;
 	uint32_t tpm_command_timeout_ms;
+	const char *pcr_signatures; /* NULL: the default directory */
 	/* Called once when first healthy (Status would say "ok"). */
 	void (*on_ready)(void *arg);
 	void *ready_arg;

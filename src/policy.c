@@ -4,7 +4,10 @@
 #include "util.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* out = SHA-256(a || b || c), any of them may be empty. The inputs here
@@ -12,7 +15,8 @@
 static void sha256_3(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len,
 		     const uint8_t *c, size_t c_len, uint8_t out[POLICY_DIGEST_BYTES])
 {
-	uint8_t buf[POLICY_DIGEST_BYTES + 4 + TPM_NAME_MAX + POLICY_REF_MAX + 1];
+	uint8_t buf[POLICY_DIGEST_BYTES + 4 + 4 * POLICY_DIGEST_BYTES + TPM_NAME_MAX +
+		    POLICY_REF_MAX + 1];
 
 	assert(a_len + b_len + c_len <= sizeof(buf));
 	if (a_len)
@@ -78,4 +82,97 @@ void policy_approval_digest(const uint8_t approved[POLICY_DIGEST_BYTES], const u
 			    size_t ref_len, uint8_t out[POLICY_DIGEST_BYTES])
 {
 	sha256_3(approved, POLICY_DIGEST_BYTES, ref, ref_len, NULL, 0, out);
+}
+
+int policy_pcrs_parse(const char *list, struct policy_pcrs *ret)
+{
+	struct policy_pcrs p = {0};
+	const char *s = list;
+
+	if (!*s)
+		return -EINVAL;
+	while (*s) {
+		char *end;
+		unsigned long v;
+
+		if (*s < '0' || *s > '9')
+			return -EINVAL;
+		v = strtoul(s, &end, 10);
+		if (v >= POLICY_PCR_MAX || (p.n && v <= p.index[p.n - 1]) ||
+		    (end - s > 1 && *s == '0'))
+			return -EINVAL;
+		p.index[p.n++] = (uint32_t)v;
+		s = end;
+		if (*s == ',' && s[1])
+			s++;
+		else if (*s)
+			return -EINVAL;
+	}
+	*ret = p;
+	return 0;
+}
+
+void policy_pcrs_format(const struct policy_pcrs *pcrs, char *out, size_t size)
+{
+	size_t pos = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < pcrs->n && pos < size; i++)
+		pos += (size_t)snprintf(out + pos, size - pos, "%s%u", i ? "," : "",
+					(unsigned)pcrs->index[i]);
+}
+
+bool policy_pcrs_equal(const struct policy_pcrs *a, const struct policy_pcrs *b)
+{
+	return a->n == b->n && memcmp(a->index, b->index, a->n * sizeof(a->index[0])) == 0;
+}
+
+size_t policy_pcr_selection(const struct policy_pcrs *pcrs, uint8_t out[10])
+{
+	memset(out, 0, 10);
+	util_put_be32(out, 1);  /* one bank */
+	out[4] = 0x00;          /* TPM_ALG_SHA256 */
+	out[5] = 0x0b;
+	out[6] = 3;             /* sizeofSelect */
+	for (size_t i = 0; i < pcrs->n; i++)
+		out[7 + pcrs->index[i] / 8] |= (uint8_t)(1u << (pcrs->index[i] % 8));
+	return 10;
+}
+
+void policy_pcr(const struct policy_pcrs *pcrs, const uint8_t (*values)[32],
+		uint8_t out[POLICY_DIGEST_BYTES])
+{
+	static const uint8_t zero[POLICY_DIGEST_BYTES];
+	uint8_t sel[10], arg[10 + POLICY_DIGEST_BYTES], all[POLICY_PCR_MAX * 32];
+	size_t n = 10;
+
+	policy_pcr_selection(pcrs, sel);
+	memcpy(arg, sel, n);
+	/* The PCR digest: SHA-256 of the values in selection order. */
+	for (size_t i = 0; i < pcrs->n; i++)
+		memcpy(all + 32 * i, values[i], 32);
+	SHA256(all, 32 * pcrs->n, arg + n);
+	extend(zero, POLICY_CC_POLICY_PCR, arg, n + POLICY_DIGEST_BYTES, out);
+}
+
+void policy_or(const uint8_t (*list)[POLICY_DIGEST_BYTES], size_t n,
+	       uint8_t out[POLICY_DIGEST_BYTES])
+{
+	static const uint8_t zero[POLICY_DIGEST_BYTES];
+
+	assert(n >= 2 && n <= 4);
+	extend(zero, POLICY_CC_POLICY_OR, (const uint8_t *)list, n * POLICY_DIGEST_BYTES, out);
+}
+
+void policy_unseal_branches(const struct tpm_name *signer,
+			    uint8_t out[POLICY_UNSEAL_BRANCHES][POLICY_DIGEST_BYTES])
+{
+	static const char *const refs[POLICY_UNSEAL_BRANCHES] = {POLICY_REF_UNSEAL, ""};
+
+	for (size_t i = 0; i < POLICY_UNSEAL_BRANCHES; i++) {
+		uint8_t auth[POLICY_DIGEST_BYTES];
+
+		policy_authorize(signer, (const uint8_t *)refs[i], strlen(refs[i]), auth);
+		policy_command_code(auth, POLICY_CC_UNSEAL, out[i]);
+	}
 }

@@ -8,6 +8,7 @@
 
 #include "tpm.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,39 @@ void policy_command_code(const uint8_t in[POLICY_DIGEST_BYTES], uint32_t code,
  * does not depend on the node: one approval per node covers every
  * generation. */
 void policy_dup(const struct tpm_name *admin, uint8_t out[POLICY_DIGEST_BYTES]);
+
+/* PCRs of the SHA-256 bank, by index (0-23), ascending, no repeats. */
+#define POLICY_PCR_MAX 24
+struct policy_pcrs {
+	uint32_t index[POLICY_PCR_MAX];
+	size_t n;
+};
+
+/* "7,11" into pcrs; -EINVAL unless indexes 0-23, ascending, once each. */
+int policy_pcrs_parse(const char *list, struct policy_pcrs *ret);
+void policy_pcrs_format(const struct policy_pcrs *pcrs, char *out, size_t size);
+bool policy_pcrs_equal(const struct policy_pcrs *a, const struct policy_pcrs *b);
+
+/* The TPML_PCR_SELECTION of pcrs (one SHA-256 bank, 3 bytes of bitmap),
+ * as the TPM marshals it; returns its length (10). */
+size_t policy_pcr_selection(const struct policy_pcrs *pcrs, uint8_t out[10]);
+
+/* PolicyPCR(selection, digest of values) from the empty digest: what a
+ * PCR signer approves. values[i] is the SHA-256 PCR pcrs->index[i]. */
+void policy_pcr(const struct policy_pcrs *pcrs, const uint8_t (*values)[32],
+		uint8_t out[POLICY_DIGEST_BYTES]);
+
+/* PolicyOR(list) from any digest: H(0 || CC || list...). */
+void policy_or(const uint8_t (*list)[POLICY_DIGEST_BYTES], size_t n,
+	       uint8_t out[POLICY_DIGEST_BYTES]);
+
+/* The unseal branches of a generation bound to signed PCR values:
+ *   PolicyPCR -> PolicyAuthorize(signer, ref) -> PolicyCommandCode(Unseal)
+ * with ref "tpm2-kms/unseal" (pcr-sign's signatures) and with the empty
+ * ref systemd-measure signs with, so both kinds of signature unseal. */
+#define POLICY_UNSEAL_BRANCHES 2
+void policy_unseal_branches(const struct tpm_name *signer,
+			    uint8_t out[POLICY_UNSEAL_BRANCHES][POLICY_DIGEST_BYTES]);
 
 /* What a signer signs for PolicyAuthorize: SHA-256 of approvedPolicy ||
  * policyRef (aHash). The message itself is the concatenation; signing it

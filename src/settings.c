@@ -8,9 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ALL_TPM     (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_NODE_KEY | CMD_EXPORT | CMD_IMPORT)
+#define ALL_TPM     (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_NODE_KEY | CMD_EXPORT | CMD_IMPORT | \
+		     CMD_PCR_READ)
 #define ALL_STATE   (ALL_TPM | CMD_KEYS | CMD_RETIRE | CMD_PROMOTE)
-#define ALL         (ALL_STATE | CMD_STATUS | CMD_APPROVE | CMD_RECOVER)
+#define ALL         (ALL_STATE | CMD_STATUS | CMD_APPROVE | CMD_RECOVER | CMD_PCR_SIGN)
+/* Commands that may unseal a generation bound to PCRs. */
+#define ALL_UNSEAL  (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_EXPORT | CMD_IMPORT)
 
 enum kind {
 	K_STRING,
@@ -50,6 +53,14 @@ static const struct option_def options[] = {
 	{"admin-key", K_STRING, CMD_SERVE | CMD_INIT | CMD_APPROVE, false, STR(admin_key), "PEM",
 	 "admin key: its public half (serve, init: new generations become duplicable to "
 	 "nodes it approves); its private half (approve)"},
+	{"pcr-key", K_STRING, CMD_SERVE | CMD_INIT, false, STR(pcr_key), "PEM",
+	 "the PCR signer's public key: new generations unseal only for PCR values it signed"},
+	{"pcrs", K_STRING, CMD_SERVE | CMD_INIT | CMD_PCR_READ | CMD_PCR_SIGN, false, STR(pcrs),
+	 "LIST", "PCRs (SHA-256 bank) the signatures cover, 7 or 7,11; pcr-sign: 7=HEX,..."},
+	{"pcr-signatures", K_STRING, ALL_UNSEAL, false, STR(pcr_signatures), "DIR",
+	 "signatures of PCR values (pcr-sign, systemd-measure) (default "
+	 "/etc/tpm2-kms/pcr-signatures)"},
+	{"key", K_STRING, CMD_PCR_SIGN, true, STR(key), "PEM", "the PCR signer's private key"},
 	{"escrow-to", K_STRING, CMD_SERVE | CMD_INIT | CMD_ROTATE, false, STR(escrow_to), "NODE",
 	 "escrow every new dup generation to this recovery node (from node-key --public)"},
 	{"escrow-approval", K_STRING, CMD_SERVE | CMD_INIT | CMD_ROTATE, false,
@@ -68,7 +79,7 @@ static const struct option_def options[] = {
 	 "the recovery private key the bundles were exported to"},
 	{"write-generation", K_U32, CMD_RECOVER, true, NUM(write_generation, UINT32_MAX), "N",
 	 "the generation the new node writes with (default: the highest)"},
-	{"output", K_STRING, CMD_NODE_KEY | CMD_APPROVE | CMD_EXPORT | CMD_RECOVER, true,
+	{"output", K_STRING, CMD_NODE_KEY | CMD_APPROVE | CMD_EXPORT | CMD_RECOVER | CMD_PCR_SIGN, true,
 	 STR(output), "FILE",
 	 "write to FILE (atomically, mode 0600) instead of standard output; also -o"},
 	{"socket-mode", K_MODE, CMD_SERVE, false, NUM(socket_mode, 0777), "MODE",
@@ -135,6 +146,10 @@ static const struct {
 	 "duplicate key generations to an approved node, as a bundle"},
 	{"import", CMD_IMPORT, POS_PATH, false, " BUNDLE",
 	 "take the key generations of a bundle into this node's TPM"},
+	{"pcr-read", CMD_PCR_READ, POS_NONE, false, "",
+	 "print the PCR values of the selection, as pcr-sign takes them"},
+	{"pcr-sign", CMD_PCR_SIGN, POS_NONE, true, "",
+	 "sign PCR values with the PCR signer's key (offline, no TPM)"},
 	{"recover", CMD_RECOVER, POS_PATHS, true, " BUNDLE...",
 	 "re-wrap escrowed generations to a new node with the recovery key (offline)"},
 	{"status", CMD_STATUS, POS_NONE, false, "",
@@ -201,6 +216,7 @@ static void defaults(struct settings *s)
 	s->max_inflight = 4096;
 	s->idle_timeout_s = 300;
 	s->probe_interval_ms = 5000;
+	strcpy(s->pcr_signatures, "/etc/tpm2-kms/pcr-signatures");
 	s->tpm_command_timeout_ms = 10000;
 	s->timeout_ms = 3000;
 }
@@ -509,12 +525,16 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 	}
 	if ((s.command == CMD_APPROVE && !*s.admin_key) ||
 	    (s.command == CMD_EXPORT && (!*s.to || !*s.approval)) ||
-	    (s.command == CMD_RECOVER && (!*s.to || !*s.recovery_key))) {
+	    (s.command == CMD_RECOVER && (!*s.to || !*s.recovery_key)) ||
+	    (s.command == CMD_PCR_SIGN && (!*s.key || !*s.pcrs)) ||
+	    (s.command == CMD_PCR_READ && !*s.pcrs)) {
 		fprintf(stderr, "tpm2-kms: %s needs %s (see tpm2-kms %s --help)\n",
 			settings_command_name(s.command),
-			s.command == CMD_APPROVE  ? "--admin-key"
-			: s.command == CMD_EXPORT ? "--to and --approval"
-						  : "--recovery-key and --to",
+			s.command == CMD_APPROVE    ? "--admin-key"
+			: s.command == CMD_EXPORT   ? "--to and --approval"
+			: s.command == CMD_RECOVER  ? "--recovery-key and --to"
+			: s.command == CMD_PCR_SIGN ? "--key and --pcrs"
+						    : "--pcrs",
 			settings_command_name(s.command));
 		return -EINVAL;
 	}

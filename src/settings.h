@@ -28,6 +28,8 @@ enum command {
 	CMD_IMPORT = 1 << 9,
 	CMD_PROMOTE = 1 << 10,
 	CMD_RECOVER = 1 << 11,
+	CMD_PCR_READ = 1 << 12,
+	CMD_PCR_SIGN = 1 << 13,
 };
 
 #define SETTINGS_MAX_GENERATIONS 64
@@ -67,6 +69,10 @@ struct settings {
 	uint32_t generation; /* retire, promote */
 	uint32_t write_generation; /* recover; 0: the highest */
 	char recovery_key[4096];
+	char pcr_key[4096];     /* serve, init: the PCR signer's public key */
+	char pcrs[2048];        /* "7,11"; pcr-sign: "7=<hex>,11=<hex>" */
+	char pcr_signatures[4096];
+	char key[4096];         /* pcr-sign: the PCR signer's private key */
 	char escrow_to[4096];
 	char escrow_approval[4096];
 	char public_key[4096]; /* node-key --public */

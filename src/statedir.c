@@ -464,6 +464,8 @@ int state_remove(struct state *s, uint32_t number)
 static const char *const kind_names[] = {
 	[TPM_KEK_NONE] = "none",
 	[TPM_KEK_DUP] = "dup",
+	[TPM_KEK_PCR] = "pcr",
+	[TPM_KEK_DUP_PCR] = "dup+pcr",
 };
 
 const char *state_kind_name(enum tpm_kek_kind kind)
@@ -606,6 +608,18 @@ int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
 				goto bad;
 			EVP_PKEY_free(k);
 			s.admin_key_len = n;
+		} else if (strcmp(key, "pcr-key") == 0) {
+			size_t n = strlen(val) / 2;
+			EVP_PKEY *k = NULL;
+
+			if (s.pcr_key_len || n == 0 || n > sizeof(s.pcr_key) ||
+			    util_unhex(val, s.pcr_key, n) < 0 || signer_from_der(s.pcr_key, n, &k) < 0)
+				goto bad;
+			EVP_PKEY_free(k);
+			s.pcr_key_len = n;
+		} else if (strcmp(key, "pcrs") == 0) {
+			if (s.pcrs.n || policy_pcrs_parse(val, &s.pcrs) < 0)
+				goto bad;
 		} else if (strcmp(key, "generation") == 0) {
 			struct state_generation g;
 
@@ -616,9 +630,9 @@ int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
 		}
 	}
 	if (!have_format || !have_srk || !have_nv || !have_write ||
-	    !state_find(&s, s.write_generation)) {
+	    !state_find(&s, s.write_generation) || (s.pcr_key_len != 0) != (s.pcrs.n != 0)) {
 		log_error("%s/state: incomplete (format, srk-name, nv-index, write-generation and "
-			  "its generation line are required)",
+			  "its generation line are required; pcr-key and pcrs go together)",
 			  dir);
 		r = -EBADMSG;
 		goto out;
@@ -637,9 +651,9 @@ out:
 
 int state_format(const struct state *s, char **ret, size_t *ret_len)
 {
-	size_t cap = 256 + 2 * s->admin_key_len + s->n_gens * 192, len = 0;
-	char *buf = malloc(cap), srk_hex[2 * TPM_NAME_MAX + 1];
-	int format = s->admin_key_len ? 2 : 1;
+	size_t cap = 512 + 2 * (s->admin_key_len + s->pcr_key_len) + s->n_gens * 192, len = 0;
+	char *buf = malloc(cap), srk_hex[2 * TPM_NAME_MAX + 1], pcrs[100];
+	int format = s->admin_key_len || s->pcr_key_len ? 2 : 1;
 
 	if (!buf)
 		return -ENOMEM;
@@ -657,6 +671,13 @@ int state_format(const struct state *s, char **ret, size_t *ret_len)
 		util_hex(s->admin_key, s->admin_key_len, buf + len);
 		len += 2 * s->admin_key_len;
 		buf[len++] = '\n';
+	}
+	if (s->pcr_key_len) {
+		len += (size_t)snprintf(buf + len, cap - len, "pcr-key ");
+		util_hex(s->pcr_key, s->pcr_key_len, buf + len);
+		len += 2 * s->pcr_key_len;
+		policy_pcrs_format(&s->pcrs, pcrs, sizeof(pcrs));
+		len += (size_t)snprintf(buf + len, cap - len, "\npcrs %s\n", pcrs);
 	}
 	for (size_t i = 0; i < s->n_gens; i++) {
 		const struct state_generation *g = &s->gens[i];

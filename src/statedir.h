@@ -8,6 +8,7 @@
 #ifndef TPM2KMS_STATEDIR_H
 #define TPM2KMS_STATEDIR_H
 
+#include "policy.h"
 #include "tpm.h"
 
 #include <stdbool.h>
@@ -40,6 +41,11 @@ struct state {
 	 * is set. */
 	uint8_t admin_key[STATE_ADMIN_KEY_MAX];
 	size_t admin_key_len;
+	/* The PCR signer (DER) and the PCRs its signatures must cover: new
+	 * generations are bound to signed PCR values while it is set. */
+	uint8_t pcr_key[STATE_ADMIN_KEY_MAX];
+	size_t pcr_key_len;
+	struct policy_pcrs pcrs;
 	struct state_generation *gens; /* ascending by number */
 	size_t n_gens;
 };
@@ -80,7 +86,7 @@ bool state_names(const char *dir, uint32_t number);
 int state_add(struct state *s, const struct state_generation *g);
 int state_remove(struct state *s, uint32_t number);
 
-/* "none", "dup"; state_kind_parse: -EINVAL for names it does not know. */
+/* "none", "dup", "pcr", "dup+pcr"; state_kind_parse: -EINVAL for names it does not know. */
 const char *state_kind_name(enum tpm_kek_kind kind);
 int state_kind_parse(const char *name, enum tpm_kek_kind *ret);
 

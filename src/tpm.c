@@ -321,6 +321,12 @@ const char *tpm_command_name(uint32_t command)
 		return "PolicyAuthorize";
 	case TPM2_CC_PolicyCommandCode:
 		return "PolicyCommandCode";
+	case TPM2_CC_PolicyPCR:
+		return "PolicyPCR";
+	case TPM2_CC_PolicyOR:
+		return "PolicyOR";
+	case TPM2_CC_PCR_Read:
+		return "PCR_Read";
 	default:
 		return NULL;
 	}
@@ -936,7 +942,26 @@ static int policy_authorize(tpm *t, ESYS_TR policy, const struct tpm_approval *a
 	return 0;
 }
 
-int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, const uint8_t *new_parent_pub,
+/* PolicyOR with the kind's branch list, the last step of a policy. */
+static int policy_or(tpm *t, ESYS_TR policy, const struct tpm_or_list *or)
+{
+	TPML_DIGEST list = {.count = (UINT32)or->n};
+	TSS2_RC rc;
+
+	if (or->n < 2 || or->n > TPM_OR_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < or->n; i++) {
+		list.digests[i].size = 32;
+		memcpy(list.digests[i].buffer, or->digest[i], 32);
+	}
+	rc = Esys_PolicyOR(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &list);
+	if (rc != TSS2_RC_SUCCESS)
+		return policy_fail(t, "PolicyOR", rc);
+	return 0;
+}
+
+int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
+		      const struct tpm_or_list *or, const uint8_t *new_parent_pub,
 		      size_t new_parent_len, const struct tpm_approval *approval,
 		      struct tpm_duplicate *ret)
 {
@@ -958,7 +983,9 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, const uint8_t *new_par
 
 	t->last_rc = 0;
 
-	r = tpmobj_sealed_check(s, TPM_KEK_DUP, NULL);
+	if ((kind != TPM_KEK_DUP && kind != TPM_KEK_DUP_PCR) || (kind == TPM_KEK_DUP_PCR && !or))
+		return -EINVAL;
+	r = tpmobj_sealed_check(s, kind, NULL);
 	if (r == 0)
 		r = unmarshal_sealed(s, &pub, &priv);
 	if (r == 0)
@@ -1006,6 +1033,11 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, const uint8_t *new_par
 		r = policy_fail(t, "PolicyCommandCode", rc);
 		goto out;
 	}
+	if (kind == TPM_KEK_DUP_PCR) {
+		r = policy_or(t, policy, or);
+		if (r < 0)
+			goto out;
+	}
 	rc = Esys_Duplicate(t->esys, obj, parent, policy, ESYS_TR_NONE, ESYS_TR_NONE, &no_key,
 			    &no_inner, &key_out, &dup, &seed);
 	if (rc != TSS2_RC_SUCCESS) {
@@ -1039,6 +1071,144 @@ out:
 		Esys_FlushContext(t->esys, policy);
 	if (parent != ESYS_TR_NONE)
 		Esys_FlushContext(t->esys, parent);
+	if (obj != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, obj);
+	srk_session_end(t, &srk, &session);
+	return r;
+}
+
+static void pcr_selection(const uint32_t *index, size_t n, TPML_PCR_SELECTION *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	ret->count = 1;
+	ret->pcrSelections[0].hash = TPM2_ALG_SHA256;
+	ret->pcrSelections[0].sizeofSelect = 3;
+	for (size_t i = 0; i < n; i++)
+		ret->pcrSelections[0].pcrSelect[index[i] / 8] |= (BYTE)(1u << (index[i] % 8));
+}
+
+int tpm_pcr_read(tpm *t, const uint32_t *index, size_t n, struct tpm_pcr_values *ret)
+{
+	struct tpm_pcr_values v = {.n = n};
+	size_t done = 0;
+	int r = 0;
+
+	t->last_rc = 0;
+
+	if (n == 0 || n > 24)
+		return -EINVAL;
+	/* PCR_Read answers at most 8 digests a call: ask for what is left. */
+	while (done < n) {
+		TPML_PCR_SELECTION sel, *out_sel = NULL;
+		TPML_DIGEST *values = NULL;
+		UINT32 counter;
+		TSS2_RC rc;
+
+		pcr_selection(index + done, n - done, &sel);
+		rc = Esys_PCR_Read(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, &counter,
+				   &out_sel, &values);
+		if (rc != TSS2_RC_SUCCESS) {
+			r = fail(t, "PCR_Read", rc);
+		} else if (values->count == 0) {
+			r = -EPROTO;
+		} else {
+			for (UINT32 i = 0; i < values->count && done < n; i++, done++) {
+				if (values->digests[i].size != 32) {
+					r = -EPROTO;
+					break;
+				}
+				v.index[done] = index[done];
+				memcpy(v.value[done], values->digests[i].buffer, 32);
+			}
+		}
+		Esys_Free(out_sel);
+		Esys_Free(values);
+		if (r < 0)
+			return r;
+	}
+	*ret = v;
+	return 0;
+}
+
+int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
+			  const uint32_t *pcrs, size_t n_pcrs, const struct tpm_approval *approval,
+			  const struct tpm_or_list *or, uint8_t kek[TPM_KEK_BYTES])
+{
+	TPM2B_PUBLIC pub = {0};
+	TPM2B_PRIVATE priv = {0};
+	TPM2B_DIGEST no_digest = {0};
+	TPML_PCR_SELECTION sel;
+	TPM2B_SENSITIVE_DATA *out = NULL;
+	TPMT_TK_VERIFIED *ticket = NULL;
+	TPM2B_NAME *signer = NULL;
+	ESYS_TR srk = ESYS_TR_NONE, session = ESYS_TR_NONE, obj = ESYS_TR_NONE;
+	ESYS_TR policy = ESYS_TR_NONE;
+	TSS2_RC rc;
+	int r;
+
+	t->last_rc = 0;
+
+	if ((kind != TPM_KEK_PCR && kind != TPM_KEK_DUP_PCR) || n_pcrs == 0 || n_pcrs > 24)
+		return -EINVAL;
+	r = tpmobj_sealed_check(s, kind, NULL);
+	if (r == 0)
+		r = unmarshal_sealed(s, &pub, &priv);
+	if (r < 0)
+		return r;
+	r = approval_ticket(t, approval, &ticket, &signer);
+	if (r < 0)
+		goto out;
+	r = srk_session_begin(t, &srk, &session);
+	if (r < 0)
+		goto out;
+	r = load_sealed(t, srk, session, &pub, &priv, &obj);
+	if (r < 0)
+		goto out;
+	/* Salted, and encrypting what Unseal answers: the KEK does not cross
+	 * the bus in clear on this path either. */
+	r = session_start(t, srk, TPM2_SE_POLICY, TPMA_SESSION_ENCRYPT, &policy);
+	if (r < 0)
+		goto out;
+	pcr_selection(pcrs, n_pcrs, &sel);
+	/* No digest: the TPM takes the PCRs as they are now. */
+	rc = Esys_PolicyPCR(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &no_digest,
+			    &sel);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = policy_fail(t, "PolicyPCR", rc);
+		goto out;
+	}
+	r = policy_authorize(t, policy, approval, ticket, signer);
+	if (r < 0)
+		goto out;
+	rc = Esys_PolicyCommandCode(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+				    TPM2_CC_Unseal);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = policy_fail(t, "PolicyCommandCode", rc);
+		goto out;
+	}
+	r = policy_or(t, policy, or);
+	if (r < 0)
+		goto out;
+	rc = Esys_Unseal(t->esys, obj, policy, ESYS_TR_NONE, ESYS_TR_NONE, &out);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = policy_fail(t, "Unseal (KEK, policy)", rc);
+		goto out;
+	}
+	if (out->size != TPM_KEK_BYTES) {
+		log_error("tpm: unsealed %u bytes, expected %u", out->size, TPM_KEK_BYTES);
+		r = -EKEYREJECTED;
+		goto out;
+	}
+	memcpy(kek, out->buffer, TPM_KEK_BYTES);
+	r = 0;
+out:
+	if (out)
+		util_wipe(out, sizeof(*out));
+	Esys_Free(out);
+	Esys_Free(ticket);
+	Esys_Free(signer);
+	if (policy != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, policy);
 	if (obj != ESYS_TR_NONE)
 		Esys_FlushContext(t->esys, obj);
 	srk_session_end(t, &srk, &session);

@@ -51,6 +51,26 @@ enum tpm_kek_kind {
 	/* noDA|adminWithPolicy|userWithAuth, authPolicy P_dup: duplicable,
 	 * only to a node the admin key approved (policy.h). */
 	TPM_KEK_DUP,
+	/* fixedTPM|fixedParent|noDA|adminWithPolicy, authPolicy
+	 * PolicyOR(unseal branches): unsealed only through a PCR policy a PCR
+	 * signer approved; no password session bypasses it. */
+	TPM_KEK_PCR,
+	/* noDA|adminWithPolicy, authPolicy PolicyOR(unseal branches, P_dup). */
+	TPM_KEK_DUP_PCR,
+};
+
+/* The authPolicy branches a kind's PolicyOR lists (none for none/dup). */
+#define TPM_OR_MAX 3
+struct tpm_or_list {
+	uint8_t digest[TPM_OR_MAX][32];
+	size_t n;
+};
+
+/* SHA-256 PCR values of a selection (policy.h's indexes, ascending). */
+struct tpm_pcr_values {
+	uint32_t index[24];
+	size_t n;
+	uint8_t value[24][32];
 };
 
 /* A generation duplicated to another node's storage key, as TPM2_Import
@@ -118,12 +138,26 @@ int tpm_kek_create(tpm *t, enum tpm_kek_kind kind, const uint8_t auth_policy[32]
 int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
 		   uint8_t kek[TPM_KEK_BYTES]);
 
-/* TPM2_Duplicate of a `dup` generation to a new parent (a node's
- * TPM2B_PUBLIC) through the policy P_dup: PolicyDuplicationSelect(new
- * parent), PolicyAuthorize(the admin's approval), PolicyCommandCode. No
- * inner wrapper: the outer wrapper to the new parent protects it. A node
- * the approval does not name is refused by the TPM (-EACCES). */
-int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, const uint8_t *new_parent_pub,
+/* Reads SHA-256 PCRs (for a PCR policy, and pcr-read). */
+int tpm_pcr_read(tpm *t, const uint32_t *index, size_t n, struct tpm_pcr_values *ret);
+
+/* Unseals a `pcr` or `dup+pcr` generation through its policy: a policy
+ * session salted to the SRK that encrypts the response, PolicyPCR of the
+ * selection in approval (current values: the TPM refuses other ones),
+ * PolicyAuthorize with the PCR signer's approval, PolicyCommandCode
+ * (Unseal), PolicyOR(or). -EACCES when the TPM refuses the policy. */
+int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
+			  const uint32_t *pcrs, size_t n_pcrs, const struct tpm_approval *approval,
+			  const struct tpm_or_list *or, uint8_t kek[TPM_KEK_BYTES]);
+
+/* TPM2_Duplicate of a `dup` (or `dup+pcr`, then or is its PolicyOR list)
+ * generation to a new parent (a node's TPM2B_PUBLIC) through the policy
+ * P_dup: PolicyDuplicationSelect(new parent), PolicyAuthorize(the admin's
+ * approval), PolicyCommandCode. No inner wrapper: the outer wrapper to the
+ * new parent protects it. A node the approval does not name is refused by
+ * the TPM (-EACCES). */
+int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
+		      const struct tpm_or_list *or, const uint8_t *new_parent_pub,
 		      size_t new_parent_len, const struct tpm_approval *approval,
 		      struct tpm_duplicate *ret);
 

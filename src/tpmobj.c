@@ -18,9 +18,26 @@
 #define KEK_DUP_ATTRIBUTES                                                                 \
 	(TPMA_OBJECT_NODA | TPMA_OBJECT_ADMINWITHPOLICY | TPMA_OBJECT_USERWITHAUTH)
 
+/* userWithAuth clear: only the policy unseals. adminWithPolicy: no
+ * ADMIN-role command (ObjectChangeAuth) by the empty password either. */
+#define KEK_PCR_ATTRIBUTES                                                                 \
+	(TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_NODA |                 \
+	 TPMA_OBJECT_ADMINWITHPOLICY)
+#define KEK_DUP_PCR_ATTRIBUTES (TPMA_OBJECT_NODA | TPMA_OBJECT_ADMINWITHPOLICY)
+
 uint32_t tpmobj_kek_attributes(enum tpm_kek_kind kind)
 {
-	return kind == TPM_KEK_DUP ? KEK_DUP_ATTRIBUTES : KEK_NONE_ATTRIBUTES;
+	switch (kind) {
+	case TPM_KEK_DUP:
+		return KEK_DUP_ATTRIBUTES;
+	case TPM_KEK_PCR:
+		return KEK_PCR_ATTRIBUTES;
+	case TPM_KEK_DUP_PCR:
+		return KEK_DUP_PCR_ATTRIBUTES;
+	case TPM_KEK_NONE:
+		break;
+	}
+	return KEK_NONE_ATTRIBUTES;
 }
 
 /* Exactly one canonical TPM2B_PUBLIC: it re-marshals to the same bytes. */

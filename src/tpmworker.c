@@ -38,6 +38,8 @@ struct job {
 	uint64_t value;
 	struct tpm_sealed sealed;
 	enum tpm_kek_kind kek_kind;
+	struct pcr_binding *binding; /* the job's own copy; NULL for none/dup */
+	struct tpm_pcr_values values;
 	uint8_t *kek; /* secure heap */
 	tpm_counter_fn counter_cb;
 	tpm_unseal_fn unseal_cb;
@@ -86,6 +88,7 @@ struct tpm_worker {
 
 static void job_free(struct job *j)
 {
+	free(j->binding);
 	secmem_free(j->kek, TPM_KEK_BYTES);
 	util_wipe(&j->sealed, sizeof(j->sealed));
 	free(j);
@@ -136,7 +139,9 @@ static void run_job(tpm_worker *w, struct job *j)
 			break;
 		case JOB_UNSEAL:
 			j->kek = secmem_alloc(TPM_KEK_BYTES);
-			r = j->kek ? tpm_kek_unseal(w->t, &j->sealed, j->kek_kind, j->kek) : -ENOMEM;
+			r = j->kek ? pcrpolicy_unseal(w->t, j->binding, &j->sealed, j->kek_kind, j->kek,
+						      &j->values)
+				   : -ENOMEM;
 			break;
 		}
 	}
@@ -287,12 +292,13 @@ static void complete(tpm_worker *w, struct job *j)
 		j->counter_cb(j->arg, j->err, j->value);
 		break;
 	case JOB_UNSEAL:
-		j->unseal_cb(j->arg, j->err, j->err == 0 ? j->kek : NULL);
+		j->unseal_cb(j->arg, j->err, j->err == 0 ? j->kek : NULL,
+			     j->err == -ENOKEY ? &j->values : NULL);
 		break;
 	}
 	/* Any TPM trouble: find out now whether the TPM is still there. */
 	if (j->kind != JOB_PROBE && j->err < 0 && j->err != -ECANCELED &&
-	    j->err != -EINVAL && !w->stopping)
+	    j->err != -EINVAL && j->err != -ENOKEY && !w->stopping)
 		schedule_probe(w, 0);
 }
 
@@ -525,13 +531,21 @@ int tpm_worker_counter(tpm_worker *w, uint64_t deadline_ms, tpm_counter_fn cb, v
 }
 
 int tpm_worker_unseal(tpm_worker *w, const struct tpm_sealed *s, enum tpm_kek_kind kind,
-		      tpm_unseal_fn cb, void *arg)
+		      const struct pcr_binding *binding, tpm_unseal_fn cb, void *arg)
 {
 	struct job *j = calloc(1, sizeof(*j));
 	int r;
 
 	if (!j)
 		return -ENOMEM;
+	if (binding) {
+		j->binding = malloc(sizeof(*j->binding));
+		if (!j->binding) {
+			free(j);
+			return -ENOMEM;
+		}
+		*j->binding = *binding;
+	}
 	j->kind = JOB_UNSEAL;
 	j->sealed = *s;
 	j->kek_kind = kind;

@@ -341,14 +341,16 @@ class Secrets(Base):
                 lo, hi = (int(x, 16) for x in fields[0].split('-'))
                 if 'rw' not in fields[1] or len(fields) > 5 and fields[5].startswith('[v'):
                     continue
-                try:
-                    mem.seek(lo)
-                    data = mem.read(hi - lo)
-                except OSError:
-                    continue
-                for piece in pieces:
-                    if piece in data:
-                        found.append((line.strip(), piece.hex()))
+                # In pieces, overlapping by a window, so nothing is missed.
+                for start in range(lo, hi, 1 << 24):
+                    try:
+                        mem.seek(start)
+                        data = mem.read(min(hi, start + (1 << 24) + window) - start)
+                    except OSError:
+                        continue
+                    for piece in pieces:
+                        if piece in data:
+                            found.append((line.strip(), piece.hex()))
         return found
 
     def test_no_seed_left_in_memory_after_a_call(self):
@@ -356,6 +358,10 @@ class Secrets(Base):
         # the connection stays open and after it closed, no 8 bytes of it
         # may be left anywhere in the daemon's memory (nghttp2 used to keep
         # a copy in its frame buffer, and in freed chunks).
+        if 'asan' in subprocess.run(['ldd', tpm2_kms()], capture_output=True,
+                                    text=True).stdout:
+            self.skipTest('sanitizer build: its allocator reserves terabytes; scanned in the '
+                          'normal build')
         self.daemon.start()
         pid = self.daemon.proc.proc.pid
         idle = self._sockets(pid)

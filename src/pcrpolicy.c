@@ -1,0 +1,465 @@
+#include "config.h"
+
+#include "approval.h"
+#include "kekpolicy.h"
+#include "log.h"
+#include "pcrpolicy.h"
+#include "signer.h"
+#include "tpmobj.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* A cursor over JSON text: just enough JSON for systemd-measure's file
+ * (objects, arrays, strings without \u escapes beyond ASCII, integers,
+ * literals), refusing anything deeper than it needs. */
+struct json {
+	const char *p, *end;
+	int depth;
+};
+
+#define JSON_MAX_DEPTH 8
+
+static void json_space(struct json *j)
+{
+	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+		j->p++;
+}
+
+static bool json_take(struct json *j, char c)
+{
+	json_space(j);
+	if (j->p < j->end && *j->p == c) {
+		j->p++;
+		return true;
+	}
+	return false;
+}
+
+/* A string into out (NUL-terminated, at most size-1 bytes). */
+static int json_string(struct json *j, char *out, size_t size)
+{
+	size_t n = 0;
+
+	if (!json_take(j, '"'))
+		return -EINVAL;
+	while (j->p < j->end && *j->p != '"') {
+		char c = *j->p++;
+
+		if (c == '\\') {
+			if (j->p >= j->end)
+				return -EINVAL;
+			c = *j->p++;
+			if (c == 'n')
+				c = '\n';
+			else if (c == 't')
+				c = '\t';
+			else if (c != '"' && c != '\\' && c != '/')
+				return -EINVAL;
+		} else if ((unsigned char)c < 0x20) {
+			return -EINVAL;
+		}
+		if (n + 1 >= size)
+			return -EINVAL;
+		out[n++] = c;
+	}
+	if (!json_take(j, '"'))
+		return -EINVAL;
+	out[n] = '\0';
+	return 0;
+}
+
+static int json_uint(struct json *j, uint32_t *ret)
+{
+	uint64_t v = 0;
+	const char *start;
+
+	json_space(j);
+	start = j->p;
+	while (j->p < j->end && *j->p >= '0' && *j->p <= '9' && j->p - start < 9)
+		v = v * 10 + (uint64_t)(*j->p++ - '0');
+	if (j->p == start)
+		return -EINVAL;
+	*ret = (uint32_t)v;
+	return 0;
+}
+
+static int json_skip(struct json *j)
+{
+	char tmp[4096];
+	uint32_t u;
+
+	json_space(j);
+	if (j->p >= j->end || ++j->depth > JSON_MAX_DEPTH)
+		return -EINVAL;
+	if (json_take(j, '{')) {
+		if (!json_take(j, '}')) {
+			do {
+				if (json_string(j, tmp, sizeof(tmp)) < 0 || !json_take(j, ':') ||
+				    json_skip(j) < 0)
+					return -EINVAL;
+			} while (json_take(j, ','));
+			if (!json_take(j, '}'))
+				return -EINVAL;
+		}
+	} else if (json_take(j, '[')) {
+		if (!json_take(j, ']')) {
+			do {
+				if (json_skip(j) < 0)
+					return -EINVAL;
+			} while (json_take(j, ','));
+			if (!json_take(j, ']'))
+				return -EINVAL;
+		}
+	} else if (*j->p == '"') {
+		if (json_string(j, tmp, sizeof(tmp)) < 0)
+			return -EINVAL;
+	} else if (*j->p == '-' || (*j->p >= '0' && *j->p <= '9')) {
+		if (*j->p == '-')
+			j->p++;
+		if (json_uint(j, &u) < 0)
+			return -EINVAL;
+	} else {
+		static const char *const words[] = {"true", "false", "null"};
+		size_t i;
+
+		for (i = 0; i < ARRAY_SIZE(words); i++) {
+			size_t n = strlen(words[i]);
+
+			if ((size_t)(j->end - j->p) >= n && memcmp(j->p, words[i], n) == 0) {
+				j->p += n;
+				break;
+			}
+		}
+		if (i == ARRAY_SIZE(words))
+			return -EINVAL;
+	}
+	j->depth--;
+	return 0;
+}
+
+/* One entry of systemd's "sha256" array. */
+struct systemd_entry {
+	struct policy_pcrs pcrs;
+	char pkfp[80], pol[80], sig[2048];
+	bool have_pcrs, have_pkfp, have_pol, have_sig;
+};
+
+static int json_entry(struct json *j, struct systemd_entry *e)
+{
+	char key[32];
+
+	memset(e, 0, sizeof(*e));
+	if (!json_take(j, '{'))
+		return -EINVAL;
+	if (json_take(j, '}'))
+		return -EINVAL;
+	do {
+		if (json_string(j, key, sizeof(key)) < 0 || !json_take(j, ':'))
+			return -EINVAL;
+		if (strcmp(key, "pcrs") == 0) {
+			if (!json_take(j, '['))
+				return -EINVAL;
+			do {
+				uint32_t v;
+
+				if (json_uint(j, &v) < 0 || v >= POLICY_PCR_MAX ||
+				    e->pcrs.n >= POLICY_PCR_MAX ||
+				    (e->pcrs.n && v <= e->pcrs.index[e->pcrs.n - 1]))
+					return -EINVAL;
+				e->pcrs.index[e->pcrs.n++] = v;
+			} while (json_take(j, ','));
+			if (!json_take(j, ']'))
+				return -EINVAL;
+			e->have_pcrs = true;
+		} else if (strcmp(key, "pkfp") == 0) {
+			if (json_string(j, e->pkfp, sizeof(e->pkfp)) < 0)
+				return -EINVAL;
+			e->have_pkfp = true;
+		} else if (strcmp(key, "pol") == 0) {
+			if (json_string(j, e->pol, sizeof(e->pol)) < 0)
+				return -EINVAL;
+			e->have_pol = true;
+		} else if (strcmp(key, "sig") == 0) {
+			if (json_string(j, e->sig, sizeof(e->sig)) < 0)
+				return -EINVAL;
+			e->have_sig = true;
+		} else if (json_skip(j) < 0) {
+			return -EINVAL;
+		}
+	} while (json_take(j, ','));
+	if (!json_take(j, '}') || !e->have_pcrs || !e->have_pkfp || !e->have_pol || !e->have_sig)
+		return -EINVAL;
+	return 0;
+}
+
+static int base64_decode(const char *in, uint8_t *out, size_t max, size_t *ret_len)
+{
+	size_t len = strlen(in), pad = 0;
+	int n;
+
+	if (len == 0 || len % 4 || len / 4 * 3 > max)
+		return -EINVAL;
+	n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
+	if (n < 0)
+		return -EINVAL;
+	while (pad < 2 && in[len - 1 - pad] == '=')
+		pad++;
+	*ret_len = (size_t)n - pad;
+	return 0;
+}
+
+/* systemd's pkfp: SHA-256 of the PKCS#1 RSAPublicKey DER, in hex. */
+static int systemd_fingerprint(EVP_PKEY *key, char out[65])
+{
+	unsigned char *der = NULL;
+	uint8_t digest[SHA256_DIGEST_LENGTH];
+	int n = i2d_PublicKey(key, &der);
+
+	if (n <= 0)
+		return -EINVAL;
+	SHA256(der, (size_t)n, digest);
+	OPENSSL_free(der);
+	util_hex(digest, sizeof(digest), out);
+	return 0;
+}
+
+/* Adds one checked signature to b. */
+static int add(struct pcr_binding *b, const char *source, const uint8_t approved[32],
+	       struct tpm_approval *ta)
+{
+	struct pcr_signature *sig;
+
+	if (b->n_sigs >= PCRPOLICY_MAX_SIGNATURES) {
+		log_warning("pcr signature %s: ignored: more than %d signatures", source,
+			    PCRPOLICY_MAX_SIGNATURES);
+		return -E2BIG;
+	}
+	sig = &b->sigs[b->n_sigs++];
+	snprintf(sig->source, sizeof(sig->source), "%s", source);
+	memcpy(sig->approved, approved, 32);
+	sig->tpm = *ta;
+	return 0;
+}
+
+static void load_systemd(struct pcr_binding *b, const char *path, const char *text, size_t len,
+			 EVP_PKEY *signer)
+{
+	struct json j = {.p = text, .end = text + len};
+	struct systemd_entry *e = calloc(1, sizeof(*e));
+	char key[32], fp[65], source[PATH_MAX + 32];
+	const char *why = "not a systemd-measure signature file";
+	bool any = false;
+
+	if (!e)
+		return;
+	if (!json_take(&j, '{'))
+		goto bad;
+	if (!json_take(&j, '}')) {
+		do {
+			if (json_string(&j, key, sizeof(key)) < 0 || !json_take(&j, ':'))
+				goto bad;
+			if (strcmp(key, "sha256") != 0) {
+				if (json_skip(&j) < 0)
+					goto bad;
+				continue;
+			}
+			if (!json_take(&j, '['))
+				goto bad;
+			for (size_t k = 0; !json_take(&j, ']'); k++) {
+				struct tpm_approval ta = {0};
+				uint8_t pol[32], sig[512];
+				size_t sig_len;
+
+				if (k && !json_take(&j, ','))
+					goto bad;
+				if (json_entry(&j, e) < 0)
+					goto bad;
+				snprintf(source, sizeof(source), "%s (entry %zu)", path, k);
+				any = true;
+				if (!EVP_PKEY_is_a(signer, "RSA") || systemd_fingerprint(signer, fp) < 0 ||
+				    strcmp(e->pkfp, fp) != 0) {
+					log_warning("pcr signature %s: ignored: made with another key "
+						    "than the PCR signer",
+						    source);
+					continue;
+				}
+				if (!policy_pcrs_equal(&e->pcrs, &b->pcrs)) {
+					log_warning("pcr signature %s: ignored: it covers other PCRs "
+						    "than the state's selection",
+						    source);
+					continue;
+				}
+				if (util_unhex(e->pol, pol, 32) < 0 ||
+				    base64_decode(e->sig, sig, sizeof(sig), &sig_len) < 0 ||
+				    signer_verify(signer, pol, 32, sig, sig_len) < 0) {
+					log_warning("pcr signature %s: ignored: its signature does not "
+						    "check out",
+						    source);
+					continue;
+				}
+				memcpy(ta.approved_policy, pol, 32);
+				ta.policy_ref_len = 0; /* systemd signs with an empty ref */
+				if (tpmobj_signer_public(signer, ta.signer_pub, &ta.signer_pub_len) < 0 ||
+				    tpmobj_signature(signer, sig, sig_len, ta.signature,
+						     &ta.signature_len) < 0)
+					continue;
+				add(b, source, pol, &ta);
+			}
+		} while (json_take(&j, ','));
+		if (!json_take(&j, '}'))
+			goto bad;
+	}
+	json_space(&j);
+	if (j.p != j.end)
+		goto bad;
+	if (!any)
+		log_warning("pcr signature %s: ignored: no sha256 entries", path);
+	free(e);
+	return;
+bad:
+	log_warning("pcr signature %s: ignored: %s", path, why);
+	free(e);
+}
+
+static void load_ours(struct pcr_binding *b, const char *path, const char *text, size_t len,
+		      EVP_PKEY *signer)
+{
+	struct approval *a = calloc(1, sizeof(*a));
+	struct tpm_approval ta;
+	const char *why;
+
+	if (!a)
+		return;
+	if (approval_parse(text, len, a, &why) < 0) {
+		log_warning("pcr signature %s: ignored: not a PCR signature (%s)", path, why);
+	} else if (approval_check_pcrs(a, signer, &why) < 0) {
+		log_warning("pcr signature %s: ignored: %s", path, why);
+	} else if (!policy_pcrs_equal(&a->pcrs, &b->pcrs)) {
+		log_warning("pcr signature %s: ignored: it covers other PCRs than the state's "
+			    "selection",
+			    path);
+	} else if (approval_to_tpm(a, signer, &ta) == 0) {
+		add(b, path, a->approved_policy, &ta);
+	}
+	free(a);
+}
+
+static void load_dir(struct pcr_binding *b, const char *dir, EVP_PKEY *signer)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (!d) {
+		if (errno != ENOENT)
+			log_warning("pcr signatures %s: %s", dir, strerror(errno));
+		return;
+	}
+	while ((e = readdir(d))) {
+		char path[PATH_MAX], *text = NULL;
+		const char *p;
+		struct stat st;
+		size_t len;
+
+		if (e->d_name[0] == '.' ||
+		    (size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= sizeof(path) ||
+		    stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		if (statedir_read_input(path, PCRPOLICY_FILE_MAX, &text, &len) < 0)
+			continue;
+		for (p = text; *p == ' ' || *p == '\n' || *p == '\t' || *p == '\r'; p++)
+			;
+		if (*p == '{')
+			load_systemd(b, path, text, len, signer);
+		else
+			load_ours(b, path, text, len, signer);
+		free(text);
+	}
+	closedir(d);
+}
+
+int pcrpolicy_load(const struct state *s, const char *dir, struct pcr_binding **ret)
+{
+	struct pcr_binding *b;
+	uint8_t policy[32];
+	EVP_PKEY *signer = NULL;
+	int r;
+
+	if (!s->pcr_key_len)
+		return -ENOENT;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->pcrs = s->pcrs;
+	r = kekpolicy_of(s, TPM_KEK_PCR, policy, &b->or_pcr);
+	if (r == 0 && s->admin_key_len)
+		r = kekpolicy_of(s, TPM_KEK_DUP_PCR, policy, &b->or_dup_pcr);
+	if (r == 0)
+		r = signer_from_der(s->pcr_key, s->pcr_key_len, &signer);
+	if (r < 0) {
+		log_error("the state's PCR signer or admin key is not usable");
+		free(b);
+		return r;
+	}
+	load_dir(b, dir, signer);
+	EVP_PKEY_free(signer);
+	*ret = b;
+	return 0;
+}
+
+int pcrpolicy_unseal(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *s,
+		     enum tpm_kek_kind kind, uint8_t kek[TPM_KEK_BYTES],
+		     struct tpm_pcr_values *ret_values)
+{
+	struct tpm_pcr_values v;
+	uint8_t now[POLICY_DIGEST_BYTES];
+	int r;
+
+	if (kind == TPM_KEK_NONE || kind == TPM_KEK_DUP)
+		return tpm_kek_unseal(t, s, kind, kek);
+	if (!b || (kind == TPM_KEK_DUP_PCR && b->or_dup_pcr.n == 0))
+		return -EINVAL;
+	r = tpm_pcr_read(t, b->pcrs.index, b->pcrs.n, &v);
+	if (r < 0)
+		return r;
+	policy_pcr(&b->pcrs, (const uint8_t(*)[32])v.value, now);
+	for (size_t i = 0; i < b->n_sigs; i++) {
+		if (memcmp(b->sigs[i].approved, now, sizeof(now)) != 0)
+			continue;
+		return tpm_kek_unseal_signed(t, s, kind, b->pcrs.index, b->pcrs.n, &b->sigs[i].tpm,
+					     kind == TPM_KEK_PCR ? &b->or_pcr : &b->or_dup_pcr, kek);
+	}
+	if (ret_values)
+		*ret_values = v;
+	return -ENOKEY;
+}
+
+void pcrpolicy_format_values(const struct tpm_pcr_values *v, char *out, size_t size)
+{
+	size_t pos = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < v->n && pos + 80 < size; i++) {
+		pos += (size_t)snprintf(out + pos, size - pos, "%s%u=", i ? "," : "",
+					(unsigned)v->index[i]);
+		util_hex(v->value[i], 32, out + pos);
+		pos += 64;
+	}
+}
+
+void pcrpolicy_describe(const struct tpm_pcr_values *v, char *out, size_t size)
+{
+	char values[24 * 80];
+
+	pcrpolicy_format_values(v, values, sizeof(values));
+	snprintf(out, size, "no PCR signature approves the boot state: pcr %s", values);
+}

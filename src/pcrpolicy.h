@@ -1,0 +1,58 @@
+/* Boot-state binding: what unsealing a `pcr` or `dup+pcr` generation
+ * needs. Signatures of PCR values are read from a directory: files written
+ * by `tpm2-kms pcr-sign` (approval.h) and the JSON systemd-measure writes
+ * (tpm2-pcr-signature.json: {"sha256":[{"pcrs":[11],"pkfp":"..","pol":"..",
+ * "sig":".."}]}, RSASSA-PKCS1-v1_5 over SHA-256 of pol, empty policyRef).
+ * Each is checked in software against the state's PCR signer and PCR
+ * selection; what does not check out is ignored with a warning naming the
+ * file. At unseal time the PCRs are read and the signature approving
+ * their current values is used. */
+#ifndef TPM2KMS_PCRPOLICY_H
+#define TPM2KMS_PCRPOLICY_H
+
+#include "policy.h"
+#include "statedir.h"
+#include "tpm.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PCRPOLICY_DEFAULT_DIR "/etc/tpm2-kms/pcr-signatures"
+#define PCRPOLICY_MAX_SIGNATURES 16
+#define PCRPOLICY_FILE_MAX (64u * 1024u)
+
+/* One usable approval of PCR values. */
+struct pcr_signature {
+	char source[160]; /* file (and entry), for messages */
+	uint8_t approved[POLICY_DIGEST_BYTES];
+	struct tpm_approval tpm;
+};
+
+/* Everything unsealing needs, for either pcr kind; a plain value, copied
+ * into TPM jobs. */
+struct pcr_binding {
+	struct policy_pcrs pcrs;
+	struct tpm_or_list or_pcr, or_dup_pcr;
+	size_t n_sigs;
+	struct pcr_signature sigs[PCRPOLICY_MAX_SIGNATURES];
+};
+
+/* The state's PCR signer and selection, with the signatures of dir
+ * (missing: none). -ENOENT when the state binds nothing to PCRs. Logs. */
+int pcrpolicy_load(const struct state *s, const char *dir, struct pcr_binding **ret);
+
+/* Unseals a generation of any kind: with the password session for none and
+ * dup, through the signature approving the PCRs' current values for pcr
+ * and dup+pcr (b must then be given). -ENOKEY when no signature approves
+ * them; *ret_values (when not NULL) then holds the current values. */
+int pcrpolicy_unseal(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *s,
+		     enum tpm_kek_kind kind, uint8_t kek[TPM_KEK_BYTES],
+		     struct tpm_pcr_values *ret_values);
+
+/* "no PCR signature approves pcr 7=<hex>" for Status and Decrypt. */
+void pcrpolicy_describe(const struct tpm_pcr_values *v, char *out, size_t size);
+
+/* "7=<hex>,11=<hex>", as pcr-read prints and pcr-sign takes. */
+void pcrpolicy_format_values(const struct tpm_pcr_values *v, char *out, size_t size);
+
+#endif
