@@ -178,8 +178,15 @@ static void on_unsealed(void *arg, int err, const uint8_t *kek,
 		char why[24 * 80 + 64];
 
 		pcrpolicy_describe(values, why, sizeof(why));
-		if (!g->problem || strcmp(g->problem, why) != 0)
+		if (!g->problem || strcmp(g->problem, why) != 0) {
 			log_warning("generation %u: %s", (unsigned)g->number, why);
+			/* What is there approves other values (the next boot's, or a
+			 * stranger's): say which, so the operator can tell. */
+			for (size_t i = 0; p->binding && i < p->binding->n_sigs; i++)
+				log_warning("pcr signature %s: ignored now: it approves other PCR "
+					    "values",
+					    p->binding->sigs[i].source);
+		}
 		free(g->problem);
 		g->problem = strdup(why);
 		return;

@@ -1,0 +1,275 @@
+#!/usr/bin/python3
+"""Boot-state binding (design brief §9): generations sealed to signed PCR
+policies. A generation serves while the PCRs hold values a PCR signer
+approved; after a "reboot into another OS" it does not unseal (nor with
+stock tpm2-tools), Status says why, and a signature of the new values
+dropped into the directory brings it back without a restart. Signatures
+from pcr-sign and from Debian's systemd-measure (PCR 11, unified kernel
+images) are both taken; anything else is ignored with a warning."""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import unittest
+
+import grpc
+
+from clusterlib import (ClusterTest, der_items, make_key, openssl, pem_blocks, read_text,
+                        write_file)
+from kmsclient import Daemon, Swtpm, run_cli, wait_until
+
+SYSTEMD_MEASURE = '/usr/lib/systemd/systemd-measure'
+
+
+class BootTest(ClusterTest):
+    def setUp(self):
+        super().setUp()
+        self.pcr_key = os.path.join(self.root, 'pcr.pem')
+        self.pcr_pub = make_key(self.pcr_key)
+
+    def boot(self, node, pcr, measurement):
+        """A (re)boot: the TPM restarts (PCRs reset) and the firmware
+        measures `measurement` into pcr."""
+        node.tpm.kill()
+        node.tpm.start()
+        node.tools('tpm2_pcrextend', '%d:sha256=%s' % (pcr, hashlib.sha256(measurement)
+                                                        .hexdigest()))
+
+    def sigdir(self, node):
+        d = os.path.join(node.root, 'pcr-signatures')
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def sign_current(self, node, pcrs='7', name='boot.sig', key=None):
+        values = run_cli('pcr-read', '--tcti', node.tpm.tcti, '--pcrs', pcrs).stdout.strip()
+        path = os.path.join(self.sigdir(node), name)
+        run_cli('pcr-sign', '--key', key or self.pcr_key, '--pcrs', values, '-o', path)
+        return values, path
+
+    def serve(self, node):
+        node.daemon.extra = ['--pcr-signatures', self.sigdir(node)]
+        node.daemon.start(wait_healthy=False)
+
+    def status(self, node):
+        c = node.daemon.client()
+        try:
+            return c.status()
+        finally:
+            c.close()
+
+
+class RebootIntoAnotherOs(BootTest):
+    def test_bound_generation_follows_signed_values(self):
+        a = self.node('a')
+        self.boot(a, 7, b'secure boot: our keys')
+        first = a.cli('init', '--pcr-key', self.pcr_pub, '--pcrs', '7', '--pcr-signatures',
+                      self.sigdir(a)).stdout.strip()
+        self.assertRegex(a.offline('keys').stdout, r'\n1 +\S+ +\S+ +write +pcr ')
+        values, _ = self.sign_current(a)
+        self.assertRegex(values, r'^7=[0-9a-f]{64}$')
+        self.serve(a)
+        wait_until(lambda: self.status(a).healthz == 'ok', 'healthy with a signature')
+        c = a.daemon.client()
+        made = [(s, c.encrypt(s)) for s in (os.urandom(32) for _ in range(5))]
+        c.close()
+        a.daemon.stop()
+
+        # Another OS boots: PCR 7 holds something nobody signed.
+        self.boot(a, 7, b'secure boot: a stranger\'s keys')
+        self.serve(a)
+        wait_until(lambda: 'no PCR signature' in self.status(a).healthz, 'Status to say why')
+        now = run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '7').stdout.strip()
+        self.assertIn('pcr ' + now, self.status(a).healthz)
+        self.assertEqual(self.status(a).key_id, first)
+        c = a.daemon.client()
+        with self.assertRaises(grpc.RpcError) as cm:
+            c.decrypt(made[0][1].ciphertext, first)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertIn('no PCR signature approves the boot state', cm.exception.details())
+        # Stock tpm2-tools cannot unseal it with a password session either.
+        items = der_items(pem_blocks(read_text(os.path.join(a.state, 'gen-000001.pem')),
+                                     'TSS2 PRIVATE KEY')[0])
+        write_file(a, 'g.pub', items[3][1])
+        write_file(a, 'g.priv', items[4][1])
+        a.tools('tpm2_load', '-C', '0x81000001', '-u', 'g.pub', '-r', 'g.priv', '-c', 'g.ctx')
+        r = a.tools('tpm2_unseal', '-c', 'g.ctx', check=False)
+        a.tools('tpm2_flushcontext', '-t')
+        self.assertNotEqual(r.returncode, 0)
+        self.assertEqual(r.stdout, b'')
+
+        # The operator checks the new values and signs them: no restart.
+        self.sign_current(a, name='after-update.sig')
+        wait_until(lambda: self.status(a).healthz == 'ok', 'healthy with the new signature')
+        for seed, e in made:
+            self.assertEqual(c.decrypt(e.ciphertext, e.key_id).plaintext, seed)
+        self.assertEqual(c.encrypt(b'after').key_id, first)
+        c.close()
+
+
+class Signatures(BootTest):
+    def test_bad_signatures_are_ignored_with_a_warning(self):
+        a = self.node('a')
+        self.boot(a, 7, b'ours')
+        a.cli('init', '--pcr-key', self.pcr_pub, '--pcrs', '7', '--pcr-signatures',
+              self.sigdir(a))
+        d = self.sigdir(a)
+        values = run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '7').stdout.strip()
+        # By another key.
+        other = os.path.join(self.root, 'other.pem')
+        make_key(other)
+        run_cli('pcr-sign', '--key', other, '--pcrs', values, '-o', os.path.join(d, 'other-key'))
+        # For other values (the next boot's, say).
+        run_cli('pcr-sign', '--key', self.pcr_key, '--pcrs', '7=' + '11' * 32,
+                '-o', os.path.join(d, 'other-values'))
+        # For another policyRef, genuinely signed by the PCR signer.
+        good = os.path.join(self.root, 'good.sig')
+        run_cli('pcr-sign', '--key', self.pcr_key, '--pcrs', values, '-o', good)
+        fields = dict(l.split(' ', 1) for l in read_text(good).splitlines()
+                      if not l.startswith('#'))
+        msg = bytes.fromhex(fields['approved-policy']) + b'tpm2-kms/other'
+        sig = openssl('dgst', '-sha256', '-sign', self.pcr_key, stdin=msg)
+        with open(os.path.join(d, 'other-ref'), 'w') as f:
+            f.write(read_text(good).replace('policy-ref tpm2-kms/unseal',
+                                            'policy-ref tpm2-kms/other')
+                    .replace(fields['signature'], sig.hex()))
+        # Not a signature at all, and broken JSON.
+        with open(os.path.join(d, 'garbage'), 'wb') as f:
+            f.write(os.urandom(300))
+        with open(os.path.join(d, 'broken.json'), 'w') as f:
+            f.write('{"sha256":[{"pcrs":[7],"pol":')
+        self.serve(a)
+        wait_until(lambda: 'no PCR signature' in self.status(a).healthz, 'Status to say why')
+        out = a.daemon.output()
+        for name, why in (('other-key', 'signed by another key'),
+                          ('other-ref', 'policy-ref is not tpm2-kms/unseal'),
+                          ('garbage', 'not a PCR signature'),
+                          ('other-values', 'approves other PCR values'),
+                          ('broken.json', 'not a systemd-measure signature file')):
+            self.assertRegex(out, r'warning pcr signature \S*/%s: ignored[ :].*%s' %
+                             (re.escape(name), re.escape(why)))
+        self.assertTrue(a.daemon.proc.alive())
+        # The good one, added now, is taken.
+        shutil.copy(good, os.path.join(d, 'good.sig'))
+        wait_until(lambda: self.status(a).healthz == 'ok', 'healthy with the good signature')
+
+    @unittest.skipUnless(os.path.exists(SYSTEMD_MEASURE), 'systemd-measure not installed')
+    def test_systemd_measure_signature_for_pcr_11(self):
+        # A unified kernel image's sections, signed by systemd-measure with
+        # an RSA key (systemd 252 takes RSA only); its public key PEM and
+        # JSON are used as they are.
+        a = self.node('a')
+        sections = {}
+        for name, content in (('linux', b'vmlinuz of the test'), ('osrel', b'ID=test\n'),
+                              ('cmdline', b'console=ttyS0 quiet'),
+                              ('initrd', b'initrd of the test')):
+            sections[name] = os.path.join(self.root, name)
+            with open(sections[name], 'wb') as f:
+                f.write(content)
+        sd_key = os.path.join(self.root, 'tpm2-pcr-private-key.pem')
+        sd_pub = make_key(sd_key, kind=2048)
+        args = ['--%s=%s' % (n, p) for n, p in sections.items()] + ['--bank=sha256']
+        predicted = subprocess.run([SYSTEMD_MEASURE, 'calculate'] + args, check=True,
+                                   capture_output=True, text=True).stdout
+        first_phase = re.search(r'11:sha256=([0-9a-f]{64})', predicted).group(1)
+        signature = subprocess.run([SYSTEMD_MEASURE, 'sign'] + args +
+                                   ['--private-key=' + sd_key, '--public-key=' + sd_pub,
+                                    '--tpm2-device=' + a.tpm.tcti],
+                                   check=True, capture_output=True, text=True).stdout
+        with open(os.path.join(self.sigdir(a), 'tpm2-pcr-signature.json'), 'w') as f:
+            f.write(signature)
+
+        # PCR 11 as systemd-stub leaves it on entering the initrd: each
+        # section's name (with its NUL) then its content, then the phase.
+        def extend(data):
+            a.tools('tpm2_pcrextend', '11:sha256=' + hashlib.sha256(data).hexdigest())
+        for name in ('linux', 'osrel', 'cmdline', 'initrd'):
+            extend(b'.' + name.encode() + b'\0')
+            with open(sections[name], 'rb') as f:
+                extend(f.read())
+        extend(b'enter-initrd')
+        now = run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '11').stdout.strip()
+        self.assertEqual(now, '11=' + first_phase)       # what systemd predicted
+
+        a.cli('init', '--pcr-key', sd_pub, '--pcrs', '11', '--pcr-signatures', self.sigdir(a))
+        self.serve(a)
+        wait_until(lambda: self.status(a).healthz == 'ok', 'healthy with systemd\'s signature')
+        c = a.daemon.client()
+        e = c.encrypt(b'under a UKI')
+        c.close()
+        a.daemon.stop()
+        # Another kernel command line: PCR 11 differs, nothing unseals.
+        a.tpm.kill()
+        a.tpm.start()
+        extend(b'.cmdline\0')
+        extend(b'init=/bin/sh')
+        self.serve(a)
+        wait_until(lambda: 'no PCR signature' in self.status(a).healthz, 'Status to say why')
+        c = a.daemon.client()
+        with self.assertRaises(grpc.RpcError) as cm:
+            c.decrypt(e.ciphertext, e.key_id)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        c.close()
+
+
+class KindsTogether(BootTest):
+    def test_none_dup_and_dup_pcr_across_restarts_exports_and_imports(self):
+        a = self.node('a')
+        self.boot(a, 7, b'node a')
+        sigs = ['--pcr-signatures', self.sigdir(a)]
+        a.cli('init', *sigs)                                        # generation 1: none
+        a.cli('init', '--admin-key', self.admin_pub, *sigs)
+        a.cli('rotate', *sigs)                                      # 2: dup
+        a.cli('init', '--pcr-key', self.pcr_pub, '--pcrs', '7', *sigs)
+        self.sign_current(a)
+        third = a.cli('rotate', *sigs).stdout.strip()               # 3: dup+pcr
+        keys = a.offline('keys').stdout
+        for g, kind in ((1, 'none'), (2, 'dup'), (3, 'dup+pcr')):
+            self.assertRegex(keys, r'\n%d +\S+ +\S+ +\S+ +%s ' % (g, re.escape(kind)))
+        made = []
+        for attempt in range(2):                                    # and after a restart
+            self.serve(a)
+            wait_until(lambda: self.status(a).healthz == 'ok', 'healthy')
+            c = a.daemon.client()
+            for g in (1, 2, 3):
+                a.offline('promote', str(g))
+                wait_until(lambda: self.status(a).key_id.startswith('tpm2-kms-g%d-' % g),
+                           'write under generation %d' % g)
+                made.append((g, os.urandom(32)))
+                made[-1] = made[-1] + (c.encrypt(made[-1][1]),)
+            for g, seed, e in made:
+                self.assertEqual(c.decrypt(e.ciphertext, e.key_id).plaintext, seed)
+            c.close()
+            a.daemon.stop()
+
+        # Node B: its own boot state, signed by the same PCR signer only
+        # once the import asks for it.
+        b = self.node('b')
+        self.boot(b, 7, b'node b')
+        node_file, _ = b.node_file()
+        approval, _ = self.approve(node_file)
+        bundle = os.path.join(self.root, 'b.bundle')
+        a.cli('export', '--to', node_file, '--approval', approval, '-o', bundle, *sigs)
+        r = b.cli('import', bundle, '--pcr-signatures', self.sigdir(b), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('no PCR signature approves the boot state', r.stderr)
+        self.assertFalse(os.path.exists(b.state))
+        self.sign_current(b)
+        b.cli('import', bundle, '--pcr-signatures', self.sigdir(b))
+        keys = b.offline('keys').stdout
+        self.assertRegex(keys, r'\n2 +\S+ +\S+ +\S+ +dup ')
+        self.assertRegex(keys, r'\n3 +\S+ +\S+ +write +dup\+pcr ')
+        self.serve(b)
+        wait_until(lambda: self.status(b).key_id == third and self.status(b).healthz == 'ok',
+                   'B healthy on the dup+pcr write key')
+        c = b.daemon.client()
+        for g, seed, e in made:
+            if g == 1:
+                continue                    # `none` never left A
+            self.assertEqual(c.decrypt(e.ciphertext, e.key_id).plaintext, seed)
+        c.close()
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)
