@@ -21,10 +21,10 @@ from kmsclient import Daemon, Kms, Process, Swtpm, run_cli, tempdir, tpm2_kms, w
 SRC = os.environ.get('TOP_SRCDIR', os.getcwd())
 BUILD = os.environ.get('TOP_BUILDDIR', os.getcwd())
 COMMANDS = ('serve', 'init', 'rotate', 'promote', 'keys', 'retire', 'node-key', 'approve',
-            'export', 'import', 'recover', 'status')
+            'export', 'import', 'recover', 'pcr-read', 'pcr-sign', 'status')
 # Options that name one run's input or output: not in the configuration file.
 FLAG_ONLY = ('stage', 'to', 'approval', 'generation', 'output', 'public', 'recovery-key',
-             'write-generation')
+             'write-generation', 'key')
 
 
 def read(path):
