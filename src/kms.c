@@ -89,23 +89,18 @@ out:
 	free(p);
 }
 
-static void handle(grpc_call *call, const uint8_t *msg, size_t len, void *user)
+/* A request held until the backend has started. */
+struct held {
+	grpc_call *call;
+	const struct kms_route *route;
+	struct kms_request *req;
+};
+
+static void dispatch(grpc_call *call, const struct kms_route *route, struct kms_request *req)
 {
-	const struct kms_route *route = user;
 	kms_service *svc = route->svc;
-	struct kms_request *req = NULL;
 	struct kms_response resp = {0};
 	struct pending *p;
-	int r;
-
-	r = kms_proto_decode(route->api, route->method, msg, len, &req);
-	if (r < 0) {
-		grpc_call_finish(call, r == -ENOMEM ? GRPC_RESOURCE_EXHAUSTED : GRPC_INTERNAL,
-				 r == -ENOMEM ? "out of memory" : "cannot decode request message",
-				 NULL, 0);
-		return;
-	}
-	grpc_call_set_log_fields(call, req->uid, req->key_id && *req->key_id ? req->key_id : NULL);
 
 	switch (route->method) {
 	case KMS_METHOD_STATUS:
@@ -154,6 +149,45 @@ static void handle(grpc_call *call, const uint8_t *msg, size_t len, void *user)
 				  route->api == KMS_API_V1BETA1 ? NULL : req->key_id,
 				  on_backend_done, p);
 out:
+	return;
+}
+
+static void resume(void *token)
+{
+	struct held *h = token;
+
+	dispatch(h->call, h->route, h->req);
+	kms_proto_request_free(h->req);
+	free(h);
+}
+
+static void handle(grpc_call *call, const uint8_t *msg, size_t len, void *user)
+{
+	const struct kms_route *route = user;
+	kms_service *svc = route->svc;
+	struct kms_request *req = NULL;
+	struct held *h;
+	int r;
+
+	r = kms_proto_decode(route->api, route->method, msg, len, &req);
+	if (r < 0) {
+		grpc_call_finish(call, r == -ENOMEM ? GRPC_RESOURCE_EXHAUSTED : GRPC_INTERNAL,
+				 r == -ENOMEM ? "out of memory" : "cannot decode request message",
+				 NULL, 0);
+		return;
+	}
+	grpc_call_set_log_fields(call, req->uid, req->key_id && *req->key_id ? req->key_id : NULL);
+	/* Calls that arrive while the backend starts wait for it (within
+	 * their deadline) rather than hear "not ready" for it. */
+	if (svc->ops->when_started && route->method != KMS_METHOD_VERSION) {
+		h = malloc(sizeof(*h));
+		if (h) {
+			*h = (struct held){call, route, req};
+			svc->ops->when_started(svc->backend, grpc_call_deadline(call), resume, h);
+			return;
+		}
+	}
+	dispatch(call, route, req);
 	kms_proto_request_free(req);
 }
 

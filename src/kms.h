@@ -33,6 +33,11 @@ struct kms_backend_ops {
 	/* key_id is NULL for v1beta1, which has none. */
 	void (*decrypt)(void *backend, const uint8_t *ciphertext, size_t len, const char *key_id,
 			kms_complete_fn done, void *token);
+	/* Optional: runs cb (now or later on the loop, exactly once) once the
+	 * backend has started, or before deadline_ms (loop clock, 0: none)
+	 * comes, or when it stops. Status, Encrypt and Decrypt wait for it. */
+	void (*when_started)(void *backend, uint64_t deadline_ms, void (*cb)(void *token),
+			     void *token);
 };
 
 typedef struct kms_service kms_service;

@@ -23,6 +23,10 @@
 /* A failed unseal is tried again after this, doubling up to the max. */
 #define UNSEAL_RETRY_MIN_MS 250u
 #define UNSEAL_RETRY_MAX_MS 30000u
+/* Calls wait for the start (first probe, write key) at most this long... */
+#define STARTUP_MAX_MS      10000u
+/* ...and are answered this long before their own deadline at the latest. */
+#define HOLD_MARGIN_MS      200u
 /* Every Decrypt failure that is the ciphertext's fault says this: no
  * oracle. */
 #define DECRYPT_FAILED "invalid ciphertext"
@@ -67,6 +71,16 @@ struct plugin {
 	bool pcr_watching;
 	uv_timer_t pcr_timer;
 
+	/* The start: over once the first probe has an answer and, with a
+	 * healthy TPM, the write key is loaded or known not to load (or after
+	 * STARTUP_MAX_MS). Until then calls wait instead of hearing "not
+	 * probed yet" (a kube-apiserver starting first would call the plugin
+	 * unhealthy). */
+	bool started;
+	uint64_t start_ms;
+	struct waiter *waiters;
+	uv_timer_t hold_timer;
+
 	uv_fs_event_t watch;
 	bool watching;
 	uv_timer_t reload_timer;
@@ -84,6 +98,14 @@ struct plugin {
 	 * answer is consumed before done() returns, so one buffer serves
 	 * every call, wiped after each. */
 	uint8_t *plain;
+};
+
+/* A call held until the start is over (kms when_started). */
+struct waiter {
+	struct waiter *next;
+	uint64_t until; /* loop clock */
+	void (*cb)(void *token);
+	void *token;
 };
 
 struct unseal_call {
@@ -116,6 +138,81 @@ static void generation_free(struct generation *g)
 	free(g);
 }
 
+static void on_hold_timer(uv_timer_t *t);
+
+/* Answers the waiters whose time is up (all: every one). */
+static void release_waiters(plugin *p, bool all)
+{
+	struct waiter **pp = &p->waiters, *w;
+	uint64_t now = uv_now(p->loop), next = 0;
+
+	/* Callbacks may hold new calls: take the list first. */
+	while ((w = *pp)) {
+		if (all || now >= w->until) {
+			*pp = w->next;
+			w->cb(w->token);
+			free(w);
+			pp = &p->waiters;
+			continue;
+		}
+		if (!next || w->until < next)
+			next = w->until;
+		pp = &w->next;
+	}
+	if (next && !p->stopping)
+		uv_timer_start(&p->hold_timer, on_hold_timer, next - now, 0);
+}
+
+static void maybe_started(plugin *p)
+{
+	struct generation *w = find(p, p->write_gen);
+
+	if (p->started)
+		return;
+	if (uv_now(p->loop) - p->start_ms < STARTUP_MAX_MS) {
+		if (!tpm_worker_probed(p->worker))
+			return;
+		if (tpm_worker_healthy(p->worker) && w && !w->kek && !w->broken && !w->problem)
+			return;
+	}
+	p->started = true;
+	release_waiters(p, true);
+}
+
+static void on_hold_timer(uv_timer_t *t)
+{
+	plugin *p = t->data;
+
+	maybe_started(p);
+	release_waiters(p, false);
+}
+
+static void when_started(void *backend, uint64_t deadline_ms, void (*cb)(void *token),
+			 void *token)
+{
+	plugin *p = backend;
+	struct waiter *w;
+
+	maybe_started(p);
+	if (p->started || p->stopping)
+		goto now;
+	w = malloc(sizeof(*w));
+	if (!w)
+		goto now;
+	w->until = p->start_ms + STARTUP_MAX_MS;
+	/* Leave the call time to be answered before its own deadline. */
+	if (deadline_ms && deadline_ms < w->until + HOLD_MARGIN_MS)
+		w->until = deadline_ms > HOLD_MARGIN_MS ? deadline_ms - HOLD_MARGIN_MS : 0;
+	w->cb = cb;
+	w->token = token;
+	w->next = p->waiters;
+	p->waiters = w;
+	release_waiters(p, false);
+	return;
+now:
+	cb(token);
+}
+
 static void check_ready(plugin *p)
 {
 	struct generation *w, *next = find(p, p->next_write_gen);
@@ -132,6 +229,7 @@ static void check_ready(plugin *p)
 		if (p->on_ready)
 			p->on_ready(p->ready_arg);
 	}
+	maybe_started(p);
 }
 
 static bool transient(int err)
@@ -189,6 +287,7 @@ static void on_unsealed(void *arg, int err, const uint8_t *kek,
 		}
 		free(g->problem);
 		g->problem = strdup(why);
+		maybe_started(p);
 		return;
 	}
 	if (err < 0) {
@@ -196,6 +295,7 @@ static void on_unsealed(void *arg, int err, const uint8_t *kek,
 			g->broken = true;
 			log_error("generation %u: cannot unseal %s/gen-%06u.pem: %s", (unsigned)g->number,
 				  p->state_dir, (unsigned)g->number, strerror(-err));
+			maybe_started(p);
 		} else if (err != -ECANCELED) {
 			log_warning("generation %u: unseal failed (%s); trying again", (unsigned)g->number,
 				    strerror(-err));
@@ -207,6 +307,7 @@ static void on_unsealed(void *arg, int err, const uint8_t *kek,
 		g->broken = true;
 		log_error("generation %u: the unsealed key does not match key_id %s in %s/state",
 			  (unsigned)g->number, g->key_id, p->state_dir);
+		maybe_started(p);
 		return;
 	}
 	g->kek = secmem_alloc(TPM_KEK_BYTES);
@@ -251,8 +352,10 @@ static void on_health(void *arg, bool healthy)
 {
 	plugin *p = arg;
 
-	if (!healthy)
+	if (!healthy) {
+		maybe_started(p);
 		return;
+	}
 	for (struct generation *g = p->gens; g; g = g->next)
 		start_unseal(p, g);
 	check_ready(p);
@@ -684,6 +787,7 @@ static const struct kms_backend_ops ops = {
 	.status = status,
 	.encrypt = encrypt,
 	.decrypt = decrypt,
+	.when_started = when_started,
 };
 
 const struct kms_backend_ops *plugin_ops(void)
@@ -725,10 +829,12 @@ int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct st
 	uv_timer_init(loop, &p->counts_timer);
 	uv_timer_init(loop, &p->retry_timer);
 	uv_timer_init(loop, &p->pcr_timer);
+	uv_timer_init(loop, &p->hold_timer);
 	uv_fs_event_init(loop, &p->pcr_watch);
 	p->reload_timer.data = p->counts_timer.data = p->retry_timer.data = p;
-	p->pcr_timer.data = p->pcr_watch.data = p;
-	p->handles_open = 5;
+	p->pcr_timer.data = p->pcr_watch.data = p->hold_timer.data = p;
+	p->handles_open = 6;
+	p->start_ms = uv_now(loop);
 	uv_fs_event_init(loop, &p->watch);
 	p->watch.data = p;
 	p->handles_open++;
@@ -773,8 +879,11 @@ void plugin_stop(plugin *p)
 {
 	if (p->stopping)
 		return;
-	p->stopping = true;
 	metrics_remove_collector(collect, p);
+	/* Held calls go to the backend while it still has a worker to refuse
+	 * them. */
+	release_waiters(p, true);
+	p->stopping = true;
 	/* Pending Encrypts complete (with errors) before the worker goes. */
 	tpm_worker_stop(p->worker);
 	p->worker = NULL;
@@ -786,4 +895,5 @@ void plugin_stop(plugin *p)
 	uv_close((uv_handle_t *)&p->retry_timer, on_closed);
 	uv_close((uv_handle_t *)&p->pcr_timer, on_closed);
 	uv_close((uv_handle_t *)&p->pcr_watch, on_closed);
+	uv_close((uv_handle_t *)&p->hold_timer, on_closed);
 }

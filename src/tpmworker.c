@@ -79,6 +79,7 @@ struct tpm_worker {
 	uint64_t stalled_since;
 	char stall_problem[64];
 	bool probe_pending;
+	bool probed; /* a probe has finished, one way or the other */
 	bool healthy;
 	const char *problem;
 	uint32_t backoff_ms;
@@ -274,6 +275,7 @@ static void complete(tpm_worker *w, struct job *j)
 	switch (j->kind) {
 	case JOB_PROBE:
 		w->probe_pending = false;
+		w->probed = true;
 		if (j->err == 0) {
 			w->backoff_ms = 0;
 			set_health(w, true, "");
@@ -496,6 +498,11 @@ void tpm_worker_stop(tpm_worker *w)
 	uv_close((uv_handle_t *)&w->async, on_handle_closed);
 	uv_close((uv_handle_t *)&w->probe_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&w->watchdog, on_handle_closed);
+}
+
+bool tpm_worker_probed(const tpm_worker *w)
+{
+	return w->probed;
 }
 
 bool tpm_worker_healthy(const tpm_worker *w)

@@ -38,6 +38,9 @@ int tpm_worker_start(uv_loop_t *loop, const struct tpm_worker_config *cfg, tpm_h
  * handles and then frees the worker. */
 void tpm_worker_stop(tpm_worker *w);
 
+/* Whether the first probe has finished. */
+bool tpm_worker_probed(const tpm_worker *w);
+
 /* Last probe result; problem is a short text for Status ("" when healthy). */
 bool tpm_worker_healthy(const tpm_worker *w);
 const char *tpm_worker_problem(const tpm_worker *w);

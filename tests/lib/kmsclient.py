@@ -86,21 +86,23 @@ class Kms:
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=MESSAGES[pkg + '.' + resp_name].FromString)
 
-    def status(self, pkg='v2', timeout=3):
-        return self._call(pkg, 'Status', 'StatusRequest', 'StatusResponse')(
-            MESSAGES[pkg + '.StatusRequest'](), timeout=timeout)
+    def status(self, pkg='v2', timeout=3, future=False):
+        fn = self._call(pkg, 'Status', 'StatusRequest', 'StatusResponse')
+        req = MESSAGES[pkg + '.StatusRequest']()
+        return fn.future(req, timeout=timeout) if future else fn(req, timeout=timeout)
 
     def encrypt(self, plaintext, uid='uid-1', pkg='v2', timeout=3, future=False):
         fn = self._call(pkg, 'Encrypt', 'EncryptRequest', 'EncryptResponse')
         req = MESSAGES[pkg + '.EncryptRequest'](plaintext=plaintext, uid=uid)
         return fn.future(req, timeout=timeout) if future else fn(req, timeout=timeout)
 
-    def decrypt(self, ciphertext, key_id, uid='uid-2', pkg='v2', timeout=3, annotations=None):
+    def decrypt(self, ciphertext, key_id, uid='uid-2', pkg='v2', timeout=3, annotations=None,
+                future=False):
         req = MESSAGES[pkg + '.DecryptRequest'](ciphertext=ciphertext, uid=uid, key_id=key_id)
         for k, v in (annotations or {}).items():
             req.annotations[k] = v
-        return self._call(pkg, 'Decrypt', 'DecryptRequest', 'DecryptResponse')(
-            req, timeout=timeout)
+        fn = self._call(pkg, 'Decrypt', 'DecryptRequest', 'DecryptResponse')
+        return fn.future(req, timeout=timeout) if future else fn(req, timeout=timeout)
 
     def v1_version(self, timeout=3):
         return self._call('v1beta1', 'Version', 'VersionRequest', 'VersionResponse')(

@@ -47,6 +47,16 @@ class Base(unittest.TestCase):
     def tpm_args(self):
         return ['--tcti', self.daemon.swtpm.tcti, '--state-dir', self.daemon.state_dir]
 
+    def daemon_via_proxy(self, name):
+        """self.daemon, reaching the TPM through a DelayProxy (returned)."""
+        proxy = DelayProxy(self.tpm.sock, os.path.join(self.root, name))
+        self.addCleanup(proxy.close)
+
+        class Via:
+            tcti = 'swtpm:path=' + os.path.join(self.root, name)
+        self.daemon = Daemon(self.root, Via)
+        return proxy
+
     def tmpfs(self, path, size):
         os.makedirs(path, exist_ok=True)
         subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s,mode=0700' % size, 'tmpfs', path],
@@ -56,12 +66,7 @@ class Base(unittest.TestCase):
 
 class SlowTpm(Base):
     def test_deadlines_with_a_slow_tpm(self):
-        proxy = DelayProxy(self.tpm.sock, os.path.join(self.root, 'slow.sock'))
-        self.addCleanup(proxy.close)
-
-        class Via:
-            tcti = 'swtpm:path=' + os.path.join(self.root, 'slow.sock')
-        self.daemon = Daemon(self.root, Via)
+        proxy = self.daemon_via_proxy('slow.sock')
         self.daemon.start()
         c = self.daemon.client()
         e = c.encrypt(b'before')
@@ -86,6 +91,38 @@ class SlowTpm(Base):
             return False
 
 
+class Start(Base):
+    def test_calls_during_the_start_wait_for_it(self):
+        # kube-apiserver often comes up before the plugin has probed its
+        # TPM and unsealed the write key. Calls in that window used to hear
+        # "not probed yet" / "not loaded yet", and the apiserver marked the
+        # plugin unhealthy. Now they wait for the start (bounded by their
+        # own deadline) and are then answered.
+        proxy = self.daemon_via_proxy('slow.sock')
+        self.daemon.start()
+        c = self.daemon.client()
+        e = c.encrypt(b'before the restart')
+        c.close()
+        self.daemon.stop()
+        proxy.delay = 0.4           # the start now takes a few seconds
+        self.daemon.start(wait_healthy=False)
+        c = self.daemon.client()
+        status = c.status(timeout=30, future=True)
+        enc = c.encrypt(b'at once', timeout=30, future=True)
+        dec = c.decrypt(e.ciphertext, e.key_id, timeout=30, future=True)
+        # A call whose deadline comes first (every command takes 0.4 s: the
+        # start takes longer than 1 s) is answered before that deadline,
+        # with what the daemon is still waiting for.
+        early = c.status(timeout=1).healthz
+        self.assertNotEqual(early, 'ok')
+        self.assertTrue('not probed yet' in early or 'not loaded yet' in early, early)
+        self.assertEqual(status.result().healthz, 'ok')
+        self.assertEqual(len(enc.result().ciphertext), 7 + 65)
+        self.assertEqual(dec.result().plaintext, b'before the restart')
+        proxy.delay = 0.0
+        c.close()
+
+
 class SecureHeap(Base):
     def test_waiting_plaintexts_never_exhaust_the_secure_heap(self):
         # With the TPM stalled, 600 Encrypts of 958 bytes wait at once: the
@@ -93,12 +130,7 @@ class SecureHeap(Base):
         # and then unseals failed too. Now waiting plaintexts have half the
         # heap: past it an Encrypt is RESOURCE_EXHAUSTED, never "out of
         # memory", and a rotation meanwhile still loads its key.
-        proxy = DelayProxy(self.tpm.sock, os.path.join(self.root, 'slow.sock'))
-        self.addCleanup(proxy.close)
-
-        class Via:
-            tcti = 'swtpm:path=' + os.path.join(self.root, 'slow.sock')
-        self.daemon = Daemon(self.root, Via)
+        proxy = self.daemon_via_proxy('slow.sock')
         self.daemon.start()
         proxy.delay = 3.0
         clients = [self.daemon.client() for _ in range(6)]
@@ -172,12 +204,7 @@ class LostCommands(Base):
         # (its TCTI connection cut) while the TPM stays healthy. The
         # rotation used to stall on the old key until SIGHUP; the unseal
         # must be tried again by itself.
-        proxy = DelayProxy(self.tpm.sock, os.path.join(self.root, 'lossy.sock'))
-        self.addCleanup(proxy.close)
-
-        class Via:
-            tcti = 'swtpm:path=' + os.path.join(self.root, 'lossy.sock')
-        self.daemon = Daemon(self.root, Via)
+        proxy = self.daemon_via_proxy('lossy.sock')
         self.daemon.start()
         proxy.drop = {0x15e: 1}                  # TPM_CC_Unseal, once
         new_id = run_cli('rotate', *self.tpm_args()).stdout.strip()

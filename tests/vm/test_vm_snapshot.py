@@ -106,10 +106,13 @@ class Guest:
         os.makedirs(os.path.join(self.dir, 'tpm'))
         self.ctrl = os.path.join(self.dir, 'ctrl.sock')
         self.monitor = os.path.join(self.dir, 'monitor.sock')
+        # Its log goes with a failure: QEMU only says the socket broke.
+        self.swtpm_log = os.path.join(self.dir, 'swtpm.log')
         self.swtpm = subprocess.Popen(
             ['swtpm', 'socket', '--tpm2', '--tpmstate', 'dir=' + os.path.join(self.dir, 'tpm'),
-             '--ctrl', 'type=unixio,path=' + self.ctrl],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             '--ctrl', 'type=unixio,path=' + self.ctrl,
+             '--log', 'file=%s,level=2' % self.swtpm_log],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_until(lambda: os.path.exists(self.ctrl), 'swtpm control socket')
         argv = ['qemu-system-x86_64', '-accel', 'tcg', '-m', '512', '-smp', '1',
                 '-nodefaults', '-no-user-config', '-display', 'none',
@@ -148,8 +151,8 @@ class Guest:
             except queue.Empty:
                 line = ''
             if line is None:
-                raise AssertionError('QEMU exited while waiting for %r; console:\n%s' % (
-                    marker, '\n'.join(self.tail[-40:])))
+                raise AssertionError('QEMU exited while waiting for %r; console:\n%s\n%s' % (
+                    marker, '\n'.join(self.tail[-40:]), self.swtpm_story()))
             self.tail.append(line)
             if 'VMTEST-FAIL' in line:
                 raise AssertionError('guest: %s\n%s' % (line, '\n'.join(self.tail[-40:])))
@@ -158,8 +161,19 @@ class Guest:
             if marker in line:
                 return line
             if time.monotonic() > deadline:
-                raise AssertionError('timed out after %d s waiting for %r; console:\n%s' % (
-                    timeout, marker, '\n'.join(self.tail[-40:])))
+                raise AssertionError('timed out after %d s waiting for %r; console:\n%s\n%s' % (
+                    timeout, marker, '\n'.join(self.tail[-40:]), self.swtpm_story()))
+
+    def swtpm_story(self):
+        """swtpm's side, for a failure message."""
+        out = 'swtpm: %s' % ('running' if self.swtpm.poll() is None
+                             else 'exited with %s' % self.swtpm.returncode)
+        try:
+            with open(self.swtpm_log, errors='replace') as f:
+                out += '\n%s (last lines):\n%s' % (self.swtpm_log, ''.join(f.readlines()[-30:]))
+        except OSError:
+            pass
+        return out
 
     def command(self, text, marker, timeout=STEP_TIMEOUT, collect=None):
         self.qemu.stdin.write((text + '\n').encode())
