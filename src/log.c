@@ -6,18 +6,41 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static enum log_format log_fmt = LOG_FORMAT_TEXT;
 static enum log_level log_max = LOG_LEVEL_INFO;
-static bool log_syslog_prefix;
+static bool log_journal;
+static char log_last[512];
 
-void log_setup(enum log_format format, enum log_level max_level, bool syslog_prefix)
+bool log_stderr_is_journal(void)
+{
+	const char *e = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	int n = 0;
+
+	if (!e || sscanf(e, "%llu:%llu%n", &dev, &ino, &n) != 2 || e[n] != '\0')
+		return false;
+	if (fstat(STDERR_FILENO, &st) < 0)
+		return false;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+void log_setup(enum log_format format, enum log_level max_level)
 {
 	log_fmt = format;
 	log_max = max_level;
-	log_syslog_prefix = syslog_prefix;
+	log_journal = log_stderr_is_journal();
+}
+
+const char *log_last_error(void)
+{
+	return log_last;
 }
 
 int log_parse_level(const char *s, enum log_level *ret)
@@ -203,13 +226,15 @@ static void emit(enum log_level level, const char *text, const char *fields_json
 	int saved = errno;
 
 	timestamp(ts, sizeof(ts));
-	if (log_syslog_prefix)
+	if (log_journal)
 		append(line, sizeof(line), &pos, "<%d>", (int)level);
 	if (log_fmt == LOG_FORMAT_JSON) {
 		append(line, sizeof(line), &pos, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
 		       level_name(level));
 		json_escape(line, sizeof(line), &pos, text);
 		append(line, sizeof(line), &pos, "\"%s%s}", *fields_json ? "," : "", fields_json);
+	} else if (log_journal) {
+		append(line, sizeof(line), &pos, "%s", text);
 	} else {
 		append(line, sizeof(line), &pos, "%s %s %s", ts, level_name(level), text);
 	}
@@ -230,6 +255,12 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
 	errno = saved;
+	if (level == LOG_LEVEL_ERROR) {
+		size_t n = strnlen(text, sizeof(log_last) - 1);
+
+		memcpy(log_last, text, n);
+		log_last[n] = '\0';
+	}
 	emit(level, text, "");
 }
 

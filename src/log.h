@@ -1,5 +1,7 @@
-/* Logging to stderr: text or JSON lines, optional syslog priority prefixes
- * (journald keeps levels). Never pass key bytes or plaintext here. */
+/* Logging to stderr: text or JSON lines. When stderr is the journal, each
+ * line starts with its syslog priority (journald keeps levels) and text
+ * lines leave out the time and level the journal records itself. Never
+ * pass key bytes or plaintext here. */
 #ifndef TPM2KMS_LOG_H
 #define TPM2KMS_LOG_H
 
@@ -18,7 +20,13 @@ enum log_format {
 	LOG_FORMAT_JSON,
 };
 
-void log_setup(enum log_format format, enum log_level max_level, bool syslog_prefix);
+void log_setup(enum log_format format, enum log_level max_level);
+/* Whether stderr is the stream $JOURNAL_STREAM names (its "device:inode"),
+ * as sd_journal_stream_fd(3) documents: a child that inherited the variable
+ * but writes elsewhere is not logging to the journal. */
+bool log_stderr_is_journal(void);
+/* The text of the last error logged ("" if none): for a final status. */
+const char *log_last_error(void);
 int log_parse_level(const char *s, enum log_level *ret);
 int log_parse_format(const char *s, enum log_format *ret);
 bool log_enabled(enum log_level level);

@@ -38,6 +38,9 @@
 #define SERVE_SECURE_HEAP_BYTES (1024u * 1024u)
 /* The commands: a bundle's keys, one at a time where they are large. */
 #define SECURE_HEAP_BYTES (256u * 1024u)
+/* serve's exit status for errors restarting cannot fix: EX_CONFIG, which
+ * systemd shows as "CONFIG". */
+#define EXIT_PERMANENT 78
 
 static gid_t group_id(const char *name)
 {
@@ -99,27 +102,23 @@ static int keyadmin_config_of(const struct settings *s, uint8_t admin[SIGNER_DER
 	return 0;
 }
 
-/* What systemd hears: READY=1 once the socket is bound and the write key
- * is loaded (so kube-apiserver's first Status can say "ok"). */
+/* What systemd hears: READY=1 as soon as the socket is bound, so a slow
+ * or absent TPM never holds up the start (calls arriving meanwhile wait
+ * for the keys, bounded; Status says what is missing); STATUS= says what
+ * the daemon waits for. */
 struct serve_ctx {
 	plugin *p;
 	bool listening, keys_ready;
 };
-
-static void maybe_ready(struct serve_ctx *ctx)
-{
-	if (ctx->listening && ctx->keys_ready)
-		notify_send("READY=1\nSTATUS=serving KMS v2");
-	else if (ctx->listening)
-		notify_send("STATUS=socket bound; waiting for the TPM to unseal the write key");
-}
 
 static void on_listening(void *arg)
 {
 	struct serve_ctx *ctx = arg;
 
 	ctx->listening = true;
-	maybe_ready(ctx);
+	notify_send(ctx->keys_ready ? "READY=1\nSTATUS=serving KMS v2"
+				    : "READY=1\nSTATUS=serving; waiting for the TPM to unseal the write "
+				      "key (Status says what is missing)");
 }
 
 static void on_keys_ready(void *arg)
@@ -127,7 +126,8 @@ static void on_keys_ready(void *arg)
 	struct serve_ctx *ctx = arg;
 
 	ctx->keys_ready = true;
-	maybe_ready(ctx);
+	if (ctx->listening)
+		notify_send("STATUS=serving KMS v2");
 }
 
 static void on_stopping(void *arg)
@@ -569,6 +569,29 @@ out:
 	return r;
 }
 
+/* serve could not start. Errors only an operator can fix (the TPM is not
+ * the one provisioned, damaged state, bad settings, refused authorization)
+ * exit EXIT_PERMANENT, which the unit's RestartPreventExitStatus= keeps
+ * from restarting for ever; anything else may pass (a TPM not there yet)
+ * and exits 1, to be restarted. STATUS= carries the reason either way. */
+static int serve_failed(int err)
+{
+	bool permanent = err == -EKEYREJECTED || err == -EBADMSG || err == -EINVAL ||
+			 err == -EACCES || err == -EPERM;
+	char status[640];
+	size_t n;
+
+	n = (size_t)snprintf(status, sizeof(status), "STATUS=%s: %s",
+			     permanent ? "stopped, not restarting" : "stopped",
+			     *log_last_error() ? log_last_error() : strerror(-err));
+	/* One line: STATUS= is shown as it is. */
+	for (size_t i = 0; i < n && i < sizeof(status); i++)
+		if ((unsigned char)status[i] < 0x20)
+			status[i] = ' ';
+	notify_send(status);
+	return permanent ? EXIT_PERMANENT : 1;
+}
+
 int main(int argc, char **argv)
 {
 	struct settings s;
@@ -577,7 +600,7 @@ int main(int argc, char **argv)
 	r = settings_parse(argc, argv, &s);
 	if (r != 0)
 		return r > 0 ? 0 : 2;
-	log_setup(s.log_format, s.log_level, getenv("JOURNAL_STREAM") != NULL);
+	log_setup(s.log_format, s.log_level);
 	if (s.print_config) {
 		settings_print(&s, stdout);
 		return 0;
@@ -625,5 +648,7 @@ int main(int argc, char **argv)
 		r = cmd_status(&s);
 		break;
 	}
+	if (r < 0 && s.command == CMD_SERVE)
+		return serve_failed(r);
 	return r < 0 ? 1 : 0;
 }

@@ -171,6 +171,8 @@ static int fail(tpm *t, const char *what, TSS2_RC rc)
 			r = -ENOENT;
 		else if (base == TPM2_RC_NV_DEFINED)
 			r = -EEXIST;
+		else if (base == TPM2_RC_BAD_AUTH || base == TPM2_RC_AUTH_FAIL)
+			r = -EACCES;
 		else if (base == TPM2_RC_INTEGRITY || base == TPM2_RC_BINDING ||
 			 base == TPM2_RC_KEY || base == TPM2_RC_SIZE)
 			r = -EKEYREJECTED;

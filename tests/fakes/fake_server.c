@@ -40,7 +40,7 @@ int main(int argc, char **argv)
 	int r;
 
 	daemon_config_defaults(&cfg);
-	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_INFO, false);
+	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_INFO);
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 

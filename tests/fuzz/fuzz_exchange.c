@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!text)
 		return 0;
 	/* bundle_parse logs what it refuses; errors only. */
-	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR, false);
+	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR);
 	memcpy(text, data, size);
 	text[size] = '\0';
 	if (nodefile_decode(text, size, &n, &why) == 0) {

@@ -37,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t pos = 0;
 
 	if (!g) {
-		log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR, false);
+		log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR);
 		uv_loop_init(&loop);
 		if (grpc_server_new(&loop, &gl, &g) < 0 || fake_backend_new(&loop, &fb) < 0 ||
 		    kms_service_new(g, fake_backend_ops(), fb, &svc) < 0)

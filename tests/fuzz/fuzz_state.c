@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!buf)
 		return 0;
-	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR, false);
+	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR);
 	memcpy(buf, data, size);
 	buf[size] = '\0';
 	if (state_parse("fuzz", buf, size, &s) == 0) {

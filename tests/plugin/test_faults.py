@@ -246,7 +246,7 @@ class DamagedState(Base):
         with open(path, 'a') as f:
             f.write('generation 2 created x\n')
         r = run_cli('serve', '--listen', self.daemon.sock, *self.tpm_args(), check=False)
-        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.returncode, 78)
         self.assertRegex(r.stderr, r'state: line 7 is not valid')
         r = run_cli('keys', '--state-dir', self.daemon.state_dir, check=False)
         self.assertEqual(r.returncode, 1)

@@ -153,6 +153,89 @@ class Systemd(unittest.TestCase):
             listener.close()
             shutil.rmtree(root, ignore_errors=True)
 
+    @staticmethod
+    def _serve_notified(root, tcti, state):
+        """serve with a NOTIFY_SOCKET of ours: (process, notifications
+        socket, listening path)."""
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(os.path.join(root, 'notify.sock'))
+        notify.settimeout(30)
+        sock = os.path.join(root, 'kms.sock')
+        env = dict(os.environ, NOTIFY_SOCKET=os.path.join(root, 'notify.sock'))
+        p = subprocess.Popen([tpm2_kms(), 'serve', '--tcti', tcti, '--state-dir', state,
+                              '--listen', sock], env=env,
+                             stderr=open(os.path.join(root, 'log'), 'ab'))
+        return p, notify, sock
+
+    @staticmethod
+    def _until(notify, pred):
+        got = []
+        while not any(pred(m) for m in got):
+            got.append(notify.recv(4096).decode())
+        return got
+
+    def test_ready_without_the_tpm_and_healthy_when_it_comes(self):
+        # A late TPM used to hold READY=1 back until systemd killed the
+        # start after 90 s (and `systemctl restart` blocked as long).
+        root = tempdir('kmsn-')
+        self.addCleanup(shutil.rmtree, root, True)
+        tpm = Swtpm(root)
+        tpm.start()
+        self.addCleanup(tpm.kill)
+        state = os.path.join(root, 'state')
+        run_cli('init', '--tcti', tpm.tcti, '--state-dir', state)
+        tpm.kill()
+        p, notify, sock = self._serve_notified(root, tpm.tcti, state)
+        self.addCleanup(notify.close)
+        self.addCleanup(lambda: p.poll() is None and (p.kill(), p.wait()))
+        got = self._until(notify, lambda m: 'READY=1' in m)
+        ready = [m for m in got if 'READY=1' in m][0]
+        self.assertIn('STATUS=serving; waiting for the TPM', ready)
+        c = Kms('unix:' + sock)
+        self.assertNotEqual(c.status(timeout=15).healthz, 'ok')
+        tpm.start()
+        self._until(notify, lambda m: m == 'STATUS=serving KMS v2')
+        self.assertEqual(c.status().healthz, 'ok')
+        c.close()
+        p.terminate()
+        self.assertEqual(p.wait(15), 0)
+
+    def test_permanent_errors_exit_78_with_the_reason(self):
+        # A wrong TPM or damaged state used to exit 1, and Restart= started
+        # the daemon again every 2 s for ever. Now they exit 78 (which the
+        # unit's RestartPreventExitStatus= names) with STATUS= saying why;
+        # a TPM that is merely absent stays a failure worth a restart.
+        root = tempdir('kmsn-')
+        self.addCleanup(shutil.rmtree, root, True)
+        tpm = Swtpm(root)
+        tpm.start()
+        self.addCleanup(tpm.kill)
+        state = os.path.join(root, 'state')
+        run_cli('init', '--tcti', tpm.tcti, '--state-dir', state)
+        other = Swtpm(os.path.join(root, 'other'))
+        other.start()
+        self.addCleanup(other.kill)
+        damaged = os.path.join(root, 'damaged')
+        shutil.copytree(state, damaged)
+        with open(os.path.join(damaged, 'state'), 'a') as f:
+            f.write('nonsense line\n')
+        nowhere = 'swtpm:path=' + os.path.join(root, 'no-tpm.sock')
+        for tcti, st, code, why in (
+                (other.tcti, state, 78, 'stopped, not restarting: '),
+                (tpm.tcti, damaged, 78, 'stopped, not restarting: '),
+                (nowhere, os.path.join(root, 'fresh'), 1, 'stopped: cannot provision')):
+            p, notify, sock = self._serve_notified(root, tcti, st)
+            try:
+                self.assertEqual(p.wait(30), code, (tcti, st))
+                got = self._until(notify, lambda m: m.startswith('STATUS=stopped'))
+            finally:
+                notify.close()
+                os.unlink(os.path.join(root, 'notify.sock'))
+            final = [m for m in got if m.startswith('STATUS=stopped')][0]
+            self.assertTrue(final.startswith('STATUS=' + why), final)
+            self.assertNotIn('\n', final)
+            print('exit %d, %s' % (code, final))
+
     def test_socket_activation_fd_must_be_a_listening_socket(self):
         root = tempdir('kmsn-')
         r, w = os.pipe()
@@ -162,7 +245,7 @@ class Systemd(unittest.TestCase):
                             '--state-dir', os.path.join(root, 'state')],
                            env=env, pass_fds=(r,), capture_output=True, text=True,
                            timeout=30)
-        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.returncode, 78)   # a permanent error: not restarted
         self.assertIn('not a listening Unix stream socket', p.stderr)
         os.close(r)
         os.close(w)
@@ -232,7 +315,7 @@ class Observability(unittest.TestCase):
                     os.path.join(self.root, 'state'), '--listen',
                     os.path.join(self.root, 'k.sock'), '--metrics-listen', '0.0.0.0:9464',
                     check=False)
-        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.returncode, 78)
         self.assertIn('only loopback', r.stderr)
 
     def hostile_uid_call(self, d):
@@ -285,10 +368,24 @@ class Observability(unittest.TestCase):
         self.assertRegex(rpc[0]['key_id'], r'^tpm2-kms-g1-')
         self.assertIn('duration_us', rpc[0])
 
-        env = dict(os.environ, JOURNAL_STREAM='8:1234')
-        r = run_cli('keys', '--state-dir', os.path.join(self.root, 'nope'), check=False,
-                    env=env)
-        self.assertTrue(r.stderr.startswith('<3>'), r.stderr)
+        # The journal is recognised by stderr's device and inode, as
+        # systemd documents; a mere JOURNAL_STREAM (a shell started by a
+        # service inherits it) changes nothing.
+        for journal in (True, False):
+            with open(os.path.join(self.root, 'stderr'), 'w+') as err:
+                st = os.fstat(err.fileno())
+                env = dict(os.environ, JOURNAL_STREAM='%d:%d' % (st.st_dev,
+                                                                 st.st_ino + (not journal)))
+                subprocess.run([tpm2_kms(), 'keys', '--state-dir',
+                                os.path.join(self.root, 'nope')], stderr=err, env=env)
+                err.seek(0)
+                text = err.read()
+            if journal:
+                # The journal records time and level: the line has neither.
+                self.assertTrue(text.startswith('<3>'), text)
+                self.assertNotRegex(text, r'^<3>(\d{4}-\d\d-\d\dT\S+ )?error ')
+            else:
+                self.assertRegex(text, r'^\d{4}-\d\d-\d\dT[0-9:.]+Z error ', text)
 
 
 class StaticPod(unittest.TestCase):

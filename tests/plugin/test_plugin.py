@@ -350,7 +350,7 @@ class Provisioning(PluginTest):
         try:
             r = run_cli('serve', '--tcti', other.tcti, '--state-dir', self.daemon.state_dir,
                         '--listen', os.path.join(self.root, 'x.sock'), check=False)
-            self.assertEqual(r.returncode, 1)
+            self.assertEqual(r.returncode, 78)      # serve: permanent, not restarted
             self.assertIn('storage root key is not the one', r.stderr)
             r = run_cli('rotate', '--tcti', other.tcti, '--state-dir', self.daemon.state_dir,
                         check=False)
@@ -375,7 +375,7 @@ class Provisioning(PluginTest):
         os.chmod(self.daemon.state_dir, 0o777)
         r = run_cli('serve', '--tcti', self.tpm.tcti, '--state-dir', self.daemon.state_dir,
                     '--listen', self.daemon.sock, check=False)
-        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.returncode, 78)
         self.assertIn('world-writable', r.stderr)
         os.chmod(self.daemon.state_dir, 0o700)
 

@@ -247,7 +247,7 @@ static int setup(void **state)
 	struct grpc_limits gl = {.max_inflight = 16, .max_timeout_ms = 30000};
 	struct state st;
 
-	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR + 0, false);
+	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR + 0);
 	assert_int_equal(secmem_init(256 * 1024), 0);
 	assert_int_equal(envelope_init(), 0);
 	assert_int_equal(swtpm_init(&tpm_sim, false), 0);

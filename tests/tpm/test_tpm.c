@@ -28,7 +28,7 @@ static int setup(void **state)
 {
 	struct swtpm *s = calloc(1, sizeof(*s));
 
-	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_WARNING, false);
+	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_WARNING);
 	assert_int_equal(swtpm_init(s, false), 0);
 	assert_int_equal(swtpm_start(s), 0);
 	*state = s;
@@ -39,7 +39,7 @@ static int setup_with_spk(void **state)
 {
 	struct swtpm *s = calloc(1, sizeof(*s));
 
-	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_WARNING, false);
+	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_WARNING);
 	assert_int_equal(swtpm_init(s, true), 0);
 	assert_int_equal(swtpm_start(s), 0);
 	*state = s;

@@ -111,7 +111,7 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 	struct tpm_name name;
 
-	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR, false);
+	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR);
 	f_increment = f_read = f_load = f_unseal = (struct fault){0};
 	assert_int_equal(swtpm_init(&f->s, false), 0);
 	assert_int_equal(swtpm_start(&f->s), 0);

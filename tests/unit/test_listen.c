@@ -21,7 +21,7 @@ static int setup(void **state)
 {
 	strcpy(dir, "/tmp/tpm2kms-listen-XXXXXX");
 	assert_non_null(mkdtemp(dir));
-	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR, false);
+	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR);
 	return 0;
 }
 

@@ -51,7 +51,7 @@ int main(int argc, char **argv)
 	}
 	tag = argv[2];
 	count = atoi(argv[3]);
-	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_WARNING, false);
+	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_WARNING);
 	for (int i = 0; i < count; i++) {
 		uint8_t seed[32], req[2048], *resp = NULL, *dec = NULL;
 		const uint8_t *env, *key_id, *pt;
