@@ -167,6 +167,18 @@ class Systemd(unittest.TestCase):
                              stderr=open(os.path.join(root, 'log'), 'ab'))
         return p, notify, sock
 
+    def _provisioned(self):
+        """A temporary directory, a running swtpm and a state directory
+        provisioned on it."""
+        root = tempdir('kmsn-')
+        self.addCleanup(shutil.rmtree, root, True)
+        tpm = Swtpm(root)
+        tpm.start()
+        self.addCleanup(tpm.kill)
+        state = os.path.join(root, 'state')
+        run_cli('init', '--tcti', tpm.tcti, '--state-dir', state)
+        return root, tpm, state
+
     @staticmethod
     def _until(notify, pred):
         got = []
@@ -177,13 +189,7 @@ class Systemd(unittest.TestCase):
     def test_ready_without_the_tpm_and_healthy_when_it_comes(self):
         # A late TPM used to hold READY=1 back until systemd killed the
         # start after 90 s (and `systemctl restart` blocked as long).
-        root = tempdir('kmsn-')
-        self.addCleanup(shutil.rmtree, root, True)
-        tpm = Swtpm(root)
-        tpm.start()
-        self.addCleanup(tpm.kill)
-        state = os.path.join(root, 'state')
-        run_cli('init', '--tcti', tpm.tcti, '--state-dir', state)
+        root, tpm, state = self._provisioned()
         tpm.kill()
         p, notify, sock = self._serve_notified(root, tpm.tcti, state)
         self.addCleanup(notify.close)
@@ -205,13 +211,7 @@ class Systemd(unittest.TestCase):
         # the daemon again every 2 s for ever. Now they exit 78 (which the
         # unit's RestartPreventExitStatus= names) with STATUS= saying why;
         # a TPM that is merely absent stays a failure worth a restart.
-        root = tempdir('kmsn-')
-        self.addCleanup(shutil.rmtree, root, True)
-        tpm = Swtpm(root)
-        tpm.start()
-        self.addCleanup(tpm.kill)
-        state = os.path.join(root, 'state')
-        run_cli('init', '--tcti', tpm.tcti, '--state-dir', state)
+        root, tpm, state = self._provisioned()
         other = Swtpm(os.path.join(root, 'other'))
         other.start()
         self.addCleanup(other.kill)
