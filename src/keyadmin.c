@@ -14,8 +14,11 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Seals generation `number` and writes its file (not yet the state).
  * With escrow configured, a `dup` generation is escrowed at once;
@@ -192,6 +195,74 @@ static int open_locked(const char *dir, int *ret_lock, struct state *ret)
 	return keyadmin_open(dir, false, 0, ret_lock, ret, NULL);
 }
 
+/* Hands the TPM the owner password in path: the file's bytes exactly, as
+ * tpm2-tools reads `file:PATH`, so one file serves both. It stays on the
+ * stack only while copied, and is wiped. */
+static int owner_auth_load(tpm *t, const char *path)
+{
+	uint8_t buf[TPM_OWNER_AUTH_MAX + 1];
+	size_t len = 0;
+	struct stat st;
+	int fd, r;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		r = -errno;
+		log_error("owner password %s: %s", path, strerror(errno));
+		return r;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		log_error("owner password %s: not a regular file", path);
+		r = -EINVAL;
+		goto out;
+	}
+	if (st.st_mode & 0077)
+		log_warning("owner password %s can be read by others than its owner: chmod 0600 it",
+			    path);
+	while (len < sizeof(buf)) {
+		ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			log_error("owner password %s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len == 0 || len > TPM_OWNER_AUTH_MAX) {
+		log_error("owner password %s: %s", path,
+			  len ? "longer than 64 bytes" : "the file is empty");
+		r = -EINVAL;
+		goto out;
+	}
+	r = tpm_set_owner_auth(t, buf, len);
+out:
+	util_wipe(buf, sizeof(buf));
+	close(fd);
+	return r;
+}
+
+/* The TPM refused the owner hierarchy's authorization while provisioning. */
+static void log_owner_auth_refused(const struct keyadmin_config *c, uint32_t nv_index)
+{
+	if (c->owner_auth_file) {
+		log_error("the TPM refused the owner password in %s (its exact bytes, a final "
+			  "newline included, are the password)",
+			  c->owner_auth_file);
+		return;
+	}
+	log_error("the TPM's owner hierarchy has a password: give it with --owner-auth-file "
+		  "FILE (or the systemd credential owner-auth), or provision it yourself: "
+		  "tpm2_createprimary -C o -P file:FILE -c srk.ctx && tpm2_evictcontrol -C o "
+		  "-P file:FILE -c srk.ctx 0x81000001; tpm2_nvdefine -C o -P file:FILE -s 8 -a "
+		  "\"authread|authwrite|no_da|nt=counter\" 0x%08x",
+		  (unsigned)nv_index);
+}
+
 static void log_srk_mismatch(const char *dir)
 {
 	log_error("the TPM's storage root key is not the one %s/state was provisioned with: "
@@ -241,7 +312,15 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 	r = tpm_open(tcti, &t);
 	if (r < 0)
 		goto out;
+	if (c->owner_auth_file) {
+		r = owner_auth_load(t, c->owner_auth_file);
+		if (r < 0)
+			goto out;
+	}
 	r = tpm_srk_provision(t, &srk_name);
+	if (r == -EACCES)
+		log_owner_auth_refused(c, nv_index ? nv_index : s.nv_index ? s.nv_index
+									 : TPM_NV_INDEX_DEFAULT);
 	if (r < 0)
 		goto out;
 	if (!fresh && (srk_name.len != s.srk_name.len ||
@@ -262,6 +341,8 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 	if (r < 0)
 		goto out;
 	r = tpm_nv_counter_provision(t, s.nv_index);
+	if (r == -EACCES)
+		log_owner_auth_refused(c, s.nv_index);
 	if (r < 0)
 		goto out;
 	if (!fresh)

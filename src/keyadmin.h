@@ -29,6 +29,8 @@ struct keyadmin_config {
 	const char *pcr_dir;      /* PCR signatures, to unseal the pcr kinds */
 	const char *escrow_to;    /* recovery node file; NULL: none given */
 	const char *escrow_approval;
+	/* The owner password's file, read to provision; NULL: none given. */
+	const char *owner_auth_file;
 };
 
 /* Idempotent: SRK (found or created and persisted), NV counter, and

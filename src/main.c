@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,23 @@ static int admin_key_der(const struct settings *s, uint8_t der[SIGNER_DER_MAX], 
 	return r;
 }
 
+/* --owner-auth-file, else the credential systemd passes as owner-auth
+ * (LoadCredential=owner-auth:FILE), else NULL. */
+static const char *owner_auth_file(const struct settings *s)
+{
+	static char cred[PATH_MAX];
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+
+	if (*s->owner_auth_file)
+		return s->owner_auth_file;
+	if (!dir || *dir != '/')
+		return NULL;
+	if ((size_t)snprintf(cred, sizeof(cred), "%s/owner-auth", dir) >= sizeof(cred) ||
+	    access(cred, F_OK) < 0)
+		return NULL;
+	return cred;
+}
+
 /* What serve, init and rotate pass to provisioning and rotation. */
 static int keyadmin_config_of(const struct settings *s, uint8_t admin[SIGNER_DER_MAX],
 			      struct keyadmin_config *ret)
@@ -98,6 +116,7 @@ static int keyadmin_config_of(const struct settings *s, uint8_t admin[SIGNER_DER
 	c.pcr_dir = s->pcr_signatures;
 	c.escrow_to = *s->escrow_to ? s->escrow_to : NULL;
 	c.escrow_approval = *s->escrow_approval ? s->escrow_approval : NULL;
+	c.owner_auth_file = owner_auth_file(s);
 	*ret = c;
 	return 0;
 }

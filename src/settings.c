@@ -65,6 +65,9 @@ static const struct option_def options[] = {
 	 "escrow every new dup generation to this recovery node (from node-key --public)"},
 	{"escrow-approval", K_STRING, CMD_SERVE | CMD_INIT | CMD_ROTATE, false,
 	 STR(escrow_approval), "APPROVAL", "the admin key's approval of the recovery node"},
+	{"owner-auth-file", K_STRING, CMD_SERVE | CMD_INIT, false, STR(owner_auth_file), "FILE",
+	 "the TPM owner hierarchy's password, if it has one, used only to provision (default: "
+	 "systemd credential owner-auth)"},
 	{"stage", K_FLAG, CMD_ROTATE, true, offsetof(struct settings, stage), 0, NULL,
 	 "add the new generation decrypt-only, for promote once every node has it"},
 	{"to", K_STRING, CMD_EXPORT | CMD_RECOVER, true, STR(to), "NODE",

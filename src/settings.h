@@ -75,6 +75,7 @@ struct settings {
 	char key[4096];         /* pcr-sign: the PCR signer's private key */
 	char escrow_to[4096];
 	char escrow_approval[4096];
+	char owner_auth_file[4096]; /* serve, init: the owner password, to provision */
 	char public_key[4096]; /* node-key --public */
 	/* approve NODE, import BUNDLE, recover BUNDLE...: pointers into argv */
 	const char *args[SETTINGS_MAX_ARGS];

@@ -51,6 +51,7 @@ struct tpm {
 	ESYS_TR nv;
 	uint32_t nv_index;
 	TSS2_RC last_rc;
+	bool owner_auth_set;
 };
 
 /* Strips the parameter/handle/session number from format-one codes. */
@@ -393,10 +394,33 @@ void tpm_watch_commands(tpm *t, _Atomic uint64_t *since)
 	t->timing.watch = since;
 }
 
+int tpm_set_owner_auth(tpm *t, const uint8_t *auth, size_t len)
+{
+	TPM2B_AUTH a = {0};
+	TSS2_RC rc;
+
+	if (len == 0 || len > TPM_OWNER_AUTH_MAX || len > sizeof(a.buffer))
+		return -EINVAL;
+	a.size = (UINT16)len;
+	memcpy(a.buffer, auth, len);
+	rc = Esys_TR_SetAuth(t->esys, ESYS_TR_RH_OWNER, &a);
+	util_wipe(&a, sizeof(a));
+	if (rc != TSS2_RC_SUCCESS)
+		return fail(t, "set the owner password", rc);
+	t->owner_auth_set = true;
+	return 0;
+}
+
 void tpm_close(tpm *t)
 {
 	if (!t)
 		return;
+	if (t->esys && t->owner_auth_set) {
+		/* ESAPI keeps its copy until told otherwise: overwrite it. */
+		TPM2B_AUTH empty = {0};
+
+		Esys_TR_SetAuth(t->esys, ESYS_TR_RH_OWNER, &empty);
+	}
 	if (t->esys)
 		Esys_Finalize(&t->esys);
 	if (t->tcti)
@@ -498,12 +522,8 @@ static int srk_create_and_persist(tpm *t)
 					ESYS_TR_NONE, &sensitive, &tmpl, &outside, &pcrs, &primary,
 					NULL, NULL, NULL, NULL);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
-	if (rc != TSS2_RC_SUCCESS) {
-		if (rc_base(rc) == TPM2_RC_BAD_AUTH || rc_base(rc) == TPM2_RC_AUTH_FAIL)
-			log_error("tpm: the owner hierarchy has a password: provision the SRK at "
-				  "0x81000001 with tpm2_createprimary and tpm2_evictcontrol first");
+	if (rc != TSS2_RC_SUCCESS)
 		return fail(t, "CreatePrimary (SRK)", rc);
-	}
 	rc = Esys_EvictControl(t->esys, ESYS_TR_RH_OWNER, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE,
 			       ESYS_TR_NONE, TPM_SRK_HANDLE, &persistent);
 	if (rc == TSS2_RC_SUCCESS) {

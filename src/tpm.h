@@ -107,7 +107,14 @@ int tpm_open(const char *tcti, tpm **ret);
  * which the command in flight was sent, 0 while none is: another thread
  * may watch it for a command that never returns. */
 void tpm_watch_commands(tpm *t, _Atomic uint64_t *since);
+/* Wipes the owner password, if one was set. */
 void tpm_close(tpm *t);
+
+/* The owner hierarchy's password (TPM2B_AUTH: 1 to TPM_OWNER_AUTH_MAX
+ * bytes), for the commands that provision: creating the SRK, defining the
+ * NV counter. Kept until tpm_close, which wipes it. */
+#define TPM_OWNER_AUTH_MAX 64
+int tpm_set_owner_auth(tpm *t, const uint8_t *auth, size_t len);
 
 /* Uses the storage key at TPM_SRK_HANDLE when it is a restricted decrypt
  * key (any algorithm); otherwise creates one from the TCG ECC P-256 SRK

@@ -239,6 +239,7 @@ class Daemon:
         self.state_dir = state_dir or os.path.join(root, 'state')
         self.sock = os.path.join(root, 'kms.sock')
         self.extra = list(extra)
+        self.env = {}               # added to the daemon's environment
         self.proc = None
         self.n = 0
 
@@ -251,7 +252,8 @@ class Daemon:
             # daemon exit 99, which the tests' clean-stop checks catch.
             argv = ['valgrind', '--quiet', '--error-exitcode=99', '--leak-check=full',
                     '--errors-for-leak-kinds=definite', '--show-leak-kinds=definite'] + argv
-        self.proc = Process(argv, os.path.join(self.root, 'serve-%d.log' % self.n))
+        self.proc = Process(argv, os.path.join(self.root, 'serve-%d.log' % self.n),
+                            env=dict(os.environ, **self.env) if self.env else None)
         wait_until(lambda: can_connect(self.sock) or not self.proc.alive(), 'daemon socket')
         assert self.proc.alive(), self.proc.output()
         if wait_healthy:

@@ -323,6 +323,81 @@ class Rotation(PluginTest):
         print('generations after 20 killed rotations: %d' % st.count('\ngeneration '))
 
 
+class OwnerPassword(PluginTest):
+    """A TPM whose owner hierarchy has a password (tpm2_changeauth -c o)
+    used to fail init at NV_DefineSpace with no hint and no way to give it."""
+
+    def setUp(self):
+        super().setUp()
+        self.env = dict(os.environ, TPM2TOOLS_TCTI=self.tpm.tcti)
+        self.pw = os.path.join(self.root, 'owner-auth')
+        with open(self.pw, 'wb') as f:
+            f.write(b'Owner pass\n')        # the bytes are the password, as file: reads them
+        os.chmod(self.pw, 0o600)
+        subprocess.run(['tpm2_changeauth', '-c', 'o', 'file:' + self.pw], env=self.env,
+                       check=True, capture_output=True)
+
+    def tpm_has_counter(self):
+        r = subprocess.run(['tpm2_nvreadpublic'], env=self.env, capture_output=True, text=True,
+                           check=True)
+        return '0x1800101' in r.stdout
+
+    def test_refused_without_it_with_the_commands_to_run(self):
+        r = run_cli('init', *self.tpm_args(), check=False)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn('owner hierarchy has a password: give it with --owner-auth-file', r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.daemon.state_dir, 'state')))
+        # The commands the error gives, run as written: then init needs no
+        # password, and nothing of ours ever saw it.
+        commands = r.stderr.split('provision it yourself: ', 1)[1].strip()
+        subprocess.run(['sh', '-ec', commands.replace('FILE', self.pw)], cwd=self.root,
+                       env=self.env, check=True, capture_output=True)
+        self.assertTrue(self.tpm_has_counter())
+        key_id = self.cli('init', *self.tpm_args()).stdout.strip()
+        self.daemon.start()
+        c = self.daemon.client()
+        self.assertEqual(c.encrypt(b'x').key_id, key_id)
+        c.close()
+
+    def test_from_a_file_or_a_credential(self):
+        wrong = os.path.join(self.root, 'wrong')
+        with open(wrong, 'wb') as f:
+            f.write(b'Owner pass')          # no newline: another password
+        os.chmod(wrong, 0o600)
+        r = run_cli('init', *self.tpm_args(), '--owner-auth-file', wrong, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('the TPM refused the owner password in %s' % wrong, r.stderr)
+        # serve: a refused authorization is not cured by restarting.
+        r = run_cli('serve', *self.tpm_args(), '--listen', self.daemon.sock,
+                    '--owner-auth-file', wrong, check=False)
+        self.assertEqual(r.returncode, 78, r.stderr)
+        for bad, why in ((os.path.join(self.root, 'none'), 'No such file'),
+                         (self.root, 'not a regular file')):
+            r = run_cli('init', *self.tpm_args(), '--owner-auth-file', bad, check=False)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn(why, r.stderr)
+        with open(wrong, 'wb') as f:
+            f.write(b'x' * 65)
+        r = run_cli('init', *self.tpm_args(), '--owner-auth-file', wrong, check=False)
+        self.assertIn('longer than 64 bytes', r.stderr)
+        self.assertFalse(self.tpm_has_counter())
+        # systemd's LoadCredential=owner-auth:FILE, as serve sees it.
+        creds = os.path.join(self.root, 'creds')
+        os.mkdir(creds, 0o700)
+        shutil.copy(self.pw, os.path.join(creds, 'owner-auth'))
+        self.daemon.env = {'CREDENTIALS_DIRECTORY': creds}
+        self.daemon.start()
+        self.assertTrue(self.tpm_has_counter())
+        self.assertNotIn('Owner pass', self.daemon.output())
+        c = self.daemon.client()
+        e = c.encrypt(b'with the owner password')
+        self.assertEqual(c.decrypt(e.ciphertext, e.key_id).plaintext, b'with the owner password')
+        c.close()
+        # The owner password is still the TPM's: nothing changed it.
+        subprocess.run(['tpm2_changeauth', '-c', 'o', '-p', 'file:' + self.pw, 'file:' + self.pw],
+                       env=self.env, check=True, capture_output=True)
+
+
 class Provisioning(PluginTest):
     def test_init_is_idempotent_and_files_are_private(self):
         a = self.cli('init', *self.tpm_args()).stdout.strip()
