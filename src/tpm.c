@@ -9,8 +9,11 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_mu.h>
 #include <tss2/tss2_rc.h>
@@ -335,6 +338,55 @@ const char *tpm_command_name(uint32_t command)
 	}
 }
 
+/* Why a TCTI could not open, when its path says: the file it names. */
+static void log_tcti_hint(const char *conf)
+{
+	const char *colon = strchr(conf, ':'), *p;
+	char path[PATH_MAX];
+	size_t n;
+	struct stat st;
+
+	if (!colon)
+		return;
+	if (strncmp(conf, "device:", 7) == 0) {
+		p = colon + 1;
+		n = strlen(p);
+	} else if (strncmp(conf, "swtpm:", 6) == 0 || strncmp(conf, "mssim:", 6) == 0) {
+		p = strstr(colon + 1, "path=");
+		if (!p)
+			return;
+		p += 5;
+		n = strcspn(p, ",");
+	} else {
+		return;
+	}
+	if (n == 0 || n >= sizeof(path))
+		return;
+	memcpy(path, p, n);
+	path[n] = '\0';
+	if (stat(path, &st) == 0) {
+		if (access(path, R_OK | W_OK) < 0)
+			log_error("tpm: %s: %s (the TPM device is usually group tss: add the user "
+				  "to it)",
+				  path, strerror(errno));
+		return;
+	}
+	if (errno != ENOENT) {
+		log_error("tpm: %s: %s", path, strerror(errno));
+	} else if (strncmp(conf, "device:", 7) == 0) {
+		log_error("tpm: there is no %s: no TPM, or its driver is not loaded (a TPM 2.0 "
+			  "enabled in firmware shows up as /dev/tpmrm0)",
+			  path);
+	} else if ((strncmp(path, "/tmp/", 5) == 0 || strncmp(path, "/var/tmp/", 9) == 0) &&
+		   getenv("INVOCATION_ID")) {
+		log_error("tpm: %s does not exist here: this service has its own /tmp "
+			  "(PrivateTmp=yes); put the TPM simulator's socket under /run",
+			  path);
+	} else {
+		log_error("tpm: %s does not exist: is the TPM simulator running?", path);
+	}
+}
+
 int tpm_open(const char *tcti_conf, tpm **ret)
 {
 	tpm *t = calloc(1, sizeof(*t));
@@ -349,6 +401,7 @@ int tpm_open(const char *tcti_conf, tpm **ret)
 	rc = Tss2_TctiLdr_Initialize(tcti_conf, &t->tcti);
 	if (rc != TSS2_RC_SUCCESS) {
 		log_error("tpm: cannot open TCTI \"%s\": %s", tcti_conf, Tss2_RC_Decode(rc));
+		log_tcti_hint(tcti_conf);
 		r = -EIO;
 		goto out;
 	}

@@ -466,6 +466,19 @@ class Provisioning(PluginTest):
                     '--state-dir', self.daemon.state_dir, check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn('TCTI', r.stderr)
+        self.assertIn('no.sock does not exist: is the TPM simulator running?', r.stderr)
+        # Under systemd (INVOCATION_ID set), a socket under /tmp is hidden by
+        # PrivateTmp=yes: the error says so rather than leave a restart loop
+        # to puzzle over.
+        r = run_cli('init', '--tcti', 'swtpm:path=/tmp/tpm2-kms-test-absent/tpm.sock',
+                    '--state-dir', self.daemon.state_dir, check=False,
+                    env=dict(os.environ, INVOCATION_ID='0123'))
+        self.assertIn('this service has its own /tmp (PrivateTmp=yes); put the TPM simulator\'s '
+                      'socket under /run', r.stderr)
+        r = run_cli('init', '--tcti', 'device:/dev/tpmrm-absent', '--state-dir',
+                    self.daemon.state_dir, check=False)
+        self.assertIn('there is no /dev/tpmrm-absent: no TPM, or its driver is not loaded',
+                      r.stderr)
         r = run_cli('status', '--listen', os.path.join(self.root, 'none.sock'), check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn('cannot connect', r.stderr)
