@@ -72,6 +72,7 @@ void daemon_config_defaults(struct daemon_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->listen_fd = -1;
+	cfg->metrics_fd = -1;
 	cfg->socket_mode = 0600;
 	cfg->socket_gid = (gid_t)-1;
 	server_config_defaults(&cfg->server);
@@ -108,8 +109,9 @@ int daemon_run(uv_loop_t *loop, const struct daemon_config *cfg, const struct km
 	r = server_new(loop, &cfg->server, g, &d.srv);
 	if (r < 0)
 		goto out;
-	if (cfg->metrics_listen) {
-		r = metrics_http_start(loop, cfg->metrics_listen, &d.metrics);
+	if (cfg->metrics_fd >= 0 || cfg->metrics_listen) {
+		r = cfg->metrics_fd >= 0 ? metrics_http_start_fd(loop, cfg->metrics_fd, &d.metrics)
+					 : metrics_http_start(loop, cfg->metrics_listen, &d.metrics);
 		if (r < 0)
 			goto out;
 		metrics_add_collector(collect_connections, &d);

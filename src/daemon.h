@@ -20,6 +20,7 @@ struct daemon_config {
 	struct server_config server;
 	struct grpc_limits grpc;
 	const char *metrics_listen; /* NULL: no metrics endpoint */
+	int metrics_fd;     /* passed metrics socket (wins over metrics_listen), or -1 */
 };
 
 void daemon_config_defaults(struct daemon_config *cfg);

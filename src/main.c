@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -167,6 +168,7 @@ static void on_reload(void *arg)
 static int cmd_serve(const struct settings *s)
 {
 	struct serve_ctx ctx = {0};
+	struct notify_socket passed[] = {{"kms", AF_UNIX, -1}, {"metrics", AF_UNSPEC, -1}};
 	struct daemon_config dc;
 	struct plugin_config pc = {
 		.state_dir = s->state_dir,
@@ -192,9 +194,19 @@ static int cmd_serve(const struct settings *s)
 		log_error("--listen %s: not a Unix socket address (%s)", s->listen, strerror(-r));
 		return r;
 	}
-	r = notify_listen_fd("kms", &dc.listen_fd);
-	if (r < 0 && r != -ENOENT)
+	r = notify_listen_fds(passed, sizeof(passed) / sizeof(passed[0]));
+	if (r < 0)
 		return r;
+	dc.listen_fd = passed[0].fd;
+	dc.metrics_fd = passed[1].fd;
+	/* systemd made the socket: its unit says who may use it. */
+	if (dc.listen_fd >= 0 && (s->socket_mode != 0600 || *s->socket_group))
+		log_warning("socket-mode and socket-group do not apply to the socket systemd "
+			    "passed: set SocketMode= and SocketGroup= in a drop-in for "
+			    "tpm2-kms.socket instead");
+	if (dc.metrics_fd >= 0 && *s->metrics_listen)
+		log_warning("metrics-listen %s is not used: systemd passed the metrics socket",
+			    s->metrics_listen);
 	dc.socket_mode = s->socket_mode;
 	if (*s->socket_group) {
 		dc.socket_gid = group_id(s->socket_group);

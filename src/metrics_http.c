@@ -263,6 +263,23 @@ static int parse_tcp(const char *address, struct sockaddr_storage *ret)
 	}
 }
 
+/* Listens on the handle set up in m (r: how that went so far). */
+static int start_listening(metrics_http *m, int r, const char *address, metrics_http **ret)
+{
+	m->listener.handle.data = m;
+	m->open_handles = 1;
+	if (r == 0)
+		r = uv_listen(&m->listener.stream, 16, on_connection);
+	if (r < 0) {
+		log_error("metrics: cannot listen on %s: %s", address, uv_strerror(r));
+		metrics_http_stop(m);
+		return r;
+	}
+	log_info("serving metrics on %s", address);
+	*ret = m;
+	return 0;
+}
+
 int metrics_http_start(uv_loop_t *loop, const char *address, metrics_http **ret)
 {
 	metrics_http *m = calloc(1, sizeof(*m));
@@ -291,21 +308,63 @@ int metrics_http_start(uv_loop_t *loop, const char *address, metrics_http **ret)
 		m->is_tcp = true;
 		uv_tcp_init(loop, &m->listener.tcp);
 		r = uv_tcp_bind(&m->listener.tcp, (struct sockaddr *)&sa, 0);
+		if (r == UV_EAFNOSUPPORT)
+			log_error("metrics: cannot open a TCP socket here (under systemd the service "
+				  "has no network: enable tpm2-kms-metrics.socket instead)");
 	}
-	m->listener.handle.data = m;
-	m->open_handles = 1;
-	if (r == 0)
-		r = uv_listen(&m->listener.stream, 16, on_connection);
-	if (r < 0) {
-		log_error("metrics: cannot listen on %s: %s", address, uv_strerror(r));
-		metrics_http_stop(m);
-		return r;
-	}
-	log_info("serving metrics on %s", address);
-	*ret = m;
-	return 0;
+	return start_listening(m, r, address, ret);
 fail:
 	free(m);
+	return r;
+}
+
+static bool loopback(const struct sockaddr_storage *sa)
+{
+	const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+	if (sa->ss_family == AF_INET)
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	return sa->ss_family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+}
+
+int metrics_http_start_fd(uv_loop_t *loop, int fd, metrics_http **ret)
+{
+	metrics_http *m;
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof(sa);
+	int r;
+
+	if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
+		r = -errno;
+		log_error("metrics: the passed socket: %s", strerror(errno));
+		goto fail;
+	}
+	if (sa.ss_family != AF_UNIX && !loopback(&sa)) {
+		log_error("metrics: the passed socket is not on a loopback address; only loopback "
+			  "addresses are allowed");
+		r = -EPERM;
+		goto fail;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	m->loop = loop;
+	if (sa.ss_family == AF_UNIX) {
+		uv_pipe_init(loop, &m->listener.pipe, 0);
+		r = uv_pipe_open(&m->listener.pipe, fd);
+	} else {
+		m->is_tcp = true;
+		uv_tcp_init(loop, &m->listener.tcp);
+		r = uv_tcp_open(&m->listener.tcp, fd);
+	}
+	if (r < 0)
+		close(fd); /* not the handle's */
+	return start_listening(m, r, "the socket systemd passed", ret);
+fail:
+	close(fd);
 	return r;
 }
 

@@ -10,6 +10,9 @@ typedef struct metrics_http metrics_http;
 
 /* Logs its errors. Refuses non-loopback TCP addresses. */
 int metrics_http_start(uv_loop_t *loop, const char *address, metrics_http **ret);
+/* The same on a listening socket systemd passed (Unix, or loopback TCP);
+ * it is never unlinked. Takes fd, also on failure. */
+int metrics_http_start_fd(uv_loop_t *loop, int fd, metrics_http **ret);
 void metrics_http_stop(metrics_http *m); /* frees once closed */
 
 #endif

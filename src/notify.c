@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -41,9 +42,10 @@ int notify_send(const char *state)
 	return r;
 }
 
-static bool is_listening_unix_stream(int fd)
+/* A listening stream socket of the family wanted (AF_UNSPEC: any). */
+static bool is_listening_stream(int fd, int family)
 {
-	struct sockaddr_un sa;
+	struct sockaddr_storage sa;
 	socklen_t len = sizeof(sa);
 	int type = 0, listening = 0;
 	socklen_t l = sizeof(int);
@@ -53,55 +55,76 @@ static bool is_listening_unix_stream(int fd)
 	l = sizeof(int);
 	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) < 0 || !listening)
 		return false;
-	return getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && sa.sun_family == AF_UNIX;
+	if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
+		return false;
+	return family == AF_UNSPEC || sa.ss_family == family;
 }
 
-int notify_listen_fd(const char *name, int *ret_fd)
+/* The i-th name in $LISTEN_FDNAMES (colon-separated), or "" past its end. */
+static void fd_name(const char *names, uint64_t i, char *out, size_t size)
+{
+	const char *p = names;
+
+	*out = '\0';
+	for (uint64_t k = 0; p && k < i; k++) {
+		p = strchr(p, ':');
+		if (p)
+			p++;
+	}
+	if (p) {
+		size_t l = strcspn(p, ":");
+
+		if (l < size) {
+			memcpy(out, p, l);
+			out[l] = '\0';
+		}
+	}
+}
+
+int notify_listen_fds(struct notify_socket *socks, size_t n_socks)
 {
 	const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
 	const char *names = getenv("LISTEN_FDNAMES");
 	uint64_t pid, n;
-	int fd = -1, r;
+	int r = 0;
 
+	for (size_t k = 0; k < n_socks; k++)
+		socks[k].fd = -1;
 	if (!pid_s || !fds_s)
-		return -ENOENT;
+		return 0;
 	if (util_parse_u64(pid_s, INT32_MAX, &pid) < 0 || (pid_t)pid != getpid() ||
-	    util_parse_u64(fds_s, 64, &n) < 0 || n == 0) {
-		r = -ENOENT;
+	    util_parse_u64(fds_s, 64, &n) < 0 || n == 0)
 		goto out;
-	}
-	if (n == 1) {
-		fd = LISTEN_FDS_START;
-	} else if (names) {
-		/* Colon-separated, one name per fd. */
-		const char *p = names;
+	for (uint64_t i = 0; i < n; i++) {
+		int fd = LISTEN_FDS_START + (int)i;
+		char name[256];
+		size_t k;
 
-		for (uint64_t i = 0; i < n && p; i++) {
-			const char *end = strchr(p, ':');
-			size_t l = end ? (size_t)(end - p) : strlen(p);
-
-			if (l == strlen(name) && strncmp(p, name, l) == 0) {
-				fd = LISTEN_FDS_START + (int)i;
-				break;
-			}
-			p = end ? end + 1 : NULL;
+		fd_name(names ? names : "", i, name, sizeof(name));
+		/* One socket without a name is the first one we take. */
+		if (n == 1 && (!*name || strcmp(name, "unknown") == 0))
+			snprintf(name, sizeof(name), "%s", socks[0].name);
+		for (k = 0; k < n_socks && strcmp(name, socks[k].name) != 0; k++)
+			;
+		if (k == n_socks) {
+			log_error("socket activation: fd %d is named \"%s\", not one of ours", fd,
+				  name);
+			r = -EINVAL;
+			goto out;
 		}
+		if (!is_listening_stream(fd, socks[k].family)) {
+			log_error("socket activation: fd %d (%s) is not a listening %sstream socket",
+				  fd, name, socks[k].family == AF_UNIX ? "Unix " : "");
+			r = -EINVAL;
+			goto out;
+		}
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		socks[k].fd = fd;
 	}
-	if (fd < 0) {
-		log_error("socket activation: %llu sockets passed, none named \"%s\"",
-			  (unsigned long long)n, name);
-		r = -EINVAL;
-		goto out;
-	}
-	if (!is_listening_unix_stream(fd)) {
-		log_error("socket activation: fd %d is not a listening Unix stream socket", fd);
-		r = -EINVAL;
-		goto out;
-	}
-	fcntl(fd, F_SETFD, FD_CLOEXEC);
-	*ret_fd = fd;
-	r = 0;
 out:
+	if (r < 0)
+		for (size_t k = 0; k < n_socks; k++)
+			socks[k].fd = -1;
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_FDNAMES");

@@ -5,14 +5,24 @@
 #ifndef TPM2KMS_NOTIFY_H
 #define TPM2KMS_NOTIFY_H
 
+#include <stddef.h>
+
 /* Sends e.g. "READY=1", "STATUS=...", "STOPPING=1". 0 when there is no
  * manager to tell; negative errno on failure. */
 int notify_send(const char *state);
 
-/* The listening socket passed by the manager: the one named name in
- * $LISTEN_FDNAMES, else the only one. Returns 0 and sets *ret_fd, -ENOENT
- * when nothing was passed, -EINVAL (logged) when what was passed is not a
- * listening Unix stream socket. Unsets the variables. */
-int notify_listen_fd(const char *name, int *ret_fd);
+/* A socket we take from the manager, by its FileDescriptorName=. */
+struct notify_socket {
+	const char *name;
+	int family; /* AF_UNIX, or AF_UNSPEC for any */
+	int fd;     /* set: the fd, or -1 when none was passed */
+};
+
+/* Takes the listening sockets passed by the manager: every one must be
+ * named in socks (a single unnamed one counts as socks[0]) and be a
+ * listening stream socket of its family. Returns 0 (also when nothing was
+ * passed: every fd -1), -EINVAL (logged) otherwise. Unsets the
+ * variables. */
+int notify_listen_fds(struct notify_socket *socks, size_t n_socks);
 
 #endif

@@ -93,10 +93,12 @@ class Systemd(unittest.TestCase):
         unit = re.sub(r'ExecStart=\S+/tpm2-kms', 'ExecStart=' + tpm2_kms(), unit)
         with open(os.path.join(d, 'tpm2-kms.service'), 'w') as f:
             f.write(unit)
-        shutil.copy(os.path.join(SRC, 'dist', 'systemd', 'tpm2-kms.socket'), d)
+        for sock in ('tpm2-kms.socket', 'tpm2-kms-metrics.socket'):
+            shutil.copy(os.path.join(SRC, 'dist', 'systemd', sock), d)
         r = subprocess.run(['systemd-analyze', 'verify', '--man=no',
                             os.path.join(d, 'tpm2-kms.service'),
-                            os.path.join(d, 'tpm2-kms.socket')],
+                            os.path.join(d, 'tpm2-kms.socket'),
+                            os.path.join(d, 'tpm2-kms-metrics.socket')],
                            capture_output=True, text=True, cwd=d)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         for key in ('Type=notify', 'ProtectSystem=strict', 'PrivateNetwork=yes',
@@ -104,11 +106,16 @@ class Systemd(unittest.TestCase):
                     'SystemCallFilter=@system-service', 'RestrictAddressFamilies=AF_UNIX',
                     'CapabilityBoundingSet=\n', 'LockPersonality=yes',
                     'DeviceAllow=/dev/tpmrm0', 'StateDirectory=tpm2-kms',
-                    'RuntimeDirectory=tpm2-kms', 'SupplementaryGroups=tss'):
+                    'SupplementaryGroups=tss', 'RestartPreventExitStatus=2 78'):
             self.assertIn(key, unit)
+        # Its recursive chown would take the socket from SocketGroup=.
+        self.assertNotRegex(unit, r'(?m)^RuntimeDirectory')
         shutil.rmtree(d)
 
     def test_notify_and_socket_activation(self):
+        # As the shipped units pass them: the KMS socket (named kms) and the
+        # metrics socket (named metrics, loopback TCP: the service itself
+        # has no network).
         root = tempdir('kmsn-')
         tpm = Swtpm(root)
         tpm.start()
@@ -120,25 +127,37 @@ class Systemd(unittest.TestCase):
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(kms_path)
         listener.listen(16)
-        env = dict(os.environ, NOTIFY_SOCKET=notify_path, LISTEN_FDS='1',
-                   LISTEN_FDNAMES='kms')
-        # LISTEN_PID must be the daemon's own pid, and the socket fd 3:
-        # exec from a shell.
-        cmd = 'LISTEN_PID=$$ exec "$0" "$@" 3<&%d' % listener.fileno()
+        metrics = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        metrics.bind(('127.0.0.1', 0))
+        metrics.listen(16)
+        env = dict(os.environ, NOTIFY_SOCKET=notify_path, LISTEN_FDS='2',
+                   LISTEN_FDNAMES='kms:metrics')
+        # LISTEN_PID must be the daemon's own pid, and the sockets fds 3 and
+        # 4: exec from a shell.
+        cmd = 'LISTEN_PID=$$ exec "$0" "$@" 3<&%d 4<&%d' % (listener.fileno(), metrics.fileno())
+        log = os.path.join(root, 'log')
         p = subprocess.Popen(['sh', '-c', cmd, tpm2_kms(), 'serve', '--tcti', tpm.tcti,
                               '--state-dir', os.path.join(root, 'state'),
-                              '--listen', os.path.join(root, 'unused.sock')],
-                             env=env, pass_fds=(listener.fileno(),),
-                             stderr=open(os.path.join(root, 'log'), 'wb'))
+                              '--listen', os.path.join(root, 'unused.sock'),
+                              '--socket-mode', '0660'],
+                             env=env, pass_fds=(listener.fileno(), metrics.fileno()),
+                             stderr=open(log, 'wb'))
         try:
             messages = []
             while not any('READY=1' in m for m in messages):
                 messages.append(notify.recv(4096).decode())
-            # Ready means: the passed socket answers and healthz is ok.
+            # Ready means the passed socket answers; the first Status waits
+            # for the keys and says ok.
             c = Kms('unix:' + kms_path)
             self.assertEqual(c.status().healthz, 'ok')
             c.close()
             self.assertFalse(os.path.exists(os.path.join(root, 'unused.sock')))
+            url = 'http://127.0.0.1:%d/metrics' % metrics.getsockname()[1]
+            self.assertIn('tpm2kms_tpm_up 1', urllib.request.urlopen(url, timeout=5).read()
+                          .decode())
+            # systemd made the socket: --socket-mode cannot apply, and says so.
+            self.assertIn('socket-mode and socket-group do not apply to the socket systemd '
+                          'passed', open(log).read())
             p.send_signal(signal.SIGTERM)
             while not any('STOPPING=1' in m for m in messages):
                 messages.append(notify.recv(4096).decode())
@@ -151,7 +170,33 @@ class Systemd(unittest.TestCase):
             tpm.kill()
             notify.close()
             listener.close()
+            metrics.close()
             shutil.rmtree(root, ignore_errors=True)
+
+    def test_passed_sockets_must_be_ours(self):
+        root = tempdir('kmsn-')
+        self.addCleanup(shutil.rmtree, root, True)
+        tpm = Swtpm(root)
+        tpm.start()
+        self.addCleanup(tpm.kill)
+        a = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        a.bind(os.path.join(root, 'a.sock'))
+        a.listen(1)
+        b = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        b.bind(('0.0.0.0', 0))
+        b.listen(1)
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        for names, why in (('kms:other', 'fd 4 is named "other", not one of ours'),
+                           ('metrics:kms', 'fd 4 (kms) is not a listening Unix stream socket'),
+                           ('kms:metrics', 'the passed socket is not on a loopback address')):
+            r = subprocess.run(['sh', '-c', 'LISTEN_PID=$$ exec "$0" "$@" 3<&%d 4<&%d' % (
+                a.fileno(), b.fileno()), tpm2_kms(), 'serve', '--tcti', tpm.tcti,
+                '--state-dir', os.path.join(root, 'state')],
+                env=dict(os.environ, LISTEN_FDS='2', LISTEN_FDNAMES=names),
+                pass_fds=(a.fileno(), b.fileno()), capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn(why, r.stderr)
 
     @staticmethod
     def _serve_notified(root, tcti, state):
