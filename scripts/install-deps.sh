@@ -1,10 +1,16 @@
 #!/bin/sh
-# Installs, from Debian 12's archive, exactly the packages tpm2-kms needs to
-# build, run and test, skipping those already present. Run as root.
-# --bench adds what bench/run.sh needs besides: Go and Debian's grpc-go for
-# the reference plugin, gnuplot for the plot.
+# Installs, from Debian 12's archive, the packages tpm2-kms needs, skipping
+# those already present. Run as root.
+#   (no option)  to build it and run it on a private swtpm (scripts/run.sh)
+#   --test       also what the tests use (scripts/test.sh)
+#   --bench      also what bench/run.sh uses: Go and Debian's grpc-go for the
+#                reference plugin, gnuplot for the plot
+#   --list       (last) print the packages instead of installing them
+# Nothing here changes how the host boots: the VM tests' guest kernel is
+# unpacked into the build tree by tests/vm/guest-kernel.sh, never installed.
 set -eu
 
+# Build, and run on a swtpm with a KMS round trip (scripts/roundtrip.py).
 PACKAGES="
 build-essential
 pkg-config
@@ -16,27 +22,34 @@ libuv1-dev
 libnghttp2-dev
 libprotobuf-c-dev
 protobuf-c-compiler
-libcmocka-dev
 libhttp-parser-dev
-mandoc
-prometheus
 swtpm
-swtpm-tools
-tpm2-tools
 python3-grpcio
 python3-protobuf
+"
+
+list=
+case " $* " in *" --list "*) list=1 ;; esac
+case "${1-}" in
+--test)
+	PACKAGES="$PACKAGES
+libcmocka-dev
+mandoc
+prometheus
+swtpm-tools
+tpm2-tools
 python3-yaml
 python3-cryptography
 qemu-system-x86
-linux-image-amd64
 busybox-static
 cpio
+debootstrap
 clang-14
 libclang-rt-14-dev
 valgrind
 "
-
-if [ "${1-}" = --bench ]; then
+	;;
+--bench)
 	PACKAGES="$PACKAGES
 golang-go
 golang-google-grpc-dev
@@ -47,6 +60,17 @@ protoc-gen-go
 protoc-gen-go-grpc
 gnuplot-nox
 "
+	;;
+""|--list) ;;
+*)
+	echo "usage: install-deps.sh [--test | --bench] [--list]" >&2
+	exit 2
+	;;
+esac
+
+if [ -n "$list" ]; then
+	echo $PACKAGES
+	exit 0
 fi
 
 missing=""

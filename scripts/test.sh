@@ -6,7 +6,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
-./scripts/install-deps.sh
+./scripts/install-deps.sh --test
 [ -x configure ] || autoreconf -fi
 
 status=0

@@ -106,7 +106,8 @@ static const struct option_def options[] = {
 	{"tpm-command-timeout", K_U32, CMD_SERVE, false, NUM(tpm_command_timeout_ms, 3600000),
 	 "MS", "a TPM command unanswered this long makes the TPM unhealthy (default 10000)"},
 	{"timeout", K_U32, CMD_STATUS, false, NUM(timeout_ms, 3600000), "MS",
-	 "how long to wait for the answer (default 3000)"},
+	 "how long to wait for the answer; a starting daemon holds it up to 10 s (default "
+	 "12000)"},
 	{"log-format", K_LOG_FORMAT, ALL, false, 0, 0, "FORMAT", "text or json (default text)"},
 	{"log-level", K_LOG_LEVEL, ALL, false, 0, 0, "LEVEL",
 	 "error, warning, info or debug (default info)"},
@@ -221,7 +222,9 @@ static void defaults(struct settings *s)
 	s->probe_interval_ms = 5000;
 	strcpy(s->pcr_signatures, "/etc/tpm2-kms/pcr-signatures");
 	s->tpm_command_timeout_ms = 10000;
-	s->timeout_ms = 3000;
+	/* A daemon still starting holds Status until its keys load (at most
+	 * 10 s): a probe run right after the start hears "ok", not a timeout. */
+	s->timeout_ms = 12000;
 }
 
 /* Applies one setting; where is "--name" or "FILE:LINE" for errors. */

@@ -106,6 +106,9 @@ class Start(Base):
         self.daemon.stop()
         proxy.delay = 0.4           # the start now takes a few seconds
         self.daemon.start(wait_healthy=False)
+        # `tpm2-kms status` as a probe right after the start: ok, exit 0.
+        probe = subprocess.Popen([tpm2_kms(), 'status', '--listen', self.daemon.sock],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         c = self.daemon.client()
         status = c.status(timeout=30, future=True)
         enc = c.encrypt(b'at once', timeout=30, future=True)
@@ -119,6 +122,9 @@ class Start(Base):
         self.assertEqual(status.result().healthz, 'ok')
         self.assertEqual(len(enc.result().ciphertext), 7 + 65)
         self.assertEqual(dec.result().plaintext, b'before the restart')
+        out = probe.communicate(timeout=30)[0]
+        self.assertEqual(probe.returncode, 0, out)
+        self.assertIn('healthz: ok', out)
         proxy.delay = 0.0
         c.close()
 

@@ -57,6 +57,31 @@ class Documentation(unittest.TestCase):
         self.assertGreater(len(seen), 15)
 
 
+class Dependencies(unittest.TestCase):
+    def packages(self, *opts):
+        r = subprocess.run([os.path.join(SRC, 'scripts', 'install-deps.sh')] + list(opts) +
+                           ['--list'], capture_output=True, text=True, check=True)
+        return r.stdout.split()
+
+    def test_trying_it_does_not_change_the_host(self):
+        # scripts/run.sh used to install every test tool and linux-image-amd64,
+        # whose install rewrote /boot on the user's machine.
+        run = self.packages()
+        for p in run:
+            self.assertFalse(re.match(r'linux-image|qemu|clang|valgrind|prometheus|debootstrap',
+                                      p), p)
+        self.assertIn('swtpm', run)
+        test = self.packages('--test')
+        self.assertTrue(set(run) < set(test))
+        self.assertIn('qemu-system-x86', test)
+        self.assertFalse([p for p in test if p.startswith('linux-image')], test)
+        # What the lists name is what this machine was set up with.
+        for p in test:
+            r = subprocess.run(['dpkg-query', '-W', '-f=${Status}', p], capture_output=True,
+                               text=True)
+            self.assertIn('install ok installed', r.stdout, p)
+
+
 class ConfigFile(unittest.TestCase):
     def test_flags_win_and_print_config(self):
         d = tempdir('kmso-')
