@@ -2,7 +2,8 @@
 # Installs what is missing (Debian 12), builds, and runs every test twice:
 # a normal build (build/) and one with AddressSanitizer and
 # UndefinedBehaviorSanitizer (build-asan/), where any leak, memory error or
-# undefined behaviour fails the test that hit it.
+# undefined behaviour fails the test that hit it; then the daemon under
+# valgrind, the installed units under systemd, and the fuzzers.
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -17,7 +18,12 @@ suite() {
 	shift
 	mkdir -p "$top/$dir"
 	cd "$top/$dir"
-	[ -f Makefile ] || "$top/configure" --enable-unit --enable-integration "$@"
+	# Configured otherwise (by scripts/run.sh, say): configure again, or
+	# tests would be left out.
+	want="--enable-unit --enable-integration${*:+ $*}"
+	if ! [ -f Makefile ] || [ "$(./config.status --config)" != "$want" ]; then
+		"$top/configure" --enable-unit --enable-integration "$@"
+	fi
 	make -j"$(nproc)"
 	if ! make -j"$(nproc)" check; then
 		status=1
@@ -28,13 +34,27 @@ suite() {
 		$(sed -n 's/^# ERROR: *//p' test-suite.log | head -n1)))
 	cd "$top"
 }
-suite build
+# build/ is configured as the operations guide installs (tests/systemd
+# installs from it).
+suite build --prefix=/usr --sysconfdir=/etc
 suite build-asan --with-sanitizer=address,undefined
 
 # The daemon under valgrind memcheck through the end-to-end tests.
 cd "$top/build"
 if make check-valgrind; then
 	pass=$((pass + $(sed -n 's/^# PASS: *//p' test-suite.log | head -n1)))
+else
+	status=1
+	cat test-suite.log
+	fail=$((fail + 1))
+fi
+cd "$top"
+
+# The installed units under systemd as PID 1, in a QEMU guest whose Debian
+# root debootstrap makes once (kept in build/systemd-guest/).
+cd "$top/build"
+if make check-systemd; then
+	pass=$((pass + 1))
 else
 	status=1
 	cat test-suite.log

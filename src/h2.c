@@ -599,6 +599,13 @@ void h2_conn_reset_stream(h2_conn *c, int32_t stream_id)
 		c->want_write(c->owner);
 }
 
+void h2_conn_shutdown_notice(h2_conn *c)
+{
+	nghttp2_submit_shutdown_notice(c->session);
+	if (!c->in_recv && c->want_write)
+		c->want_write(c->owner);
+}
+
 void h2_conn_goaway(h2_conn *c)
 {
 	nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,

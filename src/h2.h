@@ -87,6 +87,9 @@ void h2_conn_reset_stream(h2_conn *c, int32_t stream_id);
 
 /* Graceful shutdown: GOAWAY naming the last stream we accepted. */
 void h2_conn_goaway(h2_conn *c);
+/* GOAWAY with the largest stream id: shutdown is coming, but streams the
+ * client has already sent are still served. h2_conn_goaway follows. */
+void h2_conn_shutdown_notice(h2_conn *c);
 
 size_t h2_conn_open_streams(const h2_conn *c);
 

@@ -15,6 +15,10 @@
 #define WRITE_CHUNK_BYTES  (64u * 1024u)
 #define SWEEP_INTERVAL_MS  1000u
 #define SHUTDOWN_POLL_MS   10u
+/* Between the shutdown notice and the final GOAWAY: requests a client sent
+ * before it heard the notice arrive and are served (a Unix socket's round
+ * trip is far shorter). */
+#define SHUTDOWN_NOTICE_MS 200u
 
 struct conn {
 	struct conn *prev, *next;
@@ -42,6 +46,8 @@ struct server {
 	uv_timer_t sweep;
 	uv_timer_t shutdown_timer;
 	bool shutting_down;
+	bool goaway_sent; /* the final GOAWAY, after the notice */
+	uint64_t shutdown_notice_ms;
 	uint64_t shutdown_deadline_ms;
 	void (*shutdown_done)(void *arg);
 	void *shutdown_arg;
@@ -459,6 +465,17 @@ static void on_shutdown_poll(uv_timer_t *t)
 {
 	server *s = t->data;
 
+	if (!s->goaway_sent && uv_now(s->loop) >= s->shutdown_notice_ms + SHUTDOWN_NOTICE_MS) {
+		/* Final: streams the client opens from now on are refused, and
+		 * it may retry them elsewhere. */
+		s->goaway_sent = true;
+		for (struct conn *c = s->conns; c; c = c->next) {
+			h2_conn_goaway(c->h2);
+			conn_flush(c);
+		}
+	}
+	if (!s->goaway_sent)
+		return;
 	if ((grpc_server_inflight(s->grpc) == 0 && all_flushed(s)) ||
 	    uv_now(s->loop) >= s->shutdown_deadline_ms) {
 		if (grpc_server_inflight(s->grpc) > 0)
@@ -479,11 +496,14 @@ void server_shutdown(server *s, void (*done)(void *arg), void *arg)
 		s->listening = false;
 		uv_close((uv_handle_t *)&s->listener, on_timer_closed);
 	}
+	/* Graceful, in two steps (RFC 9113 section 6.8): a GOAWAY naming no
+	 * stream limit first, so requests already on their way are served. */
 	for (struct conn *c = s->conns; c; c = c->next) {
-		h2_conn_goaway(c->h2);
+		h2_conn_shutdown_notice(c->h2);
 		conn_flush(c);
 	}
-	s->shutdown_deadline_ms = uv_now(s->loop) + s->cfg.shutdown_grace_ms;
+	s->shutdown_notice_ms = uv_now(s->loop);
+	s->shutdown_deadline_ms = s->shutdown_notice_ms + s->cfg.shutdown_grace_ms;
 	uv_timer_start(&s->shutdown_timer, on_shutdown_poll, 0, SHUTDOWN_POLL_MS);
 }
 

@@ -541,6 +541,31 @@ static void test_reset_flood_ends_connection(void **state)
 	assert_int_equal(code, 0xb);
 }
 
+/* A request on its way when shutdown begins: the notice (GOAWAY with the
+ * largest stream id) lets it be served. A final GOAWAY alone, as stop
+ * used to send at once, refuses it (REFUSED_STREAM): a restart under
+ * socket activation failed such calls. */
+static void test_graceful_shutdown(void **state)
+{
+	struct fixture *f = *state;
+	int32_t a, b;
+	const struct h2c_response *r;
+	uint32_t code = 99;
+
+	a = h2client_grpc(f->client, "/v2.KeyManagementService/Status", NULL, 0);
+	h2_conn_shutdown_notice(f->conn); /* before the server read it */
+	r = wait_for(f, a);
+	assert_status(r, 0);
+	assert_true(h2client_goaway(f->client, &code));
+	assert_int_equal(code, 0);
+
+	b = h2client_grpc(f->client, "/v2.KeyManagementService/Status", NULL, 0);
+	h2_conn_goaway(f->conn);
+	r = wait_for(f, b);
+	assert_int_equal(r->rst_code, 7); /* REFUSED_STREAM */
+	assert_int_equal(r->grpc_status, -1);
+}
+
 static void test_garbage_preface(void **state)
 {
 	struct fixture *f = *state;
@@ -587,6 +612,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pings_after_data_are_not_a_flood, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_reset_flood_ends_connection, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_graceful_shutdown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_preface, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_byte_at_a_time, setup, teardown),
 	};

@@ -22,10 +22,10 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import unittest
 
+import console
 from kmsclient import builddir, tempdir, wait_until
 
 SRC = os.environ.get('TOP_SRCDIR', os.getcwd())
@@ -131,20 +131,10 @@ class Guest:
             argv += ['-device', 'vmgenid']
         if incoming:
             argv += ['-incoming', 'exec:cat ' + incoming]
-        self.log = open(os.path.join(self.dir, 'console.log'), 'w')
         self.qemu = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
-        self.lines = queue.Queue()
-        threading.Thread(target=self._reader, daemon=True).start()
+        self.lines = console.read_lines(self.qemu.stdout, os.path.join(self.dir, 'console.log'))
         self.tail = []
-
-    def _reader(self):
-        for raw in self.qemu.stdout:
-            line = raw.decode('utf-8', 'replace').rstrip('\r\n')
-            self.log.write(line + '\n')
-            self.log.flush()
-            self.lines.put(line)
-        self.lines.put(None)
 
     def expect(self, marker, timeout, collect=None):
         deadline = time.monotonic() + timeout
@@ -230,7 +220,6 @@ class Guest:
         if self.swtpm.poll() is None:
             self.swtpm.kill()
             self.swtpm.wait()
-        self.log.close()
 
 
 class VmSnapshot(unittest.TestCase):
