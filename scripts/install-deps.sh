@@ -44,6 +44,8 @@ qemu-system-x86
 busybox-static
 cpio
 debootstrap
+umoci
+skopeo
 clang-14
 libclang-rt-14-dev
 valgrind

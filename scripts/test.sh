@@ -41,7 +41,7 @@ suite build-asan --with-sanitizer=address,undefined
 
 # The daemon under valgrind memcheck through the end-to-end tests.
 cd "$top/build"
-if make check-valgrind; then
+if make -j"$(nproc)" check-valgrind; then
 	pass=$((pass + $(sed -n 's/^# PASS: *//p' test-suite.log | head -n1)))
 else
 	status=1

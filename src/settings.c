@@ -447,24 +447,32 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 			command_usage(s.command, stdout);
 			return 1;
 		}
-		if (strcmp(argv[i], "--config") == 0 && !commands[cmd].no_config) {
-			if (i + 1 >= argc || strlen(argv[i + 1]) >= sizeof(s.config)) {
+		if (strncmp(argv[i], "--config", 8) == 0 && !commands[cmd].no_config &&
+		    (argv[i][8] == '\0' || argv[i][8] == '=')) {
+			const char *path = argv[i][8] == '=' ? argv[i] + 9
+					   : i + 1 < argc   ? argv[++i]
+							    : "";
+
+			if (!*path || strlen(path) >= sizeof(s.config)) {
 				fprintf(stderr, "tpm2-kms: --config needs a path\n");
 				return -EINVAL;
 			}
-			strcpy(s.config, argv[++i]);
+			strcpy(s.config, path);
 			s.config_given = true;
 		}
 	}
 
 	for (i = 2; i < argc; i++) {
-		const char *a = argv[i];
+		const char *a = argv[i], *value = NULL, *eq;
 		const struct option_def *o;
+		char name[64];
 
 		if (strcmp(a, "--config") == 0 && !commands[cmd].no_config) {
 			i++;
 			continue;
 		}
+		if (strncmp(a, "--config=", 9) == 0 && !commands[cmd].no_config)
+			continue;
 		if (strcmp(a, "--print-config") == 0 &&
 		    (s.command & (CMD_SERVE | CMD_INIT | CMD_ROTATE))) {
 			s.print_config = true;
@@ -498,7 +506,15 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 			s.generation = (uint32_t)g;
 			continue;
 		}
-		o = find_option(strcmp(a, "-o") == 0 ? "output" : a + 2);
+		/* --name value, or --name=value as manifests tend to write it. */
+		eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+		if (eq) {
+			size_t n = (size_t)(eq - (a + 2));
+
+			snprintf(name, sizeof(name), "%.*s", (int)(n < sizeof(name) ? n : 0), a + 2);
+			value = eq + 1;
+		}
+		o = find_option(strcmp(a, "-o") == 0 ? "output" : eq ? name : a + 2);
 		if (!o || !(o->commands & s.command)) {
 			fprintf(stderr, "tpm2-kms: %s: unknown option %s (see tpm2-kms %s --help)\n",
 				settings_command_name(s.command), a,
@@ -507,14 +523,18 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 		}
 		set_by_flag[o - options] = true;
 		if (o->kind == K_FLAG) {
+			if (value) {
+				fprintf(stderr, "tpm2-kms: --%s takes no value\n", o->name);
+				return -EINVAL;
+			}
 			*(bool *)((char *)&s + o->offset) = true;
 			continue;
 		}
-		if (i + 1 >= argc) {
+		if (!value && i + 1 >= argc) {
 			fprintf(stderr, "tpm2-kms: %s needs a value\n", a);
 			return -EINVAL;
 		}
-		r = apply(&s, o, argv[++i], a);
+		r = apply(&s, o, value ? value : argv[++i], a);
 		if (r < 0)
 			return r;
 	}

@@ -14,9 +14,8 @@ import sys
 import unittest
 import urllib.request
 
-import yaml
 
-from kmsclient import Daemon, Kms, Process, Swtpm, run_cli, tempdir, tpm2_kms, wait_until
+from kmsclient import Daemon, Kms, Swtpm, run_cli, tempdir, tpm2_kms, wait_until
 
 SRC = os.environ.get('TOP_SRCDIR', os.getcwd())
 BUILD = os.environ.get('TOP_BUILDDIR', os.getcwd())
@@ -456,28 +455,6 @@ class Observability(unittest.TestCase):
                 self.assertNotRegex(text, r'^<3>(\d{4}-\d\d-\d\dT\S+ )?error ')
             else:
                 self.assertRegex(text, r'^\d{4}-\d\d-\d\dT[0-9:.]+Z error ', text)
-
-
-class StaticPod(unittest.TestCase):
-    def test_manifest(self):
-        pod = yaml.safe_load(read(os.path.join(SRC, 'deploy', 'static-pod.yaml')))
-        self.assertEqual(pod['kind'], 'Pod')
-        spec = pod['spec']
-        self.assertEqual(spec['priorityClassName'], 'system-node-critical')
-        vols = {v['name']: v['hostPath'] for v in spec['volumes']}
-        self.assertEqual(vols['tpm']['path'], '/dev/tpmrm0')
-        self.assertEqual(vols['tpm']['type'], 'CharDevice')
-        self.assertEqual(vols['state']['path'], '/var/lib/tpm2-kms')
-        self.assertEqual(vols['socket']['path'], '/run/tpm2-kms')
-        ctr = spec['containers'][0]
-        for probe in ('livenessProbe', 'readinessProbe'):
-            cmd = ctr[probe]['exec']['command']
-            self.assertEqual(cmd[1], 'status')
-        # The flags in the manifest are ones tpm2-kms accepts.
-        args = [a.split('=', 1) for a in ctr['command'][2:]]
-        r = run_cli('serve', '--config', '/dev/null', '--print-config',
-                    *[x for a in args for x in a])
-        self.assertIn('listen /run/tpm2-kms/kms.sock', r.stdout)
 
 
 if __name__ == '__main__':

@@ -63,6 +63,18 @@ static void test_defaults_and_flags(void **state)
 	assert_int_equal(parse(&s, "retire", "--config", "/dev/null", "7", "--force", NULL), 0);
 	assert_int_equal(s.generation, 7);
 	assert_true(s.force);
+	/* --name=value, as the static pod's manifest writes them. */
+	assert_int_equal(parse(&s, "serve", "--config=/dev/null", "--listen=/run/x.sock",
+			       "--tcti=device:/dev/tpmrm0", "--allow-uid=1000", "--log-format=json",
+			       "--pcrs=7,11", NULL),
+			 0);
+	assert_string_equal(s.listen, "/run/x.sock");
+	assert_string_equal(s.tcti, "device:/dev/tpmrm0");
+	assert_int_equal(s.allow_uids[0], 1000);
+	assert_int_equal(s.log_format, LOG_FORMAT_JSON);
+	assert_string_equal(s.pcrs, "7,11");
+	assert_int_equal(parse(&s, "status", "--config=/dev/null", "--timeout=4000", NULL), 0);
+	assert_int_equal(s.timeout_ms, 4000);
 }
 
 static void test_bad_flags(void **state)
@@ -77,6 +89,10 @@ static void test_bad_flags(void **state)
 	assert_int_equal(parse(&s, "serve", "--socket-mode", "999", NULL), -EINVAL);
 	assert_int_equal(parse(&s, "serve", "--max-connections", "0", NULL), -EINVAL);
 	assert_int_equal(parse(&s, "serve", "--listen", NULL), -EINVAL);
+	assert_int_equal(parse(&s, "serve", "--bogus=1", NULL), -EINVAL);
+	assert_int_equal(parse(&s, "retire", "--config=/dev/null", "7", "--force=yes", NULL),
+			 -EINVAL);
+	assert_int_equal(parse(&s, "serve", "--config=", NULL), -EINVAL);
 	assert_int_equal(parse(&s, "retire", "--config", "/dev/null", NULL), -EINVAL);
 	assert_int_equal(parse(&s, "retire", "--config", "/dev/null", "zero", NULL), -EINVAL);
 	assert_int_equal(parse(&s, "serve", "--config", "/nonexistent/tpm2-kms.conf", NULL),
