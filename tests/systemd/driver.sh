@@ -158,5 +158,26 @@ echo "EXPOSURE $exposure"
 check hardening-exposure sh -c "[ -n '$exposure' ] && awk 'BEGIN { exit !($exposure <= 1.5) }'"
 check no-capabilities sh -c 'grep -q "^CapEff:	0000000000000000" /proc/$(systemctl show -P MainPID tpm2-kms)/status'
 
+# --- §2: a TPM whose owner hierarchy has a password ----------------------------
+systemctl stop tpm2-kms
+mv /var/lib/tpm2-kms /var/lib/tpm2-kms.kept
+tpm2_evictcontrol -C o -c 0x81000001 >/dev/null 2>&1
+tpm2_nvundefine -C o 0x01800101 >/dev/null 2>&1
+check owner-password-set tpm2_changeauth -c o 'the owner password'
+systemctl reset-failed tpm2-kms
+systemctl start tpm2-kms
+check owner-password-missing-78 until_ok 20 sh -c '[ "$(systemctl show -P ExecMainStatus tpm2-kms)" = 78 ]'
+check owner-password-hint sh -c 'journalctl -u tpm2-kms -o cat --no-pager | grep -q "give it with --owner-auth-file FILE (or the systemd credential owner-auth)"'
+# The guide's commands, as written.
+check owner-password-guide sh -c "install -m 0600 /dev/null /etc/tpm2-kms/owner-auth &&
+	printf '%s' 'the owner password' > /etc/tpm2-kms/owner-auth &&
+	mkdir -p /etc/systemd/system/tpm2-kms.service.d &&
+	cp /usr/share/doc/tpm2-kms/examples/owner-auth.conf /etc/systemd/system/tpm2-kms.service.d/ &&
+	systemctl daemon-reload"
+systemctl reset-failed tpm2-kms
+check owner-password-start systemctl start tpm2-kms
+check owner-password-provisions until_ok 30 status_ok
+check owner-password-not-logged sh -c '! journalctl --no-pager -o cat | grep -q "the owner password"'
+
 echo SYSTEMD-TEST-DONE
 systemctl poweroff

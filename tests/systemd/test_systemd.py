@@ -44,7 +44,9 @@ others-refused restart-with-dropin group-kept-after-restart late-tpm-restart lat
 late-tpm-status-text late-tpm-unhealthy late-tpm-healthy late-tpm-no-restart fresh-stop
 no-tpm-restarts no-tpm-status-text no-tpm-provisions-when-it-comes wrong-srk-exit-78
 wrong-srk-status-text wrong-srk-not-restarted wrong-srk-journal-error private-tmp-hint
-back-to-device-restart back-to-device hardening-exposure no-capabilities'''.split()
+back-to-device-restart back-to-device hardening-exposure no-capabilities owner-password-set
+owner-password-missing-78 owner-password-hint owner-password-guide owner-password-start
+owner-password-provisions owner-password-not-logged'''.split()
 
 
 def run(argv, **kw):
