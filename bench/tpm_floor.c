@@ -81,7 +81,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: tpm-floor TCTI COUNT [NV_INDEX]\n");
 		return 2;
 	}
-	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR, false);
+	log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR);
 	setenv("TSS2_LOG", "all+NONE", 0); /* the first lookup of the index fails by design */
 	us = calloc((size_t)count, sizeof(*us));
 	if (!us || tpm_open(argv[1], &t) < 0 || tpm_nv_counter_provision(t, index) < 0)
