@@ -179,7 +179,8 @@ static void handle(grpc_call *call, const uint8_t *msg, size_t len, void *user)
 	grpc_call_set_log_fields(call, req->uid, req->key_id && *req->key_id ? req->key_id : NULL);
 	/* Calls that arrive while the backend starts wait for it (within
 	 * their deadline) rather than hear "not ready" for it. */
-	if (svc->ops->when_started && route->method != KMS_METHOD_VERSION) {
+	if (svc->ops->started && route->method != KMS_METHOD_VERSION &&
+	    !svc->ops->started(svc->backend)) {
 		h = malloc(sizeof(*h));
 		if (h) {
 			*h = (struct held){call, route, req};

@@ -6,6 +6,7 @@
 
 #include "grpc.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,9 +34,12 @@ struct kms_backend_ops {
 	/* key_id is NULL for v1beta1, which has none. */
 	void (*decrypt)(void *backend, const uint8_t *ciphertext, size_t len, const char *key_id,
 			kms_complete_fn done, void *token);
-	/* Optional: runs cb (now or later on the loop, exactly once) once the
-	 * backend has started, or before deadline_ms (loop clock, 0: none)
-	 * comes, or when it stops. Status, Encrypt and Decrypt wait for it. */
+	/* Optional, both or neither: whether the backend has started, and
+	 * else runs cb (exactly once: later on the loop, or at once when the
+	 * deadline is too near or memory short) once it has, or
+	 * before deadline_ms (loop clock, 0: none) comes, or when it stops.
+	 * Status, Encrypt and Decrypt arriving before the start wait for it. */
+	bool (*started)(void *backend);
 	void (*when_started)(void *backend, uint64_t deadline_ms, void (*cb)(void *token),
 			     void *token);
 };

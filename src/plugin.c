@@ -140,19 +140,20 @@ static void generation_free(struct generation *g)
 
 static void on_hold_timer(uv_timer_t *t);
 
-/* Answers the waiters whose time is up (all: every one). */
+/* Answers the waiters whose time is up (all: every one), and sets the
+ * timer for the next one. */
 static void release_waiters(plugin *p, bool all)
 {
-	struct waiter **pp = &p->waiters, *w;
+	struct waiter **pp = &p->waiters, *w, *due = NULL;
 	uint64_t now = uv_now(p->loop), next = 0;
 
-	/* Callbacks may hold new calls: take the list first. */
+	/* Unlinked first: a callback dispatches its call, which may finish
+	 * other calls but never holds one. */
 	while ((w = *pp)) {
 		if (all || now >= w->until) {
 			*pp = w->next;
-			w->cb(w->token);
-			free(w);
-			pp = &p->waiters;
+			w->next = due;
+			due = w;
 			continue;
 		}
 		if (!next || w->until < next)
@@ -161,6 +162,11 @@ static void release_waiters(plugin *p, bool all)
 	}
 	if (next && !p->stopping)
 		uv_timer_start(&p->hold_timer, on_hold_timer, next - now, 0);
+	while ((w = due)) {
+		due = w->next;
+		w->cb(w->token);
+		free(w);
+	}
 }
 
 static void maybe_started(plugin *p)
@@ -187,15 +193,20 @@ static void on_hold_timer(uv_timer_t *t)
 	release_waiters(p, false);
 }
 
+static bool started(void *backend)
+{
+	plugin *p = backend;
+
+	maybe_started(p);
+	return p->started || p->stopping;
+}
+
 static void when_started(void *backend, uint64_t deadline_ms, void (*cb)(void *token),
 			 void *token)
 {
 	plugin *p = backend;
 	struct waiter *w;
 
-	maybe_started(p);
-	if (p->started || p->stopping)
-		goto now;
 	w = malloc(sizeof(*w));
 	if (!w)
 		goto now;
@@ -787,6 +798,7 @@ static const struct kms_backend_ops ops = {
 	.status = status,
 	.encrypt = encrypt,
 	.decrypt = decrypt,
+	.started = started,
 	.when_started = when_started,
 };
 
