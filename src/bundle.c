@@ -4,12 +4,12 @@
 #include "log.h"
 #include "sealfile.h"
 #include "signer.h"
+#include "tpmwrap.h"
 #include "util.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/params.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,23 +23,8 @@
 static int mac(const uint8_t kek[TPM_KEK_BYTES], const char *body, size_t len,
 	       uint8_t out[BUNDLE_MAC_BYTES])
 {
-	OSSL_PARAM params[] = {
-		OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
-		OSSL_PARAM_construct_end(),
-	};
-	EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	EVP_MAC_CTX *c = m ? EVP_MAC_CTX_new(m) : NULL;
-	size_t n = 0;
-	int r = -ENOMEM;
-
-	if (c && EVP_MAC_init(c, kek, TPM_KEK_BYTES, params) == 1 &&
-	    EVP_MAC_update(c, (const uint8_t *)MAC_LABEL, strlen(MAC_LABEL)) == 1 &&
-	    EVP_MAC_update(c, (const uint8_t *)body, len) == 1 &&
-	    EVP_MAC_final(c, out, &n, BUNDLE_MAC_BYTES) == 1 && n == BUNDLE_MAC_BYTES)
-		r = 0;
-	EVP_MAC_CTX_free(c);
-	EVP_MAC_free(m);
-	return r;
+	return tpmwrap_hmac_sha256(kek, TPM_KEK_BYTES, (const uint8_t *)MAC_LABEL,
+				   strlen(MAC_LABEL), (const uint8_t *)body, len, out);
 }
 
 /* Appends to a growing buffer. */

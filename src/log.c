@@ -17,7 +17,10 @@ static enum log_level log_max = LOG_LEVEL_INFO;
 static bool log_journal;
 static char log_last[512];
 
-bool log_stderr_is_journal(void)
+/* Whether stderr is the stream $JOURNAL_STREAM names (its "device:inode"),
+ * as systemd.exec(5) documents: a child that inherited the variable but
+ * writes elsewhere is not logging to the journal. */
+static bool stderr_is_journal(void)
 {
 	const char *e = getenv("JOURNAL_STREAM");
 	unsigned long long dev, ino;
@@ -35,7 +38,7 @@ void log_setup(enum log_format format, enum log_level max_level)
 {
 	log_fmt = format;
 	log_max = max_level;
-	log_journal = log_stderr_is_journal();
+	log_journal = stderr_is_journal();
 }
 
 const char *log_last_error(void)

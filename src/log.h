@@ -21,10 +21,6 @@ enum log_format {
 };
 
 void log_setup(enum log_format format, enum log_level max_level);
-/* Whether stderr is the stream $JOURNAL_STREAM names (its "device:inode"),
- * as sd_journal_stream_fd(3) documents: a child that inherited the variable
- * but writes elsewhere is not logging to the journal. */
-bool log_stderr_is_journal(void);
 /* The text of the last error logged ("" if none): for a final status. */
 const char *log_last_error(void);
 int log_parse_level(const char *s, enum log_level *ret);

@@ -71,6 +71,17 @@ static int admin_key_der(const struct settings *s, uint8_t der[SIGNER_DER_MAX], 
 	return r;
 }
 
+/* --pcrs as a list of PCR indexes, or a logged error. */
+static int pcrs_of(const struct settings *s, struct policy_pcrs *ret)
+{
+	if (policy_pcrs_parse(s->pcrs, ret) < 0) {
+		log_error("--pcrs %s: a list of PCR indexes 0-23, ascending, such as 7 or 7,11",
+			  s->pcrs);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* --owner-auth-file, else the credential systemd passes as owner-auth
  * (LoadCredential=owner-auth:FILE), else NULL. */
 static const char *owner_auth_file(const struct settings *s)
@@ -109,10 +120,10 @@ static int keyadmin_config_of(const struct settings *s, uint8_t admin[SIGNER_DER
 		if (r < 0)
 			return r;
 	}
-	if (*s->pcrs && policy_pcrs_parse(s->pcrs, &c.pcrs) < 0) {
-		log_error("--pcrs %s: a list of PCR indexes 0-23, ascending, such as 7 or 7,11",
-			  s->pcrs);
-		return -EINVAL;
+	if (*s->pcrs) {
+		r = pcrs_of(s, &c.pcrs);
+		if (r < 0)
+			return r;
 	}
 	c.pcr_dir = s->pcr_signatures;
 	c.escrow_to = *s->escrow_to ? s->escrow_to : NULL;
@@ -414,11 +425,9 @@ static int cmd_pcr_read(const struct settings *s)
 	tpm *t = NULL;
 	int r;
 
-	if (policy_pcrs_parse(s->pcrs, &pcrs) < 0) {
-		log_error("--pcrs %s: a list of PCR indexes 0-23, ascending, such as 7 or 7,11",
-			  s->pcrs);
-		return -EINVAL;
-	}
+	r = pcrs_of(s, &pcrs);
+	if (r < 0)
+		return r;
 	r = tpm_open(s->tcti, &t);
 	if (r == 0)
 		r = tpm_pcr_read(t, pcrs.index, pcrs.n, &v);

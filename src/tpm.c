@@ -1001,8 +1001,12 @@ out:
 	return r;
 }
 
-static int policy_authorize(tpm *t, ESYS_TR policy, const struct tpm_approval *a,
-			    const TPMT_TK_VERIFIED *ticket, const TPM2B_NAME *signer)
+/* PolicyAuthorize with the approval's ticket, then PolicyCommandCode:
+ * both approved policies (duplication, PCR unseal) name their command
+ * right after the signer's approval. */
+static int policy_authorize_command(tpm *t, ESYS_TR policy, const struct tpm_approval *a,
+				    const TPMT_TK_VERIFIED *ticket, const TPM2B_NAME *signer,
+				    TPM2_CC command)
 {
 	TPM2B_DIGEST approved = {.size = 32};
 	TPM2B_NONCE ref = {.size = (UINT16)a->policy_ref_len};
@@ -1014,6 +1018,10 @@ static int policy_authorize(tpm *t, ESYS_TR policy, const struct tpm_approval *a
 				  &approved, &ref, signer, ticket);
 	if (rc != TSS2_RC_SUCCESS)
 		return policy_fail(t, "PolicyAuthorize", rc);
+	rc = Esys_PolicyCommandCode(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+				    command);
+	if (rc != TSS2_RC_SUCCESS)
+		return policy_fail(t, "PolicyCommandCode", rc);
 	return 0;
 }
 
@@ -1099,15 +1107,9 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind
 		r = policy_fail(t, "PolicyDuplicationSelect", rc);
 		goto out;
 	}
-	r = policy_authorize(t, policy, approval, ticket, signer);
+	r = policy_authorize_command(t, policy, approval, ticket, signer, TPM2_CC_Duplicate);
 	if (r < 0)
 		goto out;
-	rc = Esys_PolicyCommandCode(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-				    TPM2_CC_Duplicate);
-	if (rc != TSS2_RC_SUCCESS) {
-		r = policy_fail(t, "PolicyCommandCode", rc);
-		goto out;
-	}
 	if (kind == TPM_KEK_DUP_PCR) {
 		r = policy_or(t, policy, or);
 		if (r < 0)
@@ -1252,15 +1254,9 @@ int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind 
 		r = policy_fail(t, "PolicyPCR", rc);
 		goto out;
 	}
-	r = policy_authorize(t, policy, approval, ticket, signer);
+	r = policy_authorize_command(t, policy, approval, ticket, signer, TPM2_CC_Unseal);
 	if (r < 0)
 		goto out;
-	rc = Esys_PolicyCommandCode(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-				    TPM2_CC_Unseal);
-	if (rc != TSS2_RC_SUCCESS) {
-		r = policy_fail(t, "PolicyCommandCode", rc);
-		goto out;
-	}
 	r = policy_or(t, policy, or);
 	if (r < 0)
 		goto out;

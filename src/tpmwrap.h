@@ -29,6 +29,11 @@ struct tpmwrap_sensitive {
 	size_t len;
 };
 
+/* HMAC-SHA256 of a || b (b may be empty): the TPM's integrity HMAC and KDFa
+ * here, and the bundles' MACs. */
+int tpmwrap_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, size_t a_len,
+			const uint8_t *b, size_t b_len, uint8_t out[32]);
+
 /* Opens d, which was duplicated to the storage key parent_pub whose
  * private key is parent_key. -EBADMSG when the wrapper does not open or
  * its HMAC fails (another parent, or altered); -EINVAL for a sensitive
