@@ -46,6 +46,7 @@ cpio
 debootstrap
 umoci
 skopeo
+containerd
 clang-14
 libclang-rt-14-dev
 valgrind

@@ -100,6 +100,33 @@ class Image(unittest.TestCase):
     def config(self):
         return image_config(self.layout)[2]
 
+    def test_containerd_imports_it_as_the_guide_says(self):
+        # The operations guide's command on a node, against a containerd of
+        # our own (its own root, state and socket): the image comes out
+        # under the name the manifest uses, unpacked.
+        d = tempdir('kmsctd-')
+        self.addCleanup(shutil.rmtree, d, True)
+        sock = os.path.join(d, 'containerd.sock')
+        with open(os.path.join(d, 'config.toml'), 'w') as f:
+            f.write('version = 2\nroot = "%s/root"\nstate = "%s/state"\n'
+                    '[grpc]\n  address = "%s"\n' % (d, d, sock))
+        log = open(os.path.join(d, 'log'), 'w')
+        self.addCleanup(log.close)
+        daemon = subprocess.Popen(['containerd', '--config', os.path.join(d, 'config.toml')],
+                                  stdout=log, stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: daemon.poll() is None and (daemon.terminate(), daemon.wait()))
+        wait_until(lambda: os.path.exists(sock) or daemon.poll() is not None, 'containerd')
+        ctr = ['ctr', '--address', sock, '-n', 'k8s.io']
+        r = subprocess.run(ctr + ['images', 'import', self.archive], capture_output=True,
+                           text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = subprocess.run(ctr + ['images', 'check'], capture_output=True, text=True, check=True)
+        row = [l.split() for l in r.stdout.splitlines()
+               if l.startswith('localhost/tpm2-kms:%s ' % self.version)]
+        self.assertEqual(len(row), 1, r.stdout)
+        self.assertEqual(row[0][2], image_config(self.layout)[0]['manifests'][0]['digest'])
+        self.assertEqual(row[0][-1], 'true')       # unpacked
+
     def test_settings_and_labels(self):
         index, manifest, config = image_config(self.layout)
         self.assertEqual(index['manifests'][0]['annotations']['io.containerd.image.name'],

@@ -336,6 +336,10 @@ class OwnerPassword(PluginTest):
         os.chmod(self.pw, 0o600)
         subprocess.run(['tpm2_changeauth', '-c', 'o', 'file:' + self.pw], env=self.env,
                        check=True, capture_output=True)
+        # How the guide says to tell.
+        caps = subprocess.run(['tpm2_getcap', 'properties-variable'], env=self.env, check=True,
+                              capture_output=True, text=True).stdout
+        self.assertRegex(caps, r'ownerAuthSet: +1\b')
 
     def tpm_has_counter(self):
         r = subprocess.run(['tpm2_nvreadpublic'], env=self.env, capture_output=True, text=True,
