@@ -36,6 +36,16 @@ static void on_server_stopped(void *arg)
 		d->hooks->stopping(d->hooks->arg);
 }
 
+/* The grace period is over and calls are still in flight: the backend
+ * answers them (its stopping hook is idempotent). */
+static void on_grace_expired(void *arg)
+{
+	struct daemon *d = arg;
+
+	if (d->hooks && d->hooks->stopping)
+		d->hooks->stopping(d->hooks->arg);
+}
+
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
 	struct daemon *d = h->data;
@@ -44,7 +54,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 		return;
 	d->stopping = true;
 	log_info("received %s; finishing in-flight calls", strsignal(signum));
-	server_shutdown(d->srv, on_server_stopped, d);
+	server_shutdown(d->srv, on_grace_expired, on_server_stopped, d);
 }
 
 static void on_hup(uv_signal_t *h, int signum)
@@ -155,7 +165,7 @@ out:
 		if (hooks && hooks->stopping)
 			hooks->stopping(hooks->arg);
 		if (d.srv)
-			server_shutdown(d.srv, NULL, NULL);
+			server_shutdown(d.srv, NULL, NULL, NULL);
 		uv_run(loop, UV_RUN_DEFAULT);
 	}
 	server_free(d.srv);

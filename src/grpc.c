@@ -81,7 +81,12 @@ void grpc_server_free(grpc_server *g)
 {
 	if (!g)
 		return;
-	assert(g->inflight == 0);
+	/* Calls a backend never finished still point here: leak rather than
+	 * free under them (only ever at exit). */
+	if (g->inflight > 0) {
+		log_error("grpc: %zu calls never finished at shutdown", g->inflight);
+		return;
+	}
 	for (size_t i = 0; i < g->n_routes; i++)
 		free(g->routes[i].path);
 	free(g->routes);

@@ -19,6 +19,9 @@
  * before it heard the notice arrive and are served (a Unix socket's round
  * trip is far shorter). */
 #define SHUTDOWN_NOTICE_MS 200u
+/* After the grace period: how long the answers the backend gives when told
+ * to give up may take to reach their clients. */
+#define SHUTDOWN_FLUSH_MS  500u
 
 struct conn {
 	struct conn *prev, *next;
@@ -50,6 +53,7 @@ struct server {
 	uint64_t shutdown_notice_ms;
 	uint64_t shutdown_deadline_ms;
 	void (*shutdown_done)(void *arg);
+	void (*shutdown_expire)(void *arg);
 	void *shutdown_arg;
 	unsigned handles_open;
 	/* One read buffer serves every connection: nghttp2 consumes each read
@@ -476,6 +480,19 @@ static void on_shutdown_poll(uv_timer_t *t)
 	}
 	if (!s->goaway_sent)
 		return;
+	if (grpc_server_inflight(s->grpc) > 0 && s->shutdown_expire &&
+	    uv_now(s->loop) >= s->shutdown_deadline_ms) {
+		void (*expire)(void *arg) = s->shutdown_expire;
+
+		/* Once: what the backend still holds is answered now. */
+		s->shutdown_expire = NULL;
+		log_warning("server: %zu calls still in flight after the grace period; "
+			    "answering them",
+			    grpc_server_inflight(s->grpc));
+		expire(s->shutdown_arg);
+		s->shutdown_deadline_ms = uv_now(s->loop) + SHUTDOWN_FLUSH_MS;
+		return;
+	}
 	if ((grpc_server_inflight(s->grpc) == 0 && all_flushed(s)) ||
 	    uv_now(s->loop) >= s->shutdown_deadline_ms) {
 		if (grpc_server_inflight(s->grpc) > 0)
@@ -485,11 +502,12 @@ static void on_shutdown_poll(uv_timer_t *t)
 	}
 }
 
-void server_shutdown(server *s, void (*done)(void *arg), void *arg)
+void server_shutdown(server *s, void (*expire)(void *arg), void (*done)(void *arg), void *arg)
 {
 	if (s->shutting_down)
 		return;
 	s->shutting_down = true;
+	s->shutdown_expire = expire;
 	s->shutdown_done = done;
 	s->shutdown_arg = arg;
 	if (s->listening) {

@@ -33,8 +33,12 @@ int server_new(uv_loop_t *loop, const struct server_config *cfg, grpc_server *gr
 int server_listen_fd(server *s, int fd);
 
 /* Stops accepting, sends GOAWAY, lets in-flight calls finish for up to the
- * grace period, then closes every connection and calls done. */
-void server_shutdown(server *s, void (*done)(void *arg), void *arg);
+ * grace period, then closes every connection and calls done. When the grace
+ * period ends with calls still in flight, expire (may be NULL) is called
+ * first: the backend answers what it still holds (a TPM command that never
+ * returned, say), and those answers get a short flush window before the
+ * connections close, so no client is left with a bare closed socket. */
+void server_shutdown(server *s, void (*expire)(void *arg), void (*done)(void *arg), void *arg);
 
 /* Only after shutdown completed. */
 void server_free(server *s);

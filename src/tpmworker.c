@@ -66,6 +66,9 @@ struct tpm_worker {
 
 	/* Written by the thread's TPM layer, read by the loop's watchdog. */
 	_Atomic uint64_t command_since_us;
+	/* The job the thread runs now (under lock), so that stop can answer
+	 * it when it leaves the thread behind. */
+	struct job *running;
 	/* Set by stop when it leaves a stuck thread behind: the thread must
 	 * then touch nothing of the loop's. */
 	_Atomic bool abandoned;
@@ -178,11 +181,13 @@ static void thread_main(void *arg)
 		if (!w->queue)
 			w->queue_tail = &w->queue;
 		w->queued--;
+		w->running = j;
 		uv_mutex_unlock(&w->lock);
 
 		run_job(w, j);
 
 		uv_mutex_lock(&w->lock);
+		w->running = NULL;
 		if (w->abandoned) {
 			/* stop gave up on us: the loop's handles are gone. */
 			job_free(j);
@@ -463,7 +468,8 @@ static bool join_within(tpm_worker *w, uint32_t ms)
 
 void tpm_worker_stop(tpm_worker *w)
 {
-	struct job *cancelled;
+	struct job *cancelled, stuck = {0};
+	bool have_stuck = false;
 
 	if (!w)
 		return;
@@ -479,6 +485,15 @@ void tpm_worker_stop(tpm_worker *w)
 		log_error("tpm: a command has not answered; stopping without it");
 		uv_mutex_lock(&w->lock);
 		w->abandoned = true;
+		/* The thread keeps (and frees) its job; its caller is
+		 * answered from a copy of what completing reads. */
+		if (w->running) {
+			stuck.kind = w->running->kind;
+			stuck.counter_cb = w->running->counter_cb;
+			stuck.unseal_cb = w->running->unseal_cb;
+			stuck.arg = w->running->arg;
+			have_stuck = true;
+		}
 		uv_mutex_unlock(&w->lock);
 		pthread_detach(w->thread);
 	}
@@ -492,6 +507,10 @@ void tpm_worker_stop(tpm_worker *w)
 		j->err = -ECANCELED;
 		complete(w, j);
 		job_free(j);
+	}
+	if (have_stuck) {
+		stuck.err = -ECANCELED;
+		complete(w, &stuck);
 	}
 	uv_timer_stop(&w->probe_timer);
 	w->handles_open = 3;

@@ -187,19 +187,27 @@ class StuckTpm(Base):
         self.tpm.proc.send_signal(signal.SIGCONT)
         self.assertEqual(len(hung.result().ciphertext), 5 + 65)
         wait_until(lambda: self.daemon.healthz() == 'ok', 'healthy again', timeout=15)
-        # Stuck again, then SIGTERM: the daemon stops within bounds.
+        # Stuck again, then SIGTERM: the daemon stops within bounds, the
+        # stuck call is answered (it was ended by a bare closed socket, and
+        # the daemon by SIGABRT on an assertion), and the exit is clean.
         self.tpm.proc.send_signal(signal.SIGSTOP)
-        c.encrypt(b'stuck again', timeout=60, future=True)
+        stuck = c.encrypt(b'stuck again', timeout=60, future=True)
         wait_until(lambda: 'has not answered' in (self.daemon.healthz() or ''),
                    'Status to say the TPM is stuck', timeout=15)
-        c.close()
         t0 = time.monotonic()
         self.daemon.proc.proc.send_signal(signal.SIGTERM)
         try:
-            self.daemon.proc.proc.wait(20)
+            rc = self.daemon.proc.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.fail('the daemon did not stop with a TPM command stuck')
         self.assertLess(time.monotonic() - t0, 20)
+        self.assertEqual(rc, 0, self.daemon.output())
+        with self.assertRaises(grpc.RpcError) as cm:
+            stuck.result()
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE,
+                         cm.exception.details())
+        self.assertEqual(cm.exception.details(), 'shutting down')
+        c.close()
         self.assertIn('stopping without it', self.daemon.output())
         self.tpm.proc.send_signal(signal.SIGCONT)
 
