@@ -191,6 +191,22 @@ static void json_escape(char *buf, size_t size, size_t *pos, const char *s)
 	escape_max(buf, size, pos, s, true, SIZE_MAX);
 }
 
+/* A text message as it is, but for control characters (\xHH): a value
+ * inside it (a file name, say) cannot end the line, start a forged one or,
+ * under journald, a "<0>" priority prefix. */
+static void controls_escape(char *buf, size_t size, size_t *pos, const char *s)
+{
+	for (; *s && *pos + 5 < size; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c < 0x20 || c == 0x7f)
+			*pos += (size_t)snprintf(buf + *pos, size - *pos, "\\x%02x", c);
+		else
+			buf[(*pos)++] = (char)c;
+	}
+	buf[*pos] = '\0';
+}
+
 static void append(char *buf, size_t size, size_t *pos, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
@@ -236,10 +252,10 @@ static void emit(enum log_level level, const char *text, const char *fields_json
 		       level_name(level));
 		json_escape(line, sizeof(line), &pos, text);
 		append(line, sizeof(line), &pos, "\"%s%s}", *fields_json ? "," : "", fields_json);
-	} else if (log_journal) {
-		append(line, sizeof(line), &pos, "%s", text);
 	} else {
-		append(line, sizeof(line), &pos, "%s %s %s", ts, level_name(level), text);
+		if (!log_journal)
+			append(line, sizeof(line), &pos, "%s %s ", ts, level_name(level));
+		controls_escape(line, sizeof(line), &pos, text);
 	}
 	append(line, sizeof(line), &pos, "\n");
 	fputs(line, stderr);

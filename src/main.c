@@ -645,8 +645,11 @@ int main(int argc, char **argv)
 		settings_print(&s, stdout);
 		return 0;
 	}
-	/* tpm2-tss would print its own errors; ours carry the decoded code. */
-	setenv("TSS2_LOG", "all+NONE", 0);
+	/* tpm2-tss would print its own errors (ours carry the decoded code),
+	 * and at trace level it hex-dumps command parameters, unsealed KEKs
+	 * among them: whatever the caller's environment says, it logs
+	 * nothing. */
+	setenv("TSS2_LOG", "all+NONE", 1);
 
 	switch (s.command) {
 	case CMD_SERVE:

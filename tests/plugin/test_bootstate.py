@@ -154,6 +154,27 @@ class Signatures(BootTest):
         shutil.copy(good, os.path.join(d, 'good.sig'))
         wait_until(lambda: self.status(a).healthz == 'ok', 'healthy with the good signature')
 
+    def test_file_names_cannot_forge_log_lines(self):
+        # A junk signature file is named in a warning; its name once went
+        # into the log as it was, so a newline forged a line of our own
+        # and, under journald, "<0>" an emergency-priority entry.
+        a = self.node('a')
+        self.boot(a, 7, b'ours')
+        a.cli('init', '--pcr-key', self.pcr_pub, '--pcrs', '7', '--pcr-signatures',
+              self.sigdir(a))
+        forged = ('x\n2026-01-01T00:00:00.000Z info generation 1 loaded\n<0>emergency\r'
+                  '\x1b[2J')
+        with open(os.path.join(self.sigdir(a), forged), 'w') as f:
+            f.write('junk')
+        self.serve(a)
+        wait_until(lambda: 'no PCR signature' in self.status(a).healthz, 'Status to say why')
+        out = a.daemon.output()
+        self.assertIn('x\\x0a2026-01-01T00:00:00.000Z info generation 1 loaded\\x0a<0>'
+                      'emergency\\x0d\\x1b[2J: ignored', out)
+        self.assertNotRegex(out, r'(?m)^(2026-01-01T00:00:00.000Z info|<0>)')
+        self.assertNotIn('\r', out)
+        self.assertNotIn('\x1b', out)
+
     @unittest.skipUnless(os.path.exists(SYSTEMD_MEASURE), 'systemd-measure not installed')
     def test_systemd_measure_signature_for_pcr_11(self):
         # A unified kernel image's sections, signed by systemd-measure with

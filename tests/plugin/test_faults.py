@@ -370,6 +370,25 @@ class Secrets(Base):
         for form in (seed.decode(), seed.hex(), seed[:8].decode(), seed[8:16].hex()):
             self.assertNotIn(form, log)
 
+    def test_tss2_trace_in_the_environment_logs_nothing(self):
+        # TSS2_LOG=all+trace, set by whoever starts us, made tpm2-tss
+        # hex-dump every command, unsealed KEKs included, into stderr (the
+        # journal): the caller's value was kept. Provisioning, unsealing
+        # and an Encrypt run here; tpm2-tss says nothing at all.
+        env = dict(os.environ, TSS2_LOG='all+trace')
+        r = run_cli('init', *self.tpm_args(), env=env)
+        self.assertNotRegex(r.stderr, r'(?i)trace:|:esys:|:tcti:')
+        self.daemon.env = {'TSS2_LOG': 'all+trace'}
+        self.daemon.start()
+        c = self.daemon.client()
+        e = c.encrypt(b'traced?')
+        self.assertEqual(c.decrypt(e.ciphertext, e.key_id).plaintext, b'traced?')
+        c.close()
+        self.assertEqual(self.daemon.stop(), 0)
+        log = self.daemon.output()
+        self.assertIn('generation 1', log)          # our own lines are there
+        self.assertNotRegex(log, r'(?i)trace:|:esys:|:tcti:|:sys:')
+
     @staticmethod
     def memory_holds(pid, secret, window=8):
         """Where in the process's writable memory any `window` bytes of
