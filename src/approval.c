@@ -23,9 +23,28 @@ static size_t message(const struct approval *a, uint8_t out[POLICY_DIGEST_BYTES 
 	return POLICY_DIGEST_BYTES + ref_len;
 }
 
-int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, struct approval *ret)
+/* The node statement (design brief §9.1): "tpm2-kms node v1\n" || the
+ * storage key's Name || the signing key's Name, each with a 2-byte length. */
+static size_t statement(const struct approval *a, uint8_t *out)
 {
-	uint8_t msg[POLICY_DIGEST_BYTES + POLICY_REF_MAX];
+	static const char tag[] = "tpm2-kms node v1\n";
+	size_t n = sizeof(tag) - 1;
+
+	memcpy(out, tag, n);
+	util_put_be16(out + n, (uint16_t)a->node.len);
+	memcpy(out + n + 2, a->node.bytes, a->node.len);
+	n += 2 + a->node.len;
+	util_put_be16(out + n, (uint16_t)a->sign_name.len);
+	memcpy(out + n + 2, a->sign_name.bytes, a->sign_name.len);
+	return n + 2 + a->sign_name.len;
+}
+
+#define STATEMENT_MAX (32 + 4 + 2 * TPM_NAME_MAX)
+
+int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, const struct tpm_name *sign_name,
+		  struct approval *ret)
+{
+	uint8_t msg[POLICY_DIGEST_BYTES + POLICY_REF_MAX], st[STATEMENT_MAX];
 	struct approval a = {.node = *node};
 	int r;
 
@@ -38,7 +57,44 @@ int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, struct approval 
 	r = signer_sign(admin, msg, message(&a, msg), a.sig, &a.sig_len);
 	if (r < 0)
 		return r;
+	if (sign_name && sign_name->len) {
+		a.sign_name = *sign_name;
+		r = signer_sign(admin, st, statement(&a, st), a.statement, &a.statement_len);
+		if (r < 0)
+			return r;
+	}
 	*ret = a;
+	return 0;
+}
+
+int approval_statement_verify(EVP_PKEY *admin, const struct tpm_name *node,
+			      const struct tpm_name *sign_name, const uint8_t *sig, size_t sig_len)
+{
+	struct approval a = {.node = *node, .sign_name = *sign_name};
+	uint8_t st[STATEMENT_MAX];
+
+	return signer_verify(admin, st, statement(&a, st), sig, sig_len) < 0 ? -EACCES : 0;
+}
+
+int approval_check_statement(const struct approval *a, EVP_PKEY *admin, const char **ret_why)
+{
+	uint8_t st[STATEMENT_MAX];
+	struct tpm_name admin_name;
+
+	if (a->pcr || !a->sign_name.len || !a->statement_len) {
+		*ret_why = "it does not approve a node's signing key (approved before 0.3.0, or a "
+			   "recovery key): approve the node file again";
+		return -EACCES;
+	}
+	if (signer_name(admin, &admin_name) < 0 || a->signer.len != admin_name.len ||
+	    memcmp(a->signer.bytes, admin_name.bytes, admin_name.len) != 0) {
+		*ret_why = "it is signed by another key than the admin key";
+		return -EACCES;
+	}
+	if (signer_verify(admin, st, statement(a, st), a->statement, a->statement_len) < 0) {
+		*ret_why = "its node statement is not signed by the admin key";
+		return -EACCES;
+	}
 	return 0;
 }
 
@@ -115,12 +171,17 @@ int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 {
 	char node[POLICY_PCR_MAX * 80], signer[2 * TPM_NAME_MAX + 1];
 	char policy[2 * POLICY_DIGEST_BYTES + 1], sig[2 * SIGNER_SIG_MAX + 1];
-	size_t cap = 1024 + sizeof(sig) + sizeof(node);
+	char sign_name[2 * TPM_NAME_MAX + 1] = "", statement_hex[2 * SIGNER_SIG_MAX + 1] = "";
+	size_t cap = 1024 + 2 * sizeof(sig) + sizeof(node) + sizeof(sign_name);
 	char *buf = malloc(cap);
 	int n;
 
 	if (!buf)
 		return -ENOMEM;
+	if (a->statement_len) {
+		util_hex(a->sign_name.bytes, a->sign_name.len, sign_name);
+		util_hex(a->statement, a->statement_len, statement_hex);
+	}
 	if (a->pcr)
 		format_pcr_values(a, node, sizeof(node));
 	else
@@ -130,13 +191,15 @@ int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 	util_hex(a->sig, a->sig_len, sig);
 	n = snprintf(buf, cap,
 		     "%s\nformat %d\n%s %s\npolicy-ref %s\napproved-policy %s\nsigner %s\n"
-		     "signature %s\n",
+		     "signature %s\n%s%s%s%s%s",
 		     a->pcr ? "# tpm2-kms PCR signature: the PCR signer approves these PCR values "
 			      "for unsealing"
 			    : "# tpm2-kms approval: the admin key allows key generations to be "
 			      "duplicated to this node",
 		     APPROVAL_FORMAT, a->pcr ? "pcrs" : "node", node, a->policy_ref, policy, signer,
-		     sig);
+		     sig, a->statement_len ? "node-signing-key " : "", sign_name,
+		     a->statement_len ? "\nnode-statement " : "", statement_hex,
+		     a->statement_len ? "\n" : "");
 	if (n < 0 || (size_t)n >= cap) {
 		free(buf);
 		return -EOVERFLOW;
@@ -158,8 +221,11 @@ static int parse_name(const char *hex, struct tpm_name *ret)
 
 int approval_parse(const char *text, size_t len, struct approval *ret, const char **ret_why)
 {
-	static const char *const keys[] = {"format",	      "node",   "policy-ref",
-					   "approved-policy", "signer", "signature"};
+	/* The last two only in a node's approval that covers its signing key
+	 * (both or neither). */
+	static const char *const keys[] = {"format", "node",	  "policy-ref",
+					   "approved-policy", "signer", "signature",
+					   "node-signing-key", "node-statement"};
 	struct approval a = {0};
 	char *copy, *line, *save = NULL;
 	size_t k = 0;
@@ -220,9 +286,19 @@ int approval_parse(const char *text, size_t len, struct approval *ret, const cha
 			    util_unhex(val, a.sig, a.sig_len) < 0)
 				goto out;
 			break;
+		case 6:
+			if (a.pcr || parse_name(val, &a.sign_name) < 0)
+				goto out;
+			break;
+		case 7:
+			a.statement_len = strlen(val) / 2;
+			if (a.statement_len == 0 || a.statement_len > sizeof(a.statement) ||
+			    util_unhex(val, a.statement, a.statement_len) < 0)
+				goto out;
+			break;
 		}
 	}
-	if (k != ARRAY_SIZE(keys))
+	if (k != 6 && k != ARRAY_SIZE(keys))
 		goto out;
 	*ret = a;
 	r = 0;

@@ -10,6 +10,10 @@
  *   approved-policy <hex>     PolicyDuplicationSelect(node) digest
  *   signer 000b...            the admin key's TPM Name
  *   signature <hex>           over approved-policy bytes || policy-ref
+ *   node-signing-key 000b...  a TPM node's signing key's Name, and
+ *   node-statement <hex>      the admin's signature over "tpm2-kms node
+ *                             v1\n" || len || node Name || len || signing
+ *                             key Name (2-byte lengths)
  *
  * A PCR approval has "pcrs 7=<hex>,11=<hex>" in place of "node", policy-ref
  * tpm2-kms/unseal, and the PolicyPCR digest of those values.
@@ -42,10 +46,25 @@ struct approval {
 	struct tpm_name signer;
 	uint8_t sig[SIGNER_SIG_MAX];
 	size_t sig_len;
+	/* A TPM node's approval also covers its signing key: the admin's
+	 * signature of the node statement (storage Name, signing Name), which
+	 * generation certificates are checked against (provenance.h).
+	 * statement_len 0: none (a recovery key, or an approval made before
+	 * 0.3.0). */
+	struct tpm_name sign_name;
+	uint8_t statement[SIGNER_SIG_MAX];
+	size_t statement_len;
 };
 
-/* Signs node with the admin key. */
-int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, struct approval *ret);
+/* Signs node with the admin key and, when sign_name is given (a TPM node's
+ * signing key), the node statement too. */
+int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, const struct tpm_name *sign_name,
+		  struct approval *ret);
+
+/* 0 when a's node statement is the admin's signature over its node and
+ * signing key; -EACCES with the reason otherwise (none, another signer, a
+ * bad signature). */
+int approval_check_statement(const struct approval *a, EVP_PKEY *admin, const char **ret_why);
 
 /* Signs PCR values with the PCR signer. */
 int approval_sign_pcrs(EVP_PKEY *signer, const struct policy_pcrs *pcrs,
@@ -71,6 +90,11 @@ int approval_load(const char *path, struct approval *ret);
  * otherwise (another node, another signer, a bad signature). */
 int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_name *node,
 		   const char **ret_why);
+
+/* 0 when sig is admin's signature of the node statement for node and
+ * sign_name; -EACCES otherwise. */
+int approval_statement_verify(EVP_PKEY *admin, const struct tpm_name *node,
+			      const struct tpm_name *sign_name, const uint8_t *sig, size_t sig_len);
 
 /* The approval as TPM2_PolicyAuthorize takes it. */
 int approval_to_tpm(const struct approval *a, EVP_PKEY *admin, struct tpm_approval *ret);

@@ -2,6 +2,7 @@
 
 #include "bundle.h"
 #include "log.h"
+#include "provenance.h"
 #include "sealfile.h"
 #include "signer.h"
 #include "tpmwrap.h"
@@ -117,6 +118,18 @@ int bundle_encode(const struct bundle *b, const uint8_t *const *keks, char **ret
 		if (r == 0)
 			r = append(&t, pem, pem_len);
 		free(pem);
+		if (r == 0 && g->certified) {
+			char *line = NULL;
+
+			r = provenance_format(g->number, &g->cert, &line);
+			if (r == 0)
+				r = append(&t, "certificate ", 12);
+			if (r == 0)
+				r = append(&t, line, strlen(line));
+			if (r == 0)
+				r = append(&t, "\n", 1);
+			free(line);
+		}
 	}
 	body_len = t.len;
 	for (size_t i = 0; r == 0 && i < b->n_gens; i++) {
@@ -271,6 +284,20 @@ int bundle_parse(const char *name, const char *text, size_t len, struct bundle *
 		}
 		if (line_len > 4 && memcmp(line, "mac ", 4) == 0)
 			break;
+		if (line_len > 12 && memcmp(line, "certificate ", 12) == 0) {
+			struct bundle_generation *last = b.n_gens ? &b.gens[b.n_gens - 1] : NULL;
+			uint32_t number;
+
+			/* Right after its generation's key, once. */
+			memcpy(buf, line + 12, line_len - 12);
+			buf[line_len - 12] = '\0';
+			if (!last || last->certified ||
+			    provenance_parse(buf, &number, &last->cert) < 0 ||
+			    number != last->number)
+				goto bad;
+			last->certified = true;
+			continue;
+		}
 		memcpy(buf, line, line_len);
 		buf[line_len] = '\0';
 		if (parse_generation_line(buf, &g) < 0)

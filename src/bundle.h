@@ -11,6 +11,7 @@
  *   -----BEGIN TSS2 PRIVATE KEY-----   id-importablekey (sealfile.h)
  *   ...
  *   -----END TSS2 PRIVATE KEY-----
+ *   certificate 3 ...               who created it (provenance.h)
  *   generation 4 ...
  *   mac 3 <hex>
  *   mac 4 <hex>
@@ -25,6 +26,7 @@
 #define TPM2KMS_BUNDLE_H
 
 #include "envelope.h"
+#include "provenance.h"
 #include "statedir.h"
 #include "tpm.h"
 
@@ -42,6 +44,10 @@ struct bundle_generation {
 	enum tpm_kek_kind kind;
 	bool write;
 	struct tpm_duplicate dup;
+	/* Who created it (provenance.h); certified false: no certificate
+	 * (made before 0.3.0): nothing takes it. */
+	bool certified;
+	struct provenance cert;
 	uint8_t mac[BUNDLE_MAC_BYTES];
 };
 

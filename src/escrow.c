@@ -6,6 +6,7 @@
 #include "kekpolicy.h"
 #include "log.h"
 #include "nodefile.h"
+#include "provenance.h"
 #include "signer.h"
 
 #include <errno.h>
@@ -160,6 +161,8 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 		goto out;
 	}
 	strcpy(bg.key_id, g->key_id);
+	/* Recovery takes only what an approved node certified. */
+	bg.certified = provenance_load(dir, g->number, &bg.cert) == 0;
 	b.node = n.name;
 	memcpy(b.admin_key, s->admin_key, s->admin_key_len);
 	b.admin_key_len = s->admin_key_len;

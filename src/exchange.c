@@ -9,6 +9,7 @@
 #include "log.h"
 #include "nodefile.h"
 #include "pcrpolicy.h"
+#include "provenance.h"
 #include "sealfile.h"
 #include "secmem.h"
 #include "signer.h"
@@ -28,78 +29,87 @@ static bool same_name(const struct tpm_name *a, const struct tpm_name *b)
 }
 
 int exchange_node_key(const char *dir, const char *tcti, char **ret_pem, size_t *ret_len,
-		      struct tpm_name *ret_name)
+		      struct node *ret_node)
 {
-	uint8_t pub[TPM_BLOB_MAX];
-	size_t pub_len;
+	struct tpm_sealed signkey;
+	struct node n = {0};
 	struct state s = {0};
-	struct tpm_name name;
 	const char *why;
 	tpm *t = NULL;
-	int r;
+	int lock = -1, r;
 
-	/* A node about to join has no state directory yet. */
-	if (access(dir, F_OK) == 0) {
-		r = statedir_open(dir, false);
-		if (r == 0)
-			r = state_load(dir, &s);
-		if (r < 0 && r != -ENOENT)
-			return r;
-	}
+	/* A node about to join has no state yet; its directory is made here,
+	 * for the signing key. */
+	r = statedir_open(dir, true);
+	if (r == 0)
+		r = statedir_lock(dir, &lock);
+	if (r == 0)
+		r = state_load(dir, &s);
+	if (r < 0 && r != -ENOENT)
+		goto out;
 	r = tpm_open(tcti, &t);
 	if (r < 0)
 		goto out;
 	if (s.n_gens) {
-		r = tpm_srk_public(t, &s.srk_name, pub, &pub_len);
+		r = tpm_srk_public(t, &s.srk_name, n.pub, &n.pub_len);
 		if (r == -EKEYREJECTED)
 			log_error("the TPM's storage root key is not the one %s/state was "
 				  "provisioned with",
 				  dir);
 	} else {
-		r = tpm_srk_provision(t, &name);
+		r = tpm_srk_provision(t, &n.name);
 		if (r == 0)
-			r = tpm_srk_public(t, &name, pub, &pub_len);
+			r = tpm_srk_public(t, &n.name, n.pub, &n.pub_len);
 	}
 	if (r < 0)
 		goto out;
-	r = tpmobj_storage_key_check(pub, pub_len, &why);
+	r = tpmobj_storage_key_check(n.pub, n.pub_len, &why);
 	if (r == 0)
-		r = tpmobj_name(pub, pub_len, &name);
+		r = tpmobj_name(n.pub, n.pub_len, &n.name);
 	if (r < 0) {
 		log_error("the SRK at 0x81000001 cannot be a duplication target: %s", why);
 		goto out;
 	}
-	r = nodefile_encode(pub, pub_len, ret_pem, ret_len);
+	r = provenance_signkey(t, dir, true, &signkey);
+	if (r < 0)
+		goto out;
+	memcpy(n.sign_pub, signkey.pub, signkey.pub_len);
+	n.sign_pub_len = signkey.pub_len;
+	r = tpmobj_name(n.sign_pub, n.sign_pub_len, &n.sign_name);
 	if (r == 0)
-		*ret_name = name;
+		r = nodefile_encode(n.pub, n.pub_len, n.sign_pub, n.sign_pub_len, ret_pem, ret_len);
+	if (r == 0)
+		*ret_node = n;
 out:
 	tpm_close(t);
 	state_free(&s);
+	statedir_unlock(lock);
 	return r;
 }
 
 int exchange_node_key_public(const char *public_key_path, char **ret_pem, size_t *ret_len,
-			     struct tpm_name *ret_name)
+			     struct node *ret_node)
 {
-	uint8_t pub[TPM_BLOB_MAX];
-	size_t pub_len;
+	struct node n = {0};
 	EVP_PKEY *key = NULL;
 	int r;
 
 	r = signer_load_public(public_key_path, "recovery key", &key);
 	if (r < 0)
 		return r;
-	r = tpmobj_storage_public(key, pub, &pub_len);
+	r = tpmobj_storage_public(key, n.pub, &n.pub_len);
 	if (r == 0)
-		r = tpmobj_name(pub, pub_len, ret_name);
+		r = tpmobj_name(n.pub, n.pub_len, &n.name);
 	if (r == 0)
-		r = nodefile_encode(pub, pub_len, ret_pem, ret_len);
+		r = nodefile_encode(n.pub, n.pub_len, NULL, 0, ret_pem, ret_len);
+	if (r == 0)
+		*ret_node = n;
 	EVP_PKEY_free(key);
 	return r;
 }
 
 int exchange_approve(const char *admin_key_path, const char *node_path, char **ret_text,
-		     size_t *ret_len, struct tpm_name *ret_node)
+		     size_t *ret_len, struct node *ret_node)
 {
 	EVP_PKEY *admin = NULL;
 	struct approval a;
@@ -112,14 +122,14 @@ int exchange_approve(const char *admin_key_path, const char *node_path, char **r
 	r = signer_load_private(admin_key_path, "admin key", &admin);
 	if (r < 0)
 		return r;
-	r = approval_sign(admin, &n.name, &a);
+	r = approval_sign(admin, &n.name, &n.sign_name, &a);
 	if (r < 0) {
 		log_error("cannot sign with the admin key %s", admin_key_path);
 		goto out;
 	}
 	r = approval_encode(&a, ret_text, ret_len);
 	if (r == 0)
-		*ret_node = n.name;
+		*ret_node = n;
 out:
 	EVP_PKEY_free(admin);
 	return r;
@@ -141,7 +151,7 @@ static int pick_generations(const char *dir, const struct state *s, const uint32
 
 		for (size_t k = 0; k < n_want; k++)
 			asked |= want[k] == g->number;
-		bool duplicable = g->kind == TPM_KEK_DUP || g->kind == TPM_KEK_DUP_PCR;
+		bool duplicable = tpm_kek_duplicable(g->kind);
 
 		if (!asked || (n_want == 0 && !duplicable))
 			continue;
@@ -172,33 +182,6 @@ static int pick_generations(const char *dir, const struct state *s, const uint32
 	*ret = out;
 	*ret_n = n;
 	return 0;
-}
-
-/* Unseals a generation of this node into kek (secure heap) and checks it
- * against its key_id. The pcr kinds need b and a signature of this
- * node's boot state. */
-static int unseal_checked(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *sealed,
-			  enum tpm_kek_kind kind, uint32_t number, const char *key_id, uint8_t *kek)
-{
-	char id[ENVELOPE_KEY_ID_MAX];
-	struct tpm_pcr_values v;
-	int r;
-
-	r = pcrpolicy_unseal(t, b, sealed, kind, kek, &v);
-	if (r == -ENOKEY) {
-		char why[24 * 80 + 64];
-
-		pcrpolicy_describe(&v, why, sizeof(why));
-		log_error("generation %u: %s (add its signature to the PCR signature "
-			  "directory)",
-			  (unsigned)number, why);
-	}
-	if (r < 0)
-		return r;
-	r = envelope_key_id(kek, number, id);
-	if (r == 0 && strcmp(id, key_id) != 0)
-		r = -EKEYREJECTED;
-	return r;
 }
 
 static void free_keks(uint8_t **keks, size_t n)
@@ -282,31 +265,14 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 		goto out;
 	}
 	b.n_gens = n;
-	r = tpm_open(tcti, &t);
-	if (r < 0)
-		goto out;
-	r = tpm_srk_check(t, &s.srk_name);
-	if (r == -EKEYREJECTED)
-		log_error("the TPM's storage root key is not the one %s/state was provisioned with",
-			  dir);
+	r = keyadmin_tpm_open(dir, tcti, &s, &t);
 	if (r < 0)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		const struct state_generation *g = gens[i];
 		struct bundle_generation *bg = &b.gens[i];
 		struct tpm_sealed sealed;
-		char *pem = NULL;
-		size_t len;
 
-		r = statedir_read(dir, g->file, SEALFILE_MAX_BYTES, &pem, &len);
-		if (r == 0)
-			r = sealfile_decode(pem, len, &sealed);
-		free(pem);
-		if (r < 0) {
-			log_error("generation %u: %s/%s is missing or damaged", (unsigned)g->number,
-				  dir, g->file);
-			goto out;
-		}
 		keks[i] = secmem_alloc(TPM_KEK_BYTES);
 		if (!keks[i]) {
 			r = -ENOMEM;
@@ -314,12 +280,9 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 		}
 		/* The MACs need the keys; unsealing also proves the file is
 		 * the generation the state names. */
-		r = unseal_checked(t, binding, &sealed, g->kind, g->number, g->key_id, keks[i]);
-		if (r < 0) {
-			log_error("generation %u: cannot unseal it or it does not match key_id %s",
-				  (unsigned)g->number, g->key_id);
+		r = keyadmin_unseal(t, dir, binding, g, &sealed, keks[i]);
+		if (r < 0)
 			goto out;
-		}
 		r = tpm_kek_duplicate(t, &sealed, g->kind, binding ? &binding->or_dup_pcr : NULL,
 				      node.pub, node.pub_len, &ta, &bg->dup);
 		util_wipe(&sealed, sizeof(sealed));
@@ -333,6 +296,22 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 		strcpy(bg->key_id, g->key_id);
 		bg->kind = g->kind;
 		bg->write = g->number == s.write_generation;
+		r = provenance_load(dir, g->number, &bg->cert);
+		if (r == -ENOENT)
+			log_error("generation %u has no certificate: no node would take it; record "
+				  "this node's approval and certify it (tpm2-kms certify --approval "
+				  "APPROVAL)",
+				  (unsigned)g->number);
+		if (r == 0) {
+			r = provenance_check(&bg->cert, admin, bg->number, bg->kind, bg->created,
+					     bg->key_id, bg->dup.pub, bg->dup.pub_len, &why);
+			if (r < 0)
+				log_error("generation %u: its certificate does not check out: %s",
+					  (unsigned)g->number, why);
+		}
+		if (r < 0)
+			goto out;
+		bg->certified = true;
 	}
 	r = bundle_encode(&b, (const uint8_t *const *)keks, ret_bundle, ret_len);
 	if (r == 0)
@@ -390,7 +369,7 @@ static int import_plan(const char *path, const char *dir, const struct bundle *b
 		const struct bundle_generation *g = &b->gens[i];
 		const struct state_generation *have = fresh ? NULL : state_find(s, g->number);
 
-		if ((g->kind != TPM_KEK_DUP && g->kind != TPM_KEK_DUP_PCR) ||
+		if (!tpm_kek_duplicable(g->kind) ||
 		    kekpolicy_of(keys, g->kind, policy, &or) < 0 ||
 		    tpmobj_duplicate_check(&g->dup, g->kind, policy) < 0) {
 			log_error("%s: generation %u is not a duplicable generation under the "
@@ -420,9 +399,87 @@ out:
 	return r;
 }
 
-int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint32_t nv_index,
-		    const char *bundle_path, size_t *ret_added)
+/* The admin key this import trusts: the one the state records, else the
+ * operator's (never the bundle's own: brief §9.1). The bundle must be made
+ * under it and every generation certified by a node it approved. */
+static int import_trust(const char *path, const char *dir, const struct state *s,
+			const char *admin_key_path, const struct bundle *b, EVP_PKEY **ret)
 {
+	uint8_t der[SIGNER_DER_MAX];
+	size_t der_len;
+	EVP_PKEY *given = NULL, *anchor = NULL;
+	const char *why;
+	int r;
+
+	if (admin_key_path) {
+		r = signer_load_public(admin_key_path, "admin key", &given);
+		if (r < 0)
+			return r;
+	}
+	if (s->admin_key_len) {
+		r = signer_from_der(s->admin_key, s->admin_key_len, &anchor);
+		if (r < 0) {
+			log_error("%s/state: the admin key is not usable", dir);
+			goto out;
+		}
+		if (given && !signer_equal(given, anchor)) {
+			log_error("--admin-key %s is not the admin key %s records", admin_key_path,
+				  dir);
+			r = -EPERM;
+			goto out;
+		}
+	} else if (given) {
+		anchor = given;
+		given = NULL;
+	} else {
+		log_error("%s records no admin key: give the admin's public key (import "
+			  "--admin-key ADMIN.pub.pem); the bundle's own is never trusted",
+			  dir);
+		r = -EPERM;
+		goto out;
+	}
+	r = signer_to_der(anchor, der, &der_len);
+	if (r < 0)
+		goto out;
+	if (der_len != b->admin_key_len || memcmp(der, b->admin_key, der_len) != 0) {
+		log_error("%s was made under another admin key than the one this node trusts; "
+			  "nothing imported",
+			  path);
+		r = -EPERM;
+		goto out;
+	}
+	for (size_t i = 0; i < b->n_gens; i++) {
+		const struct bundle_generation *g = &b->gens[i];
+
+		if (!g->certified) {
+			log_error("%s: generation %u carries no certificate of the node that made "
+				  "it; nothing imported (on that node: tpm2-kms certify, then "
+				  "export again)",
+				  path, (unsigned)g->number);
+			r = -EKEYREJECTED;
+			goto out;
+		}
+		r = provenance_check(&g->cert, anchor, g->number, g->kind, g->created, g->key_id,
+				     g->dup.pub, g->dup.pub_len, &why);
+		if (r < 0) {
+			log_error("%s: generation %u: %s; nothing imported", path,
+				  (unsigned)g->number, why);
+			goto out;
+		}
+	}
+	*ret = anchor;
+	anchor = NULL;
+	r = 0;
+out:
+	EVP_PKEY_free(given);
+	EVP_PKEY_free(anchor);
+	return r;
+}
+
+int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint32_t nv_index,
+		    const char *admin_key_path, const char *bundle_path, size_t *ret_added)
+{
+	EVP_PKEY *anchor = NULL;
 	struct pcr_binding *binding = NULL;
 	struct tpm_sealed *sealed = NULL;
 	struct bundle b = {0};
@@ -450,6 +507,9 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 		r = -ENOMEM;
 		goto out;
 	}
+	r = import_trust(bundle_path, dir, &s, admin_key_path, &b, &anchor);
+	if (r < 0)
+		goto out;
 	r = import_plan(bundle_path, dir, &b, &s, fresh, is_new);
 	if (r < 0)
 		goto out;
@@ -503,7 +563,7 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 				  bundle_path, (unsigned)g->number);
 			goto out;
 		}
-		r = unseal_checked(t, binding, &sealed[i], g->kind, g->number, g->key_id, kek);
+		r = keyadmin_unseal_sealed(t, binding, &sealed[i], g->kind, g->number, g->key_id, kek);
 		if (r == -ENOKEY)
 			goto out;
 		if (r == 0)
@@ -549,6 +609,9 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 			r = statedir_write(dir, sg.file, pem, len);
 		free(pem);
 		written[i] = r == 0;
+		/* The certificate travels on with the generation. */
+		if (r == 0)
+			r = provenance_save(dir, g->number, &g->cert);
 		if (r == 0)
 			r = state_add(&s, &sg);
 		if (r < 0)
@@ -578,8 +641,11 @@ out:
 			continue;
 		statedir_gen_file(b.gens[i].number, file);
 		statedir_unlink(dir, file);
+		provenance_file(b.gens[i].number, file);
+		statedir_unlink(dir, file);
 	}
 	free(written);
+	EVP_PKEY_free(anchor);
 	free(binding);
 	/* A refused import leaves no state directory it made itself. */
 	if (r < 0 && !existed && lock >= 0) {
@@ -616,10 +682,13 @@ static void sort_generations(struct bundle_generation *g, uint8_t **keks, size_t
 
 /* Every generation of the bundles, opened with the recovery key and
  * wrapped again to the target; keks[i] (secure heap) for each of out->gens. */
-static int recover_bundle(const char *path, EVP_PKEY *key, const uint8_t *rec_pub,
-			  size_t rec_len, const struct tpm_name *rec_name, const struct node *target,
-			  struct bundle *out, uint8_t **keks)
+static int recover_bundle(const char *path, EVP_PKEY *key, EVP_PKEY *admin,
+			  const uint8_t *rec_pub, size_t rec_len, const struct tpm_name *rec_name,
+			  const struct node *target, struct bundle *out, uint8_t **keks)
 {
+	uint8_t admin_der[SIGNER_DER_MAX];
+	size_t admin_der_len;
+	const char *why;
 	struct tpmwrap_sensitive *sens = secmem_alloc(sizeof(*sens));
 	char fp[NODE_FINGERPRINT_MAX], id[ENVELOPE_KEY_ID_MAX];
 	struct bundle b = {0};
@@ -638,10 +707,16 @@ static int recover_bundle(const char *path, EVP_PKEY *key, const uint8_t *rec_pu
 		r = -EKEYREJECTED;
 		goto out;
 	}
-	if (out->admin_key_len && (out->admin_key_len != b.admin_key_len ||
-				   memcmp(out->admin_key, b.admin_key, b.admin_key_len) != 0)) {
-		log_error("%s was made under another admin key than the other bundles", path);
-		r = -EINVAL;
+	/* The operator's admin key, never the file's own (brief §9.1). */
+	r = signer_to_der(admin, admin_der, &admin_der_len);
+	if (r < 0)
+		goto out;
+	if (admin_der_len != b.admin_key_len ||
+	    memcmp(admin_der, b.admin_key, admin_der_len) != 0) {
+		log_error("%s was made under another admin key than --admin-key; nothing "
+			  "written",
+			  path);
+		r = -EKEYREJECTED;
 		goto out;
 	}
 	memcpy(out->admin_key, b.admin_key, b.admin_key_len);
@@ -661,6 +736,16 @@ static int recover_bundle(const char *path, EVP_PKEY *key, const uint8_t *rec_pu
 			log_error("%s: generation %u is %s here and %s in another bundle", path,
 				  (unsigned)g->number, g->key_id, have->key_id);
 			r = -EINVAL;
+			goto out;
+		}
+		if (!g->certified ||
+		    provenance_check(&g->cert, admin, g->number, g->kind, g->created, g->key_id,
+				     g->dup.pub, g->dup.pub_len, &why) < 0) {
+			log_error("%s: generation %u: %s; nothing written", path,
+				  (unsigned)g->number,
+				  g->certified ? why
+					       : "it carries no certificate of the node that made it");
+			r = -EKEYREJECTED;
 			goto out;
 		}
 		kek = secmem_alloc(TPM_KEK_BYTES);
@@ -703,6 +788,8 @@ static int recover_bundle(const char *path, EVP_PKEY *key, const uint8_t *rec_pu
 		out->gens[out->n_gens].number = g->number;
 		out->gens[out->n_gens].created = g->created;
 		out->gens[out->n_gens].kind = g->kind;
+		out->gens[out->n_gens].certified = true;
+		out->gens[out->n_gens].cert = g->cert;
 		strcpy(out->gens[out->n_gens].key_id, g->key_id);
 		keks[out->n_gens++] = kek;
 		kek = NULL;
@@ -715,10 +802,11 @@ out:
 	return r;
 }
 
-int exchange_recover(const char *recovery_key_path, const char *node_path,
-		     const char *const *bundles, size_t n_bundles, uint32_t write_gen,
-		     char **ret_bundle, size_t *ret_len)
+int exchange_recover(const char *recovery_key_path, const char *admin_key_path,
+		     const char *node_path, const char *const *bundles, size_t n_bundles,
+		     uint32_t write_gen, char **ret_bundle, size_t *ret_len)
 {
+	EVP_PKEY *admin = NULL;
 	struct bundle out = {0};
 	struct tpm_name rec_name;
 	struct node target;
@@ -730,9 +818,12 @@ int exchange_recover(const char *recovery_key_path, const char *node_path,
 	r = nodefile_load(node_path, &target);
 	if (r < 0)
 		return r;
-	r = signer_load_private(recovery_key_path, "recovery key", &key);
+	r = signer_load_public(admin_key_path, "admin key", &admin);
 	if (r < 0)
 		return r;
+	r = signer_load_private(recovery_key_path, "recovery key", &key);
+	if (r < 0)
+		goto out;
 	r = tpmobj_storage_public(key, rec_pub, &rec_len);
 	if (r == 0)
 		r = tpmobj_name(rec_pub, rec_len, &rec_name);
@@ -745,7 +836,8 @@ int exchange_recover(const char *recovery_key_path, const char *node_path,
 		goto out;
 	}
 	for (size_t i = 0; i < n_bundles; i++) {
-		r = recover_bundle(bundles[i], key, rec_pub, rec_len, &rec_name, &target, &out, keks);
+		r = recover_bundle(bundles[i], key, admin, rec_pub, rec_len, &rec_name, &target, &out,
+				   keks);
 		if (r < 0)
 			goto out;
 	}
@@ -772,5 +864,6 @@ out:
 	free_keks(keks, out.n_gens);
 	bundle_free(&out);
 	EVP_PKEY_free(key);
+	EVP_PKEY_free(admin);
 	return r;
 }

@@ -6,25 +6,28 @@
 #ifndef TPM2KMS_EXCHANGE_H
 #define TPM2KMS_EXCHANGE_H
 
+#include "nodefile.h"
 #include "tpm.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* This node's SRK as a node file. With a state directory, the SRK must be
- * the pinned one; without one (a node about to join), the SRK is made if
- * missing. */
+/* This node's SRK and signing key as a node file. With a state, the SRK
+ * must be the pinned one; without one (a node about to join), the SRK is
+ * made if missing. The signing key is made if the directory (created if
+ * missing) has none. */
 int exchange_node_key(const char *dir, const char *tcti, char **ret_pem, size_t *ret_len,
-		      struct tpm_name *ret_name);
+		      struct node *ret_node);
 
 /* An offline public key (a recovery key) as a node file: a storage key's
  * public area around it, its Name computed in software. No TPM. */
 int exchange_node_key_public(const char *public_key_path, char **ret_pem, size_t *ret_len,
-			     struct tpm_name *ret_name);
+			     struct node *ret_node);
 
-/* Signs a node file with the admin private key, no TPM. */
+/* Signs a node file with the admin private key, no TPM: the duplication
+ * approval and, for a TPM node, the statement approving its signing key. */
 int exchange_approve(const char *admin_key_path, const char *node_path, char **ret_text,
-		     size_t *ret_len, struct tpm_name *ret_node);
+		     size_t *ret_len, struct node *ret_node);
 
 /* Duplicates generations (n 0: every `dup` one) to an approved node. */
 /* pcr_dir: PCR signatures, to unseal dup+pcr generations for the MACs. */
@@ -38,16 +41,23 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
  * decrypt-only. Every key is unsealed and checked (key_id, MAC) before
  * anything is written (a dup+pcr one needs a signature of this node's
  * PCR values in pcr_dir); *ret_added counts the generations added. */
+/* Trust (brief §9.1): the bundle must be made under the admin key the
+ * state records or, when it records none, admin_key_path's (the operator's;
+ * required then), and every generation must carry a certificate of a node
+ * that admin key approved. */
 int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint32_t nv_index,
-		    const char *bundle_path, size_t *ret_added);
+		    const char *admin_key_path, const char *bundle_path, size_t *ret_added);
 
 /* Offline, no TPM: opens every generation of the bundles (exported to the
  * recovery key's node) with the recovery private key, checks each against
  * its key_id and its bundle's MACs, and wraps it again to node_path's
  * storage key with a fresh seed: a bundle import takes. write_gen (0: the
  * highest) is the new node's write key. */
-int exchange_recover(const char *recovery_key_path, const char *node_path,
-		     const char *const *bundles, size_t n_bundles, uint32_t write_gen,
-		     char **ret_bundle, size_t *ret_len);
+/* Only generations certified by a node the admin key (admin_key_path, the
+ * operator's public key) approved are recovered; their certificates go
+ * into the bundle written. */
+int exchange_recover(const char *recovery_key_path, const char *admin_key_path,
+		     const char *node_path, const char *const *bundles, size_t n_bundles,
+		     uint32_t write_gen, char **ret_bundle, size_t *ret_len);
 
 #endif

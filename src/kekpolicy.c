@@ -39,9 +39,9 @@ int kekpolicy_of(const struct state *s, enum tpm_kek_kind kind, uint8_t ret_poli
 		*ret_or = or;
 		return 0;
 	}
-	if ((kind == TPM_KEK_DUP || kind == TPM_KEK_DUP_PCR) && !s->admin_key_len)
+	if (tpm_kek_duplicable(kind) && !s->admin_key_len)
 		return -EINVAL;
-	if ((kind == TPM_KEK_PCR || kind == TPM_KEK_DUP_PCR) && !s->pcr_key_len)
+	if (tpm_kek_pcr_bound(kind) && !s->pcr_key_len)
 		return -EINVAL;
 	if (kind != TPM_KEK_PCR) {
 		r = key_name(s->admin_key, s->admin_key_len, &name);

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "pcrpolicy.h"
 #include "policy.h"
+#include "provenance.h"
 #include "sealfile.h"
 #include "secmem.h"
 #include "signer.h"
@@ -19,6 +20,88 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* Unseals a generation into kek (secure heap) and checks it against its
+ * key_id. The pcr kinds need b and a signature of this node's boot
+ * state. */
+int keyadmin_unseal_sealed(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *sealed,
+			   enum tpm_kek_kind kind, uint32_t number, const char *key_id,
+			   uint8_t kek[TPM_KEK_BYTES])
+{
+	char id[ENVELOPE_KEY_ID_MAX];
+	struct tpm_pcr_values v;
+	int r;
+
+	r = pcrpolicy_unseal(t, b, sealed, kind, kek, &v);
+	if (r == -ENOKEY) {
+		char why[24 * 80 + 64];
+
+		pcrpolicy_describe(&v, why, sizeof(why));
+		log_error("generation %u: %s (add its signature to the PCR signature "
+			  "directory)",
+			  (unsigned)number, why);
+	}
+	if (r < 0)
+		return r;
+	r = envelope_key_id(kek, number, id);
+	if (r == 0 && strcmp(id, key_id) != 0)
+		r = -EKEYREJECTED;
+	return r;
+}
+
+int keyadmin_unseal(tpm *t, const char *dir, const struct pcr_binding *b,
+		    const struct state_generation *g, struct tpm_sealed *ret_sealed,
+		    uint8_t kek[TPM_KEK_BYTES])
+{
+	struct tpm_sealed sealed;
+	char *pem = NULL;
+	size_t len;
+	int r;
+
+	r = statedir_read(dir, g->file, SEALFILE_MAX_BYTES, &pem, &len);
+	if (r == 0)
+		r = sealfile_decode(pem, len, &sealed);
+	free(pem);
+	if (r < 0) {
+		log_error("generation %u: %s/%s is missing or damaged", (unsigned)g->number, dir,
+			  g->file);
+		return r;
+	}
+	r = keyadmin_unseal_sealed(t, b, &sealed, g->kind, g->number, g->key_id, kek);
+	if (r < 0 && r != -ENOKEY)
+		log_error("generation %u: cannot unseal it or it does not match key_id %s",
+			  (unsigned)g->number, g->key_id);
+	if (r == 0)
+		*ret_sealed = sealed;
+	util_wipe(&sealed, sizeof(sealed));
+	return r;
+}
+
+/* Certifies a duplicable generation with this node's signing key and
+ * writes its certificate: -ENOENT (logged) when the node's approval is not
+ * recorded yet. */
+static int certify(tpm *t, const char *dir, const struct state *s, const struct state_generation *g,
+		   const struct tpm_sealed *sealed)
+{
+	struct certifier *c = calloc(1, sizeof(*c));
+	struct provenance p;
+	int r;
+
+	if (!c)
+		return -ENOMEM;
+	r = provenance_certifier(dir, s, c);
+	if (r == -ENOENT)
+		log_warning("generation %u is not certified: this node's approval is not recorded "
+			    "(tpm2-kms certify --approval APPROVAL); no other node or recovery will "
+			    "take it until it is",
+			    (unsigned)g->number);
+	if (r == 0)
+		r = provenance_certify(t, c, g, sealed, &p);
+	if (r == 0)
+		r = provenance_save(dir, g->number, &p);
+	util_freezero(c, sizeof(*c));
+	return r;
+}
 
 /* Seals generation `number` and writes its file (not yet the state).
  * With escrow configured, a `dup` generation is escrowed at once;
@@ -57,8 +140,15 @@ static int create_generation(tpm *t, const char *dir, const struct state *s, uin
 		goto out;
 	g.created = util_now_realtime_s();
 	*ret_escrowed = true;
-	if ((g.kind == TPM_KEK_DUP || g.kind == TPM_KEK_DUP_PCR) && escrow_configured(dir))
-		*ret_escrowed = escrow_generation(t, dir, s, &g, &sealed, kek) == 0;
+	if (tpm_kek_duplicable(g.kind)) {
+		bool certified = certify(t, dir, s, &g, &sealed) == 0;
+
+		/* An escrow file without a certificate would be refused by
+		 * recover: such a generation counts as not escrowed. */
+		if (escrow_configured(dir))
+			*ret_escrowed = certified &&
+					escrow_generation(t, dir, s, &g, &sealed, kek) == 0;
+	}
 	*ret = g;
 out:
 	util_wipe(&sealed, sizeof(sealed));
@@ -89,19 +179,20 @@ static int escrow_missing(tpm *t, const char *dir, const char *pcr_dir, const st
 	for (size_t i = 0; r == 0 && i < s->n_gens; i++) {
 		const struct state_generation *g = &s->gens[i];
 		struct tpm_sealed sealed;
-		char *pem = NULL;
-		size_t len;
+		struct provenance cert;
 
-		if ((g->kind != TPM_KEK_DUP && g->kind != TPM_KEK_DUP_PCR) ||
+		if (!tpm_kek_duplicable(g->kind) ||
 		    escrow_has(dir, g->number))
 			continue;
-		r = statedir_read(dir, g->file, SEALFILE_MAX_BYTES, &pem, &len);
-		if (r == 0)
-			r = sealfile_decode(pem, len, &sealed);
-		free(pem);
+		if (provenance_load(dir, g->number, &cert) < 0) {
+			log_error("generation %u is not certified, so it is not escrowed: tpm2-kms "
+				  "certify first",
+				  (unsigned)g->number);
+			r = -EPERM;
+			break;
+		}
 		/* The escrow file's MAC needs the key. */
-		if (r == 0)
-			r = pcrpolicy_unseal(t, binding, &sealed, g->kind, kek, NULL);
+		r = keyadmin_unseal(t, dir, binding, g, &sealed, kek);
 		if (r == 0)
 			r = escrow_generation(t, dir, s, g, &sealed, kek);
 		util_wipe(&sealed, sizeof(sealed));
@@ -294,6 +385,25 @@ static int adopt_admin_key(const char *dir, struct state *s, const uint8_t *key,
 	return 0;
 }
 
+int keyadmin_tpm_open(const char *dir, const char *tcti, const struct state *s, tpm **ret)
+{
+	tpm *t = NULL;
+	int r;
+
+	r = tpm_open(tcti, &t);
+	if (r < 0)
+		return r;
+	r = tpm_srk_check(t, &s->srk_name);
+	if (r == -EKEYREJECTED)
+		log_srk_mismatch(dir);
+	if (r < 0) {
+		tpm_close(t);
+		return r;
+	}
+	*ret = t;
+	return 0;
+}
+
 int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_config *c,
 		       struct state *ret)
 {
@@ -338,6 +448,8 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 		r = adopt_pcr_key(dir, &s, c, &changed);
 	if (r == 0)
 		r = configure_escrow(dir, &s, c);
+	if (r == 0 && c->node_approval)
+		r = provenance_record_approval(t, dir, &s, c->node_approval);
 	if (r < 0)
 		goto out;
 	r = tpm_nv_counter_provision(t, s.nv_index);
@@ -417,12 +529,7 @@ int keyadmin_rotate(const char *dir, const char *tcti, const struct keyadmin_con
 		r = -EOVERFLOW;
 		goto out;
 	}
-	r = tpm_open(tcti, &t);
-	if (r < 0)
-		goto out;
-	r = tpm_srk_check(t, &s.srk_name);
-	if (r == -EKEYREJECTED)
-		log_srk_mismatch(dir);
+	r = keyadmin_tpm_open(dir, tcti, &s, &t);
 	if (r < 0)
 		goto out;
 	/* The file first, then the state that names it: a crash in between
@@ -492,7 +599,7 @@ int keyadmin_promote(const char *dir, uint32_t generation)
 		r = 0;
 		goto out;
 	}
-	if ((g->kind == TPM_KEK_DUP || g->kind == TPM_KEK_DUP_PCR) && escrow_configured(dir) &&
+	if (tpm_kek_duplicable(g->kind) && escrow_configured(dir) &&
 	    !escrow_has(dir, generation)) {
 		log_error("generation %u is not escrowed: run tpm2-kms init to escrow it, then "
 			  "promote it",
@@ -562,9 +669,89 @@ int keyadmin_retire(const char *dir, uint32_t generation, bool force)
 	r = statedir_unlink(dir, file);
 	if (r < 0)
 		goto out;
+	provenance_file(generation, file);
+	r = statedir_unlink(dir, file);
+	if (r < 0)
+		goto out;
 	log_info("retired generation %u", (unsigned)generation);
 out:
 	free(counts);
+	state_free(&s);
+	statedir_unlock(lock);
+	return r;
+}
+
+int keyadmin_certify(const char *dir, const char *tcti, const struct keyadmin_config *c,
+		     size_t *ret_certified)
+{
+	struct pcr_binding *binding = NULL;
+	struct state s = {0};
+	uint8_t *kek = secmem_alloc(TPM_KEK_BYTES);
+	size_t done = 0, escrowed = 0;
+	tpm *t = NULL;
+	int lock = -1, r;
+
+	if (!kek)
+		return -ENOMEM;
+	r = open_locked(dir, &lock, &s);
+	if (r < 0)
+		goto out;
+	r = keyadmin_tpm_open(dir, tcti, &s, &t);
+	if (r < 0)
+		goto out;
+	if (c->node_approval) {
+		r = provenance_record_approval(t, dir, &s, c->node_approval);
+		if (r < 0)
+			goto out;
+	}
+	if (s.pcr_key_len) {
+		r = pcrpolicy_load(&s, c->pcr_dir, &binding);
+		if (r < 0)
+			goto out;
+	}
+	for (size_t i = 0; i < s.n_gens; i++) {
+		const struct state_generation *g = &s.gens[i];
+		struct provenance have;
+		struct tpm_sealed sealed;
+
+		if (!tpm_kek_duplicable(g->kind) ||
+		    provenance_load(dir, g->number, &have) == 0)
+			continue;
+		/* Only what this TPM holds under the key_id the state names is
+		 * vouched for. */
+		r = keyadmin_unseal(t, dir, binding, g, &sealed, kek);
+		if (r < 0)
+			goto out;
+		r = certify(t, dir, &s, g, &sealed);
+		if (r < 0) {
+			util_wipe(&sealed, sizeof(sealed));
+			goto out;
+		}
+		done++;
+		/* An escrow file made before carries no certificate: again. */
+		if (escrow_configured(dir)) {
+			r = escrow_generation(t, dir, &s, g, &sealed, kek);
+			if (r == 0)
+				escrowed++;
+		}
+		util_wipe(&sealed, sizeof(sealed));
+		util_wipe(kek, TPM_KEK_BYTES);
+		if (r < 0)
+			goto out;
+		log_info("certified generation %u (%s)", (unsigned)g->number, g->key_id);
+	}
+	/* Saving the state makes a running daemon look at escrow again. */
+	if (escrowed) {
+		r = state_save(dir, &s);
+		if (r < 0)
+			goto out;
+	}
+	*ret_certified = done;
+	r = 0;
+out:
+	free(binding);
+	secmem_free(kek, TPM_KEK_BYTES);
+	tpm_close(t);
 	state_free(&s);
 	statedir_unlock(lock);
 	return r;

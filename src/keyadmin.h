@@ -6,7 +6,9 @@
 #ifndef TPM2KMS_KEYADMIN_H
 #define TPM2KMS_KEYADMIN_H
 
+#include "pcrpolicy.h"
 #include "statedir.h"
+#include "tpm.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -31,7 +33,26 @@ struct keyadmin_config {
 	const char *escrow_approval;
 	/* The owner password's file, read to provision; NULL: none given. */
 	const char *owner_auth_file;
+	/* This node's own approval (provenance.h), recorded; NULL: none
+	 * given. */
+	const char *node_approval;
 };
+
+/* Opens the TPM and checks its SRK against the one s was provisioned
+ * with; logs which it is not. */
+int keyadmin_tpm_open(const char *dir, const char *tcti, const struct state *s, tpm **ret);
+
+/* Reads generation g's sealed file and unseals it through whatever its
+ * kind needs (b, the PCR signatures, for the pcr kinds), checking the KEK
+ * against g's key_id (-EKEYREJECTED); -ENOKEY when no signature approves
+ * the boot state. The sealed object is returned too. Logs. */
+int keyadmin_unseal(tpm *t, const char *dir, const struct pcr_binding *b,
+		    const struct state_generation *g, struct tpm_sealed *ret_sealed,
+		    uint8_t kek[TPM_KEK_BYTES]);
+/* The same for a sealed object in hand (just imported, say). */
+int keyadmin_unseal_sealed(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *sealed,
+			   enum tpm_kek_kind kind, uint32_t number, const char *key_id,
+			   uint8_t kek[TPM_KEK_BYTES]);
 
 /* Idempotent: SRK (found or created and persisted), NV counter, and
  * generation 1 when the directory holds no state yet. The admin key is
@@ -49,6 +70,13 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
  * so. */
 int keyadmin_rotate(const char *dir, const char *tcti, const struct keyadmin_config *c, bool stage,
 		    struct state_generation *ret);
+
+/* Records this node's approval (c->node_approval, when given) and
+ * certifies every duplicable generation that has no certificate yet, after
+ * unsealing it and checking its key_id; with escrow configured, their
+ * escrow files are made again, now with the certificate. */
+int keyadmin_certify(const char *dir, const char *tcti, const struct keyadmin_config *c,
+		     size_t *ret_certified);
 
 /* Makes an existing generation the write key; no TPM needed. The running
  * daemon follows once it has the key loaded. */

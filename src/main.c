@@ -129,6 +129,7 @@ static int keyadmin_config_of(const struct settings *s, uint8_t admin[SIGNER_DER
 	c.escrow_to = *s->escrow_to ? s->escrow_to : NULL;
 	c.escrow_approval = *s->escrow_approval ? s->escrow_approval : NULL;
 	c.owner_auth_file = owner_auth_file(s);
+	c.node_approval = *s->approval ? s->approval : NULL;
 	*ret = c;
 	return 0;
 }
@@ -356,44 +357,73 @@ static int cmd_make_key(const struct settings *s)
 	return r;
 }
 
+/* certify: this node vouches for the generations it holds. */
+static int cmd_certify(const struct settings *s)
+{
+	uint8_t admin[SIGNER_DER_MAX];
+	struct keyadmin_config kc;
+	size_t n = 0;
+	int r;
+
+	r = key_command_begin();
+	if (r < 0)
+		return r;
+	r = keyadmin_config_of(s, admin, &kc);
+	if (r == 0)
+		r = keyadmin_certify(s->state_dir, s->tcti, &kc, &n);
+	if (r == 0)
+		printf("%zu generation%s certified\n", n, n == 1 ? "" : "s");
+	key_command_end();
+	return r;
+}
+
+/* The fingerprints an admin compares out of band. */
+static void print_node(const char *prefix, const struct node *n)
+{
+	char fp[NODE_FINGERPRINT_MAX];
+
+	node_fingerprint(&n->name, fp);
+	fprintf(stderr, "%snode fingerprint: %s\n", prefix, fp);
+	if (n->sign_name.len) {
+		node_fingerprint(&n->sign_name, fp);
+		fprintf(stderr, "%snode signing key: %s\n", prefix, fp);
+	}
+}
+
 static int cmd_node_key(const struct settings *s)
 {
-	struct tpm_name name;
-	char fp[2 * TPM_NAME_MAX + 1], *pem = NULL;
+	struct node n;
+	char *pem = NULL;
 	size_t len;
 	int r;
 
 	if (*s->public_key)
-		r = exchange_node_key_public(s->public_key, &pem, &len, &name);
+		r = exchange_node_key_public(s->public_key, &pem, &len, &n);
 	else
-		r = exchange_node_key(s->state_dir, s->tcti, &pem, &len, &name);
+		r = exchange_node_key(s->state_dir, s->tcti, &pem, &len, &n);
 	if (r == 0)
 		r = write_output(s, pem, len);
-	if (r == 0) {
-		util_hex(name.bytes, name.len, fp);
-		fprintf(stderr, "node fingerprint: %s\n", fp);
-	}
+	if (r == 0)
+		print_node("", &n);
 	free(pem);
 	return r;
 }
 
 static int cmd_approve(const struct settings *s)
 {
-	struct tpm_name node;
-	char fp[2 * TPM_NAME_MAX + 1], *text = NULL;
+	struct node n;
+	char *text = NULL;
 	size_t len;
 	int r;
 
 	r = key_command_begin();
 	if (r < 0)
 		return r;
-	r = exchange_approve(s->admin_key, s->args[0], &text, &len, &node);
+	r = exchange_approve(s->admin_key, s->args[0], &text, &len, &n);
 	if (r == 0)
 		r = write_output(s, text, len);
-	if (r == 0) {
-		util_hex(node.bytes, node.len, fp);
-		fprintf(stderr, "approved node fingerprint: %s\n", fp);
-	}
+	if (r == 0)
+		print_node("approved ", &n);
 	free(text);
 	key_command_end();
 	return r;
@@ -483,8 +513,8 @@ static int cmd_recover(const struct settings *s)
 	r = key_command_begin();
 	if (r < 0)
 		return r;
-	r = exchange_recover(s->recovery_key, s->to, s->args, s->n_args, s->write_generation, &text,
-			     &len);
+	r = exchange_recover(s->recovery_key, s->admin_key, s->to, s->args, s->n_args,
+			     s->write_generation, &text, &len);
 	if (r == 0)
 		r = write_output(s, text, len);
 	free(text);
@@ -500,8 +530,8 @@ static int cmd_import(const struct settings *s)
 	r = key_command_begin();
 	if (r < 0)
 		return r;
-	r = exchange_import(s->state_dir, s->tcti, s->pcr_signatures, s->nv_index, s->args[0],
-			    &added);
+	r = exchange_import(s->state_dir, s->tcti, s->pcr_signatures, s->nv_index,
+			    *s->admin_key ? s->admin_key : NULL, s->args[0], &added);
 	if (r == 0)
 		printf("%zu generation%s added\n", added, added == 1 ? "" : "s");
 	key_command_end();
@@ -545,7 +575,7 @@ static int cmd_keys(const struct settings *s)
 		printf("%-10u  %-45s  %-20s  %-12s  %-7s  %-6s  %-10s  %llu\n", (unsigned)g->number,
 		       g->key_id, created, g->number == st.write_generation ? "write" : "decrypt-only",
 		       state_kind_name(g->kind),
-		       !escrow || g->kind != TPM_KEK_DUP	   ? "-"
+		       !escrow || !tpm_kek_duplicable(g->kind) ? "-"
 		       : escrow_has(s->state_dir, g->number) ? "yes"
 							     : "no",
 		       counts_loaded(counts, g->number), (unsigned long long)counts_get(counts, g->number));
@@ -680,6 +710,9 @@ int main(int argc, char **argv)
 		break;
 	case CMD_RECOVER:
 		r = cmd_recover(&s);
+		break;
+	case CMD_CERTIFY:
+		r = cmd_certify(&s);
 		break;
 	case CMD_PCR_READ:
 		r = cmd_pcr_read(&s);

@@ -1,5 +1,6 @@
 /* Node files: a duplication target named by its storage key, a
- * TPM2B_PUBLIC in PEM form (label "TPM2-KMS NODE"). The node's fingerprint
+ * TPM2B_PUBLIC in PEM form (label "TPM2-KMS NODE"), followed for a TPM node
+ * by its signing key's TPM2B_PUBLIC (design brief §9.1). The node's fingerprint
  * is the key's TPM Name in hex, compared out of band like an SSH host key.
  * Only storage keys are accepted (tpmobj_storage_key_check): a duplicate
  * to anything else could carry the KEK in clear. */
@@ -18,9 +19,17 @@ struct node {
 	uint8_t pub[TPM_BLOB_MAX]; /* TPM2B_PUBLIC */
 	size_t pub_len;
 	struct tpm_name name;
+	/* A TPM node's signing key (provenance.h); sign_pub_len 0 for a
+	 * recovery key, which never creates generations. */
+	uint8_t sign_pub[TPM_BLOB_MAX];
+	size_t sign_pub_len;
+	struct tpm_name sign_name;
 };
 
-int nodefile_encode(const uint8_t *pub, size_t len, char **ret_pem, size_t *ret_len);
+/* The storage key's TPM2B_PUBLIC, then the signing key's (sign_len 0:
+ * none). */
+int nodefile_encode(const uint8_t *pub, size_t len, const uint8_t *sign_pub, size_t sign_len,
+		    char **ret_pem, size_t *ret_len);
 
 /* -EINVAL with a reason for anything but one storage key's node file. */
 int nodefile_decode(const char *pem, size_t len, struct node *ret, const char **ret_why);
@@ -29,5 +38,10 @@ int nodefile_decode(const char *pem, size_t len, struct node *ret, const char **
 int nodefile_load(const char *path, struct node *ret);
 
 void node_fingerprint(const struct tpm_name *name, char out[NODE_FINGERPRINT_MAX]);
+
+/* What an admin compares out of band: the storage key's fingerprint and,
+ * for a TPM node, its signing key's ("HEX signing key HEX"). */
+#define NODE_DESCRIPTION_MAX (2 * NODE_FINGERPRINT_MAX + 16)
+void node_describe(const struct node *n, char *out, size_t size);
 
 #endif

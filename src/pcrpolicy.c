@@ -424,7 +424,7 @@ int pcrpolicy_unseal(tpm *t, const struct pcr_binding *b, const struct tpm_seale
 	uint8_t now[POLICY_DIGEST_BYTES];
 	int r;
 
-	if (kind == TPM_KEK_NONE || kind == TPM_KEK_DUP)
+	if (!tpm_kek_pcr_bound(kind))
 		return tpm_kek_unseal(t, s, kind, kek);
 	if (!b || (kind == TPM_KEK_DUP_PCR && b->or_dup_pcr.n == 0))
 		return -EINVAL;

@@ -350,7 +350,7 @@ static void start_unseal(plugin *p, struct generation *g)
 	u->number = g->number;
 	/* A full TPM queue, say: not a reason to give up on the key. */
 	if (tpm_worker_unseal(p->worker, &g->sealed, g->kind,
-			      g->kind == TPM_KEK_PCR || g->kind == TPM_KEK_DUP_PCR ? p->binding : NULL,
+			      tpm_kek_pcr_bound(g->kind) ? p->binding : NULL,
 			      on_unsealed, u) < 0) {
 		free(u);
 		schedule_retry(p);
@@ -563,7 +563,7 @@ static void on_counts_timer(uv_timer_t *t)
  * escrow file: its loss would not be recoverable. */
 static bool escrow_missing(const plugin *p, const struct generation *w)
 {
-	return p->escrow_configured && w && w->kind == TPM_KEK_DUP && !w->escrowed;
+	return p->escrow_configured && w && tpm_kek_duplicable(w->kind) && !w->escrowed;
 }
 
 static void status(void *backend, const char **ret_healthz, const char **ret_key_id)
@@ -775,7 +775,7 @@ static void collect(void *arg, struct metrics_out *out)
 	metrics_family(out, "tpm2kms_kek_generation_escrowed", "gauge",
 		       "1 for a dup generation with an escrow file (escrow configured).");
 	for (struct generation *g = p->gens; g; g = g->next)
-		if (g->kind == TPM_KEK_DUP && p->escrow_configured)
+		if (tpm_kek_duplicable(g->kind) && p->escrow_configured)
 			metrics_printf(out, "tpm2kms_kek_generation_escrowed{generation=\"%u\"} %d\n",
 				       (unsigned)g->number, g->escrowed);
 	metrics_family(out, "tpm2kms_kek_generations_not_loaded", "gauge",

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #define PEM_NAME        "TSS2 PRIVATE KEY"
+#define OID_LOADABLE    "2.23.133.10.1.3"
 #define OID_IMPORTABLE  "2.23.133.10.1.4"
 #define OID_SEALED      "2.23.133.10.1.5"
 
@@ -129,10 +130,11 @@ out:
 	return r;
 }
 
-int sealfile_encode(const struct tpm_sealed *s, char **ret_pem, size_t *ret_len)
+static int encode_object(const struct tpm_sealed *s, const char *oid, char **ret_pem,
+			 size_t *ret_len)
 {
 	struct keyfile k = {
-		.oid = OID_SEALED,
+		.oid = oid,
 		.pub = s->pub,
 		.pub_len = s->pub_len,
 		.priv = s->priv,
@@ -142,13 +144,13 @@ int sealfile_encode(const struct tpm_sealed *s, char **ret_pem, size_t *ret_len)
 	return encode(&k, ret_pem, ret_len);
 }
 
-int sealfile_decode(const char *pem, size_t len, struct tpm_sealed *ret)
+static int decode_object(const char *pem, size_t len, const char *oid, struct tpm_sealed *ret)
 {
 	struct tpm_sealed s;
 	TPMKEY *key = NULL;
 	int r;
 
-	r = decode(pem, len, OID_SEALED, &key);
+	r = decode(pem, len, oid, &key);
 	if (r < 0)
 		return r;
 	r = copy_octets(key->pubkey, s.pub, &s.pub_len);
@@ -159,6 +161,26 @@ int sealfile_decode(const char *pem, size_t len, struct tpm_sealed *ret)
 	util_wipe(&s, sizeof(s));
 	TPMKEY_free(key);
 	return r;
+}
+
+int sealfile_encode(const struct tpm_sealed *s, char **ret_pem, size_t *ret_len)
+{
+	return encode_object(s, OID_SEALED, ret_pem, ret_len);
+}
+
+int sealfile_decode(const char *pem, size_t len, struct tpm_sealed *ret)
+{
+	return decode_object(pem, len, OID_SEALED, ret);
+}
+
+int sealfile_encode_loadable(const struct tpm_sealed *s, char **ret_pem, size_t *ret_len)
+{
+	return encode_object(s, OID_LOADABLE, ret_pem, ret_len);
+}
+
+int sealfile_decode_loadable(const char *pem, size_t len, struct tpm_sealed *ret)
+{
+	return decode_object(pem, len, OID_LOADABLE, ret);
 }
 
 int sealfile_encode_importable(const struct tpm_duplicate *d, char **ret_pem, size_t *ret_len)

@@ -9,9 +9,11 @@
  *     pubkey    OCTET STRING,                     -- TPM2B_PUBLIC
  *     privkey   OCTET STRING }                    -- TPM2B_PRIVATE
  *
- * Two types are used:
+ * Three types are used:
  *   id-sealedkey (2.23.133.10.1.5): a sealed KEK generation as stored in
  *     the state directory (privkey from TPM2_Create or TPM2_Import);
+ *   id-loadablekey (2.23.133.10.1.3): the node's signing key (provenance.h),
+ *     a child of the SRK;
  *   id-importablekey (2.23.133.10.1.4): a generation duplicated to another
  *     node (privkey is TPM2_Duplicate's duplicate, secret the marshalled
  *     TPM2B_ENCRYPTED_SECRET seed), the input of TPM2_Import.
@@ -32,6 +34,10 @@
 /* id-sealedkey. */
 int sealfile_encode(const struct tpm_sealed *s, char **ret_pem, size_t *ret_len);
 int sealfile_decode(const char *pem, size_t len, struct tpm_sealed *ret);
+
+/* id-loadablekey. */
+int sealfile_encode_loadable(const struct tpm_sealed *s, char **ret_pem, size_t *ret_len);
+int sealfile_decode_loadable(const char *pem, size_t len, struct tpm_sealed *ret);
 
 /* id-importablekey. */
 int sealfile_encode_importable(const struct tpm_duplicate *d, char **ret_pem, size_t *ret_len);

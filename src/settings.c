@@ -9,11 +9,11 @@
 #include <string.h>
 
 #define ALL_TPM     (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_NODE_KEY | CMD_EXPORT | CMD_IMPORT | \
-		     CMD_PCR_READ)
+		     CMD_PCR_READ | CMD_CERTIFY)
 #define ALL_STATE   (ALL_TPM | CMD_KEYS | CMD_RETIRE | CMD_PROMOTE)
 #define ALL         (ALL_STATE | CMD_STATUS | CMD_APPROVE | CMD_RECOVER | CMD_PCR_SIGN)
 /* Commands that may unseal a generation bound to PCRs. */
-#define ALL_UNSEAL  (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_EXPORT | CMD_IMPORT)
+#define ALL_UNSEAL  (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_EXPORT | CMD_IMPORT | CMD_CERTIFY)
 
 enum kind {
 	K_STRING,
@@ -50,9 +50,11 @@ static const struct option_def options[] = {
 	 "keys and state (default /var/lib/tpm2-kms)"},
 	{"nv-index", K_NV_INDEX, CMD_SERVE | CMD_INIT | CMD_IMPORT, false, NUM(nv_index, 0),
 	 "HANDLE", "NV counter index for new state, 0x01800000-0x01BFFFFF (default 0x01800101)"},
-	{"admin-key", K_STRING, CMD_SERVE | CMD_INIT | CMD_APPROVE, false, STR(admin_key), "PEM",
+	{"admin-key", K_STRING, CMD_SERVE | CMD_INIT | CMD_APPROVE | CMD_IMPORT | CMD_RECOVER, false,
+	 STR(admin_key), "PEM",
 	 "admin key: its public half (serve, init: new generations become duplicable to "
-	 "nodes it approves); its private half (approve)"},
+	 "nodes it approves; import into an empty state directory, recover: the only admin key "
+	 "trusted); its private half (approve)"},
 	{"pcr-key", K_STRING, CMD_SERVE | CMD_INIT, false, STR(pcr_key), "PEM",
 	 "the PCR signer's public key: new generations unseal only for PCR values it signed"},
 	{"pcrs", K_STRING, CMD_SERVE | CMD_INIT | CMD_PCR_READ | CMD_PCR_SIGN, false, STR(pcrs),
@@ -72,8 +74,9 @@ static const struct option_def options[] = {
 	 "add the new generation decrypt-only, for promote once every node has it"},
 	{"to", K_STRING, CMD_EXPORT | CMD_RECOVER, true, STR(to), "NODE",
 	 "the node file (from node-key) of the node to export (or recover) to"},
-	{"approval", K_STRING, CMD_EXPORT, true, STR(approval), "APPROVAL",
-	 "the admin key's approval of that node (from approve)"},
+	{"approval", K_STRING, CMD_EXPORT | CMD_INIT | CMD_CERTIFY, true, STR(approval), "APPROVAL",
+	 "the admin key's approval of that node (export), or of this node: recorded, so that "
+	 "it certifies the generations it makes (init, certify)"},
 	{"generation", K_GENERATION, CMD_EXPORT, true, 0, 0, "N",
 	 "export this generation (repeatable; default: every dup generation)"},
 	{"public", K_STRING, CMD_NODE_KEY, true, STR(public_key), "PEM",
@@ -150,6 +153,9 @@ static const struct {
 	 "duplicate key generations to an approved node, as a bundle"},
 	{"import", CMD_IMPORT, POS_PATH, false, " BUNDLE",
 	 "take the key generations of a bundle into this node's TPM"},
+	{"certify", CMD_CERTIFY, POS_NONE, false, "",
+	 "record this node's approval and certify the generations it holds that have no "
+	 "certificate"},
 	{"pcr-read", CMD_PCR_READ, POS_NONE, false, "",
 	 "print the PCR values of the selection, as pcr-sign takes them"},
 	{"pcr-sign", CMD_PCR_SIGN, POS_NONE, true, "",
@@ -551,14 +557,14 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 	}
 	if ((s.command == CMD_APPROVE && !*s.admin_key) ||
 	    (s.command == CMD_EXPORT && (!*s.to || !*s.approval)) ||
-	    (s.command == CMD_RECOVER && (!*s.to || !*s.recovery_key)) ||
+	    (s.command == CMD_RECOVER && (!*s.to || !*s.recovery_key || !*s.admin_key)) ||
 	    (s.command == CMD_PCR_SIGN && (!*s.key || !*s.pcrs)) ||
 	    (s.command == CMD_PCR_READ && !*s.pcrs)) {
 		fprintf(stderr, "tpm2-kms: %s needs %s (see tpm2-kms %s --help)\n",
 			settings_command_name(s.command),
 			s.command == CMD_APPROVE    ? "--admin-key"
 			: s.command == CMD_EXPORT   ? "--to and --approval"
-			: s.command == CMD_RECOVER  ? "--recovery-key and --to"
+			: s.command == CMD_RECOVER  ? "--recovery-key, --admin-key and --to"
 			: s.command == CMD_PCR_SIGN ? "--key and --pcrs"
 						    : "--pcrs",
 			settings_command_name(s.command));

@@ -30,6 +30,7 @@ enum command {
 	CMD_RECOVER = 1 << 11,
 	CMD_PCR_READ = 1 << 12,
 	CMD_PCR_SIGN = 1 << 13,
+	CMD_CERTIFY = 1 << 14,
 };
 
 #define SETTINGS_MAX_GENERATIONS 64

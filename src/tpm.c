@@ -6,6 +6,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <openssl/bn.h>
+#include <openssl/ecdsa.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
@@ -809,6 +811,136 @@ out:
 	return r;
 }
 
+int tpm_signkey_create(tpm *t, struct tpm_sealed *ret)
+{
+	TPM2B_SENSITIVE_CREATE sensitive = {0};
+	TPM2B_PUBLIC tmpl = {
+		.publicArea = {
+			.type = TPM2_ALG_ECC,
+			.nameAlg = TPM2_ALG_SHA256,
+			.objectAttributes = TPMOBJ_SIGNKEY_ATTRIBUTES,
+			.parameters.eccDetail = {
+				.symmetric.algorithm = TPM2_ALG_NULL,
+				.scheme = {.scheme = TPM2_ALG_ECDSA,
+					   .details.ecdsa.hashAlg = TPM2_ALG_SHA256},
+				.curveID = TPM2_ECC_NIST_P256,
+				.kdf.scheme = TPM2_ALG_NULL,
+			},
+		},
+	};
+	TPM2B_DATA outside = {0};
+	TPML_PCR_SELECTION pcrs = {0};
+	TPM2B_PRIVATE *priv = NULL;
+	TPM2B_PUBLIC *pub = NULL;
+	ESYS_TR srk = ESYS_TR_NONE, session = ESYS_TR_NONE;
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	TSS2_RC rc;
+	int r;
+
+	t->last_rc = 0;
+	r = srk_session_begin(t, &srk, &session);
+	if (r < 0)
+		goto out;
+	do
+		rc = Esys_Create(t->esys, srk, session, ESYS_TR_NONE, ESYS_TR_NONE, &sensitive,
+				 &tmpl, &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "Create (signing key)", rc);
+		goto out;
+	}
+	r = marshal_sealed(pub, priv, ret);
+out:
+	Esys_Free(priv);
+	Esys_Free(pub);
+	srk_session_end(t, &srk, &session);
+	return r;
+}
+
+/* r || s of a TPMS_SIGNATURE_ECDSA as DER. */
+static int ecdsa_der(const TPMS_SIGNATURE_ECDSA *e, uint8_t out[TPM_SIG_MAX], size_t *ret_len)
+{
+	ECDSA_SIG *sig = ECDSA_SIG_new();
+	BIGNUM *br = BN_bin2bn(e->signatureR.buffer, e->signatureR.size, NULL);
+	BIGNUM *bs = BN_bin2bn(e->signatureS.buffer, e->signatureS.size, NULL);
+	uint8_t *p = out;
+	int n, r = -ENOMEM;
+
+	if (!sig || !br || !bs || ECDSA_SIG_set0(sig, br, bs) != 1)
+		goto out;
+	br = bs = NULL; /* sig owns them */
+	n = i2d_ECDSA_SIG(sig, NULL);
+	r = -EOVERFLOW;
+	if (n <= 0 || n > TPM_SIG_MAX)
+		goto out;
+	n = i2d_ECDSA_SIG(sig, &p);
+	*ret_len = (size_t)n;
+	r = 0;
+out:
+	BN_free(br);
+	BN_free(bs);
+	ECDSA_SIG_free(sig);
+	return r;
+}
+
+int tpm_signkey_sign(tpm *t, const struct tpm_sealed *key, const uint8_t digest[32],
+		     uint8_t sig[TPM_SIG_MAX], size_t *ret_len)
+{
+	TPM2B_PUBLIC pub = {0};
+	TPM2B_PRIVATE priv = {0};
+	TPM2B_DIGEST d = {.size = 32};
+	TPMT_SIG_SCHEME scheme = {.scheme = TPM2_ALG_ECDSA,
+				  .details.ecdsa.hashAlg = TPM2_ALG_SHA256};
+	/* A NULL ticket: the key is not restricted, so it signs any digest. */
+	TPMT_TK_HASHCHECK ticket = {.tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL};
+	TPMT_SIGNATURE *out = NULL;
+	ESYS_TR srk = ESYS_TR_NONE, session = ESYS_TR_NONE, obj = ESYS_TR_NONE;
+	const char *why;
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	TSS2_RC rc;
+	int r;
+
+	t->last_rc = 0;
+	if (tpmobj_signkey_check(key->pub, key->pub_len, &why) < 0)
+		return -EINVAL;
+	r = unmarshal_sealed(key, &pub, &priv);
+	if (r < 0)
+		return r;
+	memcpy(d.buffer, digest, 32);
+	r = srk_session_begin(t, &srk, &session);
+	if (r < 0)
+		goto out;
+	do
+		rc = Esys_Load(t->esys, srk, session, ESYS_TR_NONE, ESYS_TR_NONE, &priv, &pub, &obj);
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "Load (signing key)", rc);
+		goto out;
+	}
+	attempt = 0;
+	do
+		rc = Esys_Sign(t->esys, obj, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &d,
+			       &scheme, &ticket, &out);
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "Sign", rc);
+		goto out;
+	}
+	if (out->sigAlg != TPM2_ALG_ECDSA) {
+		r = -EPROTO;
+		goto out;
+	}
+	r = ecdsa_der(&out->signature.ecdsa, sig, ret_len);
+out:
+	Esys_Free(out);
+	if (obj != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, obj);
+	srk_session_end(t, &srk, &session);
+	return r;
+}
+
 /* Loads a sealed object under the SRK through the session. */
 static int load_sealed(tpm *t, ESYS_TR srk, ESYS_TR session, const TPM2B_PUBLIC *pub,
 		       const TPM2B_PRIVATE *priv, ESYS_TR *ret)
@@ -1066,7 +1198,7 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind
 
 	t->last_rc = 0;
 
-	if ((kind != TPM_KEK_DUP && kind != TPM_KEK_DUP_PCR) || (kind == TPM_KEK_DUP_PCR && !or))
+	if (!tpm_kek_duplicable(kind) || (kind == TPM_KEK_DUP_PCR && !or))
 		return -EINVAL;
 	r = tpmobj_sealed_check(s, kind, NULL);
 	if (r == 0)

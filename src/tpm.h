@@ -59,6 +59,19 @@ enum tpm_kek_kind {
 	TPM_KEK_DUP_PCR,
 };
 
+/* The kind properties, one predicate each: whether a generation can be
+ * duplicated (to nodes, to escrow), and whether it unseals only through a
+ * signed PCR policy. */
+static inline bool tpm_kek_duplicable(enum tpm_kek_kind kind)
+{
+	return kind == TPM_KEK_DUP || kind == TPM_KEK_DUP_PCR;
+}
+
+static inline bool tpm_kek_pcr_bound(enum tpm_kek_kind kind)
+{
+	return kind == TPM_KEK_PCR || kind == TPM_KEK_DUP_PCR;
+}
+
 /* The authPolicy branches a kind's PolicyOR lists (none for none/dup). */
 #define TPM_OR_MAX 3
 struct tpm_or_list {
@@ -167,6 +180,17 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind
 		      const struct tpm_or_list *or, const uint8_t *new_parent_pub,
 		      size_t new_parent_len, const struct tpm_approval *approval,
 		      struct tpm_duplicate *ret);
+
+/* This node's signing key (design brief §9.1): created under the SRK from
+ * tpmobj.h's template in a salted session; ret is its key file's content. */
+int tpm_signkey_create(tpm *t, struct tpm_sealed *ret);
+
+/* TPM2_Sign of a SHA-256 digest with the signing key (loaded under the SRK,
+ * flushed after): ECDSA, the signature as a DER ECDSA-Sig-Value, what
+ * `openssl dgst -sha256 -verify` takes. */
+#define TPM_SIG_MAX 80
+int tpm_signkey_sign(tpm *t, const struct tpm_sealed *key, const uint8_t digest[32],
+		     uint8_t sig[TPM_SIG_MAX], size_t *ret_len);
 
 /* TPM2_Import under the SRK: the duplicate becomes a sealed object of this
  * TPM (priv from Import, pub unchanged). -EKEYREJECTED when the duplicate

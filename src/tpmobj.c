@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <openssl/core_names.h>
 #include <openssl/ecdsa.h>
+#include <openssl/param_build.h>
 #include <openssl/sha.h>
 #include <string.h>
 #include <tss2/tss2_mu.h>
@@ -372,4 +373,78 @@ int tpmobj_signature(EVP_PKEY *key, const uint8_t *sig, size_t sig_len,
 		return -EINVAL;
 	*ret_len = off;
 	return 0;
+}
+
+_Static_assert(TPMOBJ_SIGNKEY_ATTRIBUTES ==
+		       (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+			TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+			TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_NODA),
+	       "signing key attributes");
+
+int tpmobj_signkey_check(const uint8_t *pub, size_t len, const char **ret_why)
+{
+	const TPMT_PUBLIC *a;
+	TPM2B_PUBLIC p;
+
+	if (public_parse(pub, len, &p) < 0) {
+		*ret_why = "not a TPM2B_PUBLIC";
+		return -EINVAL;
+	}
+	a = &p.publicArea;
+	if (a->type != TPM2_ALG_ECC || a->nameAlg != TPM2_ALG_SHA256 ||
+	    a->parameters.eccDetail.curveID != TPM2_ECC_NIST_P256 ||
+	    a->unique.ecc.x.size != 32 || a->unique.ecc.y.size != 32) {
+		*ret_why = "the signing key is not an ECC P-256 key with a SHA-256 Name";
+		return -EINVAL;
+	}
+	/* fixedTPM and sensitiveDataOrigin: the private key was made in a TPM
+	 * and never leaves it (which only attestation proves: brief §11). */
+	if (a->objectAttributes != TPMOBJ_SIGNKEY_ATTRIBUTES) {
+		*ret_why = "the signing key's attributes are not fixedTPM|fixedParent|"
+			   "sensitiveDataOrigin|userWithAuth|sign|noDA";
+		return -EINVAL;
+	}
+	if (a->parameters.eccDetail.scheme.scheme != TPM2_ALG_ECDSA ||
+	    a->parameters.eccDetail.scheme.details.ecdsa.hashAlg != TPM2_ALG_SHA256 ||
+	    a->parameters.eccDetail.symmetric.algorithm != TPM2_ALG_NULL ||
+	    a->parameters.eccDetail.kdf.scheme != TPM2_ALG_NULL || a->authPolicy.size != 0) {
+		*ret_why = "the signing key's scheme is not ECDSA with SHA-256";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int tpmobj_signkey_public(const uint8_t *pub, size_t len, EVP_PKEY **ret)
+{
+	OSSL_PARAM_BLD *bld = NULL;
+	OSSL_PARAM *params = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	EVP_PKEY *key = NULL;
+	uint8_t point[65];
+	const char *why;
+	TPM2B_PUBLIC p;
+	int r = -EINVAL;
+
+	if (tpmobj_signkey_check(pub, len, &why) < 0 || public_parse(pub, len, &p) < 0)
+		return -EINVAL;
+	point[0] = 0x04; /* uncompressed */
+	memcpy(point + 1, p.publicArea.unique.ecc.x.buffer, 32);
+	memcpy(point + 33, p.publicArea.unique.ecc.y.buffer, 32);
+	bld = OSSL_PARAM_BLD_new();
+	if (!bld ||
+	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
+	    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point)))
+		goto out;
+	params = OSSL_PARAM_BLD_to_param(bld);
+	ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+	if (!params || !ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
+	    EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
+		goto out;
+	*ret = key;
+	r = 0;
+out:
+	EVP_PKEY_CTX_free(ctx);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	return r;
 }

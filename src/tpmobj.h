@@ -52,6 +52,18 @@ int tpmobj_signer_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_l
  * keys other than RSA 2048-4096 and ECC P-256/P-384. */
 int tpmobj_storage_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_len);
 
+/* A node's signing key (design brief §9.1): ECC P-256, SHA-256 Name,
+ * fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|sign|noDA, not
+ * restricted, ECDSA with SHA-256. The template tpm.c creates it from. */
+#define TPMOBJ_SIGNKEY_ATTRIBUTES 0x00040472u
+/* 0 when pub is such a key: what an approval's node statement names and a
+ * generation certificate is checked with. -EINVAL with a reason. */
+int tpmobj_signkey_check(const uint8_t *pub, size_t len, const char **ret_why);
+
+/* The public key of a signing key's public area (tpmobj_signkey_check), for
+ * OpenSSL to verify its signatures. */
+int tpmobj_signkey_public(const uint8_t *pub, size_t len, EVP_PKEY **ret);
+
 /* A signature made by key with SHA-256 (DER ECDSA, or RSASSA-PKCS1-v1_5)
  * as a marshalled TPMT_SIGNATURE. */
 int tpmobj_signature(EVP_PKEY *key, const uint8_t *sig, size_t sig_len,

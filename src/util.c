@@ -92,6 +92,12 @@ uint64_t util_now_realtime_s(void)
 	return (uint64_t)ts.tv_sec;
 }
 
+void util_put_be16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
 void util_put_be32(uint8_t *p, uint32_t v)
 {
 	p[0] = (uint8_t)(v >> 24);

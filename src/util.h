@@ -32,6 +32,7 @@ uint64_t util_now_monotonic_us(void);
 uint64_t util_now_realtime_s(void);
 
 /* Big-endian stores and loads. */
+void util_put_be16(uint8_t *p, uint16_t v);
 void util_put_be32(uint8_t *p, uint32_t v);
 void util_put_be64(uint8_t *p, uint64_t v);
 uint32_t util_get_be32(const uint8_t *p);

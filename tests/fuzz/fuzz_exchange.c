@@ -67,11 +67,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (nodefile_decode(text, size, &n, &why) == 0) {
 		if (tpmobj_storage_key_check(n.pub, n.pub_len, &why) != 0)
 			abort();
-		if (nodefile_encode(n.pub, n.pub_len, &again, &len) == 0) {
+		if (n.sign_pub_len && tpmobj_signkey_check(n.sign_pub, n.sign_pub_len, &why) != 0)
+			abort();
+		if (nodefile_encode(n.pub, n.pub_len, n.sign_pub, n.sign_pub_len, &again, &len) ==
+		    0) {
 			struct node m;
 
 			if (nodefile_decode(again, len, &m, &why) != 0 || m.name.len != n.name.len ||
-			    memcmp(m.name.bytes, n.name.bytes, n.name.len) != 0)
+			    memcmp(m.name.bytes, n.name.bytes, n.name.len) != 0 ||
+			    m.sign_name.len != n.sign_name.len ||
+			    memcmp(m.sign_name.bytes, n.sign_name.bytes, n.sign_name.len) != 0)
 				abort();
 			free(again);
 		}

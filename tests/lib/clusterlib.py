@@ -87,6 +87,43 @@ def pem_blocks(text, label):
                        re.S)]
 
 
+def der(tag, body):
+    n = len(body)
+    if n < 0x80:
+        length = bytes([n])
+    elif n < 0x100:
+        length = bytes([0x81, n])
+    else:
+        length = bytes([0x82, n >> 8, n & 0xff])
+    return bytes([tag]) + length + body
+
+
+def importable_pem(pub, dup, seed):
+    """A TSS2 id-importablekey, DER written here from the key-file draft."""
+    body = (der(0x06, bytes.fromhex('6781050a0104')) + der(0xa0, der(0x01, b'\xff')) +
+            der(0xa2, der(0x04, seed)) + der(0x02, bytes.fromhex('0081000001')) +
+            der(0x04, pub) + der(0x04, dup))
+    b64 = base64.b64encode(der(0x30, body)).decode()
+    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    return ('-----BEGIN TSS2 PRIVATE KEY-----\n' + '\n'.join(lines) +
+            '\n-----END TSS2 PRIVATE KEY-----\n')
+
+
+def bundle_text(node_name, admin_der, gens):
+    """A bundle written by the test (brief §9, bundle.h): gens are
+    (number, created, key_id, write, pem, kek[, certificate line])."""
+    body = ('# made by the test\nformat 1\nnode %s\nadmin-key %s\n' %
+            (node_name.hex(), admin_der.hex()))
+    for number, created, key_id, write, pem, _, *cert in gens:
+        body += 'generation %d created %d key-id %s policy dup%s\n%s' % (
+            number, created, key_id, ' write' if write else '', pem)
+        body += ''.join(line + '\n' for line in cert)
+    macs = ''.join('mac %d %s\n' % (g[0], hmac.new(g[5], b'tpm2-kms bundle v1\n' +
+                                                   body.encode(), hashlib.sha256).hexdigest())
+                   for g in gens)
+    return body + macs
+
+
 class Node:
     def __init__(self, root, name):
         self.name = name
@@ -156,7 +193,8 @@ class ClusterTest(unittest.TestCase):
         return out, r
 
     def join(self, source, target, generations=()):
-        """node-key -> approve -> export -> import, as the guide says."""
+        """node-key -> approve -> export -> import (trusting the admin key
+        the operator gives) -> certify, as the guide says."""
         node_file, fp = target.node_file()
         approval, r = self.approve(node_file)
         self.assertIn('approved node fingerprint: ' + fp, r.stderr)
@@ -165,12 +203,23 @@ class ClusterTest(unittest.TestCase):
         for g in generations:
             extra += ['--generation', str(g)]
         source.cli('export', '--to', node_file, '--approval', approval, '-o', bundle, *extra)
-        target.cli('import', bundle)
+        target.cli('import', '--admin-key', self.admin_pub, bundle)
+        target.cli('certify', '--approval', approval)
         return bundle
 
+    def certify(self, node):
+        """The node's own approval recorded, and what it holds certified."""
+        node_file, _ = node.node_file()
+        approval, _ = self.approve(node_file)
+        return node.cli('certify', '--approval', approval)
+
     def first_node(self, name='a'):
+        """The recommended first start: node-key, the admin's approval, then
+        init with the admin key and that approval (generation 1 certified)."""
         a = self.node(name)
-        a.cli('init', '--admin-key', self.admin_pub)
+        node_file, _ = a.node_file()
+        approval, _ = self.approve(node_file)
+        a.cli('init', '--admin-key', self.admin_pub, '--approval', approval)
         return a
 
 
@@ -191,7 +240,9 @@ def duplicate_with_tools(a, sealed_file, target_file, approval, admin_pub):
     assert items[0][1] == bytes.fromhex('6781050a0105')   # id-sealedkey
     write_file(a, 'g.pub', items[3][1])
     write_file(a, 'g.priv', items[4][1])
-    write_file(a, 'parent.tpub', pem_blocks(read_text(target_file), 'TPM2-KMS NODE')[0])
+    node = pem_blocks(read_text(target_file), 'TPM2-KMS NODE')[0]
+    # The storage key's TPM2B_PUBLIC (a TPM node's signing key follows it).
+    write_file(a, 'parent.tpub', node[:2 + int.from_bytes(node[:2], 'big')])
     fields = dict(l.split(' ', 1) for l in read_text(approval).splitlines()
                   if not l.startswith('#'))
     approved = bytes.fromhex(fields['approved-policy'])

@@ -241,6 +241,7 @@ class KindsTogether(BootTest):
         sigs = ['--pcr-signatures', self.sigdir(a)]
         a.cli('init', *sigs)                                        # generation 1: none
         a.cli('init', '--admin-key', self.admin_pub, *sigs)
+        self.certify(a)                                             # what it makes travels
         a.cli('rotate', *sigs)                                      # 2: dup
         a.cli('init', '--pcr-key', self.pcr_pub, '--pcrs', '7', *sigs)
         self.sign_current(a)
@@ -272,12 +273,12 @@ class KindsTogether(BootTest):
         approval, _ = self.approve(node_file)
         bundle = os.path.join(self.root, 'b.bundle')
         a.cli('export', '--to', node_file, '--approval', approval, '-o', bundle, *sigs)
-        r = b.cli('import', bundle, '--pcr-signatures', self.sigdir(b), check=False)
+        r = b.cli('import', '--admin-key', self.admin_pub, bundle, '--pcr-signatures', self.sigdir(b), check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn('no PCR signature approves the boot state', r.stderr)
-        self.assertFalse(os.path.exists(b.state))
+        self.assertFalse(os.path.exists(os.path.join(b.state, 'state')))
         self.sign_current(b)
-        b.cli('import', bundle, '--pcr-signatures', self.sigdir(b))
+        b.cli('import', '--admin-key', self.admin_pub, bundle, '--pcr-signatures', self.sigdir(b))
         keys = b.offline('keys').stdout
         self.assertRegex(keys, r'\n2 +\S+ +\S+ +\S+ +dup ')
         self.assertRegex(keys, r'\n3 +\S+ +\S+ +write +dup\+pcr ')

@@ -67,7 +67,7 @@ class ThreeNodes(ClusterTest):
             bundle = os.path.join(n.root, 'bundle-2')
             a.cli('export', '--to', node_file, '--approval', os.path.join(n.root, 'approval'),
                   '--generation', '2', '-o', bundle)
-            self.assertEqual(n.cli('import', bundle).stdout, '1 generation added\n')
+            self.assertEqual(n.cli('import', '--admin-key', self.admin_pub, bundle).stdout, '1 generation added\n')
             self.check_cluster([a, b, c], made)
         # What the guide says to check before promoting: every node's daemon
         # has the staged generation loaded.
@@ -101,6 +101,7 @@ class ThreeNodes(ClusterTest):
         a = self.node('a')
         a.cli('init')
         a.cli('init', '--admin-key', self.admin_pub)
+        self.certify(a)              # its generations made from now on travel
         second = a.cli('rotate').stdout.strip()
         keys = run_cli('keys', '--state-dir', a.state).stdout
         self.assertRegex(keys, r'1 +\S+ +\S+ +decrypt-only +none')
@@ -154,6 +155,7 @@ class Upgrade(ClusterTest):
         c.close()
 
         a.cli('init', '--admin-key', self.admin_pub)
+        self.certify(a)
         third = a.cli('rotate').stdout.strip()
         self.assertRegex(third, r'^tpm2-kms-g3-')
         wait_until(lambda: a.key_id() == third, 'the daemon to follow the rotation')
@@ -285,15 +287,17 @@ class Refusals(NodesBC):
     def test_import_refusals(self):
         bundle, text = self.bundle_for_b()
         # A bundle for another node's TPM.
-        self.refused(self.c, ['import', bundle], 'was exported for node ' + self.b_fp)
-        self.assertFalse(os.path.exists(self.c.state))
+        self.refused(self.c, ['import', '--admin-key', self.admin_pub, bundle],
+                     'was exported for node ' + self.b_fp)
+        # node-key made the directory (for the signing key); nothing else.
+        self.assertFalse(os.path.exists(os.path.join(self.c.state, 'state')))
 
         damaged = os.path.join(self.root, 'damaged')
 
         def attempt(content, why):
             with open(damaged, 'w') as f:
                 f.write(content)
-            self.refused(self.b, ['import', damaged], why)
+            self.refused(self.b, ['import', '--admin-key', self.admin_pub, damaged], why)
             self.assertFalse(os.path.exists(os.path.join(self.b.state, 'state')))
 
         # Truncated anywhere: the MACs, the last key, the header.
@@ -301,7 +305,10 @@ class Refusals(NodesBC):
         attempt(text[:text.index('mac ')], 'not a valid bundle line')
         attempt(text[:len(text) // 2], 'not a valid bundle line')
         # Altered: metadata the TPM does not protect, the key, the MAC.
-        attempt(text.replace(' created ', ' created 1', 1), 'altered')
+        # (the creation time is signed by the node that made the key: its
+        # certificate refuses it before the MAC is reached)
+        attempt(text.replace(' created ', ' created 1', 1),
+                "its certificate is not the creating node's signature")
         attempt(text.replace(' write\n', '\n', 1), 'no write generation')
         pem = re.search(r'-----BEGIN TSS2 PRIVATE KEY-----\n(.)', text)
         i = pem.end(1) + 40
@@ -312,9 +319,9 @@ class Refusals(NodesBC):
                 text[mac.end(1):], 'altered')
 
         # The genuine bundle imports, and importing it again changes nothing.
-        self.b.cli('import', bundle)
+        self.b.cli('import', '--admin-key', self.admin_pub, bundle)
         once = snapshot(self.b.state)
-        self.assertEqual(self.b.cli('import', bundle).stdout, '0 generations added\n')
+        self.assertEqual(self.b.cli('import', '--admin-key', self.admin_pub, bundle).stdout, '0 generations added\n')
         self.assertEqual(snapshot(self.b.state), once)
 
     def test_generation_number_taken_by_another_key(self):
@@ -323,7 +330,8 @@ class Refusals(NodesBC):
         c_approval, _ = self.approve(self.c_file)
         bundle = os.path.join(self.root, 'c.bundle')
         self.a.cli(*self.export_args(self.c_file, c_approval, bundle))
-        self.refused(self.c, ['import', bundle], 'refusing to replace a key')
+        self.refused(self.c, ['import', '--admin-key', self.admin_pub, bundle],
+                     'refusing to replace a key')
         # Another admin key's bundle is refused too.
         d = self.node('d')
         other_pub = make_key(os.path.join(self.root, 'other.pem'))

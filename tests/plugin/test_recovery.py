@@ -17,49 +17,14 @@ import unittest
 
 import grpc
 
-from clusterlib import (ClusterTest, der_items, duplicate_with_tools, key_id_of, make_key,
-                        pem_blocks, read_text, snapshot, write_file)
+from clusterlib import (ClusterTest, bundle_text, der_items, duplicate_with_tools,
+                        importable_pem, key_id_of, make_key, pem_blocks, read_text, snapshot,
+                        write_file)
 from kmsclient import Daemon, Swtpm, run_cli, tpm2_kms, wait_until
 
 
 def counter_of(envelope):
     return int.from_bytes(envelope[37:45], 'big')
-
-
-def der(tag, body):
-    n = len(body)
-    if n < 0x80:
-        length = bytes([n])
-    elif n < 0x100:
-        length = bytes([0x81, n])
-    else:
-        length = bytes([0x82, n >> 8, n & 0xff])
-    return bytes([tag]) + length + body
-
-
-def importable_pem(pub, dup, seed):
-    """A TSS2 id-importablekey, DER written here from the key-file draft."""
-    body = (der(0x06, bytes.fromhex('6781050a0104')) + der(0xa0, der(0x01, b'\xff')) +
-            der(0xa2, der(0x04, seed)) + der(0x02, bytes.fromhex('0081000001')) +
-            der(0x04, pub) + der(0x04, dup))
-    b64 = base64.b64encode(der(0x30, body)).decode()
-    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
-    return ('-----BEGIN TSS2 PRIVATE KEY-----\n' + '\n'.join(lines) +
-            '\n-----END TSS2 PRIVATE KEY-----\n')
-
-
-def bundle_text(node_name, admin_der, gens):
-    """A bundle written by the test (brief §9, bundle.h): gens are
-    (number, created, key_id, write, pem, kek)."""
-    body = ('# made by the test\nformat 1\nnode %s\nadmin-key %s\n' %
-            (node_name.hex(), admin_der.hex()))
-    for number, created, key_id, write, pem, _ in gens:
-        body += 'generation %d created %d key-id %s policy dup%s\n%s' % (
-            number, created, key_id, ' write' if write else '', pem)
-    macs = ''.join('mac %d %s\n' % (g[0], hmac.new(g[5], b'tpm2-kms bundle v1\n' +
-                                                   body.encode(), hashlib.sha256).hexdigest())
-                   for g in gens)
-    return body + macs
 
 
 class EscrowTest(ClusterTest):
@@ -75,9 +40,14 @@ class EscrowTest(ClusterTest):
         self.assertIn(self.recovery_fp, r.stderr)
 
     def escrowed_node(self, name='a'):
+        """The guide's first start with escrow: the node's own approval
+        first, so that every generation it makes is certified (recover takes
+        no other)."""
         a = self.node(name)
-        a.cli('init', '--admin-key', self.admin_pub, '--escrow-to', self.recovery_node,
-              '--escrow-approval', self.recovery_approval)
+        node_file, _ = a.node_file()
+        approval, _ = self.approve(node_file)
+        a.cli('init', '--admin-key', self.admin_pub, '--approval', approval, '--escrow-to',
+              self.recovery_node, '--escrow-approval', self.recovery_approval)
         return a
 
     def unseal(self, node, gen_file):
@@ -92,8 +62,8 @@ class EscrowTest(ClusterTest):
         return kek
 
     def recover(self, target_file, bundles, out, key=None, check=True):
-        return run_cli('recover', '--recovery-key', key or self.recovery, '--to', target_file,
-                       *bundles, '-o', out, check=check)
+        return run_cli('recover', '--recovery-key', key or self.recovery, '--admin-key',
+                       self.admin_pub, '--to', target_file, *bundles, '-o', out, check=check)
 
 
 class OutputFiles(EscrowTest):
@@ -155,7 +125,7 @@ class Disaster(EscrowTest):
             for blob in written:
                 for form in (kek, kek.hex().encode(), base64.b64encode(kek)):
                     self.assertNotIn(form, blob)
-        self.assertEqual(new.cli('import', bundle).stdout, '2 generations added\n')
+        self.assertEqual(new.cli('import', '--admin-key', self.admin_pub, bundle).stdout, '2 generations added\n')
         new.daemon.start()
         self.assertEqual(new.key_id(), second)
         c = new.daemon.client()
@@ -181,7 +151,7 @@ class Disaster(EscrowTest):
         new_file, _ = new.node_file()
         bundle = os.path.join(self.root, 'b')
         self.recover(new_file, [os.path.join(a.state, 'escrow', 'gen-000001.pem')], bundle)
-        new.cli('import', bundle)
+        new.cli('import', '--admin-key', self.admin_pub, bundle)
         self.assertIn(first, new.offline('keys').stdout)
 
 
@@ -209,14 +179,19 @@ class Independence(EscrowTest):
             seed = f.read()
         node_name = bytes.fromhex(self.recovery_fp)
         tools_bundle = os.path.join(self.root, 'tools.bundle')
+        # The generation's certificate names the sealed object, not its
+        # wrapping: A's own certificate goes with tpm2-tools' duplicate.
+        cert = [l for l in read_text(os.path.join(a.state, 'gen-000001.cert')).splitlines()
+                if l.startswith('certificate ')]
         with open(tools_bundle, 'w') as f:
             f.write(bundle_text(node_name, admin, [(1, created, key_id, True,
-                                                    importable_pem(pub, dup, seed), kek)]))
+                                                    importable_pem(pub, dup, seed), kek,
+                                                    *cert)]))
         new = self.node('new')
         new_file, _ = new.node_file()
         out = os.path.join(self.root, 'out')
         self.recover(new_file, [tools_bundle], out)
-        new.cli('import', out)
+        new.cli('import', '--admin-key', self.admin_pub, out)
         self.assertIn(key_id, new.offline('keys').stdout)
 
     def test_recovered_bundle_imports_with_tpm2_tools(self):
@@ -302,11 +277,12 @@ class RecoverRefusals(EscrowTest):
             self.skipTest('sanitizer build: valgrind cannot run it')
         r = subprocess.run(['valgrind', '--quiet', '--error-exitcode=99', '--leak-check=full',
                             '--errors-for-leak-kinds=definite', '--show-leak-kinds=definite',
-                            tpm2_kms(), 'recover', '--recovery-key', self.recovery, '--to',
+                            tpm2_kms(), 'recover', '--recovery-key', self.recovery,
+                            '--admin-key', self.admin_pub, '--to',
                             self.new_file, self.escrow, '-o', self.out],
                            capture_output=True, text=True, timeout=300)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.new.cli('import', self.out)
+        self.new.cli('import', '--admin-key', self.admin_pub, self.out)
 
 
 class EscrowAtRotation(EscrowTest):
@@ -346,6 +322,40 @@ class EscrowAtRotation(EscrowTest):
         self.assertIn('tpm2kms_kek_generation_escrowed{generation="1"} 0', self.scrape(a))
         self.assertRegex(a.offline('keys').stdout, r'\n1 +\S+ +\S+ +write +dup +no ')
         a.cli('init')                                     # escrows it again
+        wait_until(lambda: a.daemon.healthz() == 'ok', 'healthy again')
+        self.assertIn('tpm2kms_escrow_missing 0', self.scrape(a))
+
+    def test_a_dup_pcr_write_key_is_monitored_alike(self):
+        # Escrow was checked for `dup` only: a `dup+pcr` write key without
+        # its escrow file showed Status ok, tpm2kms_escrow_missing 0 and
+        # ESCROW "-".
+        import hashlib
+        a = self.node('a')
+        a.tools('tpm2_pcrextend', '7:sha256=' + hashlib.sha256(b'boot').hexdigest())
+        pcr_key = os.path.join(self.root, 'pcr.pem')
+        pcr_pub = make_key(pcr_key)
+        sigs = os.path.join(a.root, 'sigs')
+        os.makedirs(sigs)
+        values = run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '7').stdout.strip()
+        run_cli('pcr-sign', '--key', pcr_key, '--pcrs', values, '-o',
+                os.path.join(sigs, 'boot.sig'))
+        node_file, _ = a.node_file()
+        approval, _ = self.approve(node_file)
+        a.cli('init', '--admin-key', self.admin_pub, '--approval', approval, '--pcr-key', pcr_pub,
+              '--pcrs', '7', '--pcr-signatures', sigs, '--escrow-to', self.recovery_node,
+              '--escrow-approval', self.recovery_approval)
+        self.assertRegex(a.offline('keys').stdout, r'\n1 +\S+ +\S+ +write +dup\+pcr +yes ')
+        a.daemon.extra += ['--metrics-listen', os.path.join(a.root, 'metrics.sock'),
+                           '--pcr-signatures', sigs]
+        a.daemon.start()
+        self.assertIn('tpm2kms_escrow_missing 0', self.scrape(a))
+        os.unlink(os.path.join(a.state, 'escrow', 'gen-000001.pem'))
+        a.daemon.proc.proc.send_signal(1)                 # SIGHUP: reload
+        wait_until(lambda: 'not escrowed' in (a.daemon.healthz() or ''), 'Status to say so')
+        self.assertIn('tpm2kms_escrow_missing 1', self.scrape(a))
+        self.assertIn('tpm2kms_kek_generation_escrowed{generation="1"} 0', self.scrape(a))
+        self.assertRegex(a.offline('keys').stdout, r'\n1 +\S+ +\S+ +write +dup\+pcr +no ')
+        a.cli('init', '--pcr-signatures', sigs)           # escrows it again
         wait_until(lambda: a.daemon.healthz() == 'ok', 'healthy again')
         self.assertIn('tpm2kms_escrow_missing 0', self.scrape(a))
 
