@@ -318,7 +318,7 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 		log_info("exported %zu generation%s to node %s", n, n == 1 ? "" : "s", fp);
 out:
 	free_keks(keks, n);
-	free(binding);
+	pcrpolicy_unref(binding);
 	tpm_close(t);
 	bundle_free(&b);
 	free(gens);
@@ -646,7 +646,7 @@ out:
 	}
 	free(written);
 	EVP_PKEY_free(anchor);
-	free(binding);
+	pcrpolicy_unref(binding);
 	/* A refused import leaves no state directory it made itself. */
 	if (r < 0 && !existed && lock >= 0) {
 		statedir_unlink(dir, "lock");

@@ -202,7 +202,7 @@ static int escrow_missing(tpm *t, const char *dir, const char *pcr_dir, const st
 			(*ret_done)++;
 	}
 	secmem_free(kek, TPM_KEK_BYTES);
-	free(binding);
+	pcrpolicy_unref(binding);
 	return r;
 }
 
@@ -749,7 +749,7 @@ int keyadmin_certify(const char *dir, const char *tcti, const struct keyadmin_co
 	*ret_certified = done;
 	r = 0;
 out:
-	free(binding);
+	pcrpolicy_unref(binding);
 	secmem_free(kek, TPM_KEK_BYTES);
 	tpm_close(t);
 	state_free(&s);

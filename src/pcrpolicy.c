@@ -239,10 +239,16 @@ static int add(struct pcr_binding *b, const char *source, const uint8_t approved
 {
 	struct pcr_signature *sig;
 
-	if (b->n_sigs >= PCRPOLICY_MAX_SIGNATURES) {
-		log_warning("pcr signature %s: ignored: more than %d signatures", source,
-			    PCRPOLICY_MAX_SIGNATURES);
-		return -E2BIG;
+	if (b->n_sigs == b->cap) {
+		size_t cap = b->cap ? 2 * b->cap : 8;
+		struct pcr_signature *sigs = realloc(b->sigs, cap * sizeof(*sigs));
+
+		if (!sigs) {
+			log_warning("pcr signature %s: ignored: out of memory", source);
+			return -ENOMEM;
+		}
+		b->sigs = sigs;
+		b->cap = cap;
 	}
 	sig = &b->sigs[b->n_sigs++];
 	snprintf(sig->source, sizeof(sig->source), "%s", source);
@@ -354,10 +360,20 @@ static void load_ours(struct pcr_binding *b, const char *path, const char *text,
 	free(a);
 }
 
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every file of dir in name order (so which ones a cap leaves out does not
+ * depend on the file system), each read without following links or
+ * blocking on a FIFO. */
 static void load_dir(struct pcr_binding *b, const char *dir, EVP_PKEY *signer)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
+	char **names = NULL;
+	size_t n = 0, cap = 0, skipped = 0;
 
 	if (!d) {
 		if (errno != ENOENT)
@@ -365,16 +381,41 @@ static void load_dir(struct pcr_binding *b, const char *dir, EVP_PKEY *signer)
 		return;
 	}
 	while ((e = readdir(d))) {
+		char **grown;
+
+		if (e->d_name[0] == '.')
+			continue;
+		/* Names are collected (bounded) and sorted before the cap. */
+		if (n == 64 * PCRPOLICY_MAX_FILES) {
+			skipped++;
+			continue;
+		}
+		if (n == cap) {
+			cap = cap ? 2 * cap : 32;
+			grown = realloc(names, cap * sizeof(*names));
+			if (!grown)
+				break;
+			names = grown;
+		}
+		names[n] = strdup(e->d_name);
+		if (!names[n])
+			break;
+		n++;
+	}
+	closedir(d);
+	qsort(names, n, sizeof(*names), compare_names);
+	skipped += n > PCRPOLICY_MAX_FILES ? n - PCRPOLICY_MAX_FILES : 0;
+	if (skipped)
+		log_warning("pcr signatures %s: more than %d files; %zu were not looked at (remove "
+			    "signatures you no longer need)",
+			    dir, PCRPOLICY_MAX_FILES, skipped);
+	for (size_t i = 0; i < n && i < PCRPOLICY_MAX_FILES; i++) {
 		char path[PATH_MAX], *text = NULL;
 		const char *p;
-		struct stat st;
 		size_t len;
 
-		if (e->d_name[0] == '.' ||
-		    (size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= sizeof(path) ||
-		    stat(path, &st) < 0 || !S_ISREG(st.st_mode))
-			continue;
-		if (statedir_read_input(path, PCRPOLICY_FILE_MAX, &text, &len) < 0)
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, names[i]) >= sizeof(path) ||
+		    statedir_read_nofollow(path, PCRPOLICY_FILE_MAX, &text, &len) < 0)
 			continue;
 		for (p = text; *p == ' ' || *p == '\n' || *p == '\t' || *p == '\r'; p++)
 			;
@@ -384,7 +425,23 @@ static void load_dir(struct pcr_binding *b, const char *dir, EVP_PKEY *signer)
 			load_ours(b, path, text, len, signer);
 		free(text);
 	}
-	closedir(d);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+struct pcr_binding *pcrpolicy_ref(struct pcr_binding *b)
+{
+	b->refs++;
+	return b;
+}
+
+void pcrpolicy_unref(struct pcr_binding *b)
+{
+	if (!b || --b->refs > 0)
+		return;
+	free(b->sigs);
+	free(b);
 }
 
 int pcrpolicy_load(const struct state *s, const char *dir, struct pcr_binding **ret)
@@ -399,6 +456,7 @@ int pcrpolicy_load(const struct state *s, const char *dir, struct pcr_binding **
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
+	b->refs = 1;
 	b->pcrs = s->pcrs;
 	r = kekpolicy_of(s, TPM_KEK_PCR, policy, &b->or_pcr);
 	if (r == 0 && s->admin_key_len)

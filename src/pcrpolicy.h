@@ -18,7 +18,9 @@
 #include <stdint.h>
 
 #define PCRPOLICY_DEFAULT_DIR "/etc/tpm2-kms/pcr-signatures"
-#define PCRPOLICY_MAX_SIGNATURES 16
+/* Files looked at in the directory, in name order; the rest are ignored
+ * with a warning. Every valid signature among them is kept. */
+#define PCRPOLICY_MAX_FILES 1024
 #define PCRPOLICY_FILE_MAX (64u * 1024u)
 
 /* One usable approval of PCR values. */
@@ -28,18 +30,25 @@ struct pcr_signature {
 	struct tpm_approval tpm;
 };
 
-/* Everything unsealing needs, for either pcr kind; a plain value, copied
- * into TPM jobs. */
+/* Everything unsealing needs, for either pcr kind. Immutable once loaded
+ * and shared by reference (a TPM job holds one while it runs on the
+ * worker thread): pcrpolicy_ref, pcrpolicy_unref. */
 struct pcr_binding {
+	_Atomic unsigned refs;
 	struct policy_pcrs pcrs;
 	struct tpm_or_list or_pcr, or_dup_pcr;
-	size_t n_sigs;
-	struct pcr_signature sigs[PCRPOLICY_MAX_SIGNATURES];
+	size_t n_sigs, cap;
+	struct pcr_signature *sigs;
 };
 
 /* The state's PCR signer and selection, with the signatures of dir
- * (missing: none). -ENOENT when the state binds nothing to PCRs. Logs. */
+ * (missing: none): regular files only, opened without following links or
+ * blocking, at most PCRPOLICY_MAX_FILES of them. -ENOENT when the state
+ * binds nothing to PCRs. Logs. May run off the event loop. */
 int pcrpolicy_load(const struct state *s, const char *dir, struct pcr_binding **ret);
+struct pcr_binding *pcrpolicy_ref(struct pcr_binding *b);
+/* NULL is fine. */
+void pcrpolicy_unref(struct pcr_binding *b);
 
 /* Unseals a generation of any kind: with the password session for none and
  * dup, through the signature approving the PCRs' current values for pcr

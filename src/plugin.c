@@ -69,6 +69,7 @@ struct plugin {
 	struct pcr_binding *binding;
 	uv_fs_event_t pcr_watch;
 	bool pcr_watching;
+	bool binding_loading, binding_again;
 	uv_timer_t pcr_timer;
 
 	/* The start: over once the first probe has an answer and, with a
@@ -341,6 +342,9 @@ static void start_unseal(plugin *p, struct generation *g)
 
 	if (g->kek || g->unsealing || g->broken || p->stopping)
 		return;
+	/* The first signatures are still being read: tried when they are. */
+	if (tpm_kek_pcr_bound(g->kind) && !p->binding && p->binding_loading)
+		return;
 	u = malloc(sizeof(*u));
 	if (!u) {
 		schedule_retry(p);
@@ -372,21 +376,82 @@ static void on_health(void *arg, bool healthy)
 	check_ready(p);
 }
 
+/* A load of the signature directory, on libuv's thread pool: a directory
+ * of thousands of files, or a slow file system, never stalls the loop. */
+struct binding_load {
+	uv_work_t req;
+	plugin *p;
+	struct state keys; /* a copy: the plugin's may change meanwhile */
+	char *dir;
+	struct pcr_binding *result;
+	int err;
+};
+
+static void binding_work(uv_work_t *req)
+{
+	struct binding_load *l = req->data;
+
+	l->err = pcrpolicy_load(&l->keys, l->dir, &l->result);
+}
+
+static void load_binding(plugin *p);
+static void plugin_free(plugin *p);
+
+static void binding_done(uv_work_t *req, int status)
+{
+	struct binding_load *l = req->data;
+	plugin *p = l->p;
+
+	p->binding_loading = false;
+	if (p->stopping) {
+		pcrpolicy_unref(l->result);
+		if (p->handles_open == 0)
+			plugin_free(p);
+	} else if (status == 0 && l->err == 0) {
+		pcrpolicy_unref(p->binding);
+		p->binding = l->result;
+		for (struct generation *g = p->gens; g; g = g->next)
+			if (!g->kek)
+				start_unseal(p, g);
+	} else {
+		pcrpolicy_unref(l->result);
+	}
+	free(l->dir);
+	free(l);
+	if (!p->stopping && p->binding_again) {
+		p->binding_again = false;
+		load_binding(p);
+	}
+}
+
 /* (Re)loads the PCR signatures; with any change the waiting generations
- * are tried again. */
+ * are tried again. One load at a time: a request meanwhile is served by
+ * one more load after it. */
 static void load_binding(plugin *p)
 {
-	struct pcr_binding *b = NULL;
+	struct binding_load *l;
 
-	if (!p->keys || !p->keys->pcr_key_len)
+	if (!p->keys || !p->keys->pcr_key_len || p->stopping)
 		return;
-	if (pcrpolicy_load(p->keys, p->pcr_dir, &b) < 0)
+	if (p->binding_loading) {
+		p->binding_again = true;
 		return;
-	free(p->binding);
-	p->binding = b;
-	for (struct generation *g = p->gens; g; g = g->next)
-		if (!g->kek)
-			start_unseal(p, g);
+	}
+	l = calloc(1, sizeof(*l));
+	if (!l || !(l->dir = strdup(p->pcr_dir))) {
+		free(l);
+		log_warning("pcr signatures %s: out of memory; not read", p->pcr_dir);
+		return;
+	}
+	l->p = p;
+	l->keys = *p->keys;
+	l->req.data = l;
+	if (uv_queue_work(p->loop, &l->req, binding_work, binding_done) < 0) {
+		free(l->dir);
+		free(l);
+		return;
+	}
+	p->binding_loading = true;
 }
 
 static void on_pcr_timer(uv_timer_t *t)
@@ -873,6 +938,13 @@ static void on_closed(uv_handle_t *h)
 
 	if (--p->handles_open > 0)
 		return;
+	/* A signature load still running frees us when it is done. */
+	if (!p->binding_loading)
+		plugin_free(p);
+}
+
+static void plugin_free(plugin *p)
+{
 	while (p->gens) {
 		struct generation *g = p->gens;
 
@@ -880,7 +952,7 @@ static void on_closed(uv_handle_t *h)
 		generation_free(g);
 	}
 	secmem_free(p->plain, ENVELOPE_MAX_BYTES);
-	free(p->binding);
+	pcrpolicy_unref(p->binding);
 	free(p->keys);
 	free(p->pcr_dir);
 	free(p->state_dir);

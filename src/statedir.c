@@ -286,10 +286,14 @@ static int read_path(const char *path, int flags, size_t max, char **ret, size_t
 	size_t len = 0;
 	int fd, r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | flags);
+	/* Non-blocking: a FIFO put where a file was expected must not hang
+	 * us in open(); fstat below refuses it. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | flags);
 	if (fd < 0) {
 		r = -errno;
-		if (r != -ENOENT)
+		if (r == -ELOOP && (flags & O_NOFOLLOW))
+			log_error("%s is a symbolic link: not followed", path);
+		else if (r != -ENOENT)
 			log_error("cannot open %s: %s", path, strerror(errno));
 		return r;
 	}
@@ -348,6 +352,11 @@ int statedir_read(const char *dir, const char *name, size_t max, char **ret, siz
 int statedir_read_input(const char *path, size_t max, char **ret, size_t *ret_len)
 {
 	return read_path(path, 0, max, ret, ret_len);
+}
+
+int statedir_read_nofollow(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+	return read_path(path, O_NOFOLLOW, max, ret, ret_len);
 }
 
 int statedir_unlink(const char *dir, const char *name)

@@ -96,8 +96,11 @@ int statedir_read(const char *dir, const char *name, size_t max, char **ret, siz
 int statedir_unlink(const char *dir, const char *name);
 
 /* An input file named on the command line (node, approval, bundle):
- * bounded, regular, logs why not. */
+ * bounded, regular (a FIFO is refused, never waited on), logs why not. */
 int statedir_read_input(const char *path, size_t max, char **ret, size_t *ret_len);
+/* The same for a file found in a directory others write to (PCR
+ * signatures): a symbolic link is not followed. */
+int statedir_read_nofollow(const char *path, size_t max, char **ret, size_t *ret_len);
 
 /* An output file outside the state directory (-o): written atomically the
  * same way, mode 0600, owned by whoever runs the command. An existing

@@ -38,7 +38,7 @@ struct job {
 	uint64_t value;
 	struct tpm_sealed sealed;
 	enum tpm_kek_kind kek_kind;
-	struct pcr_binding *binding; /* the job's own copy; NULL for none/dup */
+	struct pcr_binding *binding; /* a reference; NULL for none/dup */
 	struct tpm_pcr_values values;
 	uint8_t *kek; /* secure heap */
 	tpm_counter_fn counter_cb;
@@ -92,7 +92,7 @@ struct tpm_worker {
 
 static void job_free(struct job *j)
 {
-	free(j->binding);
+	pcrpolicy_unref(j->binding);
 	secmem_free(j->kek, TPM_KEK_BYTES);
 	util_wipe(&j->sealed, sizeof(j->sealed));
 	free(j);
@@ -557,21 +557,15 @@ int tpm_worker_counter(tpm_worker *w, uint64_t deadline_ms, tpm_counter_fn cb, v
 }
 
 int tpm_worker_unseal(tpm_worker *w, const struct tpm_sealed *s, enum tpm_kek_kind kind,
-		      const struct pcr_binding *binding, tpm_unseal_fn cb, void *arg)
+		      struct pcr_binding *binding, tpm_unseal_fn cb, void *arg)
 {
 	struct job *j = calloc(1, sizeof(*j));
 	int r;
 
 	if (!j)
 		return -ENOMEM;
-	if (binding) {
-		j->binding = malloc(sizeof(*j->binding));
-		if (!j->binding) {
-			free(j);
-			return -ENOMEM;
-		}
-		*j->binding = *binding;
-	}
+	if (binding)
+		j->binding = pcrpolicy_ref(binding);
 	j->kind = JOB_UNSEAL;
 	j->sealed = *s;
 	j->kek_kind = kind;

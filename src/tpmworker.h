@@ -51,13 +51,14 @@ const char *tpm_worker_problem(const tpm_worker *w);
 typedef void (*tpm_counter_fn)(void *arg, int err, uint64_t value);
 int tpm_worker_counter(tpm_worker *w, uint64_t deadline_ms, tpm_counter_fn cb, void *arg);
 
-/* Unseals a KEK; the pcr kinds through binding (copied; NULL for the
- * others). The key is in secure memory, valid only during cb. -ENOKEY when
- * no signature approves the PCRs; values then holds them. */
+/* Unseals a KEK; the pcr kinds through binding (a reference is held while
+ * the job lives; NULL for the others). The key is in secure memory, valid
+ * only during cb. -ENOKEY when no signature approves the PCRs; values then
+ * holds them. */
 typedef void (*tpm_unseal_fn)(void *arg, int err, const uint8_t *kek,
 			      const struct tpm_pcr_values *values);
 int tpm_worker_unseal(tpm_worker *w, const struct tpm_sealed *s, enum tpm_kek_kind kind,
-		      const struct pcr_binding *binding, tpm_unseal_fn cb, void *arg);
+		      struct pcr_binding *binding, tpm_unseal_fn cb, void *arg);
 
 /* Last counter value seen (0 before the first), for metrics. */
 uint64_t tpm_worker_last_counter(const tpm_worker *w);

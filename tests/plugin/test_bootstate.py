@@ -154,6 +154,61 @@ class Signatures(BootTest):
         shutil.copy(good, os.path.join(d, 'good.sig'))
         wait_until(lambda: self.status(a).healthz == 'ok', 'healthy with the good signature')
 
+    def test_the_valid_signature_is_found_among_many(self):
+        # 16 valid signatures were kept, in readdir order: a valid one for
+        # the current boot among 40 for other boot states was dropped.
+        a = self.node('a')
+        self.boot(a, 7, b'ours')
+        d = self.sigdir(a)
+        a.cli('init', '--pcr-key', self.pcr_pub, '--pcrs', '7', '--pcr-signatures', d)
+        # The current one first: on tmpfs and ext4 alike, readdir does not
+        # list it among the first 16.
+        self.sign_current(a, name='zz-current.sig')
+        for i in range(40):
+            run_cli('pcr-sign', '--key', self.pcr_key, '--pcrs', '7=%064x' % i,
+                    '-o', os.path.join(d, 'old-%02d.sig' % i))
+        self.serve(a)
+        wait_until(lambda: self.status(a).healthz == 'ok', 'healthy with the current signature')
+
+    def test_links_and_fifos_are_not_followed(self):
+        # A FIFO swapped in after the stat() hung the loop in open(); a
+        # symbolic link (to a file anyone could have written) was followed.
+        a = self.node('a')
+        self.boot(a, 7, b'ours')
+        d = self.sigdir(a)
+        a.cli('init', '--pcr-key', self.pcr_pub, '--pcrs', '7', '--pcr-signatures', d)
+        elsewhere = os.path.join(self.root, 'elsewhere')
+        os.makedirs(elsewhere)
+        values, path = self.sign_current(a, name='current.sig')
+        shutil.move(path, os.path.join(elsewhere, 'current.sig'))
+        os.symlink(os.path.join(elsewhere, 'current.sig'), os.path.join(d, 'link.sig'))
+        os.mkfifo(os.path.join(d, 'fifo'))
+        self.serve(a)
+        wait_until(lambda: 'no PCR signature' in self.status(a).healthz, 'Status to say why')
+        out = a.daemon.output()
+        self.assertTrue('link.sig is a symbolic link: not followed' in out, out[-2000:])
+        self.assertTrue('fifo is not a regular file' in out, out[-2000:])
+        # The loop answers while the FIFO sits there; a real file works.
+        shutil.copy(os.path.join(elsewhere, 'current.sig'), os.path.join(d, 'real.sig'))
+        wait_until(lambda: self.status(a).healthz == 'ok', 'healthy with the real file')
+
+    def test_a_crowded_directory_is_capped_with_a_warning(self):
+        a = self.node('a')
+        self.boot(a, 7, b'ours')
+        d = self.sigdir(a)
+        a.cli('init', '--pcr-key', self.pcr_pub, '--pcrs', '7', '--pcr-signatures', d)
+        self.sign_current(a, name='a-current.sig')          # first in name order
+        for i in range(1100):
+            with open(os.path.join(d, 'junk-%04d' % i), 'wb') as f:
+                f.write(b'not a signature')
+        self.serve(a)
+        wait_until(lambda: self.status(a).healthz == 'ok', 'healthy')
+        out = a.daemon.output()
+        self.assertTrue('more than 1024 files; 77 were not looked at' in out, out[-2000:])
+        # Name order: the first 1024 are looked at, the last 77 are not.
+        self.assertTrue('junk-1022: ignored' in out, 'junk-1022 not looked at')
+        self.assertFalse('junk-1023: ignored' in out, 'junk-1023 looked at')
+
     def test_file_names_cannot_forge_log_lines(self):
         # A junk signature file is named in a warning; its name once went
         # into the log as it was, so a newline forged a line of our own

@@ -119,10 +119,13 @@ class Systemd(unittest.TestCase):
             f.write(unit)
         for sock in ('tpm2-kms.socket', 'tpm2-kms-metrics.socket'):
             shutil.copy(os.path.join(SRC, 'dist', 'systemd', sock), d)
+        shutil.copy(os.path.join(SRC, 'dist', 'systemd', 'examples',
+                                 'uki-pcr-signature.service'), d)
         r = subprocess.run(['systemd-analyze', 'verify', '--man=no',
                             os.path.join(d, 'tpm2-kms.service'),
                             os.path.join(d, 'tpm2-kms.socket'),
-                            os.path.join(d, 'tpm2-kms-metrics.socket')],
+                            os.path.join(d, 'tpm2-kms-metrics.socket'),
+                            os.path.join(d, 'uki-pcr-signature.service')],
                            capture_output=True, text=True, cwd=d)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         for key in ('Type=notify', 'ProtectSystem=strict', 'PrivateNetwork=yes',
