@@ -134,6 +134,13 @@ class Signatures(BootTest):
             f.write(read_text(good).replace('policy-ref tpm2-kms/unseal',
                                             'policy-ref tpm2-kms/other')
                     .replace(fields['signature'], sig.hex()))
+        # Signed by the PCR signer's Name, but not by its key: the signature
+        # bytes altered (only the software signature check refuses it here;
+        # without it the TPM would, at unseal time, with no diagnostic).
+        with open(os.path.join(d, 'bad-signature'), 'w') as f:
+            sig = fields['signature']
+            f.write(read_text(good).replace(sig, sig[:-4] + ('0000' if sig[-4:] != '0000'
+                                                              else '1111')))
         # Not a signature at all, and broken JSON.
         with open(os.path.join(d, 'garbage'), 'wb') as f:
             f.write(os.urandom(300))
@@ -146,6 +153,7 @@ class Signatures(BootTest):
                           ('other-ref', 'policy-ref is not tpm2-kms/unseal'),
                           ('garbage', 'not a PCR signature'),
                           ('other-values', 'approves other PCR values'),
+                          ('bad-signature', "its signature is not the PCR signer's"),
                           ('broken.json', 'not a systemd-measure signature file')):
             self.assertRegex(out, r'warning pcr signature \S*/%s: ignored[ :].*%s' %
                              (re.escape(name), re.escape(why)))
@@ -229,6 +237,34 @@ class Signatures(BootTest):
         self.assertNotRegex(out, r'(?m)^(2026-01-01T00:00:00.000Z info|<0>)')
         self.assertNotIn('\r', out)
         self.assertNotIn('\x1b', out)
+
+    def test_a_systemd_measure_signature_that_does_not_verify_is_ignored(self):
+        # A systemd-measure JSON made here: the signer's fingerprint and the
+        # selection are right, the signature is not. It is ignored with a
+        # warning (the TPM would refuse it later, with no diagnostic).
+        a = self.node('a')
+        self.boot(a, 7, b'ours')
+        rsa_key = os.path.join(self.root, 'rsa-pcr.pem')
+        rsa_pub = make_key(rsa_key, kind=2048)
+        pkcs1 = openssl('rsa', '-pubin', '-in', rsa_pub, '-RSAPublicKey_out', '-outform', 'DER')
+        d = self.sigdir(a)
+        a.cli('init', '--pcr-key', rsa_pub, '--pcrs', '7', '--pcr-signatures', d)
+        import base64
+        import json
+        pol = hashlib.sha256(b'some policy').hexdigest()
+        sig = openssl('dgst', '-sha256', '-sign', rsa_key, stdin=bytes.fromhex(pol))
+        bad = bytearray(sig)
+        bad[-1] ^= 1
+        for name, s in (('good.json', sig), ('bad.json', bytes(bad))):
+            with open(os.path.join(d, name), 'w') as f:
+                json.dump({'sha256': [{'pcrs': [7], 'pkfp': hashlib.sha256(pkcs1).hexdigest(),
+                                       'pol': pol, 'sig': base64.b64encode(s).decode()}]}, f)
+        self.serve(a)
+        wait_until(lambda: 'no PCR signature' in self.status(a).healthz, 'Status to say why')
+        out = a.daemon.output()
+        self.assertRegex(out, r'pcr signature \S*/bad.json \(entry 0\): ignored: its signature '
+                              r'does not check out')
+        self.assertNotRegex(out, r'good.json \(entry 0\): ignored:')   # taken, unused
 
     @unittest.skipUnless(os.path.exists(SYSTEMD_MEASURE), 'systemd-measure not installed')
     def test_systemd_measure_signature_for_pcr_11(self):

@@ -254,6 +254,34 @@ class DamagedState(Base):
         c.close()
         self.assertIn('gen-000001.pem is missing or damaged', self.daemon.output())
 
+    def test_swapped_generation_files_are_refused(self):
+        # Each generation's key is checked against the key_id the state
+        # names when it is unsealed: swapped files (or an edited key_id)
+        # load nothing, and Status says so; Decrypt under the old key_ids
+        # is UNAVAILABLE, not answered with the other key.
+        self.daemon.start()
+        c = self.daemon.client()
+        old = c.encrypt(b'old')
+        c.close()
+        self.daemon.stop()
+        run_cli('rotate', *self.tpm_args())
+        d = self.daemon.state_dir
+        one, two = os.path.join(d, 'gen-000001.pem'), os.path.join(d, 'gen-000002.pem')
+        os.rename(one, one + '.x')
+        os.rename(two, one)
+        os.rename(one + '.x', two)
+        self.daemon.start(wait_healthy=False)
+        wait_until(lambda: (self.daemon.healthz() or '') ==
+                   'write key generation 2 is unusable', 'Status to say so', timeout=15)
+        out = self.daemon.output()
+        for g in (1, 2):
+            self.assertIn('generation %d: the unsealed key does not match key_id' % g, out)
+        c = self.daemon.client()
+        with self.assertRaises(grpc.RpcError) as cm:
+            c.decrypt(old.ciphertext, old.key_id)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        c.close()
+
     def test_damaged_state_file_refused_with_line(self):
         run_cli('init', *self.tpm_args())
         path = os.path.join(self.daemon.state_dir, 'state')
