@@ -37,6 +37,63 @@ def name_of(tpm2b_public):
     return b'\x00\x0b' + hashlib.sha256(tpm2b_public[2:]).digest()
 
 
+def certificate_message(number, kind, created, key_id, obj_pub):
+    """What a generation certificate signs (provenance.h), written here."""
+    return (b'tpm2-kms generation v1\n' + number.to_bytes(4, 'big') + kind.encode() + b'\n' +
+            created.to_bytes(8, 'big') + key_id.encode() + b'\n' + (34).to_bytes(2, 'big') +
+            name_of(obj_pub))
+
+
+def sign_with_node(node, msg):
+    """The node's own signing key signs msg, by stock tpm2-tools: DER."""
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+    write_file(node, 'msg.bin', msg)
+    sk = der_items(pem_blocks(read_text(os.path.join(node.state, 'node-signing-key.pem')),
+                              'TSS2 PRIVATE KEY')[0])
+    write_file(node, 's.pub', sk[3][1])
+    write_file(node, 's.priv', sk[4][1])
+    node.tools('tpm2_load', '-C', '0x81000001', '-u', 's.pub', '-r', 's.priv', '-c', 's.ctx')
+    node.tools('tpm2_sign', '-c', 's.ctx', '-g', 'sha256', '-f', 'plain', '-o', 'cert.sig',
+               'msg.bin')
+    node.tools('tpm2_flushcontext', '-t')
+    with open(os.path.join(node.root, 'cert.sig'), 'rb') as f:
+        sig = f.read()
+    # tpm2-tools 5.4 writes an ECDSA signature in "plain" form as DER.
+    if sig[0] == 0x30:
+        return sig
+    return encode_dss_signature(int.from_bytes(sig[:32], 'big'), int.from_bytes(sig[32:], 'big'))
+
+
+def certificate_line(node, approval, number, kind, created, key_id, obj_pub):
+    """A certificate line that node's TPM signs for whatever the test
+    asks: the node is approved, so only the other checks can refuse it."""
+    fields = dict(l.split(' ', 1) for l in read_text(approval).splitlines()
+                  if not l.startswith('#'))
+    node_pem = pem_blocks(read_text(os.path.join(node.state, 'node-signing-key.pem')),
+                          'TSS2 PRIVATE KEY')[0]
+    sign_pub = der_items(node_pem)[3][1]
+    sig = sign_with_node(node, certificate_message(number, kind, created, key_id, obj_pub))
+    return 'certificate %d %s %s %s %s' % (number, sign_pub.hex(), fields['node'],
+                                           fields['node-statement'], sig.hex())
+
+
+def unseal_with_tools(node, sealed_file):
+    pub, priv = sealed_blobs(node, sealed_file)
+    write_file(node, 'k.pub', pub)
+    write_file(node, 'k.priv', priv)
+    node.tools('tpm2_load', '-C', '0x81000001', '-u', 'k.pub', '-r', 'k.priv', '-c', 'k.ctx')
+    kek = node.tools('tpm2_unseal', '-c', 'k.ctx').stdout
+    node.tools('tpm2_flushcontext', '-t')
+    return kek
+
+
+def importable_parts(text):
+    """pub, duplicate and seed of a bundle's first key."""
+    items = der_items(pem_blocks(text, 'TSS2 PRIVATE KEY')[0])
+    seed = der_items(b'\x30\x00' + items[2][1])[0][1]
+    return items[4][1], items[5][1], seed
+
+
 class Attacker(ClusterTest):
     def attacker_generation(self, m, number):
         """The attacker's own TPM makes a dup generation under the real
@@ -122,24 +179,7 @@ class ForgedBundle(Attacker):
         # So the attacker signs the certificate message with tpm2-tools.
         created, key_id = 1700000000, key_id_of(kek, 1)
         pub, _ = sealed_blobs(m, gen)
-        msg = (b'tpm2-kms generation v1\n' + (1).to_bytes(4, 'big') + b'dup\n' +
-               created.to_bytes(8, 'big') + key_id.encode() + b'\n' +
-               (34).to_bytes(2, 'big') + name_of(pub))
-        write_file(m, 'msg.bin', msg)
-        sk = der_items(pem_blocks(read_text(os.path.join(m.state, 'node-signing-key.pem')),
-                                  'TSS2 PRIVATE KEY')[0])
-        write_file(m, 's.pub', sk[3][1])
-        write_file(m, 's.priv', sk[4][1])
-        m.tools('tpm2_load', '-C', '0x81000001', '-u', 's.pub', '-r', 's.priv', '-c', 's.ctx')
-        m.tools('tpm2_sign', '-c', 's.ctx', '-g', 'sha256', '-f', 'plain', '-o', 'cert.sig',
-                'msg.bin')
-        m.tools('tpm2_flushcontext', '-t')
-        with open(os.path.join(m.root, 'cert.sig'), 'rb') as f:
-            sig = f.read()
-        n = 32
-        r_, s_ = int.from_bytes(sig[:n], 'big'), int.from_bytes(sig[n:], 'big')
-        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-        der_sig = encode_dss_signature(r_, s_)
+        der_sig = sign_with_node(m, certificate_message(1, 'dup', created, key_id, pub))
         cert = 'certificate 1 %s %s %s %s' % (m_sign.hex(), fields['node'],
                                                 fields['node-statement'], der_sig.hex())
         with open(bundle, 'w') as f:
@@ -291,6 +331,135 @@ class Openssl(ClusterTest):
             f.write(sig)
         out = openssl('dgst', '-sha256', '-verify', pub_pem, '-signature', s, m)
         self.assertIn(b'Verified OK', out)
+
+
+class KeyChecks(ClusterTest):
+    """Inputs that only one check refuses, each made here with a key the
+    test knows: the check removed, they are taken (each was tried)."""
+
+    def approved_a(self):
+        a = self.node('a')
+        node_file, _ = a.node_file()
+        approval, _ = self.approve(node_file)
+        a.cli('init', '--admin-key', self.admin_pub, '--approval', approval)
+        return a, approval
+
+    def admin_der(self):
+        return openssl('pkey', '-pubin', '-in', self.admin_pub, '-outform', 'DER')
+
+    def test_import_checks_the_key_against_its_key_id(self):
+        # A bundle whose key_id is not its key's, with a certificate an
+        # approved node signed for that key_id and MACs under the real key.
+        a, a_approval = self.approved_a()
+        b = self.node('b')
+        b_file, b_fp = b.node_file()
+        b_approval, _ = self.approve(b_file)
+        genuine = os.path.join(self.root, 'genuine.bundle')
+        a.cli('export', '--to', b_file, '--approval', b_approval, '-o', genuine)
+        kek = unseal_with_tools(a, os.path.join(a.state, 'gen-000001.pem'))
+        pub, dup, seed = importable_parts(read_text(genuine))
+        wrong = key_id_of(os.urandom(32), 1)
+        created = 1700000000
+        cert = certificate_line(a, a_approval, 1, 'dup', created, wrong, pub)
+        forged = os.path.join(self.root, 'forged.bundle')
+        with open(forged, 'w') as f:
+            f.write(bundle_text(bytes.fromhex(b_fp), self.admin_der(),
+                                [(1, created, wrong, True, importable_pem(pub, dup, seed), kek,
+                                  cert)]))
+        r = b.cli('import', '--admin-key', self.admin_pub, forged, check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('generation 1 does not match its key_id', r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(b.state, 'state')))
+
+    def test_import_checks_the_objects_policy(self):
+        # A sealed object whose authPolicy is not P_dup of the admin key
+        # (PolicyDuplicationSelect alone: anyone could duplicate it on), made
+        # and duplicated by tpm2-tools on an approved node, which also signs
+        # its certificate. Its attributes are a dup generation's.
+        a, a_approval = self.approved_a()
+        b = self.node('b')
+        b_file, b_fp = b.node_file()
+        node = pem_blocks(read_text(b_file), 'TPM2-KMS NODE')[0]
+        write_file(a, 'parent.tpub', node[:2 + int.from_bytes(node[:2], 'big')])
+        secret = os.urandom(32)
+        write_file(a, 'secret.bin', secret)
+        t = a.tools
+        t('tpm2_loadexternal', '-C', 'n', '-u', 'parent.tpub', '-c', 'parent.ctx',
+          '-n', 'parent.name')
+        t('tpm2_flushcontext', '-t')
+        t('tpm2_startauthsession', '-S', 'trial.ctx')
+        t('tpm2_policyduplicationselect', '-S', 'trial.ctx', '-N', 'parent.name', '-L', 'pol.dat')
+        t('tpm2_flushcontext', 'trial.ctx')
+        t('tpm2_create', '-C', '0x81000001', '-i', 'secret.bin', '-L', 'pol.dat', '-g', 'sha256',
+          '-a', 'noda|adminwithpolicy|userwithauth', '-u', 'o.pub', '-r', 'o.priv')
+        t('tpm2_load', '-C', '0x81000001', '-u', 'o.pub', '-r', 'o.priv', '-c', 'o.ctx',
+          '-n', 'o.name')
+        t('tpm2_flushcontext', '-t')
+        t('tpm2_startauthsession', '--policy-session', '-S', 's.ctx')
+        t('tpm2_policyduplicationselect', '-S', 's.ctx', '-n', 'o.name', '-N', 'parent.name')
+        t('tpm2_duplicate', '-C', 'parent.ctx', '-c', 'o.ctx', '-G', 'null',
+          '-p', 'session:s.ctx', '-r', 'd.priv', '-s', 'd.seed')
+        t('tpm2_flushcontext', 's.ctx')
+        t('tpm2_flushcontext', '-t')
+        with open(os.path.join(a.root, 'o.pub'), 'rb') as f:
+            pub = f.read()
+        with open(os.path.join(a.root, 'd.priv'), 'rb') as f:
+            dup = f.read()
+        with open(os.path.join(a.root, 'd.seed'), 'rb') as f:
+            seed = f.read()
+        created, key_id = 1700000000, key_id_of(secret, 1)
+        cert = certificate_line(a, a_approval, 1, 'dup', created, key_id, pub)
+        forged = os.path.join(self.root, 'forged.bundle')
+        with open(forged, 'w') as f:
+            f.write(bundle_text(bytes.fromhex(b_fp), self.admin_der(),
+                                [(1, created, key_id, True, importable_pem(pub, dup, seed),
+                                  secret, cert)]))
+        r = b.cli('import', '--admin-key', self.admin_pub, forged, check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('generation 1 is not a duplicable generation under the bundle\'s keys',
+                      r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(b.state, 'state')))
+
+    def test_recover_checks_the_outer_hmac(self):
+        # An escrow file whose duplicate's outer HMAC is altered, with its
+        # MAC made again under the real key: the software unwrap's HMAC
+        # check alone refuses it.
+        recovery = os.path.join(self.root, 'recovery.pem')
+        recovery_pub = make_key(recovery)
+        recovery_node = os.path.join(self.root, 'recovery.node')
+        r = run_cli('node-key', '--public', recovery_pub, '-o', recovery_node)
+        recovery_fp = re.search(r'node fingerprint: (\S+)', r.stderr).group(1)
+        recovery_approval, _ = self.approve(recovery_node,
+                                            out=os.path.join(self.root, 'recovery.approval'))
+        a = self.node('a')
+        node_file, _ = a.node_file()
+        approval, _ = self.approve(node_file)
+        a.cli('init', '--admin-key', self.admin_pub, '--approval', approval, '--escrow-to',
+              recovery_node, '--escrow-approval', recovery_approval)
+        escrow = read_text(os.path.join(a.state, 'escrow', 'gen-000001.pem'))
+        kek = unseal_with_tools(a, os.path.join(a.state, 'gen-000001.pem'))
+        pub, dup, seed = importable_parts(escrow)
+        m = re.search(r'^generation 1 created (\d+) key-id (\S+)', escrow, re.M)
+        cert = [l for l in escrow.splitlines() if l.startswith('certificate ')]
+        new = self.node('new')
+        new_file, _ = new.node_file()
+        for altered, what in ((False, 'genuine'), (True, 'altered')):
+            d = bytearray(dup)
+            if altered:
+                d[4] ^= 1          # TPM2B size, HMAC size, then the HMAC
+            path = os.path.join(self.root, what)
+            with open(path, 'w') as f:
+                f.write(bundle_text(bytes.fromhex(recovery_fp), self.admin_der(),
+                                    [(1, int(m.group(1)), m.group(2), True,
+                                      importable_pem(pub, bytes(d), seed), kek, *cert)]))
+            r = run_cli('recover', '--recovery-key', recovery, '--admin-key', self.admin_pub,
+                        '--to', new_file, path, '-o', path + '.out', check=False)
+            if not altered:
+                self.assertEqual(r.returncode, 0, r.stderr)    # the test's own bundle is right
+                continue
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn('does not open with this recovery key', r.stderr)
+            self.assertFalse(os.path.exists(path + '.out'))
 
 
 if __name__ == '__main__':
