@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -666,6 +667,12 @@ int main(int argc, char **argv)
 {
 	struct settings s;
 	int r;
+
+	/* Freed heap memory is overwritten: libraries free buffers that held
+	 * KEK bytes without wiping them (tpm2-tss's ESAPI context held the
+	 * sealed KEK of a first start's provisioning in clear until reused).
+	 * Our own secrets live in the secure heap and are wiped anyway. */
+	mallopt(M_PERTURB, 0xa5);
 
 	r = settings_parse(argc, argv, &s);
 	if (r != 0)
