@@ -99,7 +99,8 @@ int approval_check_statement(const struct approval *a, EVP_PKEY *admin, const ch
 }
 
 int approval_sign_pcrs(EVP_PKEY *signer, const struct policy_pcrs *pcrs,
-		       const uint8_t (*values)[POLICY_DIGEST_BYTES], struct approval *ret)
+		       const uint8_t (*values)[POLICY_DIGEST_BYTES], bool legacy,
+		       struct approval *ret)
 {
 	uint8_t msg[POLICY_DIGEST_BYTES + POLICY_REF_MAX];
 	struct approval *a = calloc(1, sizeof(*a));
@@ -112,7 +113,9 @@ int approval_sign_pcrs(EVP_PKEY *signer, const struct policy_pcrs *pcrs,
 	memcpy(a->values, values, pcrs->n * POLICY_DIGEST_BYTES);
 	policy_pcr(pcrs, values, a->approved_policy);
 	strcpy(a->policy_ref, POLICY_REF_UNSEAL);
-	r = signer_name(signer, &a->signer);
+	r = legacy ? 0 : policy_unseal_ref(pcrs, a->policy_ref);
+	if (r == 0)
+		r = signer_name(signer, &a->signer);
 	if (r == 0)
 		r = signer_sign(signer, msg, message(a, msg), a->sig, &a->sig_len);
 	if (r == 0)
@@ -361,6 +364,7 @@ int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_n
 int approval_check_pcrs(const struct approval *a, EVP_PKEY *signer, const char **ret_why)
 {
 	uint8_t msg[POLICY_DIGEST_BYTES + POLICY_REF_MAX], want[POLICY_DIGEST_BYTES];
+	char ref[POLICY_REF_MAX + 1];
 	struct tpm_name name;
 
 	if (!a->pcr) {
@@ -372,8 +376,11 @@ int approval_check_pcrs(const struct approval *a, EVP_PKEY *signer, const char *
 		*ret_why = "its approved policy is not the PolicyPCR digest of its values";
 		return -EACCES;
 	}
-	if (strcmp(a->policy_ref, POLICY_REF_UNSEAL) != 0) {
-		*ret_why = "its policy-ref is not " POLICY_REF_UNSEAL;
+	/* The ref names the selection it was made for (or is 0.2.0's, for
+	 * generations made then); the TPM compares it with the object's. */
+	if (policy_unseal_ref(&a->pcrs, ref) < 0 ||
+	    (strcmp(a->policy_ref, ref) != 0 && strcmp(a->policy_ref, POLICY_REF_UNSEAL) != 0)) {
+		*ret_why = "its policy-ref is not " POLICY_REF_UNSEAL " for its own PCRs";
 		return -EACCES;
 	}
 	if (signer_name(signer, &name) < 0 || a->signer.len != name.len ||

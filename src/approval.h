@@ -66,9 +66,12 @@ int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, const struct tpm
  * bad signature). */
 int approval_check_statement(const struct approval *a, EVP_PKEY *admin, const char **ret_why);
 
-/* Signs PCR values with the PCR signer. */
+/* Signs PCR values with the PCR signer, for generations whose policy
+ * names the selection (policy-ref "tpm2-kms/unseal sha256:7,11"), or with
+ * legacy, for generations made before 0.3.0 ("tpm2-kms/unseal"). */
 int approval_sign_pcrs(EVP_PKEY *signer, const struct policy_pcrs *pcrs,
-		       const uint8_t (*values)[POLICY_DIGEST_BYTES], struct approval *ret);
+		       const uint8_t (*values)[POLICY_DIGEST_BYTES], bool legacy,
+		       struct approval *ret);
 
 /* "7=<hex>,11=<hex>" (ascending); -EINVAL otherwise. */
 int approval_parse_pcr_values(const char *text, struct policy_pcrs *ret_pcrs,

@@ -132,7 +132,7 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 	const uint8_t *keks[1] = {kek};
 	struct tpm_approval ta;
 	struct tpm_or_list or;
-	uint8_t policy[32];
+	enum kekpolicy_version version;
 	struct approval a;
 	struct node n;
 	EVP_PKEY *admin = NULL;
@@ -140,9 +140,12 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 	size_t len;
 	int r;
 
-	r = kekpolicy_of(s, g->kind, policy, &or);
-	if (r < 0)
-		return r;
+	r = kekpolicy_match(s, g->kind, sealed->pub, sealed->pub_len, &version, &or);
+	if (r < 0) {
+		log_error("generation %u: its policy is not one of this state's keys",
+			  (unsigned)g->number);
+		return -EINVAL;
+	}
 	r = escrow_path(dir, edir);
 	if (r < 0)
 		return r;

@@ -283,8 +283,18 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 		r = keyadmin_unseal(t, dir, binding, g, &sealed, keks[i]);
 		if (r < 0)
 			goto out;
-		r = tpm_kek_duplicate(t, &sealed, g->kind, binding ? &binding->or_dup_pcr : NULL,
-				      node.pub, node.pub_len, &ta, &bg->dup);
+		{
+			enum kekpolicy_version version;
+			struct tpm_or_list or = {0};
+
+			/* PolicyOR needs the object's own list (its version). */
+			if (g->kind == TPM_KEK_DUP_PCR)
+				r = kekpolicy_match(&s, g->kind, sealed.pub, sealed.pub_len, &version,
+						    &or);
+			if (r == 0)
+				r = tpm_kek_duplicate(t, &sealed, g->kind, &or, node.pub, node.pub_len,
+						      &ta, &bg->dup);
+		}
 		util_wipe(&sealed, sizeof(sealed));
 		if (r < 0) {
 			log_error("generation %u: the TPM refused to duplicate it to node %s",
@@ -335,7 +345,6 @@ static int import_plan(const char *path, const char *dir, const struct bundle *b
 {
 	struct state *keys = calloc(1, sizeof(*keys));
 	struct tpm_or_list or;
-	uint8_t policy[32];
 	bool any_write = false;
 	int r = 0;
 
@@ -369,9 +378,11 @@ static int import_plan(const char *path, const char *dir, const struct bundle *b
 		const struct bundle_generation *g = &b->gens[i];
 		const struct state_generation *have = fresh ? NULL : state_find(s, g->number);
 
+		enum kekpolicy_version version;
+
 		if (!tpm_kek_duplicable(g->kind) ||
-		    kekpolicy_of(keys, g->kind, policy, &or) < 0 ||
-		    tpmobj_duplicate_check(&g->dup, g->kind, policy) < 0) {
+		    kekpolicy_match(keys, g->kind, g->dup.pub, g->dup.pub_len, &version, &or) < 0 ||
+		    tpmobj_duplicate_check(&g->dup, g->kind, NULL) < 0) {
 			log_error("%s: generation %u is not a duplicable generation under the "
 				  "bundle's keys",
 				  path, (unsigned)g->number);

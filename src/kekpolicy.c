@@ -2,6 +2,7 @@
 
 #include "kekpolicy.h"
 #include "signer.h"
+#include "tpmobj.h"
 
 #include <errno.h>
 #include <string.h>
@@ -26,12 +27,32 @@ static int key_name(const uint8_t *der, size_t len, struct tpm_name *ret)
 	return r;
 }
 
-int kekpolicy_of(const struct state *s, enum tpm_kek_kind kind, uint8_t ret_policy[32],
-		    struct tpm_or_list *ret_or)
+/* The unseal branches' policyRefs of a version under the selection. */
+static size_t unseal_refs(const struct state *s, enum kekpolicy_version v,
+			  char refs[2][POLICY_REF_MAX + 1])
+{
+	struct policy_pcrs eleven = {.index = {11}, .n = 1};
+	size_t n = 0;
+
+	if (v == KEKPOLICY_V1) {
+		strcpy(refs[n++], POLICY_REF_UNSEAL);
+	} else if (policy_unseal_ref(&s->pcrs, refs[n]) == 0) {
+		n++;
+	}
+	if (v == KEKPOLICY_V1 || policy_pcrs_equal(&s->pcrs, &eleven))
+		strcpy(refs[n++], ""); /* systemd-measure's */
+	return n;
+}
+
+static int policy_of_version(const struct state *s, enum tpm_kek_kind kind,
+			     enum kekpolicy_version v, uint8_t ret_policy[32],
+			     struct tpm_or_list *ret_or)
 {
 	struct tpm_or_list or = {0};
+	char refs[2][POLICY_REF_MAX + 1];
 	struct tpm_name name;
 	uint8_t p_dup[32];
+	size_t n_refs;
 	int r;
 
 	if (kind == TPM_KEK_NONE) {
@@ -57,11 +78,59 @@ int kekpolicy_of(const struct state *s, enum tpm_kek_kind kind, uint8_t ret_poli
 	r = key_name(s->pcr_key, s->pcr_key_len, &name);
 	if (r < 0)
 		return r;
-	policy_unseal_branches(&name, or.digest);
-	or.n = POLICY_UNSEAL_BRANCHES;
+	n_refs = unseal_refs(s, v, refs);
+	if (n_refs == 0)
+		return -E2BIG; /* the selection does not fit a policyRef */
+	for (size_t i = 0; i < n_refs; i++)
+		policy_unseal_branch(&name, refs[i], or.digest[or.n++]);
 	if (kind == TPM_KEK_DUP_PCR)
 		memcpy(or.digest[or.n++], p_dup, 32);
-	policy_or((const uint8_t(*)[32])or.digest, or.n, ret_policy);
+	if (or.n == 1) {
+		/* One branch is the policy itself; PolicyOR needs two. */
+		memcpy(ret_policy, or.digest[0], 32);
+		or.n = 0;
+	} else {
+		policy_or((const uint8_t(*)[32])or.digest, or.n, ret_policy);
+	}
 	*ret_or = or;
 	return 0;
+}
+
+int kekpolicy_of(const struct state *s, enum tpm_kek_kind kind, uint8_t ret_policy[32],
+		 struct tpm_or_list *ret_or)
+{
+	return policy_of_version(s, kind, KEKPOLICY_V2, ret_policy, ret_or);
+}
+
+int kekpolicy_match(const struct state *s, enum tpm_kek_kind kind, const uint8_t *pub,
+		    size_t pub_len, enum kekpolicy_version *ret_version,
+		    struct tpm_or_list *ret_or)
+{
+	static const enum kekpolicy_version versions[] = {KEKPOLICY_V2, KEKPOLICY_V1};
+	uint8_t have[32], want[32];
+	struct tpm_or_list or;
+
+	if (tpmobj_auth_policy(pub, pub_len, have) < 0)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
+		if (policy_of_version(s, kind, versions[i], want, &or) < 0 ||
+		    memcmp(have, want, 32) != 0)
+			continue;
+		*ret_version = versions[i];
+		*ret_or = or;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+bool kekpolicy_ref_allowed(const struct state *s, enum kekpolicy_version v, const uint8_t *ref,
+			   size_t ref_len)
+{
+	char refs[2][POLICY_REF_MAX + 1];
+	size_t n = unseal_refs(s, v, refs);
+
+	for (size_t i = 0; i < n; i++)
+		if (strlen(refs[i]) == ref_len && memcmp(refs[i], ref, ref_len) == 0)
+			return true;
+	return false;
 }

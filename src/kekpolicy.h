@@ -12,15 +12,40 @@
 #include "statedir.h"
 #include "tpm.h"
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* The kind new generations get from the state's keys. */
 enum tpm_kek_kind kekpolicy_new_kind(const struct state *s);
 
-/* The authPolicy of a kind under the state's keys and, for the pcr kinds,
- * the PolicyOR list it is made of. -EINVAL when a key the kind needs is
- * not there. */
+/* Versions of the pcr kinds' unseal branches (none and dup have one):
+ *   1  (0.2.0) refs "tpm2-kms/unseal" and "" (systemd-measure), whatever
+ *      the selection: the selection was checked in software only;
+ *   2  the ref names the selection and bank ("tpm2-kms/unseal sha256:7"),
+ *      and the empty ref is a branch only when the selection is exactly
+ *      PCR 11, what systemd-measure signs. New generations get 2. */
+enum kekpolicy_version {
+	KEKPOLICY_V1 = 1,
+	KEKPOLICY_V2 = 2,
+};
+
+/* The authPolicy new generations of a kind get under the state's keys
+ * and the PolicyOR list it is made of (n 0: a single branch, no PolicyOR).
+ * -EINVAL when a key the kind needs is not there. */
 int kekpolicy_of(const struct state *s, enum tpm_kek_kind kind, uint8_t ret_policy[32],
 		 struct tpm_or_list *ret_or);
+
+/* The version and PolicyOR list of an existing object of this kind whose
+ * authPolicy (from its public area) is auth_policy; -ENOENT when it is no
+ * version's under the state's keys. */
+int kekpolicy_match(const struct state *s, enum tpm_kek_kind kind, const uint8_t *pub,
+		    size_t pub_len, enum kekpolicy_version *ret_version,
+		    struct tpm_or_list *ret_or);
+
+/* Whether a signature with this policyRef may satisfy an unseal branch of
+ * an object of this version under the state's selection. */
+bool kekpolicy_ref_allowed(const struct state *s, enum kekpolicy_version v, const uint8_t *ref,
+			   size_t ref_len);
 
 #endif

@@ -492,7 +492,8 @@ static int cmd_pcr_sign(const struct settings *s)
 		goto out;
 	r = signer_load_private(s->key, "PCR signer", &key);
 	if (r == 0)
-		r = approval_sign_pcrs(key, &pcrs, (const uint8_t(*)[POLICY_DIGEST_BYTES])values, a);
+		r = approval_sign_pcrs(key, &pcrs, (const uint8_t(*)[POLICY_DIGEST_BYTES])values,
+				       s->legacy, a);
 	if (r == 0)
 		r = approval_encode(a, &text, &len);
 	if (r == 0)

@@ -447,6 +447,7 @@ void pcrpolicy_unref(struct pcr_binding *b)
 int pcrpolicy_load(const struct state *s, const char *dir, struct pcr_binding **ret)
 {
 	struct pcr_binding *b;
+	struct tpm_or_list or;
 	uint8_t policy[32];
 	EVP_PKEY *signer = NULL;
 	int r;
@@ -458,9 +459,10 @@ int pcrpolicy_load(const struct state *s, const char *dir, struct pcr_binding **
 		return -ENOMEM;
 	b->refs = 1;
 	b->pcrs = s->pcrs;
-	r = kekpolicy_of(s, TPM_KEK_PCR, policy, &b->or_pcr);
-	if (r == 0 && s->admin_key_len)
-		r = kekpolicy_of(s, TPM_KEK_DUP_PCR, policy, &b->or_dup_pcr);
+	b->keys = *s;
+	b->keys.gens = NULL;
+	b->keys.n_gens = 0;
+	r = kekpolicy_of(s, TPM_KEK_PCR, policy, &or);
 	if (r == 0)
 		r = signer_from_der(s->pcr_key, s->pcr_key_len, &signer);
 	if (r < 0) {
@@ -479,22 +481,31 @@ int pcrpolicy_unseal(tpm *t, const struct pcr_binding *b, const struct tpm_seale
 		     struct tpm_pcr_values *ret_values)
 {
 	struct tpm_pcr_values v;
+	struct tpm_or_list or;
+	enum kekpolicy_version version;
 	uint8_t now[POLICY_DIGEST_BYTES];
 	int r;
 
 	if (!tpm_kek_pcr_bound(kind))
 		return tpm_kek_unseal(t, s, kind, kek);
-	if (!b || (kind == TPM_KEK_DUP_PCR && b->or_dup_pcr.n == 0))
+	if (!b)
+		return -EINVAL;
+	/* The object's own policy (a generation made before 0.3.0 has the
+	 * first version) says which signatures can satisfy it. */
+	r = kekpolicy_match(&b->keys, kind, s->pub, s->pub_len, &version, &or);
+	if (r < 0)
 		return -EINVAL;
 	r = tpm_pcr_read(t, b->pcrs.index, b->pcrs.n, &v);
 	if (r < 0)
 		return r;
 	policy_pcr(&b->pcrs, (const uint8_t(*)[32])v.value, now);
 	for (size_t i = 0; i < b->n_sigs; i++) {
-		if (memcmp(b->sigs[i].approved, now, sizeof(now)) != 0)
+		const struct tpm_approval *a = &b->sigs[i].tpm;
+
+		if (memcmp(b->sigs[i].approved, now, sizeof(now)) != 0 ||
+		    !kekpolicy_ref_allowed(&b->keys, version, a->policy_ref, a->policy_ref_len))
 			continue;
-		return tpm_kek_unseal_signed(t, s, kind, b->pcrs.index, b->pcrs.n, &b->sigs[i].tpm,
-					     kind == TPM_KEK_PCR ? &b->or_pcr : &b->or_dup_pcr, kek);
+		return tpm_kek_unseal_signed(t, s, kind, b->pcrs.index, b->pcrs.n, a, &or, kek);
 	}
 	if (ret_values)
 		*ret_values = v;

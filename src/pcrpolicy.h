@@ -36,7 +36,9 @@ struct pcr_signature {
 struct pcr_binding {
 	_Atomic unsigned refs;
 	struct policy_pcrs pcrs;
-	struct tpm_or_list or_pcr, or_dup_pcr;
+	/* The state's keys (no generations): which policy an object has,
+	 * and which signatures may satisfy it, follow from them. */
+	struct state keys;
 	size_t n_sigs, cap;
 	struct pcr_signature *sigs;
 };

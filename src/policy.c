@@ -164,15 +164,21 @@ void policy_or(const uint8_t (*list)[POLICY_DIGEST_BYTES], size_t n,
 	extend(zero, POLICY_CC_POLICY_OR, (const uint8_t *)list, n * POLICY_DIGEST_BYTES, out);
 }
 
-void policy_unseal_branches(const struct tpm_name *signer,
-			    uint8_t out[POLICY_UNSEAL_BRANCHES][POLICY_DIGEST_BYTES])
+void policy_unseal_branch(const struct tpm_name *signer, const char *ref,
+			  uint8_t out[POLICY_DIGEST_BYTES])
 {
-	static const char *const refs[POLICY_UNSEAL_BRANCHES] = {POLICY_REF_UNSEAL, ""};
+	uint8_t auth[POLICY_DIGEST_BYTES];
 
-	for (size_t i = 0; i < POLICY_UNSEAL_BRANCHES; i++) {
-		uint8_t auth[POLICY_DIGEST_BYTES];
+	policy_authorize(signer, (const uint8_t *)ref, strlen(ref), auth);
+	policy_command_code(auth, POLICY_CC_UNSEAL, out);
+}
 
-		policy_authorize(signer, (const uint8_t *)refs[i], strlen(refs[i]), auth);
-		policy_command_code(auth, POLICY_CC_UNSEAL, out[i]);
-	}
+int policy_unseal_ref(const struct policy_pcrs *pcrs, char out[POLICY_REF_MAX + 1])
+{
+	char list[100];
+	int n;
+
+	policy_pcrs_format(pcrs, list, sizeof(list));
+	n = snprintf(out, POLICY_REF_MAX + 1, "%s sha256:%s", POLICY_REF_UNSEAL, list);
+	return n < 0 || n > POLICY_REF_MAX ? -E2BIG : 0;
 }

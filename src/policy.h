@@ -73,13 +73,18 @@ void policy_pcr(const struct policy_pcrs *pcrs, const uint8_t (*values)[32],
 void policy_or(const uint8_t (*list)[POLICY_DIGEST_BYTES], size_t n,
 	       uint8_t out[POLICY_DIGEST_BYTES]);
 
-/* The unseal branches of a generation bound to signed PCR values:
+/* One unseal branch of a generation bound to signed PCR values:
  *   PolicyPCR -> PolicyAuthorize(signer, ref) -> PolicyCommandCode(Unseal)
- * with ref "tpm2-kms/unseal" (pcr-sign's signatures) and with the empty
- * ref systemd-measure signs with, so both kinds of signature unseal. */
-#define POLICY_UNSEAL_BRANCHES 2
-void policy_unseal_branches(const struct tpm_name *signer,
-			    uint8_t out[POLICY_UNSEAL_BRANCHES][POLICY_DIGEST_BYTES]);
+ * (PolicyAuthorize resets the digest, so the PCRs do not enter it: the
+ * signer approves them). */
+void policy_unseal_branch(const struct tpm_name *signer, const char *ref,
+			  uint8_t out[POLICY_DIGEST_BYTES]);
+
+/* The policyRef of a signature for exactly this selection of the SHA-256
+ * bank: "tpm2-kms/unseal sha256:7,11" (brief §9.2). The TPM compares it,
+ * so a signature for other PCRs cannot satisfy the branch. -E2BIG when it
+ * does not fit a policyRef (more PCRs than about a dozen). */
+int policy_unseal_ref(const struct policy_pcrs *pcrs, char out[POLICY_REF_MAX + 1]);
 
 /* What a signer signs for PolicyAuthorize: SHA-256 of approvedPolicy ||
  * policyRef (aHash). The message itself is the concatenation; signing it

@@ -63,6 +63,8 @@ static const struct option_def options[] = {
 	 "signatures of PCR values (pcr-sign, systemd-measure) (default "
 	 "/etc/tpm2-kms/pcr-signatures)"},
 	{"key", K_STRING, CMD_PCR_SIGN, true, STR(key), "PEM", "the PCR signer's private key"},
+	{"legacy", K_FLAG, CMD_PCR_SIGN, true, offsetof(struct settings, legacy), 0, NULL,
+	 "sign for generations made before 0.3.0, whose policy does not name the PCRs"},
 	{"escrow-to", K_STRING, CMD_SERVE | CMD_INIT | CMD_ROTATE, false, STR(escrow_to), "NODE",
 	 "escrow every new dup generation to this recovery node (from node-key --public)"},
 	{"escrow-approval", K_STRING, CMD_SERVE | CMD_INIT | CMD_ROTATE, false,

@@ -60,6 +60,7 @@ struct settings {
 	size_t n_allow_uids;
 	bool force;
 	bool stage;
+	bool legacy;      /* pcr-sign: for 0.2.0 generations */
 	bool print_config;
 	char admin_key[4096];
 	char output[4096];     /* -o: "" for standard output */

@@ -1389,7 +1389,9 @@ int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind 
 	r = policy_authorize_command(t, policy, approval, ticket, signer, TPM2_CC_Unseal);
 	if (r < 0)
 		goto out;
-	r = policy_or(t, policy, or);
+	/* A policy of one branch is that branch: no PolicyOR. */
+	if (or->n)
+		r = policy_or(t, policy, or);
 	if (r < 0)
 		goto out;
 	rc = Esys_Unseal(t->esys, obj, policy, ESYS_TR_NONE, ESYS_TR_NONE, &out);

@@ -77,6 +77,18 @@ int tpmobj_name(const uint8_t *pub, size_t len, struct tpm_name *ret)
 	return 0;
 }
 
+int tpmobj_auth_policy(const uint8_t *pub, size_t len, uint8_t out[32])
+{
+	TPM2B_PUBLIC p;
+
+	if (public_parse(pub, len, &p) < 0 || (p.publicArea.authPolicy.size != 0 &&
+						 p.publicArea.authPolicy.size != 32))
+		return -EINVAL;
+	memset(out, 0, 32);
+	memcpy(out, p.publicArea.authPolicy.buffer, p.publicArea.authPolicy.size);
+	return 0;
+}
+
 int tpmobj_storage_key_check(const uint8_t *pub, size_t len, const char **ret_why)
 {
 	const TPMT_PUBLIC *a;

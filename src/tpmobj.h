@@ -34,6 +34,9 @@ int tpmobj_sealed_check(const struct tpm_sealed *s, enum tpm_kek_kind kind,
 int tpmobj_duplicate_check(const struct tpm_duplicate *d, enum tpm_kek_kind kind,
 			   const uint8_t *auth_policy);
 
+/* The authPolicy of a public area (all zero when it has none). */
+int tpmobj_auth_policy(const uint8_t *pub, size_t len, uint8_t out[32]);
+
 /* The template of a kind: object attributes (TPMA_OBJECT). */
 uint32_t tpmobj_kek_attributes(enum tpm_kek_kind kind);
 

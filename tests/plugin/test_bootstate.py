@@ -325,6 +325,149 @@ class Signatures(BootTest):
         c.close()
 
 
+def tools_unseal_with_signature(node, gen_file, sig_file, signer_pub, pcrs):
+    """Stock tpm2-tools unseal a `pcr` generation whose policy is one
+    branch (no PolicyOR): PolicyPCR, PolicyAuthorize with the signature
+    file's approval, PolicyCommandCode(Unseal). Returns the result."""
+    fields = dict(l.split(' ', 1) for l in read_text(sig_file).splitlines()
+                  if not l.startswith('#'))
+    approved = bytes.fromhex(fields['approved-policy'])
+    ref = fields['policy-ref'].encode()
+    items = der_items(pem_blocks(read_text(gen_file), 'TSS2 PRIVATE KEY')[0])
+    write_file(node, 'g.pub', items[3][1])
+    write_file(node, 'g.priv', items[4][1])
+    write_file(node, 'approved.pol', approved)
+    write_file(node, 'ref.bin', ref)
+    write_file(node, 'msg.bin', approved + ref)
+    write_file(node, 'sig.der', bytes.fromhex(fields['signature']))
+    t = node.tools
+    t('tpm2_loadexternal', '-C', 'o', '-G', 'ecc', '-u', signer_pub, '-c', 'signer.ctx',
+      '-n', 'signer.name')
+    t('tpm2_flushcontext', '-t')
+    t('tpm2_verifysignature', '-c', 'signer.ctx', '-g', 'sha256', '-m', 'msg.bin',
+      '-s', 'sig.der', '-f', 'ecdsa', '-t', 'ticket')
+    t('tpm2_flushcontext', '-t')
+    t('tpm2_load', '-C', '0x81000001', '-u', 'g.pub', '-r', 'g.priv', '-c', 'g.ctx')
+    t('tpm2_flushcontext', '-t')
+    t('tpm2_startauthsession', '--policy-session', '-S', 's.ctx')
+    try:
+        t('tpm2_policypcr', '-S', 's.ctx', '-l', 'sha256:' + pcrs)
+        t('tpm2_policyauthorize', '-S', 's.ctx', '-i', 'approved.pol', '-q', 'ref.bin',
+          '-n', 'signer.name', '-t', 'ticket')
+        t('tpm2_policycommandcode', '-S', 's.ctx', 'TPM2_CC_Unseal')
+        return t('tpm2_unseal', '-c', 'g.ctx', '-p', 'session:s.ctx', check=False)
+    finally:
+        t('tpm2_flushcontext', 's.ctx', check=False)
+        t('tpm2_flushcontext', '-t', check=False)
+
+
+class SelectionBound(BootTest):
+    def test_a_signature_for_other_pcrs_unseals_nothing(self):
+        # A generation bound to PCR 7; the same signer also signed a PCR 11
+        # value. Booted into a stranger's PCR 7 state, PCR 11 replayed from
+        # user space and the state edited from `pcrs 7` to `pcrs 11`: 0.2.0
+        # unsealed (the selection was checked in software only). Now the
+        # signature's policy-ref names its selection and the TPM compares it.
+        a = self.node('a')
+        self.boot(a, 7, b'ours')
+        d = self.sigdir(a)
+        a.cli('init', '--pcr-key', self.pcr_pub, '--pcrs', '7', '--pcr-signatures', d)
+        _, ours = self.sign_current(a, name='ours.sig')
+        gen = os.path.join(a.state, 'gen-000001.pem')
+        # The signer's PCR 11 signature (a UKI policy, or another machine's).
+        uki = hashlib.sha256(b'\0' * 32 + hashlib.sha256(b'uki').digest()).hexdigest()
+        eleven = os.path.join(d, 'eleven.sig')
+        run_cli('pcr-sign', '--key', self.pcr_key, '--pcrs', '11=' + uki, '-o', eleven)
+        self.boot(a, 7, b"a stranger's")
+        a.tools('tpm2_pcrextend', '11:sha256=' + hashlib.sha256(b'uki').hexdigest())
+        self.assertEqual(run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '11').stdout.strip(),
+                         '11=' + uki)
+        state = os.path.join(a.state, 'state')
+        with open(state) as f:
+            text = f.read()
+        with open(state, 'w') as f:
+            f.write(text.replace('\npcrs 7\n', '\npcrs 11\n'))
+        # The daemon on the edited state unseals nothing.
+        self.serve(a)
+        wait_until(lambda: 'write key generation 1' in self.status(a).healthz,
+                   'Status to say the write key is not there')
+        self.assertNotEqual(self.status(a).healthz, 'ok')
+        a.daemon.stop()
+        # The TPM itself refuses: stock tools, PCR 11 policy, its signature.
+        r = tools_unseal_with_signature(a, gen, eleven, self.pcr_pub, '11')
+        self.assertNotEqual(r.returncode, 0)
+        self.assertEqual(r.stdout, b'')
+        # ... where the same flow with the genuine signature in the genuine
+        # boot state unseals: the tools' flow is right.
+        self.boot(a, 7, b'ours')
+        r = tools_unseal_with_signature(a, gen, ours, self.pcr_pub, '7')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(r.stdout), 32)
+
+    def test_systemd_branch_only_for_exactly_pcr_11(self):
+        # systemd-measure signs with an empty policy-ref. 0.2.0 gave every
+        # pcr generation that branch: a systemd-measure signature of a PCR
+        # 11 value, with PCR 11 replayed and the state edited to `pcrs 11`,
+        # unsealed a generation bound to PCR 7. Now only a generation whose
+        # selection is exactly PCR 11 has the branch.
+        import base64
+        import json
+        a = self.node('a')
+        self.boot(a, 7, b'ours')
+        rsa_key = os.path.join(self.root, 'rsa-pcr.pem')
+        rsa_pub = make_key(rsa_key, kind=2048)
+        d = self.sigdir(a)
+        a.cli('init', '--pcr-key', rsa_pub, '--pcrs', '7', '--pcr-signatures', d)
+        uki = hashlib.sha256(b'\0' * 32 + hashlib.sha256(b'uki').digest()).hexdigest()
+        ours = os.path.join(self.root, 'for-the-digest.sig')
+        run_cli('pcr-sign', '--key', rsa_key, '--pcrs', '11=' + uki, '-o', ours)
+        pol = dict(l.split(' ', 1) for l in read_text(ours).splitlines()
+                   if not l.startswith('#'))['approved-policy']
+        sig = openssl('dgst', '-sha256', '-sign', rsa_key, stdin=bytes.fromhex(pol))
+        pkcs1 = openssl('rsa', '-pubin', '-in', rsa_pub, '-RSAPublicKey_out', '-outform', 'DER')
+        with open(os.path.join(d, 'tpm2-pcr-signature.json'), 'w') as f:
+            json.dump({'sha256': [{'pcrs': [11], 'pkfp': hashlib.sha256(pkcs1).hexdigest(),
+                                   'pol': pol, 'sig': base64.b64encode(sig).decode()}]}, f)
+        self.boot(a, 7, b"a stranger's")
+        a.tools('tpm2_pcrextend', '11:sha256=' + hashlib.sha256(b'uki').hexdigest())
+        state = os.path.join(a.state, 'state')
+        with open(state) as f:
+            text = f.read()
+        with open(state, 'w') as f:
+            f.write(text.replace('\npcrs 7\n', '\npcrs 11\n'))
+        self.serve(a)
+        wait_until(lambda: 'write key generation 1' in self.status(a).healthz,
+                   'Status to say the write key is not there')
+        self.assertNotEqual(self.status(a).healthz, 'ok')
+
+
+class Legacy(BootTest):
+    def test_a_0_2_0_generation_unseals_with_a_legacy_signature(self):
+        # tests/fixtures/v0.2.0-pcr: a `pcr` generation with the first
+        # policy. It keeps working with `pcr-sign --legacy`; a signature for
+        # the new policy does not fit it.
+        src = os.path.join(os.environ.get('TOP_SRCDIR', '..'), 'tests', 'fixtures',
+                           'v0.2.0-pcr')
+        a = self.node('a')
+        a.tpm.kill()
+        shutil.copy(os.path.join(src, 'swtpm', 'tpm2-00.permall'), a.tpm.state)
+        shutil.copytree(os.path.join(src, 'state'), a.state)
+        os.chmod(a.state, 0o700)
+        self.boot(a, 7, b'fixture boot')
+        key = os.path.join(self.root, 'fixture-pcr.pem')
+        shutil.copy(os.path.join(src, 'pcr.pem'), key)
+        values = run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '7').stdout.strip()
+        d = self.sigdir(a)
+        run_cli('pcr-sign', '--key', key, '--pcrs', values, '-o', os.path.join(d, 'new.sig'))
+        self.serve(a)
+        wait_until(lambda: 'no PCR signature' in self.status(a).healthz, 'Status to say why')
+        run_cli('pcr-sign', '--key', key, '--pcrs', values, '--legacy',
+                '-o', os.path.join(d, 'legacy.sig'))
+        self.assertIn('policy-ref tpm2-kms/unseal\n', read_text(os.path.join(d, 'legacy.sig')))
+        wait_until(lambda: self.status(a).healthz == 'ok', 'healthy with the legacy signature')
+        self.assertRegex(self.status(a).key_id, r'^tpm2-kms-g1-82cf093c05dfa3aa3868ca449afdf9da$')
+
+
 class KindsTogether(BootTest):
     def test_none_dup_and_dup_pcr_across_restarts_exports_and_imports(self):
         a = self.node('a')

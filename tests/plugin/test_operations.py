@@ -23,7 +23,7 @@ COMMANDS = ('serve', 'init', 'rotate', 'promote', 'keys', 'retire', 'node-key', 
             'export', 'import', 'recover', 'certify', 'pcr-read', 'pcr-sign', 'status')
 # Options that name one run's input or output: not in the configuration file.
 FLAG_ONLY = ('stage', 'to', 'approval', 'generation', 'output', 'public', 'recovery-key',
-             'write-generation', 'key')
+             'write-generation', 'key', 'legacy')
 
 
 def read(path):
