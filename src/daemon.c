@@ -100,7 +100,7 @@ int daemon_run(uv_loop_t *loop, const struct daemon_config *cfg, const struct km
 	       void *backend, const struct daemon_hooks *hooks)
 {
 	struct daemon d = {.loop = loop, .hooks = hooks};
-	struct listen_addr addr = cfg->listen;
+	struct listen_addr addr = cfg->listen, served;
 	grpc_server *g = NULL;
 	kms_service *svc = NULL;
 	int fd = cfg->listen_fd, r;
@@ -144,8 +144,12 @@ int daemon_run(uv_loop_t *loop, const struct daemon_config *cfg, const struct km
 	uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
 	uv_signal_start(&d.sighup, on_hup, SIGHUP);
 
-	log_info("serving KMS on %s%s", listen_addr_str(&addr),
-		 bound_here ? "" : " (socket passed by the service manager)");
+	/* The address actually served: a passed socket's own, not --listen. */
+	if (!bound_here && listen_addr_of_fd(fd, &served) == 0)
+		log_info("serving KMS on %s (socket passed by the service manager)",
+			 listen_addr_str(&served));
+	else
+		log_info("serving KMS on %s", listen_addr_str(&addr));
 	if (hooks && hooks->ready)
 		hooks->ready(hooks->arg);
 	uv_run(loop, UV_RUN_DEFAULT);

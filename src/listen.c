@@ -50,6 +50,30 @@ const char *listen_addr_str(const struct listen_addr *a)
 	return buf;
 }
 
+int listen_addr_of_fd(int fd, struct listen_addr *ret)
+{
+	struct listen_addr a = {0};
+	struct sockaddr_un sa = {0};
+	socklen_t len = sizeof(sa);
+	size_t n;
+
+	if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
+		return -errno;
+	if (sa.sun_family != AF_UNIX || len <= offsetof(struct sockaddr_un, sun_path))
+		return -EINVAL;
+	n = len - offsetof(struct sockaddr_un, sun_path);
+	if (sa.sun_path[0] == '\0') {
+		a.abstract = true;
+		n = n - 1 < sizeof(a.name) - 1 ? n - 1 : sizeof(a.name) - 1;
+		memcpy(a.name, sa.sun_path + 1, n);
+	} else {
+		n = strnlen(sa.sun_path, n < sizeof(a.name) - 1 ? n : sizeof(a.name) - 1);
+		memcpy(a.name, sa.sun_path, n);
+	}
+	*ret = a;
+	return 0;
+}
+
 socklen_t listen_addr_sockaddr(const struct listen_addr *a, struct sockaddr_un *ret)
 {
 	size_t len = strlen(a->name);

@@ -23,6 +23,10 @@ int listen_addr_parse(const char *spec, struct listen_addr *ret);
 /* Formats the address for messages: the path, or "@name". */
 const char *listen_addr_str(const struct listen_addr *a);
 
+/* The address a listening socket is bound to (a socket passed by the
+ * service manager, say), as listen_addr_str formats it. */
+int listen_addr_of_fd(int fd, struct listen_addr *ret);
+
 /* Fills a sockaddr; returns its length. */
 socklen_t listen_addr_sockaddr(const struct listen_addr *a, struct sockaddr_un *ret);
 

@@ -648,8 +648,12 @@ out:
  * and exits 1, to be restarted. STATUS= carries the reason either way. */
 static int serve_failed(int err)
 {
+	/* Also what only the operator can change: another admin key than
+	 * the state's, an NV index or socket path holding something else, a
+	 * --listen that is no Unix socket address or too long for one. */
 	bool permanent = err == -EKEYREJECTED || err == -EBADMSG || err == -EINVAL ||
-			 err == -EACCES || err == -EPERM;
+			 err == -EACCES || err == -EPERM || err == -EEXIST || err == -ENOTSOCK ||
+			 err == -ELOOP || err == -EAFNOSUPPORT || err == -ENAMETOOLONG;
 	char status[640];
 	size_t n;
 

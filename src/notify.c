@@ -112,6 +112,16 @@ int notify_listen_fds(struct notify_socket *socks, size_t n_socks)
 			r = -EINVAL;
 			goto out;
 		}
+		if (socks[k].fd >= 0) {
+			/* A drop-in that adds a ListenStream= without resetting the
+			 * unit's: the first would listen and never be accepted. */
+			log_error("socket activation: fds %d and %d are both named \"%s\"; give "
+				  "the socket unit one ListenStream= (an empty ListenStream= "
+				  "first resets the list)",
+				  socks[k].fd, fd, name);
+			r = -EINVAL;
+			goto out;
+		}
 		if (!is_listening_stream(fd, socks[k].family)) {
 			log_error("socket activation: fd %d (%s) is not a listening %sstream socket",
 				  fd, name, socks[k].family == AF_UNIX ? "Unix " : "");

@@ -26,6 +26,15 @@ FLAG_ONLY = ('stage', 'to', 'approval', 'generation', 'output', 'public', 'recov
              'write-generation', 'key', 'legacy')
 
 
+def make_admin(root, name):
+    """An admin key pair made with openssl; its public half's path."""
+    key = os.path.join(root, name + '.pem')
+    subprocess.run('openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out %s && '
+                   'openssl pkey -in %s -pubout -out %s.pub' % (key, key, key), shell=True,
+                   check=True, capture_output=True)
+    return key + '.pub'
+
+
 def read(path):
     with open(path) as f:
         return f.read()
@@ -185,6 +194,10 @@ class Systemd(unittest.TestCase):
             # systemd made the socket: --socket-mode cannot apply, and says so.
             self.assertIn('socket-mode and socket-group do not apply to the socket systemd '
                           'passed', open(log).read())
+            # The log names the socket served, not --listen.
+            self.assertIn('serving KMS on %s (socket passed by the service manager)' % kms_path,
+                          open(log).read())
+            self.assertNotIn('unused.sock', open(log).read())
             p.send_signal(signal.SIGTERM)
             while not any('STOPPING=1' in m for m in messages):
                 messages.append(notify.recv(4096).decode())
@@ -224,6 +237,20 @@ class Systemd(unittest.TestCase):
                 pass_fds=(a.fileno(), b.fileno()), capture_output=True, text=True, timeout=30)
             self.assertNotEqual(r.returncode, 0)
             self.assertIn(why, r.stderr)
+        # Two sockets named kms (a drop-in that forgot the empty
+        # ListenStream=): the first listened and was never accepted, calls
+        # hung to their deadline. Now a permanent start error.
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.bind(os.path.join(root, 'c.sock'))
+        c.listen(1)
+        self.addCleanup(c.close)
+        r = subprocess.run(['sh', '-c', 'LISTEN_PID=$$ exec "$0" "$@" 3<&%d 4<&%d' % (
+            a.fileno(), c.fileno()), tpm2_kms(), 'serve', '--tcti', tpm.tcti,
+            '--state-dir', os.path.join(root, 'state')],
+            env=dict(os.environ, LISTEN_FDS='2', LISTEN_FDNAMES='kms:kms'),
+            pass_fds=(a.fileno(), c.fileno()), capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 78, r.stderr)
+        self.assertIn('fds 3 and 4 are both named "kms"', r.stderr)
 
     @staticmethod
     def _serve_notified(root, tcti, state):
@@ -307,6 +334,23 @@ class Systemd(unittest.TestCase):
             self.assertTrue(final.startswith('STATUS=' + why), final)
             self.assertNotIn('\n', final)
             print('exit %d, %s' % (code, final))
+        # Operator-only errors exited 1 and were restarted for ever: another
+        # admin key than the state's, --listen that is no Unix socket
+        # address or is too long for one, a regular file at the socket path.
+        run_cli('init', '--tcti', tpm.tcti, '--state-dir', state, '--admin-key',
+                make_admin(root, 'admin'))
+        other_admin = make_admin(root, 'other-admin')
+        regular = os.path.join(root, 'regular')
+        with open(regular, 'w'):
+            pass
+        for extra, why in ((['--admin-key', other_admin], 'another admin key'),
+                           (['--listen', 'tcp://127.0.0.1:1'], 'not a Unix socket address'),
+                           (['--listen', os.path.join(root, 'x' * 120)], 'File name too long'),
+                           (['--listen', regular], 'is not a socket; refusing')):
+            r = subprocess.run([tpm2_kms(), 'serve', '--tcti', tpm.tcti, '--state-dir', state] +
+                               extra, capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 78, (extra, r.stderr))
+            self.assertIn(why, r.stderr)
 
     def test_socket_activation_fd_must_be_a_listening_socket(self):
         root = tempdir('kmsn-')
