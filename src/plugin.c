@@ -911,6 +911,9 @@ int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct st
 	p->reload_timer.data = p->counts_timer.data = p->retry_timer.data = p;
 	p->pcr_timer.data = p->pcr_watch.data = p->hold_timer.data = p;
 	p->handles_open = 6;
+	/* The loop's clock dates from before provisioning, which a slow TPM
+	 * can make last seconds: the hold window starts now. */
+	uv_update_time(loop);
 	p->start_ms = uv_now(loop);
 	uv_fs_event_init(loop, &p->watch);
 	p->watch.data = p;
