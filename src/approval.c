@@ -98,8 +98,21 @@ int approval_check_statement(const struct approval *a, EVP_PKEY *admin, const ch
 	return 0;
 }
 
+/* What a PCR approval approves: PolicyPCR of its values, then, for an
+ * epoch, PolicyNV of the epoch index. */
+static void pcr_approved(const struct approval *a, uint8_t out[POLICY_DIGEST_BYTES])
+{
+	uint8_t pcr[POLICY_DIGEST_BYTES];
+
+	policy_pcr(&a->pcrs, (const uint8_t(*)[POLICY_DIGEST_BYTES])a->values, pcr);
+	if (a->has_epoch)
+		policy_epoch(pcr, policy_epoch_operand(a->epoch), out);
+	else
+		memcpy(out, pcr, POLICY_DIGEST_BYTES);
+}
+
 int approval_sign_pcrs(EVP_PKEY *signer, const struct policy_pcrs *pcrs,
-		       const uint8_t (*values)[POLICY_DIGEST_BYTES], bool legacy,
+		       const uint8_t (*values)[POLICY_DIGEST_BYTES], bool legacy, unsigned epoch,
 		       struct approval *ret)
 {
 	uint8_t msg[POLICY_DIGEST_BYTES + POLICY_REF_MAX];
@@ -111,7 +124,9 @@ int approval_sign_pcrs(EVP_PKEY *signer, const struct policy_pcrs *pcrs,
 	a->pcr = true;
 	a->pcrs = *pcrs;
 	memcpy(a->values, values, pcrs->n * POLICY_DIGEST_BYTES);
-	policy_pcr(pcrs, values, a->approved_policy);
+	a->has_epoch = !legacy;
+	a->epoch = legacy ? 0 : epoch;
+	pcr_approved(a, a->approved_policy);
 	strcpy(a->policy_ref, POLICY_REF_UNSEAL);
 	r = legacy ? 0 : policy_unseal_ref(pcrs, a->policy_ref);
 	if (r == 0)
@@ -181,10 +196,14 @@ int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 
 	if (!buf)
 		return -ENOMEM;
+	char epoch_line[32] = "";
+
 	if (a->statement_len) {
 		util_hex(a->sign_name.bytes, a->sign_name.len, sign_name);
 		util_hex(a->statement, a->statement_len, statement_hex);
 	}
+	if (a->has_epoch)
+		snprintf(epoch_line, sizeof(epoch_line), "epoch %u\n", a->epoch);
 	if (a->pcr)
 		format_pcr_values(a, node, sizeof(node));
 	else
@@ -194,7 +213,7 @@ int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 	util_hex(a->sig, a->sig_len, sig);
 	n = snprintf(buf, cap,
 		     "%s\nformat %d\n%s %s\npolicy-ref %s\napproved-policy %s\nsigner %s\n"
-		     "signature %s\n%s%s%s%s%s",
+		     "signature %s\n%s%s%s%s%s%s",
 		     a->pcr ? "# tpm2-kms PCR signature: the PCR signer approves these PCR values "
 			      "for unsealing"
 			    : "# tpm2-kms approval: the admin key allows key generations to be "
@@ -202,7 +221,7 @@ int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 		     APPROVAL_FORMAT, a->pcr ? "pcrs" : "node", node, a->policy_ref, policy, signer,
 		     sig, a->statement_len ? "node-signing-key " : "", sign_name,
 		     a->statement_len ? "\nnode-statement " : "", statement_hex,
-		     a->statement_len ? "\n" : "");
+		     a->statement_len ? "\n" : "", epoch_line);
 	if (n < 0 || (size_t)n >= cap) {
 		free(buf);
 		return -EOVERFLOW;
@@ -255,6 +274,17 @@ int approval_parse(const char *text, size_t len, struct approval *ret, const cha
 				goto out;
 			a.pcr = true;
 			k++;
+			continue;
+		}
+		/* A PCR approval may end with its epoch. */
+		if (k == 6 && a.pcr && strcmp(line, "epoch") == 0) {
+			uint64_t e;
+
+			if (util_parse_u64(val, TPM_EPOCH_MAX, &e) < 0)
+				goto out;
+			a.has_epoch = true;
+			a.epoch = (unsigned)e;
+			k = ARRAY_SIZE(keys);
 			continue;
 		}
 		if (strcmp(line, keys[k]) != 0)
@@ -371,16 +401,19 @@ int approval_check_pcrs(const struct approval *a, EVP_PKEY *signer, const char *
 		*ret_why = "not a PCR signature";
 		return -EACCES;
 	}
-	policy_pcr(&a->pcrs, (const uint8_t(*)[POLICY_DIGEST_BYTES])a->values, want);
+	pcr_approved(a, want);
 	if (memcmp(a->approved_policy, want, sizeof(want)) != 0) {
-		*ret_why = "its approved policy is not the PolicyPCR digest of its values";
+		*ret_why = "its approved policy is not the PolicyPCR digest of its values (and "
+			   "epoch)";
 		return -EACCES;
 	}
-	/* The ref names the selection it was made for (or is 0.2.0's, for
-	 * generations made then); the TPM compares it with the object's. */
+	/* The ref names the selection it was made for, with an epoch; or is
+	 * 0.2.0's, without one, for generations made then. The TPM compares
+	 * it with the object's. */
 	if (policy_unseal_ref(&a->pcrs, ref) < 0 ||
-	    (strcmp(a->policy_ref, ref) != 0 && strcmp(a->policy_ref, POLICY_REF_UNSEAL) != 0)) {
-		*ret_why = "its policy-ref is not " POLICY_REF_UNSEAL " for its own PCRs";
+	    (a->has_epoch ? strcmp(a->policy_ref, ref) : strcmp(a->policy_ref, POLICY_REF_UNSEAL))) {
+		*ret_why = "its policy-ref is not " POLICY_REF_UNSEAL_V2 " for its own PCRs (or "
+			   POLICY_REF_UNSEAL " without an epoch)";
 		return -EACCES;
 	}
 	if (signer_name(signer, &name) < 0 || a->signer.len != name.len ||

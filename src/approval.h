@@ -54,6 +54,11 @@ struct approval {
 	struct tpm_name sign_name;
 	uint8_t statement[SIGNER_SIG_MAX];
 	size_t statement_len;
+	/* A PCR approval for an epoch (line "epoch N"): its approved policy
+	 * is PolicyPCR -> PolicyNV(epoch index <= 2^N - 1), revoked once the
+	 * node's epoch passes N (tpm.h). */
+	bool has_epoch;
+	unsigned epoch;
 };
 
 /* Signs node with the admin key and, when sign_name is given (a TPM node's
@@ -66,11 +71,12 @@ int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, const struct tpm
  * bad signature). */
 int approval_check_statement(const struct approval *a, EVP_PKEY *admin, const char **ret_why);
 
-/* Signs PCR values with the PCR signer, for generations whose policy
- * names the selection (policy-ref "tpm2-kms/unseal sha256:7,11"), or with
- * legacy, for generations made before 0.3.0 ("tpm2-kms/unseal"). */
+/* Signs PCR values with the PCR signer for an epoch, for generations
+ * whose policy names the selection (policy-ref "tpm2-kms/unseal/2
+ * sha256:7,11"), or with legacy, for generations made before 0.3.0
+ * ("tpm2-kms/unseal", no epoch: such a signature cannot be revoked). */
 int approval_sign_pcrs(EVP_PKEY *signer, const struct policy_pcrs *pcrs,
-		       const uint8_t (*values)[POLICY_DIGEST_BYTES], bool legacy,
+		       const uint8_t (*values)[POLICY_DIGEST_BYTES], bool legacy, unsigned epoch,
 		       struct approval *ret);
 
 /* "7=<hex>,11=<hex>" (ascending); -EINVAL otherwise. */

@@ -557,7 +557,10 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 		s.pcrs = b.pcrs;
 	}
 	if (s.pcr_key_len) {
-		r = pcrpolicy_load(&s, pcr_dir, &binding);
+		/* Signatures of PCR values name the epoch index. */
+		r = tpm_epoch_provision(t);
+		if (r == 0)
+			r = pcrpolicy_load(&s, pcr_dir, &binding);
 		if (r < 0)
 			goto out;
 	}

@@ -457,6 +457,14 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 		log_owner_auth_refused(c, s.nv_index);
 	if (r < 0)
 		goto out;
+	/* Signatures of PCR values name the epoch index: it must exist. */
+	if (s.pcr_key_len) {
+		r = tpm_epoch_provision(t);
+		if (r == -EACCES)
+			log_owner_auth_refused(c, TPM_NV_EPOCH_INDEX);
+		if (r < 0)
+			goto out;
+	}
 	if (!fresh)
 		statedir_sweep(dir, &s);
 	if (fresh) {
@@ -754,5 +762,53 @@ out:
 	tpm_close(t);
 	state_free(&s);
 	statedir_unlock(lock);
+	return r;
+}
+
+int keyadmin_epoch_raise(const char *tcti, const struct keyadmin_config *c, unsigned epoch,
+			 unsigned *ret_epoch)
+{
+	unsigned now;
+	tpm *t = NULL;
+	int r;
+
+	r = tpm_open(tcti, &t);
+	if (r < 0)
+		return r;
+	r = tpm_epoch_read(t, &now);
+	if (r == -ENOENT)
+		log_error("this TPM has no PCR signature epoch: run tpm2-kms init with the PCR "
+			  "signer first");
+	if (r < 0)
+		goto out;
+	if (epoch == 0)
+		epoch = now + 1;
+	if (epoch > TPM_EPOCH_MAX) {
+		log_error("the epoch is %u: it cannot be raised past %d", now, TPM_EPOCH_MAX);
+		r = -ERANGE;
+		goto out;
+	}
+	if (epoch <= now) {
+		log_info("the epoch is %u already: signatures for epochs below it are revoked",
+			 now);
+		*ret_epoch = now;
+		goto out;
+	}
+	if (c->owner_auth_file) {
+		r = owner_auth_load(t, c->owner_auth_file);
+		if (r < 0)
+			goto out;
+	}
+	r = tpm_epoch_raise(t, epoch);
+	if (r == -EACCES)
+		log_owner_auth_refused(c, TPM_NV_EPOCH_INDEX);
+	if (r < 0)
+		goto out;
+	log_info("PCR signature epoch raised from %u to %u: signatures for epochs below %u "
+		 "unseal nothing from now on",
+		 now, epoch, epoch);
+	*ret_epoch = epoch;
+out:
+	tpm_close(t);
 	return r;
 }

@@ -78,6 +78,13 @@ int keyadmin_rotate(const char *dir, const char *tcti, const struct keyadmin_con
 int keyadmin_certify(const char *dir, const char *tcti, const struct keyadmin_config *c,
 		     size_t *ret_certified);
 
+/* Raises this TPM's PCR signature epoch to epoch (0: one more than now;
+ * owner authorization,
+ * c->owner_auth_file when the owner has a password): every signature made
+ * for a lower epoch is revoked, on this node. Never lowers it. */
+int keyadmin_epoch_raise(const char *tcti, const struct keyadmin_config *c, unsigned epoch,
+			 unsigned *ret_epoch);
+
 /* Makes an existing generation the write key; no TPM needed. The running
  * daemon follows once it has the key loaded. */
 int keyadmin_promote(const char *dir, uint32_t generation);

@@ -453,6 +453,7 @@ static int cmd_pcr_read(const struct settings *s)
 	struct tpm_pcr_values v;
 	struct policy_pcrs pcrs;
 	char out[24 * 80];
+	unsigned epoch;
 	tpm *t = NULL;
 	int r;
 
@@ -462,12 +463,32 @@ static int cmd_pcr_read(const struct settings *s)
 	r = tpm_open(s->tcti, &t);
 	if (r == 0)
 		r = tpm_pcr_read(t, pcrs.index, pcrs.n, &v);
+	/* The epoch pcr-sign --epoch needs, on stderr (stdout stays what
+	 * pcr-sign takes). */
+	if (r == 0 && tpm_epoch_read(t, &epoch) == 0)
+		fprintf(stderr, "epoch %u\n", epoch);
 	tpm_close(t);
 	if (r < 0)
 		return r;
 	pcrpolicy_format_values(&v, out, sizeof(out));
 	printf("%s\n", out);
 	return 0;
+}
+
+/* pcr-revoke: the node's PCR signature epoch, raised. */
+static int cmd_pcr_revoke(const struct settings *s)
+{
+	uint8_t admin[SIGNER_DER_MAX];
+	struct keyadmin_config kc;
+	unsigned now = 0;
+	int r;
+
+	r = keyadmin_config_of(s, admin, &kc);
+	if (r == 0)
+		r = keyadmin_epoch_raise(s->tcti, &kc, s->epoch, &now);
+	if (r == 0)
+		printf("epoch %u\n", now);
+	return r;
 }
 
 static int cmd_pcr_sign(const struct settings *s)
@@ -493,7 +514,7 @@ static int cmd_pcr_sign(const struct settings *s)
 	r = signer_load_private(s->key, "PCR signer", &key);
 	if (r == 0)
 		r = approval_sign_pcrs(key, &pcrs, (const uint8_t(*)[POLICY_DIGEST_BYTES])values,
-				       s->legacy, a);
+				       s->legacy, s->epoch, a);
 	if (r == 0)
 		r = approval_encode(a, &text, &len);
 	if (r == 0)
@@ -728,6 +749,9 @@ int main(int argc, char **argv)
 		break;
 	case CMD_PCR_READ:
 		r = cmd_pcr_read(&s);
+		break;
+	case CMD_PCR_REVOKE:
+		r = cmd_pcr_revoke(&s);
 		break;
 	case CMD_PCR_SIGN:
 		r = cmd_pcr_sign(&s);

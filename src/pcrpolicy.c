@@ -233,9 +233,9 @@ static int systemd_fingerprint(EVP_PKEY *key, char out[65])
 	return 0;
 }
 
-/* Adds one checked signature to b. */
+/* Adds one checked signature to b (epoch: NULL for none). */
 static int add(struct pcr_binding *b, const char *source, const uint8_t approved[32],
-	       struct tpm_approval *ta)
+	       const unsigned *epoch, struct tpm_approval *ta)
 {
 	struct pcr_signature *sig;
 
@@ -253,6 +253,8 @@ static int add(struct pcr_binding *b, const char *source, const uint8_t approved
 	sig = &b->sigs[b->n_sigs++];
 	snprintf(sig->source, sizeof(sig->source), "%s", source);
 	memcpy(sig->approved, approved, 32);
+	sig->has_epoch = epoch != NULL;
+	sig->operand = epoch ? policy_epoch_operand(*epoch) : 0;
 	sig->tpm = *ta;
 	return 0;
 }
@@ -319,7 +321,7 @@ static void load_systemd(struct pcr_binding *b, const char *path, const char *te
 				    tpmobj_signature(signer, sig, sig_len, ta.signature,
 						     &ta.signature_len) < 0)
 					continue;
-				add(b, source, pol, &ta);
+				add(b, source, pol, NULL, &ta);
 			}
 		} while (json_take(&j, ','));
 		if (!json_take(&j, '}'))
@@ -355,7 +357,7 @@ static void load_ours(struct pcr_binding *b, const char *path, const char *text,
 			    "selection",
 			    path);
 	} else if (approval_to_tpm(a, signer, &ta) == 0) {
-		add(b, path, a->approved_policy, &ta);
+		add(b, path, a->approved_policy, a->has_epoch ? &a->epoch : NULL, &ta);
 	}
 	free(a);
 }
@@ -500,12 +502,22 @@ int pcrpolicy_unseal(tpm *t, const struct pcr_binding *b, const struct tpm_seale
 		return r;
 	policy_pcr(&b->pcrs, (const uint8_t(*)[32])v.value, now);
 	for (size_t i = 0; i < b->n_sigs; i++) {
-		const struct tpm_approval *a = &b->sigs[i].tpm;
+		const struct pcr_signature *sig = &b->sigs[i];
+		const struct tpm_approval *a = &sig->tpm;
+		uint8_t want[POLICY_DIGEST_BYTES];
 
-		if (memcmp(b->sigs[i].approved, now, sizeof(now)) != 0 ||
+		if (sig->has_epoch)
+			policy_epoch(now, sig->operand, want);
+		else
+			memcpy(want, now, sizeof(want));
+		if (memcmp(sig->approved, want, sizeof(want)) != 0 ||
 		    !kekpolicy_ref_allowed(&b->keys, version, a->policy_ref, a->policy_ref_len))
 			continue;
-		return tpm_kek_unseal_signed(t, s, kind, b->pcrs.index, b->pcrs.n, a, &or, kek);
+		r = tpm_kek_unseal_signed(t, s, kind, b->pcrs.index, b->pcrs.n, a,
+					  sig->has_epoch ? &sig->operand : NULL, &or, kek);
+		/* A revoked signature (the epoch passed it): try the others. */
+		if (r != -EACCES || !sig->has_epoch)
+			return r;
 	}
 	if (ret_values)
 		*ret_values = v;

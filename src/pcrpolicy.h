@@ -27,6 +27,10 @@
 struct pcr_signature {
 	char source[160]; /* file (and entry), for messages */
 	uint8_t approved[POLICY_DIGEST_BYTES];
+	/* Made for an epoch: PolicyNV(epoch index <= operand) follows
+	 * PolicyPCR in what it approves. */
+	bool has_epoch;
+	uint64_t operand;
 	struct tpm_approval tpm;
 };
 

@@ -179,6 +179,45 @@ int policy_unseal_ref(const struct policy_pcrs *pcrs, char out[POLICY_REF_MAX + 
 	int n;
 
 	policy_pcrs_format(pcrs, list, sizeof(list));
-	n = snprintf(out, POLICY_REF_MAX + 1, "%s sha256:%s", POLICY_REF_UNSEAL, list);
+	n = snprintf(out, POLICY_REF_MAX + 1, "%s sha256:%s", POLICY_REF_UNSEAL_V2, list);
 	return n < 0 || n > POLICY_REF_MAX ? -E2BIG : 0;
+}
+
+void policy_epoch_name(struct tpm_name *ret)
+{
+	/* TPMS_NV_PUBLIC: index, nameAlg, attributes, authPolicy (empty),
+	 * dataSize. */
+	uint8_t pub[14];
+
+	util_put_be32(pub, TPM_NV_EPOCH_INDEX);
+	util_put_be16(pub + 4, 0x000b);
+	util_put_be32(pub + 6, TPM_NV_EPOCH_ATTRIBUTES);
+	util_put_be16(pub + 10, 0);
+	util_put_be16(pub + 12, 8);
+	ret->bytes[0] = 0x00;
+	ret->bytes[1] = 0x0b;
+	SHA256(pub, sizeof(pub), ret->bytes + 2);
+	ret->len = 2 + SHA256_DIGEST_LENGTH;
+}
+
+uint64_t policy_epoch_operand(unsigned epoch)
+{
+	return epoch >= 64 ? UINT64_MAX : (UINT64_C(1) << epoch) - 1;
+}
+
+void policy_epoch(const uint8_t in[POLICY_DIGEST_BYTES], uint64_t operand,
+		  uint8_t out[POLICY_DIGEST_BYTES])
+{
+	uint8_t args_in[12], args[SHA256_DIGEST_LENGTH], tail[SHA256_DIGEST_LENGTH + TPM_NAME_MAX];
+	struct tpm_name name;
+
+	/* args = H(operandB || offset || operation) */
+	util_put_be64(args_in, operand);
+	util_put_be16(args_in + 8, 0);
+	util_put_be16(args_in + 10, POLICY_EO_UNSIGNED_LE);
+	SHA256(args_in, sizeof(args_in), args);
+	policy_epoch_name(&name);
+	memcpy(tail, args, sizeof(args));
+	memcpy(tail + sizeof(args), name.bytes, name.len);
+	extend(in, POLICY_CC_POLICY_NV, tail, sizeof(args) + name.len, out);
 }

@@ -27,6 +27,8 @@
 #define POLICY_CC_POLICY_OR             0x00000171u
 #define POLICY_CC_POLICY_PCR            0x0000017fu
 #define POLICY_CC_POLICY_DUP_SELECT     0x00000188u
+#define POLICY_CC_POLICY_NV             0x00000149u
+#define POLICY_EO_UNSIGNED_LE           0x0009u
 
 /* PolicyDuplicationSelect(newParent, includeObject NO) from the empty
  * digest: what an admin approves for one node. */
@@ -81,10 +83,22 @@ void policy_unseal_branch(const struct tpm_name *signer, const char *ref,
 			  uint8_t out[POLICY_DIGEST_BYTES]);
 
 /* The policyRef of a signature for exactly this selection of the SHA-256
- * bank: "tpm2-kms/unseal sha256:7,11" (brief §9.2). The TPM compares it,
- * so a signature for other PCRs cannot satisfy the branch. -E2BIG when it
- * does not fit a policyRef (more PCRs than about a dozen). */
+ * bank, whose approved policy also checks the epoch (below):
+ * "tpm2-kms/unseal/2 sha256:7,11" (brief §9.2). The TPM compares it, so a
+ * signature for other PCRs, or one made before epochs, cannot satisfy the
+ * branch. -E2BIG when it does not fit a policyRef (more PCRs than about a
+ * dozen). */
+#define POLICY_REF_UNSEAL_V2 "tpm2-kms/unseal/2"
 int policy_unseal_ref(const struct policy_pcrs *pcrs, char out[POLICY_REF_MAX + 1]);
+
+/* The epoch index's Name (tpm.h), the same on every node. */
+void policy_epoch_name(struct tpm_name *ret);
+/* The operand of a signature for epoch k: 2^k - 1 (k 0-64). */
+uint64_t policy_epoch_operand(unsigned epoch);
+/* PolicyNV(epoch index, operandB = operand, offset 0, UNSIGNED_LE) after
+ * `in`: what a signature for an epoch adds to PolicyPCR. */
+void policy_epoch(const uint8_t in[POLICY_DIGEST_BYTES], uint64_t operand,
+		  uint8_t out[POLICY_DIGEST_BYTES]);
 
 /* What a signer signs for PolicyAuthorize: SHA-256 of approvedPolicy ||
  * policyRef (aHash). The message itself is the concatenation; signing it

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #define ALL_TPM     (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_NODE_KEY | CMD_EXPORT | CMD_IMPORT | \
-		     CMD_PCR_READ | CMD_CERTIFY)
+		     CMD_PCR_READ | CMD_CERTIFY | CMD_PCR_REVOKE)
 #define ALL_STATE   (ALL_TPM | CMD_KEYS | CMD_RETIRE | CMD_PROMOTE)
 #define ALL         (ALL_STATE | CMD_STATUS | CMD_APPROVE | CMD_RECOVER | CMD_PCR_SIGN)
 /* Commands that may unseal a generation bound to PCRs. */
@@ -65,11 +65,16 @@ static const struct option_def options[] = {
 	{"key", K_STRING, CMD_PCR_SIGN, true, STR(key), "PEM", "the PCR signer's private key"},
 	{"legacy", K_FLAG, CMD_PCR_SIGN, true, offsetof(struct settings, legacy), 0, NULL,
 	 "sign for generations made before 0.3.0, whose policy does not name the PCRs"},
+	{"epoch", K_U32, CMD_PCR_SIGN | CMD_PCR_REVOKE, true, NUM(epoch, 64), "N",
+	 "pcr-sign: the epoch the signature is for, valid until a node's epoch passes it "
+	 "(default 0; pcr-read prints a node's); pcr-revoke: the epoch to raise the node to "
+	 "(default: one more than now)"},
 	{"escrow-to", K_STRING, CMD_SERVE | CMD_INIT | CMD_ROTATE, false, STR(escrow_to), "NODE",
 	 "escrow every new dup generation to this recovery node (from node-key --public)"},
 	{"escrow-approval", K_STRING, CMD_SERVE | CMD_INIT | CMD_ROTATE, false,
 	 STR(escrow_approval), "APPROVAL", "the admin key's approval of the recovery node"},
-	{"owner-auth-file", K_STRING, CMD_SERVE | CMD_INIT, false, STR(owner_auth_file), "FILE",
+	{"owner-auth-file", K_STRING, CMD_SERVE | CMD_INIT | CMD_PCR_REVOKE, false,
+	 STR(owner_auth_file), "FILE",
 	 "the TPM owner hierarchy's password, if it has one, used only to provision (default: "
 	 "systemd credential owner-auth)"},
 	{"stage", K_FLAG, CMD_ROTATE, true, offsetof(struct settings, stage), 0, NULL,
@@ -160,6 +165,8 @@ static const struct {
 	 "certificate"},
 	{"pcr-read", CMD_PCR_READ, POS_NONE, false, "",
 	 "print the PCR values of the selection, as pcr-sign takes them"},
+	{"pcr-revoke", CMD_PCR_REVOKE, POS_NONE, false, "",
+	 "raise this node's PCR signature epoch: signatures for lower epochs unseal nothing"},
 	{"pcr-sign", CMD_PCR_SIGN, POS_NONE, true, "",
 	 "sign PCR values with the PCR signer's key (offline, no TPM)"},
 	{"recover", CMD_RECOVER, POS_PATHS, true, " BUNDLE...",

@@ -31,6 +31,7 @@ enum command {
 	CMD_PCR_READ = 1 << 12,
 	CMD_PCR_SIGN = 1 << 13,
 	CMD_CERTIFY = 1 << 14,
+	CMD_PCR_REVOKE = 1 << 15,
 };
 
 #define SETTINGS_MAX_GENERATIONS 64
@@ -61,6 +62,7 @@ struct settings {
 	bool force;
 	bool stage;
 	bool legacy;      /* pcr-sign: for 0.2.0 generations */
+	uint32_t epoch;   /* pcr-sign, pcr-revoke */
 	bool print_config;
 	char admin_key[4096];
 	char output[4096];     /* -o: "" for standard output */

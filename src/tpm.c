@@ -1339,9 +1339,46 @@ int tpm_pcr_read(tpm *t, const uint32_t *index, size_t n, struct tpm_pcr_values 
 	return 0;
 }
 
+/* The epoch index as an ESYS handle (not cached: rarely used). */
+static int epoch_open(tpm *t, ESYS_TR *ret)
+{
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	TSS2_RC rc;
+
+	do
+		rc = Esys_TR_FromTPMPublic(t->esys, TPM_NV_EPOCH_INDEX, ESYS_TR_NONE, ESYS_TR_NONE,
+					   ESYS_TR_NONE, ret);
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS)
+		return fail(t, "look up the epoch index", rc);
+	return 0;
+}
+
+static int epoch_policy_nv(tpm *t, ESYS_TR policy, uint64_t operand)
+{
+	TPM2B_OPERAND b = {.size = 8};
+	ESYS_TR nv = ESYS_TR_NONE;
+	TSS2_RC rc;
+	int r;
+
+	util_put_be64(b.buffer, operand);
+	r = epoch_open(t, &nv);
+	if (r < 0)
+		return r;
+	/* The index is its own read authority (authRead, empty auth). */
+	rc = Esys_PolicyNV(t->esys, nv, nv, policy, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+			   &b, 0, TPM2_EO_UNSIGNED_LE);
+	Esys_TR_Close(t->esys, &nv);
+	if (rc != TSS2_RC_SUCCESS)
+		return policy_fail(t, "PolicyNV (epoch: the signature was revoked?)", rc);
+	return 0;
+}
+
 int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
 			  const uint32_t *pcrs, size_t n_pcrs, const struct tpm_approval *approval,
-			  const struct tpm_or_list *or, uint8_t kek[TPM_KEK_BYTES])
+			  const uint64_t *epoch_operand, const struct tpm_or_list *or,
+			  uint8_t kek[TPM_KEK_BYTES])
 {
 	TPM2B_PUBLIC pub = {0};
 	TPM2B_PRIVATE priv = {0};
@@ -1385,6 +1422,11 @@ int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind 
 	if (rc != TSS2_RC_SUCCESS) {
 		r = policy_fail(t, "PolicyPCR", rc);
 		goto out;
+	}
+	if (epoch_operand) {
+		r = epoch_policy_nv(t, policy, *epoch_operand);
+		if (r < 0)
+			goto out;
 	}
 	r = policy_authorize_command(t, policy, approval, ticket, signer, TPM2_CC_Unseal);
 	if (r < 0)
@@ -1553,6 +1595,127 @@ int tpm_nv_counter_provision(tpm *t, uint32_t index)
 	if (r < 0)
 		return r;
 	return nv_check_shape(t, nv, index);
+}
+
+_Static_assert(TPM_NV_EPOCH_ATTRIBUTES ==
+		       (TPMA_NV_OWNERWRITE | TPMA_NV_AUTHREAD | TPMA_NV_NO_DA | TPMA_NV_WRITTEN |
+			((TPM2_NT_BITS << TPMA_NV_TPM2_NT_SHIFT) & TPMA_NV_TPM2_NT_MASK)),
+	       "epoch index attributes");
+
+static int epoch_set_bits(tpm *t, uint64_t bits)
+{
+	ESYS_TR nv = ESYS_TR_NONE;
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	TSS2_RC rc;
+	int r;
+
+	r = epoch_open(t, &nv);
+	if (r < 0)
+		return r;
+	do
+		rc = Esys_NV_SetBits(t->esys, ESYS_TR_RH_OWNER, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+				     ESYS_TR_NONE, bits);
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
+	Esys_TR_Close(t->esys, &nv);
+	if (rc != TSS2_RC_SUCCESS)
+		return fail(t, "NV_SetBits (epoch)", rc);
+	return 0;
+}
+
+int tpm_epoch_provision(tpm *t)
+{
+	TPM2B_AUTH auth = {0};
+	TPM2B_NV_PUBLIC info = {
+		.nvPublic = {
+			.nvIndex = TPM_NV_EPOCH_INDEX,
+			.nameAlg = TPM2_ALG_SHA256,
+			.attributes = TPM_NV_EPOCH_ATTRIBUTES & ~TPMA_NV_WRITTEN,
+			.dataSize = 8,
+		},
+	};
+	TPM2B_NV_PUBLIC *pub = NULL;
+	ESYS_TR nv = ESYS_TR_NONE;
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	TSS2_RC rc;
+	int r;
+
+	t->last_rc = 0;
+	r = epoch_open(t, &nv);
+	if (r == -ENOENT) {
+		do
+			rc = Esys_NV_DefineSpace(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD,
+						 ESYS_TR_NONE, ESYS_TR_NONE, &auth, &info, &nv);
+		while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
+		if (rc != TSS2_RC_SUCCESS && rc_base(rc) != TPM2_RC_NV_DEFINED)
+			return fail(t, "NV_DefineSpace (epoch)", rc);
+		if (rc == TSS2_RC_SUCCESS) {
+			log_info("tpm: defined the PCR signature epoch index 0x%08x",
+				 (unsigned)TPM_NV_EPOCH_INDEX);
+			Esys_TR_Close(t->esys, &nv);
+		}
+		r = epoch_open(t, &nv);
+	}
+	if (r < 0)
+		return r;
+	rc = Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
+	Esys_TR_Close(t->esys, &nv);
+	if (rc != TSS2_RC_SUCCESS)
+		return fail(t, "NV_ReadPublic (epoch)", rc);
+	if ((pub->nvPublic.attributes & ~TPMA_NV_WRITTEN) != info.nvPublic.attributes ||
+	    pub->nvPublic.dataSize != 8 || pub->nvPublic.nameAlg != TPM2_ALG_SHA256 ||
+	    pub->nvPublic.authPolicy.size != 0) {
+		log_error("tpm: NV index 0x%08x holds something else than the PCR signature "
+			  "epoch (attributes 0x%08x)",
+			  (unsigned)TPM_NV_EPOCH_INDEX, (unsigned)pub->nvPublic.attributes);
+		Esys_Free(pub);
+		return -EEXIST;
+	}
+	/* Written (epoch 0) so that its Name is the one signatures name. */
+	if (!(pub->nvPublic.attributes & TPMA_NV_WRITTEN))
+		r = epoch_set_bits(t, 0);
+	Esys_Free(pub);
+	return r;
+}
+
+int tpm_epoch_read(tpm *t, unsigned *ret_epoch)
+{
+	TPM2B_MAX_NV_BUFFER *data = NULL;
+	ESYS_TR nv = ESYS_TR_NONE;
+	uint64_t v;
+	unsigned e = 0;
+	TSS2_RC rc;
+	int r;
+
+	t->last_rc = 0;
+	r = epoch_open(t, &nv);
+	if (r < 0)
+		return r;
+	rc = Esys_NV_Read(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, 8, 0,
+			  &data);
+	Esys_TR_Close(t->esys, &nv);
+	if (rc != TSS2_RC_SUCCESS)
+		return fail(t, "NV_Read (epoch)", rc);
+	if (data->size != 8) {
+		Esys_Free(data);
+		return -EPROTO;
+	}
+	v = util_get_be64(data->buffer);
+	Esys_Free(data);
+	/* 2^k - 1 for epoch k; any other pattern counts by its highest bit. */
+	while (e < TPM_EPOCH_MAX && (v >> e))
+		e++;
+	*ret_epoch = e;
+	return 0;
+}
+
+int tpm_epoch_raise(tpm *t, unsigned epoch)
+{
+	t->last_rc = 0;
+	if (epoch > TPM_EPOCH_MAX)
+		return -ERANGE;
+	return epoch_set_bits(t, epoch == 64 ? UINT64_MAX : (UINT64_C(1) << epoch) - 1);
 }
 
 static int nv_read(tpm *t, ESYS_TR nv, uint64_t deadline_us, uint64_t *ret_value)

@@ -166,9 +166,12 @@ int tpm_pcr_read(tpm *t, const uint32_t *index, size_t n, struct tpm_pcr_values 
  * selection in approval (current values: the TPM refuses other ones),
  * PolicyAuthorize with the PCR signer's approval, PolicyCommandCode
  * (Unseal), PolicyOR(or). -EACCES when the TPM refuses the policy. */
+/* epoch_operand (NULL: none): the approval also covers PolicyNV(epoch
+ * index <= *epoch_operand), run after PolicyPCR. */
 int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
 			  const uint32_t *pcrs, size_t n_pcrs, const struct tpm_approval *approval,
-			  const struct tpm_or_list *or, uint8_t kek[TPM_KEK_BYTES]);
+			  const uint64_t *epoch_operand, const struct tpm_or_list *or,
+			  uint8_t kek[TPM_KEK_BYTES]);
 
 /* TPM2_Duplicate of a `dup` (or `dup+pcr`, then or is its PolicyOR list)
  * generation to a new parent (a node's TPM2B_PUBLIC) through the policy
@@ -206,6 +209,25 @@ int tpm_nv_counter_provision(tpm *t, uint32_t index);
  * NV_RATE, NV_UNAVAILABLE, RETRY, YIELDED and memory warnings with backoff
  * until deadline_us (monotonic clock, util_now_monotonic_us). */
 int tpm_nv_counter_next(tpm *t, uint32_t index, uint64_t deadline_us, uint64_t *ret_value);
+
+/* The PCR signature epoch (brief §9.2): an NV index of type TPM_NT_BITS,
+ * 8 bytes, OWNERWRITE|AUTHREAD|NO_DA, written, at a fixed handle so that
+ * its Name, which signatures name, is the same on every node. Epoch k is
+ * the value 2^k - 1: bits can only be set, so an epoch never goes back. A
+ * signature for epoch k approves PolicyNV(index <= 2^k - 1): raising the
+ * epoch past k revokes it. Only the owner raises it (an empty authWrite
+ * would let any local user revoke every signature). */
+#define TPM_NV_EPOCH_INDEX      0x01800102u
+#define TPM_NV_EPOCH_ATTRIBUTES 0x22040022u /* as the TPM reports it, written */
+#define TPM_EPOCH_MAX           64
+
+/* Defines the epoch index (owner authorization) and writes epoch 0 if it
+ * is not there yet; -EEXIST when something else is at the handle. */
+int tpm_epoch_provision(tpm *t);
+/* The current epoch (0-64); -ENOENT when the index is not defined. */
+int tpm_epoch_read(tpm *t, unsigned *ret_epoch);
+/* Raises the epoch to epoch (owner authorization); never lowers it. */
+int tpm_epoch_raise(tpm *t, unsigned epoch);
 
 /* Reads the counter without incrementing: for diagnostics (keys, metrics),
  * never for a nonce. */

@@ -352,6 +352,13 @@ def tools_unseal_with_signature(node, gen_file, sig_file, signer_pub, pcrs):
     t('tpm2_startauthsession', '--policy-session', '-S', 's.ctx')
     try:
         t('tpm2_policypcr', '-S', 's.ctx', '-l', 'sha256:' + pcrs)
+        if 'epoch' in fields:
+            # PolicyNV(epoch index <= 2^epoch - 1), as the signature approves.
+            write_file(node, 'operand.bin', ((1 << int(fields['epoch'])) - 1).to_bytes(8, 'big'))
+            r = t('tpm2_policynv', '-S', 's.ctx', '-C', '0x01800102', '-i', 'operand.bin',
+                  '0x01800102', 'ule', check=False)
+            if r.returncode != 0:
+                return r                    # the TPM refused: revoked
         t('tpm2_policyauthorize', '-S', 's.ctx', '-i', 'approved.pol', '-q', 'ref.bin',
           '-n', 'signer.name', '-t', 'ticket')
         t('tpm2_policycommandcode', '-S', 's.ctx', 'TPM2_CC_Unseal')
@@ -439,6 +446,65 @@ class SelectionBound(BootTest):
         wait_until(lambda: 'write key generation 1' in self.status(a).healthz,
                    'Status to say the write key is not there')
         self.assertNotEqual(self.status(a).healthz, 'ok')
+
+
+class Revocation(BootTest):
+    def test_a_revoked_signature_unseals_nothing(self):
+        # Boot state A signed; after an update B is signed and A's signature
+        # deleted; back in state A with a kept copy of the old signature,
+        # 0.2.0 unsealed. A signature names an epoch; pcr-revoke raises the
+        # node's epoch (the TPM checks it: PolicyNV), without resealing.
+        a = self.node('a')
+        self.boot(a, 7, b'state A')
+        d = self.sigdir(a)
+        a.cli('init', '--pcr-key', self.pcr_pub, '--pcrs', '7', '--pcr-signatures', d)
+        r = run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '7')
+        self.assertIn('epoch 0', r.stderr)
+        _, sig_a = self.sign_current(a, name='a.sig')          # epoch 0
+        kept = os.path.join(self.root, 'kept-a.sig')
+        shutil.copy(sig_a, kept)
+        self.assertIn('epoch 0\n', read_text(kept))
+        gen = os.path.join(a.state, 'gen-000001.pem')
+        self.serve(a)
+        wait_until(lambda: self.status(a).healthz == 'ok', 'healthy in state A')
+        a.daemon.stop()
+        # The update: state B signed for epoch 1, A's signature removed, and
+        # the epoch raised (as root, with the owner's authorization).
+        self.boot(a, 7, b'state B')
+        values = run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '7').stdout.strip()
+        run_cli('pcr-sign', '--key', self.pcr_key, '--pcrs', values, '--epoch', '1',
+                '-o', os.path.join(d, 'b.sig'))
+        os.unlink(sig_a)
+        self.assertEqual(run_cli('pcr-revoke', '--tcti', a.tpm.tcti).stdout, 'epoch 1\n')
+        self.serve(a)
+        wait_until(lambda: self.status(a).healthz == 'ok', 'healthy in state B')
+        a.daemon.stop()
+        # Back in state A with the kept signature: nothing unseals, not by
+        # the daemon, not by stock tpm2-tools.
+        self.boot(a, 7, b'state A')
+        shutil.copy(kept, os.path.join(d, 'a-again.sig'))
+        self.serve(a)
+        wait_until(lambda: 'no PCR signature' in self.status(a).healthz, 'Status to say why')
+        a.daemon.stop()
+        r = tools_unseal_with_signature(a, gen, kept, self.pcr_pub, '7')
+        self.assertNotEqual(r.returncode, 0)
+        self.assertEqual(r.stdout, b'')
+        # State A signed again for the current epoch works again: the
+        # generation was never resealed.
+        values = run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '7').stdout.strip()
+        run_cli('pcr-sign', '--key', self.pcr_key, '--pcrs', values, '--epoch', '1',
+                '-o', os.path.join(d, 'a-epoch1.sig'))
+        self.serve(a)
+        wait_until(lambda: self.status(a).healthz == 'ok', 'healthy with a current signature')
+        a.daemon.stop()
+        # The epoch never goes back, and only the owner raises it: the
+        # index's own (empty) authorization cannot set bits.
+        self.assertEqual(run_cli('pcr-revoke', '--tcti', a.tpm.tcti, '--epoch', '1').stdout,
+                         'epoch 1\n')
+        r = a.tools('tpm2_nvsetbits', '0x01800102', '-C', '0x01800102', '-i', '0x3',
+                    check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('epoch 1', run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '7').stderr)
 
 
 class Legacy(BootTest):

@@ -20,10 +20,11 @@ from kmsclient import Daemon, Kms, Swtpm, run_cli, tempdir, tpm2_kms, wait_until
 SRC = os.environ.get('TOP_SRCDIR', os.getcwd())
 BUILD = os.environ.get('TOP_BUILDDIR', os.getcwd())
 COMMANDS = ('serve', 'init', 'rotate', 'promote', 'keys', 'retire', 'node-key', 'approve',
-            'export', 'import', 'recover', 'certify', 'pcr-read', 'pcr-sign', 'status')
+            'export', 'import', 'recover', 'certify', 'pcr-read', 'pcr-sign', 'pcr-revoke',
+            'status')
 # Options that name one run's input or output: not in the configuration file.
 FLAG_ONLY = ('stage', 'to', 'approval', 'generation', 'output', 'public', 'recovery-key',
-             'write-generation', 'key', 'legacy')
+             'write-generation', 'key', 'legacy', 'epoch')
 
 
 def make_admin(root, name):
