@@ -139,52 +139,6 @@ int approval_sign_pcrs(EVP_PKEY *signer, const struct policy_pcrs *pcrs,
 	return r;
 }
 
-int approval_parse_pcr_values(const char *text, struct policy_pcrs *ret_pcrs,
-			      uint8_t (*ret_values)[POLICY_DIGEST_BYTES])
-{
-	struct policy_pcrs p = {0};
-	const char *s = text;
-
-	while (*s) {
-		char *end, hex[2 * POLICY_DIGEST_BYTES + 1];
-		unsigned long v;
-
-		if (*s < '0' || *s > '9')
-			return -EINVAL;
-		v = strtoul(s, &end, 10);
-		if (*end != '=' || v >= POLICY_PCR_MAX || (p.n && v <= p.index[p.n - 1]) ||
-		    strlen(end + 1) < 2 * POLICY_DIGEST_BYTES)
-			return -EINVAL;
-		memcpy(hex, end + 1, 2 * POLICY_DIGEST_BYTES);
-		hex[2 * POLICY_DIGEST_BYTES] = '\0';
-		if (util_unhex(hex, ret_values[p.n], POLICY_DIGEST_BYTES) < 0)
-			return -EINVAL;
-		p.index[p.n++] = (uint32_t)v;
-		s = end + 1 + 2 * POLICY_DIGEST_BYTES;
-		if (*s == ',' && s[1])
-			s++;
-		else if (*s)
-			return -EINVAL;
-	}
-	if (p.n == 0)
-		return -EINVAL;
-	*ret_pcrs = p;
-	return 0;
-}
-
-/* "7=<hex>,11=<hex>" of an approval's values. */
-static void format_pcr_values(const struct approval *a, char *out, size_t size)
-{
-	size_t pos = 0;
-
-	for (size_t i = 0; i < a->pcrs.n && pos + 80 < size; i++) {
-		pos += (size_t)snprintf(out + pos, size - pos, "%s%u=", i ? "," : "",
-					(unsigned)a->pcrs.index[i]);
-		util_hex(a->values[i], POLICY_DIGEST_BYTES, out + pos);
-		pos += 2 * POLICY_DIGEST_BYTES;
-	}
-}
-
 int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 {
 	char node[POLICY_PCR_MAX * 80], signer[2 * TPM_NAME_MAX + 1];
@@ -205,7 +159,8 @@ int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 	if (a->has_epoch)
 		snprintf(epoch_line, sizeof(epoch_line), "epoch %u\n", a->epoch);
 	if (a->pcr)
-		format_pcr_values(a, node, sizeof(node));
+		policy_pcr_values_format(&a->pcrs, (const uint8_t(*)[POLICY_DIGEST_BYTES])a->values,
+					 node, sizeof(node));
 	else
 		util_hex(a->node.bytes, a->node.len, node);
 	util_hex(a->signer.bytes, a->signer.len, signer);
@@ -270,7 +225,7 @@ int approval_parse(const char *text, size_t len, struct approval *ret, const cha
 		*val++ = '\0';
 		/* Every key once, in order; a PCR approval has pcrs for node. */
 		if (k == 1 && strcmp(line, "pcrs") == 0) {
-			if (approval_parse_pcr_values(val, &a.pcrs, a.values) < 0)
+			if (policy_pcr_values_parse(val, &a.pcrs, a.values) < 0)
 				goto out;
 			a.pcr = true;
 			k++;

@@ -79,10 +79,6 @@ int approval_sign_pcrs(EVP_PKEY *signer, const struct policy_pcrs *pcrs,
 		       const uint8_t (*values)[POLICY_DIGEST_BYTES], bool legacy, unsigned epoch,
 		       struct approval *ret);
 
-/* "7=<hex>,11=<hex>" (ascending); -EINVAL otherwise. */
-int approval_parse_pcr_values(const char *text, struct policy_pcrs *ret_pcrs,
-			      uint8_t (*ret_values)[POLICY_DIGEST_BYTES]);
-
 /* 0 when a PCR approval is signed by signer over its own values; -EACCES
  * with the reason otherwise. */
 int approval_check_pcrs(const struct approval *a, EVP_PKEY *signer, const char **ret_why);

@@ -104,6 +104,18 @@ int bundle_encode(const struct bundle *b, const uint8_t *const *keks, char **ret
 			r = append_hex(&t, b->pcr_key, b->pcr_key_len);
 		if (r == 0)
 			r = appendf(&t, "\npcrs %s\n", pcrs);
+		if (r == 0 && b->literal.n) {
+			char lit[POLICY_PCR_MAX * 80];
+
+			policy_pcr_values_format(&b->literal,
+						 (const uint8_t(*)[POLICY_DIGEST_BYTES])b->literal_values,
+						 lit, sizeof(lit));
+			r = append(&t, "pcr-literal ", 12);
+			if (r == 0)
+				r = append(&t, lit, strlen(lit));
+			if (r == 0)
+				r = append(&t, "\n", 1);
+		}
 	}
 	for (size_t i = 0; r == 0 && i < b->n_gens; i++) {
 		const struct bundle_generation *g = &b->gens[i];
@@ -279,6 +291,14 @@ int bundle_parse(const char *name, const char *text, size_t len, struct bundle *
 			memcpy(buf, line + 5, line_len - 5);
 			buf[line_len - 5] = '\0';
 			if (policy_pcrs_parse(buf, &b.pcrs) < 0)
+				goto bad;
+			continue;
+		}
+		if (b.n_gens == 0 && b.pcr_key_len && !b.literal.n && line_len > 12 &&
+		    memcmp(line, "pcr-literal ", 12) == 0) {
+			memcpy(buf, line + 12, line_len - 12);
+			buf[line_len - 12] = '\0';
+			if (policy_pcr_values_parse(buf, &b.literal, b.literal_values) < 0)
 				goto bad;
 			continue;
 		}

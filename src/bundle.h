@@ -7,6 +7,7 @@
  *   admin-key <hex>                 the admin public key (DER) of the policy
  *   pcr-key <hex>                   with dup+pcr generations: the PCR signer
  *   pcrs 7,11                       and the PCRs its signatures cover
+ *   pcr-literal 7=<hex>             and the literal PCRs, if any
  *   generation 3 created 1700000000 key-id tpm2-kms-g3-... policy dup [write]
  *   -----BEGIN TSS2 PRIVATE KEY-----   id-importablekey (sealfile.h)
  *   ...
@@ -58,6 +59,8 @@ struct bundle {
 	uint8_t pcr_key[STATE_ADMIN_KEY_MAX]; /* pcr_key_len 0: none */
 	size_t pcr_key_len;
 	struct policy_pcrs pcrs;
+	struct policy_pcrs literal; /* n 0: none */
+	uint8_t literal_values[POLICY_PCR_MAX][POLICY_DIGEST_BYTES];
 	struct bundle_generation *gens; /* ascending by number */
 	size_t n_gens;
 	size_t body_len; /* bytes the MACs cover */

@@ -172,6 +172,8 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 	memcpy(b.pcr_key, s->pcr_key, s->pcr_key_len);
 	b.pcr_key_len = s->pcr_key_len;
 	b.pcrs = s->pcrs;
+	b.literal = s->literal;
+	memcpy(b.literal_values, s->literal_values, sizeof(b.literal_values));
 	r = bundle_encode(&b, keks, &text, &len);
 	if (r < 0)
 		goto out;

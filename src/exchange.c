@@ -258,6 +258,8 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 	memcpy(b.pcr_key, s.pcr_key, s.pcr_key_len);
 	b.pcr_key_len = s.pcr_key_len;
 	b.pcrs = s.pcrs;
+	b.literal = s.literal;
+	memcpy(b.literal_values, s.literal_values, sizeof(b.literal_values));
 	b.gens = calloc(n, sizeof(*b.gens));
 	keks = calloc(n, sizeof(*keks));
 	if (!b.gens || !keks) {
@@ -361,9 +363,10 @@ static int import_plan(const char *path, const char *dir, const struct bundle *b
 	if (!fresh && s->pcr_key_len && b->pcr_key_len &&
 	    (s->pcr_key_len != b->pcr_key_len ||
 	     memcmp(s->pcr_key, b->pcr_key, b->pcr_key_len) != 0 ||
-	     !policy_pcrs_equal(&s->pcrs, &b->pcrs))) {
-		log_error("%s binds its generations to another PCR signer or other PCRs than %s "
-			  "records",
+	     !policy_pcrs_equal(&s->pcrs, &b->pcrs) || !policy_pcrs_equal(&s->literal, &b->literal) ||
+	     memcmp(s->literal_values, b->literal_values, b->literal.n * 32) != 0)) {
+		log_error("%s binds its generations to another PCR signer, other PCRs or other "
+			  "literal PCR values than %s records",
 			  path, dir);
 		r = -EPERM;
 		goto out;
@@ -374,6 +377,8 @@ static int import_plan(const char *path, const char *dir, const struct bundle *b
 	memcpy(keys->pcr_key, b->pcr_key, b->pcr_key_len);
 	keys->pcr_key_len = b->pcr_key_len;
 	keys->pcrs = b->pcrs;
+	keys->literal = b->literal;
+	memcpy(keys->literal_values, b->literal_values, sizeof(keys->literal_values));
 	for (size_t i = 0; i < b->n_gens; i++) {
 		const struct bundle_generation *g = &b->gens[i];
 		const struct state_generation *have = fresh ? NULL : state_find(s, g->number);
@@ -555,6 +560,8 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 		memcpy(s.pcr_key, b.pcr_key, b.pcr_key_len);
 		s.pcr_key_len = b.pcr_key_len;
 		s.pcrs = b.pcrs;
+		s.literal = b.literal;
+		memcpy(s.literal_values, b.literal_values, sizeof(s.literal_values));
 	}
 	if (s.pcr_key_len) {
 		/* Signatures of PCR values name the epoch index. */
@@ -739,6 +746,8 @@ static int recover_bundle(const char *path, EVP_PKEY *key, EVP_PKEY *admin,
 		memcpy(out->pcr_key, b.pcr_key, b.pcr_key_len);
 		out->pcr_key_len = b.pcr_key_len;
 		out->pcrs = b.pcrs;
+		out->literal = b.literal;
+		memcpy(out->literal_values, b.literal_values, sizeof(out->literal_values));
 	}
 	for (size_t i = 0; i < b.n_gens; i++) {
 		struct bundle_generation *g = &b.gens[i], *have = NULL;

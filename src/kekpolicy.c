@@ -82,7 +82,9 @@ static int policy_of_version(const struct state *s, enum tpm_kek_kind kind,
 	if (n_refs == 0)
 		return -E2BIG; /* the selection does not fit a policyRef */
 	for (size_t i = 0; i < n_refs; i++)
-		policy_unseal_branch(&name, refs[i], or.digest[or.n++]);
+		policy_unseal_branch(&name, refs[i],
+				     kekpolicy_has_literal(v) ? &s->literal : NULL,
+				     (const uint8_t(*)[32])s->literal_values, or.digest[or.n++]);
 	if (kind == TPM_KEK_DUP_PCR)
 		memcpy(or.digest[or.n++], p_dup, 32);
 	if (or.n == 1) {
@@ -99,21 +101,24 @@ static int policy_of_version(const struct state *s, enum tpm_kek_kind kind,
 int kekpolicy_of(const struct state *s, enum tpm_kek_kind kind, uint8_t ret_policy[32],
 		 struct tpm_or_list *ret_or)
 {
-	return policy_of_version(s, kind, KEKPOLICY_V2, ret_policy, ret_or);
+	return policy_of_version(s, kind, s->literal.n ? KEKPOLICY_V2_LITERAL : KEKPOLICY_V2,
+				 ret_policy, ret_or);
 }
 
 int kekpolicy_match(const struct state *s, enum tpm_kek_kind kind, const uint8_t *pub,
 		    size_t pub_len, enum kekpolicy_version *ret_version,
 		    struct tpm_or_list *ret_or)
 {
-	static const enum kekpolicy_version versions[] = {KEKPOLICY_V2, KEKPOLICY_V1};
+	static const enum kekpolicy_version versions[] = {KEKPOLICY_V2_LITERAL, KEKPOLICY_V2,
+							 KEKPOLICY_V1};
 	uint8_t have[32], want[32];
 	struct tpm_or_list or;
 
 	if (tpmobj_auth_policy(pub, pub_len, have) < 0)
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
-		if (policy_of_version(s, kind, versions[i], want, &or) < 0 ||
+		if ((kekpolicy_has_literal(versions[i]) && !s->literal.n) ||
+		    policy_of_version(s, kind, versions[i], want, &or) < 0 ||
 		    memcmp(have, want, 32) != 0)
 			continue;
 		*ret_version = versions[i];

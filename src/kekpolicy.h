@@ -28,6 +28,8 @@ enum tpm_kek_kind kekpolicy_new_kind(const struct state *s);
 enum kekpolicy_version {
 	KEKPOLICY_V1 = 1,
 	KEKPOLICY_V2 = 2,
+	/* 2, each unseal branch also checking the state's literal PCRs. */
+	KEKPOLICY_V2_LITERAL = 3,
 };
 
 /* The authPolicy new generations of a kind get under the state's keys
@@ -42,6 +44,12 @@ int kekpolicy_of(const struct state *s, enum tpm_kek_kind kind, uint8_t ret_poli
 int kekpolicy_match(const struct state *s, enum tpm_kek_kind kind, const uint8_t *pub,
 		    size_t pub_len, enum kekpolicy_version *ret_version,
 		    struct tpm_or_list *ret_or);
+
+/* Whether an object of this version checks the state's literal PCRs. */
+static inline bool kekpolicy_has_literal(enum kekpolicy_version v)
+{
+	return v == KEKPOLICY_V2_LITERAL;
+}
 
 /* Whether a signature with this policyRef may satisfy an unseal branch of
  * an object of this version under the state's selection. */

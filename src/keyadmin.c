@@ -233,6 +233,36 @@ static int adopt_pcr_key(const char *dir, struct state *s, const struct keyadmin
 	return 0;
 }
 
+/* Literal PCRs, when given, are recorded with their values now, if the
+ * state has none; others are refused. */
+static int adopt_literal(tpm *t, const char *dir, struct state *s, const struct keyadmin_config *c,
+			 bool *changed)
+{
+	struct tpm_pcr_values v;
+	int r;
+
+	if (!c->literal.n)
+		return 0;
+	if (!s->pcr_key_len) {
+		log_error("literal PCRs go with a PCR signer (pcr-key and pcrs)");
+		return -EINVAL;
+	}
+	if (s->literal.n) {
+		if (policy_pcrs_equal(&s->literal, &c->literal))
+			return 0;
+		log_error("%s already checks other literal PCRs; they cannot be replaced in place",
+			  dir);
+		return -EEXIST;
+	}
+	r = tpm_pcr_read(t, c->literal.index, c->literal.n, &v);
+	if (r < 0)
+		return r;
+	s->literal = c->literal;
+	memcpy(s->literal_values, v.value, c->literal.n * 32);
+	*changed = true;
+	return 0;
+}
+
 /* escrow-to and escrow-approval, when given, are recorded (replacing what
  * was recorded before). */
 static int configure_escrow(const char *dir, const struct state *s,
@@ -446,6 +476,8 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 	r = adopt_admin_key(dir, &s, c->admin_key, c->admin_key_len, &changed);
 	if (r == 0)
 		r = adopt_pcr_key(dir, &s, c, &changed);
+	if (r == 0)
+		r = adopt_literal(t, dir, &s, c, &changed);
 	if (r == 0)
 		r = configure_escrow(dir, &s, c);
 	if (r == 0 && c->node_approval)

@@ -28,6 +28,7 @@ struct keyadmin_config {
 	uint8_t pcr_key[STATE_ADMIN_KEY_MAX]; /* DER; pcr_key_len 0: none given */
 	size_t pcr_key_len;
 	struct policy_pcrs pcrs;  /* n 0: none given */
+	struct policy_pcrs literal; /* literal PCRs to record (values read now); n 0: none */
 	const char *pcr_dir;      /* PCR signatures, to unseal the pcr kinds */
 	const char *escrow_to;    /* recovery node file; NULL: none given */
 	const char *escrow_approval;

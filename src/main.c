@@ -126,6 +126,11 @@ static int keyadmin_config_of(const struct settings *s, uint8_t admin[SIGNER_DER
 		if (r < 0)
 			return r;
 	}
+	if (*s->pcr_literal && policy_pcrs_parse(s->pcr_literal, &c.literal) < 0) {
+		log_error("--pcr-literal %s: a list of PCRs of the SHA-256 bank, 7 or 0,7",
+			  s->pcr_literal);
+		return -EINVAL;
+	}
 	c.pcr_dir = s->pcr_signatures;
 	c.escrow_to = *s->escrow_to ? s->escrow_to : NULL;
 	c.escrow_approval = *s->escrow_approval ? s->escrow_approval : NULL;
@@ -503,7 +508,7 @@ static int cmd_pcr_sign(const struct settings *s)
 
 	if (!a)
 		return -ENOMEM;
-	if (approval_parse_pcr_values(s->pcrs, &pcrs, values) < 0) {
+	if (policy_pcr_values_parse(s->pcrs, &pcrs, values) < 0) {
 		log_error("--pcrs: PCR values as pcr-read prints them, 7=<64 hex digits>,...");
 		r = -EINVAL;
 		goto out;

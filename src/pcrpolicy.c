@@ -478,11 +478,26 @@ int pcrpolicy_load(const struct state *s, const char *dir, struct pcr_binding **
 	return 0;
 }
 
+/* The state's literal PCRs as the TPM layer takes them. */
+static void literal_of(const struct state *s, struct tpm_pcr_literal *ret)
+{
+	uint8_t all[POLICY_PCR_MAX * 32];
+
+	memset(ret, 0, sizeof(*ret));
+	for (size_t i = 0; i < s->literal.n; i++) {
+		ret->index[i] = s->literal.index[i];
+		memcpy(all + 32 * i, s->literal_values[i], 32);
+	}
+	ret->n = s->literal.n;
+	SHA256(all, 32 * s->literal.n, ret->digest);
+}
+
 int pcrpolicy_unseal(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *s,
 		     enum tpm_kek_kind kind, uint8_t kek[TPM_KEK_BYTES],
 		     struct tpm_pcr_values *ret_values)
 {
 	struct tpm_pcr_values v;
+	struct tpm_pcr_literal literal;
 	struct tpm_or_list or;
 	enum kekpolicy_version version;
 	uint8_t now[POLICY_DIGEST_BYTES];
@@ -497,6 +512,24 @@ int pcrpolicy_unseal(tpm *t, const struct pcr_binding *b, const struct tpm_seale
 	r = kekpolicy_match(&b->keys, kind, s->pub, s->pub_len, &version, &or);
 	if (r < 0)
 		return -EINVAL;
+	literal_of(&b->keys, &literal);
+	if (kekpolicy_has_literal(version)) {
+		uint8_t all[POLICY_PCR_MAX * 32], digest[32];
+
+		/* The TPM checks them; looking first says which PCRs moved. */
+		r = tpm_pcr_read(t, b->keys.literal.index, b->keys.literal.n, &v);
+		if (r < 0)
+			return r;
+		for (size_t i = 0; i < v.n; i++)
+			memcpy(all + 32 * i, v.value[i], 32);
+		SHA256(all, 32 * v.n, digest);
+		if (memcmp(digest, literal.digest, 32) != 0) {
+			v.literal = true;
+			if (ret_values)
+				*ret_values = v;
+			return -ENOKEY;
+		}
+	}
 	r = tpm_pcr_read(t, b->pcrs.index, b->pcrs.n, &v);
 	if (r < 0)
 		return r;
@@ -514,7 +547,8 @@ int pcrpolicy_unseal(tpm *t, const struct pcr_binding *b, const struct tpm_seale
 		    !kekpolicy_ref_allowed(&b->keys, version, a->policy_ref, a->policy_ref_len))
 			continue;
 		r = tpm_kek_unseal_signed(t, s, kind, b->pcrs.index, b->pcrs.n, a,
-					  sig->has_epoch ? &sig->operand : NULL, &or, kek);
+					  sig->has_epoch ? &sig->operand : NULL,
+					  kekpolicy_has_literal(version) ? &literal : NULL, &or, kek);
 		/* A revoked signature (the epoch passed it): try the others. */
 		if (r != -EACCES || !sig->has_epoch)
 			return r;
@@ -542,5 +576,10 @@ void pcrpolicy_describe(const struct tpm_pcr_values *v, char *out, size_t size)
 	char values[24 * 80];
 
 	pcrpolicy_format_values(v, values, sizeof(values));
-	snprintf(out, size, "no PCR signature approves the boot state: pcr %s", values);
+	if (v->literal)
+		snprintf(out, size, "the literal PCRs do not hold the values the key was sealed "
+				    "to: pcr %s",
+			 values);
+	else
+		snprintf(out, size, "no PCR signature approves the boot state: pcr %s", values);
 }

@@ -127,6 +127,55 @@ bool policy_pcrs_equal(const struct policy_pcrs *a, const struct policy_pcrs *b)
 	return a->n == b->n && memcmp(a->index, b->index, a->n * sizeof(a->index[0])) == 0;
 }
 
+int policy_pcr_values_parse(const char *text, struct policy_pcrs *ret_pcrs,
+			    uint8_t (*ret_values)[POLICY_DIGEST_BYTES])
+{
+	uint8_t values[POLICY_PCR_MAX][POLICY_DIGEST_BYTES];
+	struct policy_pcrs p = {0};
+	const char *s = text;
+
+	while (*s) {
+		char *end, hex[2 * POLICY_DIGEST_BYTES + 1];
+		unsigned long v;
+
+		if (*s < '0' || *s > '9')
+			return -EINVAL;
+		v = strtoul(s, &end, 10);
+		if (*end != '=' || v >= POLICY_PCR_MAX || (p.n && v <= p.index[p.n - 1]) ||
+		    strlen(end + 1) < 2 * POLICY_DIGEST_BYTES)
+			return -EINVAL;
+		memcpy(hex, end + 1, 2 * POLICY_DIGEST_BYTES);
+		hex[2 * POLICY_DIGEST_BYTES] = '\0';
+		if (util_unhex(hex, values[p.n], POLICY_DIGEST_BYTES) < 0)
+			return -EINVAL;
+		p.index[p.n++] = (uint32_t)v;
+		s = end + 1 + 2 * POLICY_DIGEST_BYTES;
+		if (*s == ',' && s[1])
+			s++;
+		else if (*s)
+			return -EINVAL;
+	}
+	if (p.n == 0)
+		return -EINVAL;
+	memcpy(ret_values, values, p.n * POLICY_DIGEST_BYTES);
+	*ret_pcrs = p;
+	return 0;
+}
+
+void policy_pcr_values_format(const struct policy_pcrs *pcrs,
+			      const uint8_t (*values)[POLICY_DIGEST_BYTES], char *out, size_t size)
+{
+	size_t pos = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < pcrs->n && pos + 80 < size; i++) {
+		pos += (size_t)snprintf(out + pos, size - pos, "%s%u=", i ? "," : "",
+					(unsigned)pcrs->index[i]);
+		util_hex(values[i], POLICY_DIGEST_BYTES, out + pos);
+		pos += 2 * POLICY_DIGEST_BYTES;
+	}
+}
+
 size_t policy_pcr_selection(const struct policy_pcrs *pcrs, uint8_t out[10])
 {
 	memset(out, 0, 10);
@@ -143,6 +192,13 @@ void policy_pcr(const struct policy_pcrs *pcrs, const uint8_t (*values)[32],
 		uint8_t out[POLICY_DIGEST_BYTES])
 {
 	static const uint8_t zero[POLICY_DIGEST_BYTES];
+
+	policy_pcr_after(zero, pcrs, values, out);
+}
+
+void policy_pcr_after(const uint8_t in[POLICY_DIGEST_BYTES], const struct policy_pcrs *pcrs,
+		      const uint8_t (*values)[32], uint8_t out[POLICY_DIGEST_BYTES])
+{
 	uint8_t sel[10], arg[10 + POLICY_DIGEST_BYTES], all[POLICY_PCR_MAX * 32];
 	size_t n = 10;
 
@@ -152,7 +208,7 @@ void policy_pcr(const struct policy_pcrs *pcrs, const uint8_t (*values)[32],
 	for (size_t i = 0; i < pcrs->n; i++)
 		memcpy(all + 32 * i, values[i], 32);
 	SHA256(all, 32 * pcrs->n, arg + n);
-	extend(zero, POLICY_CC_POLICY_PCR, arg, n + POLICY_DIGEST_BYTES, out);
+	extend(in, POLICY_CC_POLICY_PCR, arg, n + POLICY_DIGEST_BYTES, out);
 }
 
 void policy_or(const uint8_t (*list)[POLICY_DIGEST_BYTES], size_t n,
@@ -165,11 +221,14 @@ void policy_or(const uint8_t (*list)[POLICY_DIGEST_BYTES], size_t n,
 }
 
 void policy_unseal_branch(const struct tpm_name *signer, const char *ref,
+			  const struct policy_pcrs *lit_pcrs, const uint8_t (*lit_values)[32],
 			  uint8_t out[POLICY_DIGEST_BYTES])
 {
 	uint8_t auth[POLICY_DIGEST_BYTES];
 
 	policy_authorize(signer, (const uint8_t *)ref, strlen(ref), auth);
+	if (lit_pcrs && lit_pcrs->n)
+		policy_pcr_after(auth, lit_pcrs, lit_values, auth);
 	policy_command_code(auth, POLICY_CC_UNSEAL, out);
 }
 

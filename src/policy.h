@@ -62,6 +62,13 @@ int policy_pcrs_parse(const char *list, struct policy_pcrs *ret);
 void policy_pcrs_format(const struct policy_pcrs *pcrs, char *out, size_t size);
 bool policy_pcrs_equal(const struct policy_pcrs *a, const struct policy_pcrs *b);
 
+/* "7=<hex>,11=<hex>" (ascending, as pcr-read prints): -EINVAL otherwise,
+ * and nothing written. */
+int policy_pcr_values_parse(const char *text, struct policy_pcrs *ret_pcrs,
+			    uint8_t (*ret_values)[POLICY_DIGEST_BYTES]);
+void policy_pcr_values_format(const struct policy_pcrs *pcrs,
+			      const uint8_t (*values)[POLICY_DIGEST_BYTES], char *out, size_t size);
+
 /* The TPML_PCR_SELECTION of pcrs (one SHA-256 bank, 3 bytes of bitmap),
  * as the TPM marshals it; returns its length (10). */
 size_t policy_pcr_selection(const struct policy_pcrs *pcrs, uint8_t out[10]);
@@ -71,15 +78,24 @@ size_t policy_pcr_selection(const struct policy_pcrs *pcrs, uint8_t out[10]);
 void policy_pcr(const struct policy_pcrs *pcrs, const uint8_t (*values)[32],
 		uint8_t out[POLICY_DIGEST_BYTES]);
 
+/* PolicyPCR after digest `in`: a literal PCR check in a branch, after
+ * PolicyAuthorize. */
+void policy_pcr_after(const uint8_t in[POLICY_DIGEST_BYTES], const struct policy_pcrs *pcrs,
+		      const uint8_t (*values)[32], uint8_t out[POLICY_DIGEST_BYTES]);
+
 /* PolicyOR(list) from any digest: H(0 || CC || list...). */
 void policy_or(const uint8_t (*list)[POLICY_DIGEST_BYTES], size_t n,
 	       uint8_t out[POLICY_DIGEST_BYTES]);
 
 /* One unseal branch of a generation bound to signed PCR values:
- *   PolicyPCR -> PolicyAuthorize(signer, ref) -> PolicyCommandCode(Unseal)
- * (PolicyAuthorize resets the digest, so the PCRs do not enter it: the
- * signer approves them). */
+ *   PolicyPCR -> PolicyAuthorize(signer, ref) [-> PolicyPCR(literal)]
+ *   -> PolicyCommandCode(Unseal)
+ * (PolicyAuthorize resets the digest, so the signed PCRs do not enter it:
+ * the signer approves them; literal PCRs, when lit_pcrs is not NULL, are
+ * values fixed in the policy itself, as systemd-cryptenroll --tpm2-pcrs
+ * offers beside a signed policy). */
 void policy_unseal_branch(const struct tpm_name *signer, const char *ref,
+			  const struct policy_pcrs *lit_pcrs, const uint8_t (*lit_values)[32],
 			  uint8_t out[POLICY_DIGEST_BYTES]);
 
 /* The policyRef of a signature for exactly this selection of the SHA-256

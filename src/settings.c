@@ -59,6 +59,9 @@ static const struct option_def options[] = {
 	 "the PCR signer's public key: new generations unseal only for PCR values it signed"},
 	{"pcrs", K_STRING, CMD_SERVE | CMD_INIT | CMD_PCR_READ | CMD_PCR_SIGN, false, STR(pcrs),
 	 "LIST", "PCRs (SHA-256 bank) the signatures cover, 7 or 7,11; pcr-sign: 7=HEX,..."},
+	{"pcr-literal", K_STRING, CMD_SERVE | CMD_INIT, false, STR(pcr_literal), "LIST",
+	 "PCRs (SHA-256 bank) new generations also check as they are now, beside the signed "
+	 "ones (7, say, with pcrs 11)"},
 	{"pcr-signatures", K_STRING, ALL_UNSEAL, false, STR(pcr_signatures), "DIR",
 	 "signatures of PCR values (pcr-sign, systemd-measure) (default "
 	 "/etc/tpm2-kms/pcr-signatures)"},

@@ -629,6 +629,10 @@ int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
 		} else if (strcmp(key, "pcrs") == 0) {
 			if (s.pcrs.n || policy_pcrs_parse(val, &s.pcrs) < 0)
 				goto bad;
+		} else if (strcmp(key, "pcr-literal") == 0) {
+			if (s.literal.n ||
+			    policy_pcr_values_parse(val, &s.literal, s.literal_values) < 0)
+				goto bad;
 		} else if (strcmp(key, "generation") == 0) {
 			struct state_generation g;
 
@@ -639,7 +643,8 @@ int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
 		}
 	}
 	if (!have_format || !have_srk || !have_nv || !have_write ||
-	    !state_find(&s, s.write_generation) || (s.pcr_key_len != 0) != (s.pcrs.n != 0)) {
+	    !state_find(&s, s.write_generation) || (s.pcr_key_len != 0) != (s.pcrs.n != 0) ||
+	    (s.literal.n && !s.pcr_key_len)) {
 		log_error("%s/state: incomplete (format, srk-name, nv-index, write-generation and "
 			  "its generation line are required; pcr-key and pcrs go together)",
 			  dir);
@@ -660,14 +665,17 @@ out:
 
 int state_format(const struct state *s, char **ret, size_t *ret_len)
 {
-	size_t cap = 512 + 2 * (s->admin_key_len + s->pcr_key_len) + s->n_gens * 192, len = 0;
+	size_t cap = 512 + 2 * (s->admin_key_len + s->pcr_key_len) + POLICY_PCR_MAX * 80 +
+		     s->n_gens * 192,
+	       len = 0;
 	char *buf = malloc(cap), srk_hex[2 * TPM_NAME_MAX + 1], pcrs[100];
-	int format = s->admin_key_len || s->pcr_key_len ? 2 : 1;
+	/* 3 only with literal PCRs, which 0.2.0 would not take. */
+	int format = s->literal.n ? 3 : s->admin_key_len || s->pcr_key_len ? 2 : 1;
 
 	if (!buf)
 		return -ENOMEM;
 	for (size_t i = 0; i < s->n_gens; i++)
-		if (s->gens[i].kind != TPM_KEK_NONE)
+		if (s->gens[i].kind != TPM_KEK_NONE && format < 2)
 			format = 2;
 	util_hex(s->srk_name.bytes, s->srk_name.len, srk_hex);
 	len += (size_t)snprintf(buf + len, cap - len,
@@ -687,6 +695,14 @@ int state_format(const struct state *s, char **ret, size_t *ret_len)
 		len += 2 * s->pcr_key_len;
 		policy_pcrs_format(&s->pcrs, pcrs, sizeof(pcrs));
 		len += (size_t)snprintf(buf + len, cap - len, "\npcrs %s\n", pcrs);
+	}
+	if (s->literal.n) {
+		char lit[POLICY_PCR_MAX * 80];
+
+		policy_pcr_values_format(&s->literal,
+					 (const uint8_t(*)[POLICY_DIGEST_BYTES])s->literal_values, lit,
+					 sizeof(lit));
+		len += (size_t)snprintf(buf + len, cap - len, "pcr-literal %s\n", lit);
 	}
 	for (size_t i = 0; i < s->n_gens; i++) {
 		const struct state_generation *g = &s->gens[i];

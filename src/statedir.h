@@ -20,7 +20,7 @@
  * other kinds. We write the lowest that holds the state, so a directory
  * that uses nothing new stays readable by older versions. */
 #define STATE_FORMAT_MIN  1
-#define STATE_FORMAT_MAX  2
+#define STATE_FORMAT_MAX  3
 #define STATE_ADMIN_KEY_MAX 1024 /* DER SubjectPublicKeyInfo */
 #define STATE_MAX_GENERATIONS 4096
 #define STATE_FILE_MAX    (1024 * 1024)
@@ -46,6 +46,10 @@ struct state {
 	uint8_t pcr_key[STATE_ADMIN_KEY_MAX];
 	size_t pcr_key_len;
 	struct policy_pcrs pcrs;
+	/* Literal PCRs (values fixed when recorded) that new generations'
+	 * unseal branches check beside the signed ones; n 0: none. */
+	struct policy_pcrs literal;
+	uint8_t literal_values[POLICY_PCR_MAX][POLICY_DIGEST_BYTES];
 	struct state_generation *gens; /* ascending by number */
 	size_t n_gens;
 };

@@ -1136,9 +1136,13 @@ out:
 /* PolicyAuthorize with the approval's ticket, then PolicyCommandCode:
  * both approved policies (duplication, PCR unseal) name their command
  * right after the signer's approval. */
+static void pcr_selection(const uint32_t *index, size_t n, TPML_PCR_SELECTION *ret);
+
+/* literal (may be NULL): PCRs with fixed values checked after
+ * PolicyAuthorize, which resets the digest before. */
 static int policy_authorize_command(tpm *t, ESYS_TR policy, const struct tpm_approval *a,
 				    const TPMT_TK_VERIFIED *ticket, const TPM2B_NAME *signer,
-				    TPM2_CC command)
+				    const struct tpm_pcr_literal *literal, TPM2_CC command)
 {
 	TPM2B_DIGEST approved = {.size = 32};
 	TPM2B_NONCE ref = {.size = (UINT16)a->policy_ref_len};
@@ -1150,6 +1154,18 @@ static int policy_authorize_command(tpm *t, ESYS_TR policy, const struct tpm_app
 				  &approved, &ref, signer, ticket);
 	if (rc != TSS2_RC_SUCCESS)
 		return policy_fail(t, "PolicyAuthorize", rc);
+	if (literal && literal->n) {
+		TPM2B_DIGEST digest = {.size = 32};
+		TPML_PCR_SELECTION sel;
+
+		memcpy(digest.buffer, literal->digest, 32);
+		pcr_selection(literal->index, literal->n, &sel);
+		rc = Esys_PolicyPCR(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+				    &digest, &sel);
+		if (rc != TSS2_RC_SUCCESS)
+			return policy_fail(t, "PolicyPCR (literal PCRs: not the values sealed to)",
+					   rc);
+	}
 	rc = Esys_PolicyCommandCode(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
 				    command);
 	if (rc != TSS2_RC_SUCCESS)
@@ -1239,7 +1255,7 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind
 		r = policy_fail(t, "PolicyDuplicationSelect", rc);
 		goto out;
 	}
-	r = policy_authorize_command(t, policy, approval, ticket, signer, TPM2_CC_Duplicate);
+	r = policy_authorize_command(t, policy, approval, ticket, signer, NULL, TPM2_CC_Duplicate);
 	if (r < 0)
 		goto out;
 	if (kind == TPM_KEK_DUP_PCR) {
@@ -1377,8 +1393,8 @@ static int epoch_policy_nv(tpm *t, ESYS_TR policy, uint64_t operand)
 
 int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
 			  const uint32_t *pcrs, size_t n_pcrs, const struct tpm_approval *approval,
-			  const uint64_t *epoch_operand, const struct tpm_or_list *or,
-			  uint8_t kek[TPM_KEK_BYTES])
+			  const uint64_t *epoch_operand, const struct tpm_pcr_literal *literal,
+			  const struct tpm_or_list *or, uint8_t kek[TPM_KEK_BYTES])
 {
 	TPM2B_PUBLIC pub = {0};
 	TPM2B_PRIVATE priv = {0};
@@ -1428,7 +1444,7 @@ int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind 
 		if (r < 0)
 			goto out;
 	}
-	r = policy_authorize_command(t, policy, approval, ticket, signer, TPM2_CC_Unseal);
+	r = policy_authorize_command(t, policy, approval, ticket, signer, literal, TPM2_CC_Unseal);
 	if (r < 0)
 		goto out;
 	/* A policy of one branch is that branch: no PolicyOR. */

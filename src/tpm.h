@@ -84,6 +84,9 @@ struct tpm_pcr_values {
 	uint32_t index[24];
 	size_t n;
 	uint8_t value[24][32];
+	/* For a diagnostic: these are literal PCRs that do not hold the
+	 * values a generation was sealed to. */
+	bool literal;
 };
 
 /* A generation duplicated to another node's storage key, as TPM2_Import
@@ -166,12 +169,21 @@ int tpm_pcr_read(tpm *t, const uint32_t *index, size_t n, struct tpm_pcr_values 
  * selection in approval (current values: the TPM refuses other ones),
  * PolicyAuthorize with the PCR signer's approval, PolicyCommandCode
  * (Unseal), PolicyOR(or). -EACCES when the TPM refuses the policy. */
+/* Literal PCRs a policy branch checks after PolicyAuthorize: indexes of
+ * the SHA-256 bank and the digest of their expected values. */
+struct tpm_pcr_literal {
+	uint32_t index[24];
+	size_t n;
+	uint8_t digest[32];
+};
+
 /* epoch_operand (NULL: none): the approval also covers PolicyNV(epoch
- * index <= *epoch_operand), run after PolicyPCR. */
+ * index <= *epoch_operand), run after PolicyPCR. literal (NULL: none): the
+ * branch checks these PCRs after PolicyAuthorize. */
 int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
 			  const uint32_t *pcrs, size_t n_pcrs, const struct tpm_approval *approval,
-			  const uint64_t *epoch_operand, const struct tpm_or_list *or,
-			  uint8_t kek[TPM_KEK_BYTES]);
+			  const uint64_t *epoch_operand, const struct tpm_pcr_literal *literal,
+			  const struct tpm_or_list *or, uint8_t kek[TPM_KEK_BYTES]);
 
 /* TPM2_Duplicate of a `dup` (or `dup+pcr`, then or is its PolicyOR list)
  * generation to a new parent (a node's TPM2B_PUBLIC) through the policy

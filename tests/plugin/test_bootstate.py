@@ -448,6 +448,41 @@ class SelectionBound(BootTest):
         self.assertNotEqual(self.status(a).healthz, 'ok')
 
 
+class Literal(BootTest):
+    def test_literal_pcrs_beside_the_signed_ones(self):
+        # As systemd-cryptenroll offers (--tpm2-pcrs=7 with a signed policy
+        # on 11): PCR 11 follows the signer, PCR 7 must keep the value it
+        # had when the binding was recorded. A valid PCR 11 signature in a
+        # stranger's PCR 7 state unseals nothing: the TPM checks PCR 7.
+        a = self.node('a')
+        uki = hashlib.sha256(b'uki').hexdigest()
+
+        def boot(pcr7):
+            self.boot(a, 7, pcr7)
+            a.tools('tpm2_pcrextend', '11:sha256=' + uki)
+        boot(b'ours')
+        d = self.sigdir(a)
+        a.cli('init', '--pcr-key', self.pcr_pub, '--pcrs', '11', '--pcr-literal', '7',
+              '--pcr-signatures', d)
+        ours = run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '7').stdout.strip()
+        self.assertIn('\npcr-literal %s\n' % ours, read_text(os.path.join(a.state, 'state')))
+        self.sign_current(a, pcrs='11')
+        self.serve(a)
+        wait_until(lambda: self.status(a).healthz == 'ok', 'healthy')
+        a.daemon.stop()
+        boot(b"a stranger's")
+        self.serve(a)
+        stranger = run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '7').stdout.strip()
+        wait_until(lambda: 'literal PCRs do not hold' in self.status(a).healthz,
+                   'Status to say why')
+        self.assertIn('pcr ' + stranger, self.status(a).healthz)
+        a.daemon.stop()
+        # Back in our own PCR 7 state: the same signature works again.
+        boot(b'ours')
+        self.serve(a)
+        wait_until(lambda: self.status(a).healthz == 'ok', 'healthy again')
+
+
 class Revocation(BootTest):
     def test_a_revoked_signature_unseals_nothing(self):
         # Boot state A signed; after an update B is signed and A's signature

@@ -110,7 +110,7 @@ static void test_damaged_state(void **state)
 		write_text("state", text);
 		assert_int_equal(state_load(dir, &s), -EBADMSG);
 	}
-	write_text("state", "format 3\n");
+	write_text("state", "format 4\n"); /* past STATE_FORMAT_MAX */
 	assert_int_equal(state_load(dir, &s), -EPROTONOSUPPORT);
 	unlink(strcat(strcpy(text, dir), "/state"));
 	assert_int_equal(state_load(dir, &s), -ENOENT);
