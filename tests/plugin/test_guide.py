@@ -1,0 +1,237 @@
+#!/usr/bin/python3
+"""docs/operations.md §9.1 and §9.2 (the first node and a joining node, with
+provenance and the operator's admin key) run as written: each command line
+of those sections' examples is read from the guide itself and run by sh, on
+the machine the guide says (the admin's, node A's, node B's), with the
+files the guide has the operator carry copied between them. Each machine
+is a directory whose `tpm2-kms` on PATH is the built binary with that
+machine's configuration file (its swtpm and state directory: the guide's
+defaults are /dev/tpmrm0 and /var/lib/tpm2-kms). Passphrases are typed on a
+terminal, as the guide's openssl commands ask for them. systemctl and
+status lines are left to tests/systemd (they need systemd and /run)."""
+
+import os
+import pty
+import re
+import shutil
+import sys
+import unittest
+
+from clusterlib import read_text
+from kmsclient import Daemon, Swtpm, tempdir, tpm2_kms, wait_until
+
+SRC = os.environ.get('TOP_SRCDIR', os.getcwd())
+PASSPHRASE = b'correct horse battery staple'
+
+
+def guide_blocks(heading):
+    """The indented example blocks of one section of the guide, as lists of
+    (prompt, command) in order; output lines are left out."""
+    text = read_text(os.path.join(SRC, 'docs', 'operations.md'))
+    start = text.index('\n' + heading)
+    end = min(i for i in (text.find('\n### ', start + 1), text.find('\n## ', start + 1),
+                          len(text)) if i >= 0)
+    blocks, current = [], []
+    for line in text[start:end].splitlines():
+        if line.startswith('    '):
+            m = re.match(r'^ {4,}(?:([a-z0-9-]+)[#$] +)?((?:tpm2-kms|openssl|systemctl) .*)$',
+                         line)
+            if m:
+                current.append((m.group(1), m.group(2)))
+        elif line.strip() and current:
+            blocks.append(current)
+            current = []
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+class Machine:
+    def __init__(self, root, name, tpm=None):
+        self.name = name
+        self.dir = os.path.join(root, name)
+        os.makedirs(self.dir)
+        self.bin = os.path.join(self.dir, 'bin')
+        os.makedirs(self.bin)
+        conf = os.path.join(self.dir, 'tpm2-kms.conf')
+        self.tpm = tpm
+        self.state = os.path.join(self.dir, 'state')
+        with open(conf, 'w') as f:
+            if tpm:
+                f.write('tcti %s\nstate-dir %s\npcr-signatures %s\n' %
+                        (tpm.tcti, self.state, os.path.join(self.dir, 'sigs')))
+        # The offline admin tools read no configuration file.
+        with open(os.path.join(self.bin, 'tpm2-kms'), 'w') as f:
+            f.write('#!/bin/sh\ncmd=$1\nshift\ncase $cmd in approve|pcr-sign|recover) '
+                    'exec %s "$cmd" "$@";; esac\nexec %s "$cmd" --config %s "$@"\n' %
+                    (tpm2_kms(), tpm2_kms(), conf))
+        os.chmod(os.path.join(self.bin, 'tpm2-kms'), 0o755)
+
+    def run(self, command):
+        """command, as written, by sh on a terminal: passphrase prompts are
+        answered. Returns (exit status, output)."""
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.chdir(self.dir)
+            env = dict(os.environ, PATH=self.bin + ':' + os.environ['PATH'])
+            os.execve('/bin/sh', ['sh', '-c', command], env)
+        out = b''
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if re.search(rb'pass ?phrase[^\n]*:\s*$', out, re.I):
+                os.write(fd, PASSPHRASE + b'\n')
+                out += b'\n'
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        return os.waitstatus_to_exitcode(status), out.decode(errors='replace')
+
+
+class Guide(unittest.TestCase):
+    def setUp(self):
+        self.root = tempdir('kmsg-')
+        self.tpms = []
+
+    def tearDown(self):
+        for t in self.tpms:
+            t.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def machine(self, name, with_tpm=True):
+        tpm = None
+        if with_tpm:
+            tpm = Swtpm(os.path.join(self.root, name + '-tpm'))
+            tpm.start()
+            self.tpms.append(tpm)
+        return Machine(self.root, name, tpm)
+
+    def carry(self, name, src, dst):
+        shutil.copy(os.path.join(src.dir, name), os.path.join(dst.dir, name))
+
+    def run_block(self, machines, default, block, ran):
+        for prompt, command in block:
+            if command.startswith('systemctl') or ' status ' in command + ' ':
+                continue
+            m = machines[prompt or default]
+            code, out = m.run(command)
+            self.assertEqual(code, 0, '%s$ %s\n%s' % (m.name, command, out))
+            ran.append('%s: %s' % (m.name, command))
+        return ran
+
+    def test_first_node_and_a_joining_node_as_written(self):
+        admin = self.machine('admin', with_tpm=False)
+        a = self.machine('node-a')
+        b = self.machine('node-b')
+        machines = {'admin': admin, 'node-a': a, 'node-b': b}
+        ran = []
+        # §9.1: the admin makes the key; node A's node file goes to the
+        # admin, the approval and the public key come back.
+        first = guide_blocks('### 9.1 The first node')
+        self.assertEqual(len(first), 2, first)
+        self.run_block(machines, 'admin', first[0], ran)
+        self.carry('admin.pub.pem', admin, a)
+        for prompt, command in first[1]:
+            self.run_block(machines, None, [(prompt, command)], ran)
+            if 'node-key' in command:
+                self.carry('node-a.node', a, admin)
+            if 'approve' in command:
+                self.carry('node-a.approval', admin, a)
+        self.assertIn(' policy dup\n', read_text(os.path.join(a.state, 'state')))
+        self.assertTrue(os.path.exists(os.path.join(a.state, 'gen-000001.cert')))
+        # §9.2, block by block, on the machine the guide names.
+        join = guide_blocks('### 9.2 Joining a node')
+        self.assertEqual(len(join), 4, join)
+        self.run_block(machines, 'node-b', join[0], ran)          # node-key
+        self.carry('node-b.node', b, admin)
+        self.run_block(machines, 'admin', join[1], ran)           # approve
+        self.carry('node-b.node', admin, a)
+        self.carry('node-b.approval', admin, a)
+        self.carry('node-b.approval', admin, b)
+        self.carry('admin.pub.pem', admin, b)
+        self.run_block(machines, 'node-a', join[2], ran)          # export
+        self.carry('node-b.bundle', a, b)
+        self.run_block(machines, 'node-b', join[3], ran)          # import, certify
+        self.assertTrue(os.path.exists(os.path.join(b.state, 'node-approval')))
+        # Both nodes serve the same write key_id, and B's next generation is
+        # certified by B.
+        ids = []
+        for m in (a, b):
+            d = Daemon(m.dir, m.tpm, '--pcr-signatures', os.path.join(m.dir, 'sigs'),
+                       state_dir=m.state)
+            d.start()
+            c = d.client()
+            ids.append(c.status().key_id)
+            c.close()
+            d.stop()
+        self.assertEqual(ids[0], ids[1])
+        print('ran as written:\n  ' + '\n  '.join(ran))
+
+    def test_escrow_and_recovery_as_written(self):
+        # §9.1 for the admin key and the first node, then §7.1, §7.2 and the
+        # disaster of §7.4 on a replacement, every command from the guide.
+        admin = self.machine('admin', with_tpm=False)
+        a = self.machine('node-a')
+        new = self.machine('new')
+        offline = admin                       # the admin's offline machine
+        machines = {'admin': admin, 'node-a': a, 'new': new, 'offline': offline}
+        ran = []
+        first = guide_blocks('### 9.1 The first node')
+        self.run_block(machines, 'admin', first[0], ran)
+        self.carry('admin.pub.pem', admin, a)
+        for prompt, command in first[1]:
+            self.run_block(machines, None, [(prompt, command)], ran)
+            if 'node-key' in command:
+                self.carry('node-a.node', a, admin)
+            if 'approve' in command:
+                self.carry('node-a.approval', admin, a)
+        # §7.1 on the offline machine; §7.2 on the node.
+        making = guide_blocks('### 7.1 Making and keeping the recovery key')
+        self.assertEqual(len(making), 2, making)
+        for block in making:
+            self.run_block(machines, 'admin', block, ran)
+        for f in ('recovery.node', 'recovery.approval'):
+            self.carry(f, admin, a)
+        self.run_block(machines, 'node-a', guide_blocks('### 7.2 Turning escrow on')[0], ran)
+        d = Daemon(a.dir, a.tpm, state_dir=a.state)
+        d.start()
+        c = d.client()
+        before = c.encrypt(b'a Secret before the disaster')
+        c.close()
+        d.stop()
+        # The backup: the state directory, as section 6 copies it.
+        shutil.copytree(a.state, os.path.join(offline.dir, 'backup', 'var', 'lib', 'tpm2-kms'))
+        a.tpm.kill()                          # the TPM is gone
+        steps = guide_blocks('### 7.4 Recovery on a replacement machine')
+        self.assertEqual(len(steps), 3, steps)
+        self.run_block(machines, 'new', steps[0], ran)             # node-key
+        self.carry('new.node', new, offline)
+        self.run_block(machines, 'offline', steps[1], ran)         # recover
+        self.carry('new.bundle', offline, new)
+        for f in ('admin.pub.pem', 'recovery.node', 'recovery.approval'):
+            self.carry(f, admin, new)
+        for prompt, command in steps[2]:                           # import ... init
+            self.run_block(machines, None, [(prompt, command)], ran)
+            if 'approve' in command:
+                self.carry('new.approval', admin, new)
+        d = Daemon(new.dir, new.tpm, state_dir=new.state)
+        d.start()
+        c = d.client()
+        self.assertEqual(c.decrypt(before.ciphertext, before.key_id).plaintext,
+                         b'a Secret before the disaster')
+        self.assertEqual(c.status().key_id, before.key_id)
+        c.close()
+        d.stop()
+        self.assertTrue(os.path.exists(os.path.join(new.state, 'escrow', 'gen-000001.pem')))
+        print('ran as written:\n  ' + '\n  '.join(ran))
+
+
+if __name__ == '__main__':
+    r = unittest.main(verbosity=2, exit=False).result
+    print('%d passed, %d failed' % (r.testsRun - len(r.failures) - len(r.errors),
+                                    len(r.failures) + len(r.errors)))
+    sys.exit(0 if r.wasSuccessful() else 1)
