@@ -219,9 +219,24 @@ static void on_connection(uv_stream_t *server, int status)
 	c->next = m->clients;
 	m->clients = c;
 	m->n_clients++;
-	if (uv_accept(server, &c->h.stream) < 0 || m->n_clients > MAX_CLIENTS || m->stopping) {
+	if (uv_accept(server, &c->h.stream) < 0 || m->stopping) {
 		client_close(c);
 		return;
+	}
+	if (m->n_clients > MAX_CLIENTS) {
+		/* Full: the oldest client still waiting for an answer goes, so
+		 * that idle connections (any local user can open them) cannot
+		 * keep every scrape out. */
+		struct client *oldest = NULL;
+
+		for (struct client *o = m->clients; o; o = o->next)
+			if (o != c && !o->answered && !uv_is_closing(&o->h.handle))
+				oldest = o;
+		if (!oldest) {
+			client_close(c);
+			return;
+		}
+		client_close(oldest);
 	}
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;

@@ -427,6 +427,28 @@ class Observability(unittest.TestCase):
         finally:
             d.stop()
 
+    def test_idle_clients_cannot_starve_the_metrics(self):
+        # Any local user could hold all 16 client slots with idle
+        # connections: every scrape was refused. Now a new client takes the
+        # slot of the oldest one still waiting.
+        with socket.socket() as s:
+            s.bind(('127.0.0.1', 0))
+            port = s.getsockname()[1]
+        d = Daemon(self.root, self.tpm, '--metrics-listen', '127.0.0.1:%d' % port)
+        d.start()
+        idle = []
+        try:
+            for _ in range(16):
+                idle.append(socket.create_connection(('127.0.0.1', port)))
+            url = 'http://127.0.0.1:%d/metrics' % port
+            for _ in range(5):
+                body = urllib.request.urlopen(url, timeout=5).read().decode()
+                self.assertIn('tpm2kms_tpm_up', body)
+        finally:
+            for i in idle:
+                i.close()
+            d.stop()
+
     def test_metrics_refuses_non_loopback(self):
         r = run_cli('serve', '--tcti', self.tpm.tcti, '--state-dir',
                     os.path.join(self.root, 'state'), '--listen',
