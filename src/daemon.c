@@ -17,7 +17,19 @@ struct daemon {
 	uv_signal_t sigterm, sigint, sighup;
 	const struct daemon_hooks *hooks;
 	bool stopping;
+	/* The backend's stopping hook has run: it lets go of the loop and of
+	 * itself, so it runs once. */
+	bool backend_stopped;
 };
+
+static void stop_backend(struct daemon *d)
+{
+	if (d->backend_stopped)
+		return;
+	d->backend_stopped = true;
+	if (d->hooks && d->hooks->stopping)
+		d->hooks->stopping(d->hooks->arg);
+}
 
 static void on_signal_closed(uv_handle_t *h)
 {
@@ -32,18 +44,14 @@ static void on_server_stopped(void *arg)
 	uv_close((uv_handle_t *)&d->sigterm, on_signal_closed);
 	uv_close((uv_handle_t *)&d->sigint, on_signal_closed);
 	uv_close((uv_handle_t *)&d->sighup, on_signal_closed);
-	if (d->hooks && d->hooks->stopping)
-		d->hooks->stopping(d->hooks->arg);
+	stop_backend(d);
 }
 
 /* The grace period is over and calls are still in flight: the backend
- * answers them (its stopping hook is idempotent). */
+ * stops now, answering them. */
 static void on_grace_expired(void *arg)
 {
-	struct daemon *d = arg;
-
-	if (d->hooks && d->hooks->stopping)
-		d->hooks->stopping(d->hooks->arg);
+	stop_backend(arg);
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -166,8 +174,7 @@ out:
 	if (r < 0) {
 		/* Nothing was served; the backend lets go of the loop, then
 		 * whatever was opened here is closed. */
-		if (hooks && hooks->stopping)
-			hooks->stopping(hooks->arg);
+		stop_backend(&d);
 		if (d.srv)
 			server_shutdown(d.srv, NULL, NULL, NULL);
 		uv_run(loop, UV_RUN_DEFAULT);

@@ -28,10 +28,10 @@ void daemon_config_defaults(struct daemon_config *cfg);
 struct daemon_hooks {
 	/* The socket is bound and serving. */
 	void (*ready)(void *arg);
-	/* Shutdown is ending: answer every call still held (the grace period
-	 * ran out) and release the loop handles the backend owns so the loop
-	 * can end. May be called twice (at the grace period's end, then when
-	 * the connections are closed): must be idempotent. */
+	/* Shutdown is ending: answer every call still held and release the
+	 * loop handles the backend owns so the loop can end. Called once:
+	 * when the grace period runs out with calls in flight, or else when
+	 * the connections are closed. */
 	void (*stopping)(void *arg);
 	/* SIGHUP. */
 	void (*reload)(void *arg);

@@ -452,8 +452,16 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 	r = tpm_open(tcti, &t);
 	if (r < 0)
 		goto out;
+	/* The owner password's file is read only when something must be
+	 * created: the guide has it removed after provisioning. */
 	if (c->owner_auth_file) {
-		r = owner_auth_load(t, c->owner_auth_file);
+		bool needed = true;
+
+		r = tpm_needs_provisioning(t, nv_index ? nv_index : s.nv_index ? s.nv_index
+									      : TPM_NV_INDEX_DEFAULT,
+					   s.pcr_key_len || c->pcr_key_len, &needed);
+		if (r == 0 && needed)
+			r = owner_auth_load(t, c->owner_auth_file);
 		if (r < 0)
 			goto out;
 	}

@@ -20,6 +20,7 @@
 #include "signer.h"
 #include "statedir.h"
 #include "tpm.h"
+#include "tpmworker.h"
 #include "util.h"
 #include "vmgenid.h"
 
@@ -766,6 +767,14 @@ int main(int argc, char **argv)
 		break;
 	}
 	if (r < 0 && s.command == CMD_SERVE)
-		return serve_failed(r);
-	return r < 0 ? 1 : 0;
+		r = serve_failed(r);
+	else
+		r = r < 0 ? 1 : 0;
+	/* A thread stuck in a TPM command still runs: exit handlers must not
+	 * tear down what it uses. */
+	if (tpm_worker_left_behind()) {
+		fflush(NULL);
+		_exit(r);
+	}
+	return r;
 }

@@ -1639,6 +1639,33 @@ static int epoch_set_bits(tpm *t, uint64_t bits)
 	return 0;
 }
 
+int tpm_needs_provisioning(tpm *t, uint32_t nv_index, bool epoch, bool *ret)
+{
+	uint32_t handles[3] = {TPM_SRK_HANDLE, nv_index, TPM_NV_EPOCH_INDEX};
+	size_t n = epoch ? 3 : 2;
+	int r = 0;
+
+	t->last_rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		ESYS_TR tr = ESYS_TR_NONE;
+		TSS2_RC rc = Esys_TR_FromTPMPublic(t->esys, handles[i], ESYS_TR_NONE, ESYS_TR_NONE,
+						   ESYS_TR_NONE, &tr);
+
+		if (rc == TSS2_RC_SUCCESS) {
+			Esys_TR_Close(t->esys, &tr);
+			continue;
+		}
+		r = fail(t, "look up what provisioning makes", rc);
+		if (r == -ENOENT) {
+			*ret = true;
+			return 0;
+		}
+		return r;
+	}
+	*ret = false;
+	return 0;
+}
+
 int tpm_epoch_provision(tpm *t)
 {
 	TPM2B_AUTH auth = {0};

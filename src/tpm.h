@@ -212,6 +212,11 @@ int tpm_signkey_sign(tpm *t, const struct tpm_sealed *key, const uint8_t digest[
  * was made for another storage key or was altered. */
 int tpm_kek_import(tpm *t, const struct tpm_duplicate *d, struct tpm_sealed *ret);
 
+/* Whether provisioning has anything to create: the SRK, the NV counter at
+ * nv_index, or (epoch) the PCR signature epoch index is missing. What
+ * needs the owner's authorization, which is read only then. */
+int tpm_needs_provisioning(tpm *t, uint32_t nv_index, bool epoch, bool *ret);
+
 /* Defines the NV counter (TPM_NT_COUNTER, 8 bytes, AUTHREAD|AUTHWRITE|
  * NO_DA, empty auth) if absent; accepts an existing one of that shape,
  * -EEXIST for anything else at the index. */

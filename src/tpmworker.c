@@ -69,6 +69,7 @@ struct tpm_worker {
 	/* The job the thread runs now (under lock), so that stop can answer
 	 * it when it leaves the thread behind. */
 	struct job *running;
+	struct tpm_worker *next_abandoned;
 	/* Set by stop when it leaves a stuck thread behind: the thread must
 	 * then touch nothing of the loop's. */
 	_Atomic bool abandoned;
@@ -205,6 +206,9 @@ static void thread_main(void *arg)
 }
 
 static void schedule_probe(tpm_worker *w, uint32_t delay_ms);
+
+/* Workers whose thread stop left behind, stuck in a TPM command. */
+static tpm_worker *abandoned_workers;
 
 static const char *problem_of(int err)
 {
@@ -496,6 +500,9 @@ void tpm_worker_stop(tpm_worker *w)
 		}
 		uv_mutex_unlock(&w->lock);
 		pthread_detach(w->thread);
+		/* The thread keeps using the worker until the process exits. */
+		w->next_abandoned = abandoned_workers;
+		abandoned_workers = w;
 	}
 
 	/* Finished jobs first, then the cancelled ones. */
@@ -517,6 +524,11 @@ void tpm_worker_stop(tpm_worker *w)
 	uv_close((uv_handle_t *)&w->async, on_handle_closed);
 	uv_close((uv_handle_t *)&w->probe_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&w->watchdog, on_handle_closed);
+}
+
+bool tpm_worker_left_behind(void)
+{
+	return abandoned_workers != NULL;
 }
 
 bool tpm_worker_probed(const tpm_worker *w)

@@ -38,6 +38,11 @@ int tpm_worker_start(uv_loop_t *loop, const struct tpm_worker_config *cfg, tpm_h
  * handles and then frees the worker. */
 void tpm_worker_stop(tpm_worker *w);
 
+/* Whether a stop left a thread behind, stuck in a TPM command: the
+ * process must then end without running exit handlers (OpenSSL's cleanup
+ * would free what that thread still uses). */
+bool tpm_worker_left_behind(void);
+
 /* Whether the first probe has finished. */
 bool tpm_worker_probed(const tpm_worker *w);
 

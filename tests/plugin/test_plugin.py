@@ -402,6 +402,23 @@ class OwnerPassword(PluginTest):
                        env=self.env, check=True, capture_output=True)
 
 
+    def test_the_file_is_read_only_when_something_must_be_created(self):
+        # The guide has the owner password's file removed once provisioning
+        # is done; with owner-auth-file left in the configuration every
+        # later start then exited 1, for ever.
+        conf = os.path.join(self.root, 'tpm2-kms.conf')
+        with open(conf, 'w') as f:
+            f.write('owner-auth-file %s\n' % self.pw)
+        self.cli('init', *self.tpm_args(), '--config', conf)
+        os.unlink(self.pw)
+        self.cli('init', *self.tpm_args(), '--config', conf)
+        self.daemon.extra = ['--config', conf]
+        self.daemon.start()
+        c = self.daemon.client()
+        self.assertEqual(c.status().healthz, 'ok')
+        c.close()
+
+
 class Provisioning(PluginTest):
     def test_init_is_idempotent_and_files_are_private(self):
         a = self.cli('init', *self.tpm_args()).stdout.strip()
