@@ -722,6 +722,12 @@ int keyadmin_retire(const char *dir, uint32_t generation, bool force)
 	if (r < 0)
 		goto out;
 	log_info("retired generation %u", (unsigned)generation);
+	/* Kept on purpose: etcd backups made while it was in use need it. */
+	if (escrow_has(dir, generation))
+		log_info("its escrow file %s/%s/gen-%06u.pem is kept: a backup of etcd made while "
+			 "generation %u was in use needs it to be recovered; remove it yourself "
+			 "once no backup does",
+			 dir, ESCROW_DIR, (unsigned)generation, (unsigned)generation);
 out:
 	free(counts);
 	state_free(&s);

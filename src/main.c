@@ -15,6 +15,7 @@
 #include "notify.h"
 #include "pcrpolicy.h"
 #include "plugin.h"
+#include "provenance.h"
 #include "secmem.h"
 #include "settings.h"
 #include "signer.h"
@@ -567,6 +568,60 @@ static int cmd_import(const struct settings *s)
 	return r;
 }
 
+/* A signing key kept as DER in the state, by its TPM Name in hex. */
+static void print_key_name(const char *label, const uint8_t *der, size_t len)
+{
+	char hex[NODE_FINGERPRINT_MAX] = "(not usable)";
+	struct tpm_name name;
+	EVP_PKEY *key = NULL;
+
+	if (signer_from_der(der, len, &key) == 0 && signer_name(key, &name) == 0)
+		node_fingerprint(&name, hex);
+	EVP_PKEY_free(key);
+	printf("%-13s %s\n", label, hex);
+}
+
+/* What a node trusts and is, for the out-of-band comparisons of
+ * docs/operations.md §9.5. */
+static void print_anchors(const char *dir, const struct state *st)
+{
+	char path[PATH_MAX], fp[NODE_FINGERPRINT_MAX];
+	struct tpm_name sign;
+	struct node n;
+
+	printf("\n");
+	if (st->admin_key_len)
+		print_key_name("admin key:", st->admin_key, st->admin_key_len);
+	else
+		printf("%-13s none recorded (generations are `none`: they never leave this TPM)\n",
+		       "admin key:");
+	if (st->pcr_key_len) {
+		char pcrs[100], lit[100] = "";
+
+		print_key_name("PCR signer:", st->pcr_key, st->pcr_key_len);
+		policy_pcrs_format(&st->pcrs, pcrs, sizeof(pcrs));
+		if (st->literal.n)
+			policy_pcrs_format(&st->literal, lit, sizeof(lit));
+		printf("%-13s signed sha256:%s%s%s\n", "PCRs:", pcrs, *lit ? ", literal " : "", lit);
+	}
+	if (escrow_configured(dir) &&
+	    (size_t)snprintf(path, sizeof(path), "%s/%s/node.pem", dir, ESCROW_DIR) < sizeof(path) &&
+	    nodefile_load(path, &n) == 0) {
+		node_fingerprint(&n.name, fp);
+		printf("%-13s %s\n", "escrow to:", fp);
+	}
+	node_fingerprint(&st->srk_name, fp);
+	printf("%-13s %s\n", "this node:", fp);
+	if (provenance_approved_signing_key(dir, st, &sign) == 0) {
+		node_fingerprint(&sign, fp);
+		printf("%-13s %s (approval recorded: it certifies what it makes)\n", "signing key:",
+		       fp);
+	} else {
+		printf("%-13s no approval of this node recorded (tpm2-kms certify --approval)\n",
+		       "signing key:");
+	}
+}
+
 static int cmd_keys(const struct settings *s)
 {
 	struct decrypt_counts *counts = calloc(1, sizeof(*counts));
@@ -590,9 +645,9 @@ static int cmd_keys(const struct settings *s)
 		goto out;
 	}
 	escrow = escrow_configured(s->state_dir);
-	printf("%-10s  %-45s  %-20s  %-12s  %-7s  %-6s  %-10s  %s\n", "GENERATION", "KEY_ID",
-	       "CREATED", "STATE", "KIND", "ESCROW", "DAEMON",
-	       counts->pid ? "DECRYPTS" : "DECRYPTS(no daemon)");
+	printf("%-10s  %-45s  %-20s  %-12s  %-7s  %-6s  %-10s  %-19s  %s\n", "GENERATION",
+	       "KEY_ID", "CREATED", "STATE", "KIND", "ESCROW", "DAEMON",
+	       counts->pid ? "DECRYPTS" : "DECRYPTS(no daemon)", "CERTIFIED");
 	for (size_t i = 0; i < st.n_gens; i++) {
 		const struct state_generation *g = &st.gens[i];
 		char created[32];
@@ -601,14 +656,21 @@ static int cmd_keys(const struct settings *s)
 
 		gmtime_r(&t, &tm);
 		strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		printf("%-10u  %-45s  %-20s  %-12s  %-7s  %-6s  %-10s  %llu\n", (unsigned)g->number,
-		       g->key_id, created, g->number == st.write_generation ? "write" : "decrypt-only",
+		struct provenance cert;
+
+		printf("%-10u  %-45s  %-20s  %-12s  %-7s  %-6s  %-10s  %-19llu  %s\n",
+		       (unsigned)g->number, g->key_id, created,
+		       g->number == st.write_generation ? "write" : "decrypt-only",
 		       state_kind_name(g->kind),
 		       !escrow || !tpm_kek_duplicable(g->kind) ? "-"
 		       : escrow_has(s->state_dir, g->number) ? "yes"
 							     : "no",
-		       counts_loaded(counts, g->number), (unsigned long long)counts_get(counts, g->number));
+		       counts_loaded(counts, g->number), (unsigned long long)counts_get(counts, g->number),
+		       !tpm_kek_duplicable(g->kind)			   ? "-"
+		       : provenance_load(s->state_dir, g->number, &cert) == 0 ? "yes"
+									 : "no");
 	}
+	print_anchors(s->state_dir, &st);
 	state_free(&st);
 out:
 	free(counts);

@@ -352,3 +352,17 @@ int provenance_certify(tpm *t, const struct certifier *c, const struct state_gen
 	*ret = p;
 	return 0;
 }
+
+int provenance_approved_signing_key(const char *dir, const struct state *s, struct tpm_name *ret)
+{
+	struct certifier *c = calloc(1, sizeof(*c));
+	int r;
+
+	if (!c)
+		return -ENOMEM;
+	r = provenance_certifier(dir, s, c);
+	if (r == 0)
+		r = tpmobj_name(c->key.pub, c->key.pub_len, ret);
+	util_freezero(c, sizeof(*c));
+	return r;
+}

@@ -87,6 +87,11 @@ struct certifier {
 };
 int provenance_certifier(const char *dir, const struct state *s, struct certifier *ret);
 
+/* The Name of this node's signing key when its approval is recorded and
+ * checks out (provenance_certifier); -ENOENT when none is recorded. */
+int provenance_approved_signing_key(const char *dir, const struct state *s,
+				    struct tpm_name *ret);
+
 /* Checks an approval of this node (its SRK s->srk_name and its signing
  * key) against the state's admin key, then records it. */
 int provenance_record_approval(tpm *t, const char *dir, const struct state *s,

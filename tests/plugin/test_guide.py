@@ -169,6 +169,21 @@ class Guide(unittest.TestCase):
             c.close()
             d.stop()
         self.assertEqual(ids[0], ids[1])
+        # §9.5: what to compare out of band. `keys` names the admin key the
+        # node trusts (its TPM Name, as approvals name their signer) and the
+        # node's own keys, as node-key printed them.
+        signer = re.search(r'^signer (\S+)$', read_text(os.path.join(b.dir, 'node-b.approval')),
+                           re.M).group(1)
+        for m, node_file in ((a, 'node-a.node'), (b, 'node-b.node')):
+            code, out = m.run('tpm2-kms keys')
+            self.assertEqual(code, 0, out)
+            self.assertRegex(out, r'(?m)^admin key: +%s\s*$' % signer)
+            code, fps = m.run('tpm2-kms node-key -o /dev/null')
+            storage = re.search(r'node fingerprint: (\S+)', fps).group(1)
+            signing = re.search(r'node signing key: (\S+)', fps).group(1)
+            self.assertRegex(out, r'(?m)^this node: +%s\s*$' % storage)
+            self.assertRegex(out, r'(?m)^signing key: +%s \(approval recorded' % signing)
+            self.assertRegex(out, r'(?m)^1 .* yes\s*$')         # generation 1 certified
         print('ran as written:\n  ' + '\n  '.join(ran))
 
     def test_escrow_and_recovery_as_written(self):

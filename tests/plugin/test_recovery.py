@@ -359,6 +359,17 @@ class EscrowAtRotation(EscrowTest):
         wait_until(lambda: a.daemon.healthz() == 'ok', 'healthy again')
         self.assertIn('tpm2kms_escrow_missing 0', self.scrape(a))
 
+    def test_retire_keeps_the_escrow_file_and_says_so(self):
+        a = self.escrowed_node()
+        a.cli('rotate')
+        r = a.offline('retire', '1')
+        escrow = os.path.join(a.state, 'escrow', 'gen-000001.pem')
+        self.assertTrue(os.path.exists(escrow))
+        self.assertIn('its escrow file %s is kept' % escrow, r.stderr)
+        self.assertIn('remove it yourself once no backup does', r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(a.state, 'gen-000001.pem')))
+        self.assertFalse(os.path.exists(os.path.join(a.state, 'gen-000001.cert')))
+
     @staticmethod
     def scrape(node):
         import socket
