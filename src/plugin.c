@@ -769,6 +769,14 @@ static void encrypt(void *backend, const uint8_t *plaintext, size_t len, uint64_
 	}
 }
 
+static const struct generation *find_key_id(const plugin *p, const char *key_id)
+{
+	for (const struct generation *g = p->gens; g; g = g->next)
+		if (strcmp(g->key_id, key_id) == 0)
+			return g;
+	return NULL;
+}
+
 static void decrypt(void *backend, const uint8_t *ct, size_t len, const char *key_id,
 		    kms_complete_fn done, void *token)
 {
@@ -778,6 +786,14 @@ static void decrypt(void *backend, const uint8_t *ct, size_t len, const char *ke
 	size_t out_len = 0;
 	uint32_t number;
 
+	/* Named from the request's key_id alone, before the ciphertext is
+	 * looked at: it says nothing about the ciphertext, and "invalid
+	 * ciphertext" for a key this node never had read as corruption. */
+	if (key_id && !find_key_id(p, key_id)) {
+		res.message = "unknown key_id: no key generation here has it (retired, not "
+			      "imported yet, or another cluster's)";
+		goto done;
+	}
 	if (envelope_generation(ct, len, &number) < 0)
 		goto done;
 	g = find(p, number);

@@ -116,7 +116,6 @@ class RoundTrip(PluginTest):
         flipped[60] ^= 1
         bad.append((bytes(flipped), e.key_id))
         bad.append((e.ciphertext[:-1], e.key_id))
-        bad.append((e.ciphertext, 'tpm2-kms-g1-' + '0' * 32))          # key_id mismatch
         wrong_gen = bytearray(e.ciphertext)
         wrong_gen[4] = 9
         bad.append((bytes(wrong_gen), e.key_id))                          # unknown generation
@@ -129,6 +128,15 @@ class RoundTrip(PluginTest):
                 c.decrypt(ct, kid)
             self.assertEqual(cm.exception.code(), INVALID)
             self.assertEqual(cm.exception.details(), 'invalid ciphertext')
+        # A key_id this node has no generation for (retired, not imported
+        # yet, another cluster's) is named as such, from the key_id alone:
+        # the same answer whatever the ciphertext.
+        for ct in (e.ciphertext, bytes(flipped), b'\x01' * 3):
+            with self.assertRaises(grpc.RpcError) as cm:
+                c.decrypt(ct, 'tpm2-kms-g1-' + '0' * 32)
+            self.assertEqual(cm.exception.code(), INVALID)
+            self.assertTrue(cm.exception.details().startswith('unknown key_id:'),
+                            cm.exception.details())
         with self.assertRaises(grpc.RpcError) as cm:
             c.v1_decrypt(bytes(flipped))
         self.assertEqual((cm.exception.code(), cm.exception.details()),
