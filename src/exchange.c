@@ -108,8 +108,8 @@ int exchange_node_key_public(const char *public_key_path, char **ret_pem, size_t
 	return r;
 }
 
-int exchange_approve(const char *admin_key_path, const char *node_path, char **ret_text,
-		     size_t *ret_len, struct node *ret_node)
+int exchange_approve(const char *admin_key_path, const char *passphrase_file,
+		     const char *node_path, char **ret_text, size_t *ret_len, struct node *ret_node)
 {
 	EVP_PKEY *admin = NULL;
 	struct approval a;
@@ -119,7 +119,7 @@ int exchange_approve(const char *admin_key_path, const char *node_path, char **r
 	r = nodefile_load(node_path, &n);
 	if (r < 0)
 		return r;
-	r = signer_load_private(admin_key_path, "admin key", &admin);
+	r = signer_load_private(admin_key_path, "admin key", passphrase_file, &admin);
 	if (r < 0)
 		return r;
 	r = approval_sign(admin, &n.name, &n.sign_name, &a);
@@ -825,9 +825,9 @@ out:
 	return r;
 }
 
-int exchange_recover(const char *recovery_key_path, const char *admin_key_path,
-		     const char *node_path, const char *const *bundles, size_t n_bundles,
-		     uint32_t write_gen, char **ret_bundle, size_t *ret_len)
+int exchange_recover(const char *recovery_key_path, const char *passphrase_file,
+		     const char *admin_key_path, const char *node_path, const char *const *bundles,
+		     size_t n_bundles, uint32_t write_gen, char **ret_bundle, size_t *ret_len)
 {
 	EVP_PKEY *admin = NULL;
 	struct bundle out = {0};
@@ -844,7 +844,7 @@ int exchange_recover(const char *recovery_key_path, const char *admin_key_path,
 	r = signer_load_public(admin_key_path, "admin key", &admin);
 	if (r < 0)
 		return r;
-	r = signer_load_private(recovery_key_path, "recovery key", &key);
+	r = signer_load_private(recovery_key_path, "recovery key", passphrase_file, &key);
 	if (r < 0)
 		goto out;
 	r = tpmobj_storage_public(key, rec_pub, &rec_len);

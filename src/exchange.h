@@ -26,8 +26,10 @@ int exchange_node_key_public(const char *public_key_path, char **ret_pem, size_t
 
 /* Signs a node file with the admin private key, no TPM: the duplication
  * approval and, for a TPM node, the statement approving its signing key. */
-int exchange_approve(const char *admin_key_path, const char *node_path, char **ret_text,
-		     size_t *ret_len, struct node *ret_node);
+/* passphrase_file: the admin key file's passphrase (NULL: asked on the
+ * terminal). */
+int exchange_approve(const char *admin_key_path, const char *passphrase_file,
+		     const char *node_path, char **ret_text, size_t *ret_len, struct node *ret_node);
 
 /* Duplicates generations (n 0: every `dup` one) to an approved node. */
 /* pcr_dir: PCR signatures, to unseal dup+pcr generations for the MACs. */
@@ -56,8 +58,8 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 /* Only generations certified by a node the admin key (admin_key_path, the
  * operator's public key) approved are recovered; their certificates go
  * into the bundle written. */
-int exchange_recover(const char *recovery_key_path, const char *admin_key_path,
-		     const char *node_path, const char *const *bundles, size_t n_bundles,
-		     uint32_t write_gen, char **ret_bundle, size_t *ret_len);
+int exchange_recover(const char *recovery_key_path, const char *passphrase_file,
+		     const char *admin_key_path, const char *node_path, const char *const *bundles,
+		     size_t n_bundles, uint32_t write_gen, char **ret_bundle, size_t *ret_len);
 
 #endif

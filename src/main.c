@@ -385,6 +385,21 @@ static int cmd_certify(const struct settings *s)
 	return r;
 }
 
+/* An encrypted private key's passphrase: --passphrase-file, else the
+ * systemd credential `passphrase`, else NULL (asked on the terminal). */
+static const char *passphrase_file(const struct settings *s)
+{
+	static char cred[PATH_MAX];
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+
+	if (*s->passphrase_file)
+		return s->passphrase_file;
+	if (dir && (size_t)snprintf(cred, sizeof(cred), "%s/passphrase", dir) < sizeof(cred) &&
+	    access(cred, F_OK) == 0)
+		return cred;
+	return NULL;
+}
+
 /* The fingerprints an admin compares out of band. */
 static void print_node(const char *prefix, const struct node *n)
 {
@@ -427,7 +442,7 @@ static int cmd_approve(const struct settings *s)
 	r = key_command_begin();
 	if (r < 0)
 		return r;
-	r = exchange_approve(s->admin_key, s->args[0], &text, &len, &n);
+	r = exchange_approve(s->admin_key, passphrase_file(s), s->args[0], &text, &len, &n);
 	if (r == 0)
 		r = write_output(s, text, len);
 	if (r == 0)
@@ -518,7 +533,7 @@ static int cmd_pcr_sign(const struct settings *s)
 	r = key_command_begin();
 	if (r < 0)
 		goto out;
-	r = signer_load_private(s->key, "PCR signer", &key);
+	r = signer_load_private(s->key, "PCR signer", passphrase_file(s), &key);
 	if (r == 0)
 		r = approval_sign_pcrs(key, &pcrs, (const uint8_t(*)[POLICY_DIGEST_BYTES])values,
 				       s->legacy, s->epoch, a);
@@ -543,8 +558,8 @@ static int cmd_recover(const struct settings *s)
 	r = key_command_begin();
 	if (r < 0)
 		return r;
-	r = exchange_recover(s->recovery_key, s->admin_key, s->to, s->args, s->n_args,
-			     s->write_generation, &text, &len);
+	r = exchange_recover(s->recovery_key, passphrase_file(s), s->admin_key, s->to, s->args,
+			     s->n_args, s->write_generation, &text, &len);
 	if (r == 0)
 		r = write_output(s, text, len);
 	free(text);

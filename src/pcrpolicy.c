@@ -405,7 +405,8 @@ static void load_dir(struct pcr_binding *b, const char *dir, EVP_PKEY *signer)
 		n++;
 	}
 	closedir(d);
-	qsort(names, n, sizeof(*names), compare_names);
+	if (n)
+		qsort(names, n, sizeof(*names), compare_names);
 	skipped += n > PCRPOLICY_MAX_FILES ? n - PCRPOLICY_MAX_FILES : 0;
 	if (skipped)
 		log_warning("pcr signatures %s: more than %d files; %zu were not looked at (remove "

@@ -66,6 +66,10 @@ static const struct option_def options[] = {
 	 "signatures of PCR values (pcr-sign, systemd-measure) (default "
 	 "/etc/tpm2-kms/pcr-signatures)"},
 	{"key", K_STRING, CMD_PCR_SIGN, true, STR(key), "PEM", "the PCR signer's private key"},
+	{"passphrase-file", K_STRING, CMD_APPROVE | CMD_RECOVER | CMD_PCR_SIGN, true,
+	 STR(passphrase_file), "FILE",
+	 "the private key file's passphrase (default: the systemd credential passphrase, else "
+	 "asked on the terminal)"},
 	{"legacy", K_FLAG, CMD_PCR_SIGN, true, offsetof(struct settings, legacy), 0, NULL,
 	 "sign for generations made before 0.3.0, whose policy does not name the PCRs"},
 	{"epoch", K_U32, CMD_PCR_SIGN | CMD_PCR_REVOKE, true, NUM(epoch, 64), "N",

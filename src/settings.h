@@ -76,6 +76,7 @@ struct settings {
 	char pcr_key[4096];     /* serve, init: the PCR signer's public key */
 	char pcrs[2048];        /* "7,11"; pcr-sign: "7=<hex>,11=<hex>" */
 	char pcr_literal[128];  /* "7": literal PCRs */
+	char passphrase_file[4096];
 	char pcr_signatures[4096];
 	char key[4096];         /* pcr-sign: the PCR signer's private key */
 	char escrow_to[4096];

@@ -2,6 +2,8 @@
 
 #include "log.h"
 #include "signer.h"
+#include "statedir.h"
+#include "util.h"
 #include "tpmobj.h"
 
 #include <errno.h>
@@ -20,7 +22,43 @@ int signer_check(EVP_PKEY *key)
 	return tpmobj_signer_public(key, pub, &len);
 }
 
-static int load(const char *path, const char *what, bool private_key, EVP_PKEY **ret)
+/* The passphrase of an encrypted key file from a file (its bytes, less
+ * one trailing newline), for OpenSSL's pem_password_cb. */
+static int passphrase_from_file(char *buf, int size, int rwflag, void *u)
+{
+	const char *path = u;
+	char *text = NULL;
+	size_t len = 0;
+	int n = -1;
+
+	if (statedir_read_input(path, 1024, &text, &len) < 0)
+		return -1;
+	if (len && text[len - 1] == '\n')
+		len--;
+	if (len < (size_t)size) {
+		memcpy(buf, text, len);
+		n = (int)len;
+	}
+	util_freezero(text, len + 1);
+	return n;
+}
+
+/* Whether OpenSSL's errors say a key file did not decrypt. */
+static bool bad_decrypt(void)
+{
+	unsigned long e;
+
+	while ((e = ERR_get_error()) != 0) {
+		const char *reason = ERR_reason_error_string(e);
+
+		if (reason && strstr(reason, "decrypt"))
+			return true;
+	}
+	return false;
+}
+
+static int load(const char *path, const char *what, bool private_key,
+		const char *passphrase_file, EVP_PKEY **ret)
 {
 	EVP_PKEY *key = NULL;
 	FILE *f;
@@ -32,11 +70,18 @@ static int load(const char *path, const char *what, bool private_key, EVP_PKEY *
 		log_error("cannot read the %s %s: %s", what, path, strerror(errno));
 		return r;
 	}
-	/* A private key file may be encrypted: OpenSSL asks for the
-	 * passphrase on the terminal. */
-	key = private_key ? PEM_read_PrivateKey(f, NULL, NULL, NULL)
-			  : PEM_read_PUBKEY(f, NULL, NULL, NULL);
+	/* A private key file may be encrypted: the passphrase comes from
+	 * passphrase_file, or OpenSSL asks for it on the terminal. */
+	key = !private_key	   ? PEM_read_PUBKEY(f, NULL, NULL, NULL)
+	      : passphrase_file ? PEM_read_PrivateKey(f, NULL, passphrase_from_file,
+						     (void *)passphrase_file)
+				 : PEM_read_PrivateKey(f, NULL, NULL, NULL);
 	fclose(f);
+	if (!key && private_key && bad_decrypt()) {
+		log_error("the %s %s does not open with that passphrase%s", what, path,
+			  passphrase_file ? " (from the passphrase file)" : "");
+		return -EACCES;
+	}
 	ERR_clear_error();
 	if (!key) {
 		log_error("%s is not a PEM %s %s", path, private_key ? "private" : "public", what);
@@ -54,12 +99,13 @@ static int load(const char *path, const char *what, bool private_key, EVP_PKEY *
 
 int signer_load_public(const char *path, const char *what, EVP_PKEY **ret)
 {
-	return load(path, what, false, ret);
+	return load(path, what, false, NULL, ret);
 }
 
-int signer_load_private(const char *path, const char *what, EVP_PKEY **ret)
+int signer_load_private(const char *path, const char *what, const char *passphrase_file,
+			EVP_PKEY **ret)
 {
-	return load(path, what, true, ret);
+	return load(path, what, true, passphrase_file, ret);
 }
 
 int signer_from_der(const uint8_t *der, size_t len, EVP_PKEY **ret)

@@ -20,7 +20,10 @@
 
 /* what: "admin key", ... for messages. */
 int signer_load_public(const char *path, const char *what, EVP_PKEY **ret);
-int signer_load_private(const char *path, const char *what, EVP_PKEY **ret);
+/* passphrase_file: an encrypted key file's passphrase (NULL: OpenSSL asks
+ * on the terminal); a wrong one is -EACCES, said as such. */
+int signer_load_private(const char *path, const char *what, const char *passphrase_file,
+			EVP_PKEY **ret);
 
 /* -EINVAL unless der is exactly one supported public key. */
 int signer_from_der(const uint8_t *der, size_t len, EVP_PKEY **ret);

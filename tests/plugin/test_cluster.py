@@ -277,6 +277,30 @@ class Refusals(NodesBC):
         r = run_cli('approve', '--admin-key', self.admin, self.admin_pub, '-o', out, check=False)
         self.assertIn('not a node file', r.stderr)
         self.assertFalse(os.path.exists(out))
+        # An encrypted admin key: a wrong passphrase is said to be one (it
+        # read "not a PEM private admin key"), and the passphrase can come
+        # from a file or the systemd credential, with no terminal.
+        enc = os.path.join(self.root, 'admin-enc.pem')
+        openssl('pkey', '-in', self.admin, '-aes-256-cbc', '-passout', 'pass:right one',
+                '-out', enc)
+        right, wrong = os.path.join(self.root, 'right'), os.path.join(self.root, 'wrong')
+        with open(right, 'w') as f:
+            f.write('right one\n')
+        with open(wrong, 'w') as f:
+            f.write('wrong one\n')
+        r = run_cli('approve', '--admin-key', enc, '--passphrase-file', wrong, self.b_file,
+                    '-o', out, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('the admin key %s does not open with that passphrase' % enc, r.stderr)
+        self.assertFalse(os.path.exists(out))
+        run_cli('approve', '--admin-key', enc, '--passphrase-file', right, self.b_file, '-o', out)
+        os.unlink(out)
+        creds = os.path.join(self.root, 'creds')
+        os.makedirs(creds)
+        shutil.copy(right, os.path.join(creds, 'passphrase'))
+        run_cli('approve', '--admin-key', enc, self.b_file, '-o', out,
+                env=dict(os.environ, CREDENTIALS_DIRECTORY=creds))
+        self.assertTrue(os.path.exists(out))
 
     def bundle_for_b(self):
         bundle = os.path.join(self.root, 'b.bundle')

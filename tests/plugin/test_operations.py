@@ -24,7 +24,7 @@ COMMANDS = ('serve', 'init', 'rotate', 'promote', 'keys', 'retire', 'node-key', 
             'status')
 # Options that name one run's input or output: not in the configuration file.
 FLAG_ONLY = ('stage', 'to', 'approval', 'generation', 'output', 'public', 'recovery-key',
-             'write-generation', 'key', 'legacy', 'epoch')
+             'write-generation', 'key', 'legacy', 'epoch', 'passphrase-file')
 
 
 def make_admin(root, name):
