@@ -625,6 +625,21 @@ static void print_anchors(const char *dir, const struct state *st)
 		node_fingerprint(&n.name, fp);
 		printf("%-13s %s\n", "escrow to:", fp);
 	}
+	/* Generations no node would take (made before their node's approval
+	 * was recorded): certify says how. */
+	printf("%-13s", "uncertified:");
+	for (size_t i = 0, none = 1; i < st->n_gens; i++) {
+		struct provenance cert;
+
+		if (tpm_kek_duplicable(st->gens[i].kind) &&
+		    provenance_load(dir, st->gens[i].number, &cert) < 0) {
+			printf("%s%u", none ? " " : ", ", (unsigned)st->gens[i].number);
+			none = 0;
+		}
+		if (i + 1 == st->n_gens && none)
+			printf(" none");
+	}
+	printf("\n");
 	node_fingerprint(&st->srk_name, fp);
 	printf("%-13s %s\n", "this node:", fp);
 	if (provenance_approved_signing_key(dir, st, &sign) == 0) {
@@ -660,9 +675,9 @@ static int cmd_keys(const struct settings *s)
 		goto out;
 	}
 	escrow = escrow_configured(s->state_dir);
-	printf("%-10s  %-45s  %-20s  %-12s  %-7s  %-6s  %-10s  %-19s  %s\n", "GENERATION",
-	       "KEY_ID", "CREATED", "STATE", "KIND", "ESCROW", "DAEMON",
-	       counts->pid ? "DECRYPTS" : "DECRYPTS(no daemon)", "CERTIFIED");
+	printf("%-10s  %-45s  %-20s  %-12s  %-7s  %-6s  %-10s  %s\n", "GENERATION", "KEY_ID",
+	       "CREATED", "STATE", "KIND", "ESCROW", "DAEMON",
+	       counts->pid ? "DECRYPTS" : "DECRYPTS(no daemon)");
 	for (size_t i = 0; i < st.n_gens; i++) {
 		const struct state_generation *g = &st.gens[i];
 		char created[32];
@@ -671,19 +686,13 @@ static int cmd_keys(const struct settings *s)
 
 		gmtime_r(&t, &tm);
 		strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		struct provenance cert;
-
-		printf("%-10u  %-45s  %-20s  %-12s  %-7s  %-6s  %-10s  %-19llu  %s\n",
-		       (unsigned)g->number, g->key_id, created,
-		       g->number == st.write_generation ? "write" : "decrypt-only",
+		printf("%-10u  %-45s  %-20s  %-12s  %-7s  %-6s  %-10s  %llu\n", (unsigned)g->number,
+		       g->key_id, created, g->number == st.write_generation ? "write" : "decrypt-only",
 		       state_kind_name(g->kind),
 		       !escrow || !tpm_kek_duplicable(g->kind) ? "-"
 		       : escrow_has(s->state_dir, g->number) ? "yes"
 							     : "no",
-		       counts_loaded(counts, g->number), (unsigned long long)counts_get(counts, g->number),
-		       !tpm_kek_duplicable(g->kind)			   ? "-"
-		       : provenance_load(s->state_dir, g->number, &cert) == 0 ? "yes"
-									 : "no");
+		       counts_loaded(counts, g->number), (unsigned long long)counts_get(counts, g->number));
 	}
 	print_anchors(s->state_dir, &st);
 	state_free(&st);
