@@ -170,11 +170,31 @@ static void on_keys_ready(void *arg)
 		notify_send("STATUS=serving KMS v2");
 }
 
+/* STATUS= follows the TPM's health once serving: "serving KMS v2" stayed
+ * while the TPM was unreachable. */
+static void on_tpm_health(void *arg, const char *problem)
+{
+	struct serve_ctx *ctx = arg;
+	char status[256];
+
+	if (!ctx->listening)
+		return;
+	if (!*problem) {
+		notify_send("STATUS=serving KMS v2");
+		return;
+	}
+	snprintf(status, sizeof(status), "STATUS=serving; not healthy: %s", problem);
+	notify_send(status);
+}
+
 static void on_stopping(void *arg)
 {
 	struct serve_ctx *ctx = arg;
 
-	notify_send("STOPPING=1\nSTATUS=finishing in-flight calls");
+	/* A start that never got ready is not stopping: it failed, and
+	 * serve_failed says so. */
+	if (ctx->listening)
+		notify_send("STOPPING=1\nSTATUS=finishing in-flight calls");
 	plugin_stop(ctx->p);
 }
 
@@ -198,6 +218,7 @@ static int cmd_serve(const struct settings *s)
 		.tpm_command_timeout_ms = s->tpm_command_timeout_ms,
 		.pcr_signatures = s->pcr_signatures,
 		.on_ready = on_keys_ready,
+		.on_health = on_tpm_health,
 		.ready_arg = &ctx,
 	};
 	struct daemon_hooks hooks = {0};

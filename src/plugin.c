@@ -56,6 +56,7 @@ struct plugin {
 	uint32_t next_write_gen;
 	struct tpm_name srk_name;
 	void (*on_ready)(void *arg);
+	void (*on_health_change)(void *arg, const char *problem);
 	void *ready_arg;
 	bool was_ready;
 	bool stopping;
@@ -367,6 +368,8 @@ static void on_health(void *arg, bool healthy)
 {
 	plugin *p = arg;
 
+	if (p->was_ready && p->on_health_change)
+		p->on_health_change(p->ready_arg, healthy ? "" : tpm_worker_problem(p->worker));
 	if (!healthy) {
 		maybe_started(p);
 		return;
@@ -907,6 +910,7 @@ int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct st
 	p->loop = loop;
 	p->srk_name = st->srk_name;
 	p->on_ready = cfg->on_ready;
+	p->on_health_change = cfg->on_health;
 	p->ready_arg = cfg->ready_arg;
 	p->state_dir = strdup(cfg->state_dir);
 	p->pcr_dir = strdup(cfg->pcr_signatures ? cfg->pcr_signatures : PCRPOLICY_DEFAULT_DIR);

@@ -26,6 +26,9 @@ struct plugin_config {
 	const char *pcr_signatures; /* NULL: the default directory */
 	/* Called once when first healthy (Status would say "ok"). */
 	void (*on_ready)(void *arg);
+	/* Called when the TPM's health changes after that: problem is what
+	 * Status says ("" when healthy). */
+	void (*on_health)(void *arg, const char *problem);
 	void *ready_arg;
 };
 

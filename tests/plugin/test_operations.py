@@ -306,6 +306,34 @@ class Systemd(unittest.TestCase):
         p.terminate()
         self.assertEqual(p.wait(15), 0)
 
+    def test_status_follows_the_tpm_health(self):
+        # STATUS= said "serving KMS v2" after the TPM became unreachable.
+        root, tpm, state = self._provisioned()
+        p, notify, sock = self._serve_notified(root, tpm.tcti, state)
+        self.addCleanup(notify.close)
+        self.addCleanup(lambda: p.poll() is None and (p.kill(), p.wait()))
+        self._until(notify, lambda m: m == 'STATUS=serving KMS v2')
+        tpm.kill()
+        got = self._until(notify, lambda m: m.startswith('STATUS=serving; not healthy:'))
+        self.assertIn('STATUS=serving; not healthy: tpm: unreachable', got)
+        tpm.start()
+        self._until(notify, lambda m: m == 'STATUS=serving KMS v2')
+        p.terminate()
+        self.assertEqual(p.wait(15), 0)
+
+    def test_no_stopping_for_a_start_that_never_got_ready(self):
+        # The socket cannot be bound (a regular file is in the way): the
+        # start fails after the TPM and the keys are set up. It sent
+        # STOPPING=1 before any READY=1.
+        root, tpm, state = self._provisioned()
+        with open(os.path.join(root, 'kms.sock'), 'w'):
+            pass
+        p, notify, sock = self._serve_notified(root, tpm.tcti, state)
+        self.addCleanup(notify.close)
+        self.assertEqual(p.wait(30), 78)
+        got = self._until(notify, lambda m: m.startswith('STATUS=stopped'))
+        self.assertFalse([m for m in got if 'STOPPING=1' in m or 'READY=1' in m], got)
+
     def test_permanent_errors_exit_78_with_the_reason(self):
         # A wrong TPM or damaged state used to exit 1, and Restart= started
         # the daemon again every 2 s for ever. Now they exit 78 (which the
@@ -333,6 +361,8 @@ class Systemd(unittest.TestCase):
                 os.unlink(os.path.join(root, 'notify.sock'))
             final = [m for m in got if m.startswith('STATUS=stopped')][0]
             self.assertTrue(final.startswith('STATUS=' + why), final)
+            # A start that never got ready does not say it is stopping.
+            self.assertFalse([m for m in got if 'STOPPING=1' in m], got)
             self.assertNotIn('\n', final)
             print('exit %d, %s' % (code, final))
         # Operator-only errors exited 1 and were restarted for ever: another
