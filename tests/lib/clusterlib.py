@@ -213,6 +213,29 @@ class ClusterTest(unittest.TestCase):
         approval, _ = self.approve(node_file)
         return node.cli('certify', '--approval', approval)
 
+    def recovery_key(self):
+        """An offline recovery key as §7.1 makes it, and the admin's
+        approval of it: (key, node file, fingerprint, approval)."""
+        key = os.path.join(self.root, 'recovery.pem')
+        pub = make_key(key)
+        node_file = os.path.join(self.root, 'recovery.node')
+        r = run_cli('node-key', '--public', pub, '-o', node_file)
+        fp = re.search(r'node fingerprint: (\S+)', r.stderr).group(1)
+        approval, r = self.approve(node_file, out=os.path.join(self.root, 'recovery.approval'))
+        self.assertIn(fp, r.stderr)
+        return key, node_file, fp, approval
+
+    def node_with_escrow(self, name, recovery_node, recovery_approval):
+        """The guide's first start with escrow: the node's own approval
+        first, so that every generation it makes is certified (recover takes
+        no other)."""
+        n = self.node(name)
+        node_file, _ = n.node_file()
+        approval, _ = self.approve(node_file)
+        n.cli('init', '--admin-key', self.admin_pub, '--approval', approval, '--escrow-to',
+              recovery_node, '--escrow-approval', recovery_approval)
+        return n
+
     def first_node(self, name='a'):
         """The recommended first start: node-key, the admin's approval, then
         init with the admin key and that approval (generation 1 certified)."""

@@ -221,18 +221,8 @@ class ForgedBundle(Attacker):
 
 class ForgedEscrow(Attacker):
     def test_an_escrow_file_slipped_into_a_backup_is_refused(self):
-        recovery = os.path.join(self.root, 'recovery.pem')
-        recovery_pub = make_key(recovery)
-        recovery_node = os.path.join(self.root, 'recovery.node')
-        r = run_cli('node-key', '--public', recovery_pub, '-o', recovery_node)
-        recovery_fp = re.search(r'node fingerprint: (\S+)', r.stderr).group(1)
-        recovery_approval, _ = self.approve(recovery_node,
-                                            out=os.path.join(self.root, 'recovery.approval'))
-        a = self.node('a')
-        a_file, _ = a.node_file()
-        a_approval, _ = self.approve(a_file)
-        a.cli('init', '--admin-key', self.admin_pub, '--approval', a_approval, '--escrow-to',
-              recovery_node, '--escrow-approval', recovery_approval)
+        recovery, recovery_node, recovery_fp, recovery_approval = self.recovery_key()
+        a = self.node_with_escrow('a', recovery_node, recovery_approval)
         a.cli('rotate')
         backup = os.path.join(self.root, 'backup')
         shutil.copytree(a.state, backup)
@@ -424,18 +414,8 @@ class KeyChecks(ClusterTest):
         # An escrow file whose duplicate's outer HMAC is altered, with its
         # MAC made again under the real key: the software unwrap's HMAC
         # check alone refuses it.
-        recovery = os.path.join(self.root, 'recovery.pem')
-        recovery_pub = make_key(recovery)
-        recovery_node = os.path.join(self.root, 'recovery.node')
-        r = run_cli('node-key', '--public', recovery_pub, '-o', recovery_node)
-        recovery_fp = re.search(r'node fingerprint: (\S+)', r.stderr).group(1)
-        recovery_approval, _ = self.approve(recovery_node,
-                                            out=os.path.join(self.root, 'recovery.approval'))
-        a = self.node('a')
-        node_file, _ = a.node_file()
-        approval, _ = self.approve(node_file)
-        a.cli('init', '--admin-key', self.admin_pub, '--approval', approval, '--escrow-to',
-              recovery_node, '--escrow-approval', recovery_approval)
+        recovery, recovery_node, recovery_fp, recovery_approval = self.recovery_key()
+        a = self.node_with_escrow('a', recovery_node, recovery_approval)
         escrow = read_text(os.path.join(a.state, 'escrow', 'gen-000001.pem'))
         kek = unseal_with_tools(a, os.path.join(a.state, 'gen-000001.pem'))
         pub, dup, seed = importable_parts(escrow)

@@ -30,25 +30,12 @@ def counter_of(envelope):
 class EscrowTest(ClusterTest):
     def setUp(self):
         super().setUp()
-        self.recovery = os.path.join(self.root, 'recovery.pem')
-        self.recovery_pub = make_key(self.recovery)
-        self.recovery_node = os.path.join(self.root, 'recovery.node')
-        r = run_cli('node-key', '--public', self.recovery_pub, '-o', self.recovery_node)
-        self.recovery_fp = re.search(r'node fingerprint: (\S+)', r.stderr).group(1)
-        self.recovery_approval, r = self.approve(self.recovery_node,
-                                                 out=os.path.join(self.root, 'recovery.approval'))
-        self.assertIn(self.recovery_fp, r.stderr)
+        (self.recovery, self.recovery_node, self.recovery_fp,
+         self.recovery_approval) = self.recovery_key()
+        self.recovery_pub = self.recovery.replace('.pem', '.pub.pem')
 
     def escrowed_node(self, name='a'):
-        """The guide's first start with escrow: the node's own approval
-        first, so that every generation it makes is certified (recover takes
-        no other)."""
-        a = self.node(name)
-        node_file, _ = a.node_file()
-        approval, _ = self.approve(node_file)
-        a.cli('init', '--admin-key', self.admin_pub, '--approval', approval, '--escrow-to',
-              self.recovery_node, '--escrow-approval', self.recovery_approval)
-        return a
+        return self.node_with_escrow(name, self.recovery_node, self.recovery_approval)
 
     def unseal(self, node, gen_file):
         """The KEK in clear, by stock tpm2-tools on node's TPM: the test's
