@@ -13,6 +13,7 @@
 struct daemon {
 	uv_loop_t *loop;
 	server *srv;
+	grpc_server *grpc;
 	metrics_http *metrics;
 	uv_signal_t sigterm, sigint, sighup;
 	const struct daemon_hooks *hooks;
@@ -84,6 +85,9 @@ static void collect_connections(void *arg, struct metrics_out *out)
 
 	metrics_family(out, "tpm2kms_open_connections", "gauge", "Client connections open now.");
 	metrics_printf(out, "tpm2kms_open_connections %zu\n", server_connections(d->srv));
+	metrics_family(out, "tpm2kms_calls_in_flight", "gauge",
+		       "Calls received and not yet answered.");
+	metrics_printf(out, "tpm2kms_calls_in_flight %zu\n", grpc_server_inflight(d->grpc));
 }
 
 void daemon_config_defaults(struct daemon_config *cfg)
@@ -120,6 +124,7 @@ int daemon_run(uv_loop_t *loop, const struct daemon_config *cfg, const struct km
 	r = grpc_server_new(loop, &cfg->grpc, &g);
 	if (r < 0)
 		goto out;
+	d.grpc = g;
 	r = kms_service_new(g, ops, backend, &svc);
 	if (r < 0)
 		goto out;

@@ -63,6 +63,7 @@ struct grpc_call {
 	uint64_t deadline;
 
 	char *uid, *key_id;
+	size_t charged; /* grpc_call_charge */
 };
 
 int grpc_server_new(uv_loop_t *loop, const struct grpc_limits *limits, grpc_server **ret)
@@ -189,6 +190,7 @@ static void drop_body(grpc_call *c)
 static void call_free(grpc_call *c)
 {
 	drop_body(c);
+	c->g->buffered -= c->charged;
 	free(c->uid);
 	free(c->key_id);
 	free(c);
@@ -596,6 +598,17 @@ void grpc_call_finish(grpc_call *c, enum grpc_status status, const char *message
 		}
 	}
 	call_unref(c);
+}
+
+int grpc_call_charge(grpc_call *c, size_t bytes)
+{
+	grpc_server *g = c->g;
+
+	if (g->limits.max_buffered_bytes && g->buffered + bytes > g->limits.max_buffered_bytes)
+		return -ENOBUFS;
+	g->buffered += bytes;
+	c->charged += bytes;
+	return 0;
 }
 
 uint64_t grpc_call_deadline(const grpc_call *c)

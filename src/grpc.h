@@ -66,6 +66,11 @@ size_t grpc_server_inflight(const grpc_server *g);
 void grpc_call_finish(grpc_call *call, enum grpc_status status, const char *message,
 		      const uint8_t *resp, size_t resp_len);
 
+/* Counts bytes the handler keeps for the call (a request held for later)
+ * against the server-wide request budget until the call ends; -ENOBUFS,
+ * counting nothing, when they do not fit. */
+int grpc_call_charge(grpc_call *call, size_t bytes);
+
 /* Absolute deadline on the loop clock (uv_now, ms); 0: none. */
 uint64_t grpc_call_deadline(const grpc_call *call);
 

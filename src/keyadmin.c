@@ -449,7 +449,7 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 	r = keyadmin_open(dir, true, nv_index, &lock, &s, &fresh);
 	if (r < 0)
 		return r;
-	r = tpm_open(tcti, &t);
+	r = tpm_open_watched(tcti, c->watch, &t);
 	if (r < 0)
 		goto out;
 	/* The owner password's file is read only when something must be

@@ -37,6 +37,8 @@ struct keyadmin_config {
 	/* This node's own approval (provenance.h), recorded; NULL: none
 	 * given. */
 	const char *node_approval;
+	/* Watches provisioning's TPM commands (startup.h); NULL: none. */
+	struct tpm_watch *watch;
 };
 
 /* Opens the TPM and checks its SRK against the one s was provisioned

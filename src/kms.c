@@ -5,6 +5,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -161,6 +162,30 @@ static void resume(void *token)
 	free(h);
 }
 
+/* Sizes are refused before a call is held: a plaintext too large waited
+ * out the start before hearing so. */
+static int check_size(kms_service *svc, grpc_call *call, enum kms_method method, size_t len)
+{
+	char message[64];
+	size_t max = method == KMS_METHOD_ENCRYPT   ? svc->ops->max_plaintext
+		     : method == KMS_METHOD_DECRYPT ? svc->ops->max_ciphertext
+						    : 0;
+
+	if (!max || len <= max)
+		return 0;
+	snprintf(message, sizeof(message), "%s larger than %zu bytes",
+		 method == KMS_METHOD_ENCRYPT ? "plaintext" : "ciphertext", max);
+	grpc_call_finish(call, GRPC_INVALID_ARGUMENT, message, NULL, 0);
+	return -EMSGSIZE;
+}
+
+/* What a held call keeps: the decoded request and its bookkeeping. */
+static size_t held_bytes(const struct kms_request *req)
+{
+	return sizeof(struct held) + sizeof(*req) + req->data_len +
+	       (req->key_id ? strlen(req->key_id) + 1 : 0) + (req->uid ? strlen(req->uid) + 1 : 0);
+}
+
 static void handle(grpc_call *call, const uint8_t *msg, size_t len, void *user)
 {
 	const struct kms_route *route = user;
@@ -177,10 +202,19 @@ static void handle(grpc_call *call, const uint8_t *msg, size_t len, void *user)
 		return;
 	}
 	grpc_call_set_log_fields(call, req->uid, req->key_id && *req->key_id ? req->key_id : NULL);
+	r = check_size(svc, call, route->method, req->data_len);
+	if (r < 0)
+		goto out;
 	/* Calls that arrive while the backend starts wait for it (within
-	 * their deadline) rather than hear "not ready" for it. */
+	 * their deadline) rather than hear "not ready" for it. What they hold
+	 * meanwhile counts against the request budget. */
 	if (svc->ops->started && route->method != KMS_METHOD_VERSION &&
 	    !svc->ops->started(svc->backend)) {
+		if (grpc_call_charge(call, held_bytes(req)) < 0) {
+			grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED,
+					 "too many request bytes buffered, server-wide", NULL, 0);
+			goto out;
+		}
 		h = malloc(sizeof(*h));
 		if (h) {
 			*h = (struct held){call, route, req};
@@ -189,6 +223,7 @@ static void handle(grpc_call *call, const uint8_t *msg, size_t len, void *user)
 		}
 	}
 	dispatch(call, route, req);
+out:
 	kms_proto_request_free(req);
 }
 

@@ -42,6 +42,9 @@ struct kms_backend_ops {
 	bool (*started)(void *backend);
 	void (*when_started)(void *backend, uint64_t deadline_ms, void (*cb)(void *token),
 			     void *token);
+	/* The largest plaintext Encrypt takes and ciphertext Decrypt takes
+	 * (0: no limit): larger ones are refused at once, never held. */
+	size_t max_plaintext, max_ciphertext;
 };
 
 typedef struct kms_service kms_service;

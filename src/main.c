@@ -19,6 +19,7 @@
 #include "secmem.h"
 #include "settings.h"
 #include "signer.h"
+#include "startup.h"
 #include "statedir.h"
 #include "tpm.h"
 #include "tpmworker.h"
@@ -289,8 +290,12 @@ static int cmd_serve(const struct settings *s)
 	r = keyadmin_config_of(s, admin, &kc);
 	if (r < 0)
 		goto out;
-	r = keyadmin_provision(s->state_dir, s->tcti, &kc, &st);
-	if (r == -EIO) {
+	/* A TPM that does not answer must not hold up the start: past the
+	 * command timeout the state's keys are served, loading when it
+	 * answers. */
+	r = startup_provision(s->state_dir, s->tcti, &kc,
+			      s->tpm_command_timeout_ms ? s->tpm_command_timeout_ms : 10000, &st);
+	if (r == -EIO || r == -ETIMEDOUT) {
 		/* No TPM right now. Existing keys load when it comes back. */
 		r = state_load(s->state_dir, &st);
 		if (r == -ENOENT)
@@ -879,7 +884,7 @@ int main(int argc, char **argv)
 		r = r < 0 ? 1 : 0;
 	/* A thread stuck in a TPM command still runs: exit handlers must not
 	 * tear down what it uses. */
-	if (tpm_worker_left_behind()) {
+	if (tpm_worker_left_behind() || startup_left_behind()) {
 		fflush(NULL);
 		_exit(r);
 	}

@@ -871,6 +871,16 @@ static void collect(void *arg, struct metrics_out *out)
 			n += !g->kek;
 		metrics_printf(out, "tpm2kms_kek_generations_not_loaded %u\n", n);
 	}
+	metrics_family(out, "tpm2kms_calls_waiting_for_start", "gauge",
+		       "Calls held until the start is over (keys unsealed or the hold window "
+		       "ended).");
+	{
+		unsigned n = 0;
+
+		for (struct waiter *w = p->waiters; w; w = w->next)
+			n++;
+		metrics_printf(out, "tpm2kms_calls_waiting_for_start %u\n", n);
+	}
 	metrics_family(out, "tpm2kms_decrypts_total", "counter",
 		       "Successful Decrypt calls per key generation since start.");
 	for (struct generation *g = p->gens; g; g = g->next)
@@ -884,6 +894,8 @@ static const struct kms_backend_ops ops = {
 	.decrypt = decrypt,
 	.started = started,
 	.when_started = when_started,
+	.max_plaintext = ENVELOPE_MAX_PLAINTEXT,
+	.max_ciphertext = ENVELOPE_MAX_BYTES,
 };
 
 const struct kms_backend_ops *plugin_ops(void)

@@ -44,7 +44,7 @@ struct timing_tcti {
 	uint64_t sent_us;
 	struct tpm_command_timing ring[TPM_TIMINGS_MAX];
 	size_t n;
-	_Atomic uint64_t *watch; /* tpm_watch_commands */
+	struct tpm_watch *watch; /* tpm_open_watched; NULL: none */
 };
 
 struct tpm {
@@ -151,6 +151,10 @@ static int fail(tpm *t, const char *what, TSS2_RC rc)
 
 	if (t)
 		t->last_rc = rc;
+	if (t && t->timing.watch && t->timing.watch->cancelled) {
+		log_debug("tpm: %s: cancelled", what);
+		return -ECANCELED;
+	}
 
 	if (layer == TSS2_TCTI_RC_LAYER) {
 		r = -EIO;
@@ -206,8 +210,13 @@ static TSS2_RC timing_transmit(TSS2_TCTI_CONTEXT *ctx, size_t size, const uint8_
 	/* TPM command header: tag (2), size (4), command code (4). */
 	tt->command = size >= 10 ? util_get_be32(command + 6) : 0;
 	tt->sent_us = util_now_monotonic_us();
-	if (tt->watch)
-		*tt->watch = tt->sent_us;
+	if (tt->watch) {
+		if (tt->watch->cancelled) {
+			tt->sent_us = 0;
+			return TSS2_TCTI_RC_IO_ERROR;
+		}
+		tt->watch->since_us = tt->sent_us;
+	}
 	return Tss2_Tcti_Transmit(tt->inner, size, command);
 }
 
@@ -226,7 +235,7 @@ static TSS2_RC timing_receive(TSS2_TCTI_CONTEXT *ctx, size_t *size, uint8_t *res
 		tt->sent_us = 0;
 	}
 	if (tt->watch && (rc & 0xffff) != TSS2_BASE_RC_TRY_AGAIN)
-		*tt->watch = 0;
+		tt->watch->since_us = 0;
 	return rc;
 }
 
@@ -391,6 +400,11 @@ static void log_tcti_hint(const char *conf)
 
 int tpm_open(const char *tcti_conf, tpm **ret)
 {
+	return tpm_open_watched(tcti_conf, NULL, ret);
+}
+
+int tpm_open_watched(const char *tcti_conf, struct tpm_watch *watch, tpm **ret)
+{
 	tpm *t = calloc(1, sizeof(*t));
 	TPMS_CAPABILITY_DATA *cap = NULL;
 	TPMI_YES_NO more;
@@ -408,6 +422,7 @@ int tpm_open(const char *tcti_conf, tpm **ret)
 		goto out;
 	}
 	timing_init(&t->timing, t->tcti);
+	t->timing.watch = watch;
 	rc = Esys_Initialize(&t->esys, (TSS2_TCTI_CONTEXT *)&t->timing, NULL);
 	if (rc != TSS2_RC_SUCCESS) {
 		r = fail(t, "Esys_Initialize", rc);
@@ -415,7 +430,7 @@ int tpm_open(const char *tcti_conf, tpm **ret)
 	}
 	/* Each wait for an answer is bounded. ESAPI's synchronous calls wait
 	 * again after a timeout, so this alone does not end a command that
-	 * never returns: the worker's watchdog (tpm_watch_commands) sees it. */
+	 * never returns: the watching thread (tpm_open_watched) sees it. */
 	rc = Esys_SetTimeout(t->esys, TPM_RECEIVE_TIMEOUT_MS);
 	if (rc != TSS2_RC_SUCCESS) {
 		r = fail(t, "Esys_SetTimeout", rc);
@@ -442,11 +457,6 @@ int tpm_open(const char *tcti_conf, tpm **ret)
 out:
 	tpm_close(t);
 	return r;
-}
-
-void tpm_watch_commands(tpm *t, _Atomic uint64_t *since)
-{
-	t->timing.watch = since;
 }
 
 int tpm_set_owner_auth(tpm *t, const uint8_t *auth, size_t len)

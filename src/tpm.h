@@ -119,10 +119,19 @@ struct tpm_approval {
  * "swtpm:path=/x/tpm.sock", ...) and sends Startup(CLEAR) if needed. */
 int tpm_open(const char *tcti, tpm **ret);
 
-/* From now on *since holds the monotonic time (util_now_monotonic_us) at
- * which the command in flight was sent, 0 while none is: another thread
- * may watch it for a command that never returns. */
-void tpm_watch_commands(tpm *t, _Atomic uint64_t *since);
+/* What another thread sees of a connection's commands: since_us is the
+ * monotonic time (util_now_monotonic_us) at which the command in flight
+ * was sent, 0 while none is. Setting cancelled makes every later command
+ * fail with -ECANCELED before it is sent: how a thread that gave up
+ * waiting on a TPM command stops the rest of the work behind it. */
+struct tpm_watch {
+	_Atomic uint64_t since_us;
+	_Atomic bool cancelled;
+};
+
+/* tpm_open, with w watching every command from the first one it sends
+ * (w must outlive the connection). */
+int tpm_open_watched(const char *tcti, struct tpm_watch *w, tpm **ret);
 /* Wipes the owner password, if one was set. */
 void tpm_close(tpm *t);
 

@@ -65,7 +65,7 @@ struct tpm_worker {
 	tpm *t;
 
 	/* Written by the thread's TPM layer, read by the loop's watchdog. */
-	_Atomic uint64_t command_since_us;
+	struct tpm_watch tpm_watch;
 	/* The job the thread runs now (under lock), so that stop can answer
 	 * it when it leaves the thread behind. */
 	struct job *running;
@@ -106,10 +106,10 @@ static int ensure_connected(tpm_worker *w)
 
 	if (w->t)
 		return 0;
-	r = tpm_open(w->tcti, &w->t);
+	/* Watched from its first command: connecting can hang too. */
+	r = tpm_open_watched(w->tcti, &w->tpm_watch, &w->t);
 	if (r < 0)
 		return r;
-	tpm_watch_commands(w->t, &w->command_since_us);
 	r = tpm_srk_check(w->t, &w->cfg.srk_name);
 	if (r < 0) {
 		tpm_close(w->t);
@@ -319,7 +319,7 @@ static void complete(tpm_worker *w, struct job *j)
 static void on_watchdog(uv_timer_t *t)
 {
 	tpm_worker *w = t->data;
-	uint64_t since = w->command_since_us, now = util_now_monotonic_us();
+	uint64_t since = w->tpm_watch.since_us, now = util_now_monotonic_us();
 
 	if (w->stalled) {
 		/* Answered: the next command has another start, or none runs. */
@@ -489,6 +489,8 @@ void tpm_worker_stop(tpm_worker *w)
 		log_error("tpm: a command has not answered; stopping without it");
 		uv_mutex_lock(&w->lock);
 		w->abandoned = true;
+		/* Should the command ever answer, nothing more is sent. */
+		w->tpm_watch.cancelled = true;
 		/* The thread keeps (and frees) its job; its caller is
 		 * answered from a copy of what completing reads. */
 		if (w->running) {

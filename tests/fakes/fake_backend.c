@@ -3,6 +3,7 @@
 #include "fake_backend.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,9 +19,19 @@ struct slow_call {
 	struct slow_call *next;
 };
 
+/* A call waiting for the start (fake_backend_starting_ops). */
+struct waiter {
+	void (*cb)(void *token);
+	void *token;
+	struct waiter *next;
+};
+
 struct fake_backend {
 	uv_loop_t *loop;
 	struct slow_call *slow;
+	bool starting;
+	struct waiter *waiters;
+	size_t n_waiting;
 };
 
 int fake_backend_new(uv_loop_t *loop, fake_backend **ret)
@@ -57,8 +68,27 @@ static void on_slow_done(uv_timer_t *t)
 	uv_close((uv_handle_t *)&s->timer, on_slow_closed);
 }
 
+void fake_backend_finish_start(fake_backend *fb)
+{
+	fb->starting = false;
+	while (fb->waiters) {
+		struct waiter *w = fb->waiters;
+
+		fb->waiters = w->next;
+		fb->n_waiting--;
+		w->cb(w->token);
+		free(w);
+	}
+}
+
+size_t fake_backend_waiting(const fake_backend *fb)
+{
+	return fb->n_waiting;
+}
+
 void fake_backend_stop(fake_backend *fb)
 {
+	fake_backend_finish_start(fb);
 	/* Calls still waiting complete now, as a backend draining would. */
 	while (fb->slow) {
 		uv_timer_stop(&fb->slow->timer);
@@ -173,4 +203,39 @@ static const struct kms_backend_ops ops = {
 const struct kms_backend_ops *fake_backend_ops(void)
 {
 	return &ops;
+}
+
+static bool fake_started(void *backend)
+{
+	return !((fake_backend *)backend)->starting;
+}
+
+static void fake_when_started(void *backend, uint64_t deadline_ms, void (*cb)(void *token),
+			      void *token)
+{
+	fake_backend *fb = backend;
+	struct waiter *w = malloc(sizeof(*w));
+
+	if (!w) {
+		cb(token);
+		return;
+	}
+	*w = (struct waiter){cb, token, fb->waiters};
+	fb->waiters = w;
+	fb->n_waiting++;
+}
+
+static const struct kms_backend_ops starting_ops = {
+	.status = fake_status,
+	.encrypt = fake_encrypt,
+	.decrypt = fake_decrypt,
+	.started = fake_started,
+	.when_started = fake_when_started,
+	.max_plaintext = 1000,
+};
+
+const struct kms_backend_ops *fake_backend_starting_ops(fake_backend *fb)
+{
+	fb->starting = true;
+	return &starting_ops;
 }

@@ -7,12 +7,14 @@ import os
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import threading
 import time
 import unittest
+import urllib.request
 
 import grpc
 
@@ -26,6 +28,23 @@ BUILD = os.environ.get('TOP_BUILDDIR', os.getcwd())
 def read_text(path):
     with open(path) as f:
         return f.read()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def metric(port, name):
+    """A gauge's value from the daemon's /metrics, None when unreachable."""
+    try:
+        with urllib.request.urlopen('http://127.0.0.1:%d/metrics' % port, timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    m = re.search(r'^%s (\S+)$' % re.escape(name), text, re.M)
+    return float(m.group(1)) if m else None
 
 
 class Base(unittest.TestCase):
@@ -56,6 +75,17 @@ class Base(unittest.TestCase):
             tcti = 'swtpm:path=' + os.path.join(self.root, name)
         self.daemon = Daemon(self.root, Via)
         return proxy
+
+    def started_then_tpm_stopped(self):
+        """Starts the daemon, makes one call, then stops swtpm (SIGSTOP: a
+        TPM command that never returns); the client."""
+        self.daemon.start()
+        c = self.daemon.client()
+        c.encrypt(b'before')
+        self.tpm.proc.send_signal(signal.SIGSTOP)
+        self.addCleanup(lambda: self.tpm.proc.poll() is None and
+                        self.tpm.proc.send_signal(signal.SIGCONT))
+        return c
 
     def tmpfs(self, path, size):
         os.makedirs(path, exist_ok=True)
@@ -142,6 +172,75 @@ class Start(Base):
         c.close()
 
 
+    def test_a_silent_tpm_does_not_hold_up_the_start(self):
+        # A TPM that accepts the connection and never answers: the start
+        # waited in provisioning for ever, before binding its socket or
+        # telling systemd it was ready. Now each command at start has the
+        # command timeout; past it the state's keys are served, loading
+        # when the TPM answers. Status names the stuck command (it said
+        # "not probed yet" while the worker connected, unwatched), and
+        # SIGTERM answers the calls held meanwhile (they got no gRPC status
+        # at all when the grace period ended).
+        proxy = self.daemon_via_proxy('slow.sock')
+        port = free_port()
+        self.daemon.extra = ['--tpm-command-timeout', '1000',
+                             '--metrics-listen', '127.0.0.1:%d' % port]
+        self.daemon.start()
+        self.daemon.stop()
+        proxy.delay = 3600.0        # silent from now on
+        self.daemon.start(wait_healthy=False)
+        self.assertIn('TPM unavailable at start', self.daemon.output())
+        c = self.daemon.client()
+        self.assertIn('has not answered', c.status(timeout=4).healthz)
+        # Too large is said at once, not after the hold (10 s).
+        t0 = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as cm:
+            c.encrypt(b'x' * 65000, timeout=30)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(cm.exception.details(), 'plaintext larger than 958 bytes')
+        self.assertLess(time.monotonic() - t0, 5)
+        calls = [c.encrypt(b'held %d' % i, timeout=40, future=True) for i in range(20)]
+        calls.append(c.status(timeout=40, future=True))
+        wait_until(lambda: metric(port, 'tpm2kms_calls_waiting_for_start') == 21,
+                   '21 calls held')
+        self.daemon.proc.proc.send_signal(signal.SIGTERM)
+        answers = {}
+        for f in calls:
+            try:
+                key = 'OK ' + f.result().healthz
+            except grpc.RpcError as e:
+                key = '%s: %s' % (e.code().name, e.details())
+            answers[key] = answers.get(key, 0) + 1
+        self.assertEqual(sum(v for k, v in answers.items() if k.startswith('UNAVAILABLE')),
+                         20, answers)
+        status = [k for k in answers if k.startswith('OK')]
+        self.assertEqual(len(status), 1, answers)
+        self.assertRegex(status[0], r'^OK tpm: a command has not answered for \d+ s$')
+        self.assertEqual(self.daemon.proc.proc.wait(30), 0, self.daemon.output()[-2000:])
+        c.close()
+
+    def test_sigterm_answers_encrypts_queued_behind_a_stuck_command(self):
+        # Encrypts waiting behind a TPM command that never returns were cut
+        # off at SIGTERM with no gRPC status.
+        port = free_port()
+        self.daemon.extra = ['--tpm-command-timeout', '1000',
+                             '--metrics-listen', '127.0.0.1:%d' % port]
+        c = self.started_then_tpm_stopped()
+        calls = [c.encrypt(b'q %d' % i, timeout=60, future=True) for i in range(10)]
+        wait_until(lambda: metric(port, 'tpm2kms_calls_in_flight') == 10, '10 calls waiting')
+        wait_until(lambda: 'has not answered' in (self.daemon.healthz() or ''),
+                   'Status to say the TPM is stuck', timeout=15)
+        self.daemon.proc.proc.send_signal(signal.SIGTERM)
+        for f in calls:
+            with self.assertRaises(grpc.RpcError) as cm:
+                f.result()
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE,
+                             cm.exception.details())
+            self.assertEqual(cm.exception.details(), 'shutting down')
+        self.assertEqual(self.daemon.proc.proc.wait(30), 0)
+        c.close()
+
+
 class SecureHeap(Base):
     def test_waiting_plaintexts_never_exhaust_the_secure_heap(self):
         # With the TPM stalled, 600 Encrypts of 958 bytes wait at once: the
@@ -182,12 +281,7 @@ class StuckTpm(Base):
         # "ok" for as long as it hung, every Encrypt waited for its deadline,
         # and SIGTERM never finished (the worker thread was joined).
         self.daemon.extra = ['--tpm-command-timeout', '1500']
-        self.daemon.start()
-        c = self.daemon.client()
-        c.encrypt(b'before')
-        self.tpm.proc.send_signal(signal.SIGSTOP)
-        self.addCleanup(lambda: self.tpm.proc.poll() is None and
-                        self.tpm.proc.send_signal(signal.SIGCONT))
+        c = self.started_then_tpm_stopped()
         hung = c.encrypt(b'stuck', timeout=60, future=True)
         wait_until(lambda: 'has not answered' in (self.daemon.healthz() or ''),
                    'Status to say the TPM is stuck', timeout=15)

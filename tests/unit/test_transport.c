@@ -14,6 +14,7 @@
 #include "kms.h"
 #include "pbwire.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +37,7 @@ static struct h2_limits limits = {
 	.max_resets_per_s = 50,
 };
 
-static int setup_with(void **state, uint32_t max_inflight)
+static int setup_full(void **state, uint32_t max_inflight, bool starting)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 	/* 80 KB of request bytes buffered at most. */
@@ -47,11 +48,25 @@ static int setup_with(void **state, uint32_t max_inflight)
 	uv_loop_init(&f->loop);
 	assert_int_equal(grpc_server_new(&f->loop, &gl, &f->g), 0);
 	assert_int_equal(fake_backend_new(&f->loop, &f->fb), 0);
-	assert_int_equal(kms_service_new(f->g, fake_backend_ops(), f->fb, &f->svc), 0);
+	assert_int_equal(kms_service_new(f->g,
+					 starting ? fake_backend_starting_ops(f->fb)
+						  : fake_backend_ops(),
+					 f->fb, &f->svc),
+			 0);
 	assert_int_equal(h2_conn_new(&limits, grpc_stream_callbacks(), f->g, NULL, NULL, &f->conn), 0);
 	assert_int_equal(h2client_new(&f->client), 0);
 	*state = f;
 	return 0;
+}
+
+static int setup_with(void **state, uint32_t max_inflight)
+{
+	return setup_full(state, max_inflight, false);
+}
+
+static int setup_starting(void **state)
+{
+	return setup_full(state, 100, true);
 }
 
 static int setup(void **state)
@@ -391,6 +406,24 @@ static void test_zero_timeout_has_expired(void **state)
 	test_status_v2(state);
 }
 
+/* How many of the n calls were refused for the request budget; the others
+ * must still be open. */
+static size_t count_budget_refusals(struct fixture *f, const int32_t *id, size_t n)
+{
+	size_t refused = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct h2c_response *r = h2client_response(f->client, id[i]);
+
+		if (!r->closed)
+			continue;
+		assert_status(r, 8);
+		assert_string_equal(r->grpc_message, "too many request bytes buffered, server-wide");
+		refused++;
+	}
+	return refused;
+}
+
 static void test_buffered_bytes_budget(void **state)
 {
 	/* Bodies that never end, each under a long deadline, each taking a
@@ -398,10 +431,9 @@ static void test_buffered_bytes_budget(void **state)
 	struct fixture *f = *state;
 	size_t n = 30000;
 	uint8_t *body = calloc(1, n);
-	const struct h2c_response *r;
 	struct h2_nv h[8];
 	int32_t id[3];
-	int refused = 0;
+	size_t refused;
 
 	body[3] = 0xfa; /* a 64000-byte message announced */
 	encrypt_headers(h, "9S");
@@ -413,14 +445,7 @@ static void test_buffered_bytes_budget(void **state)
 	}
 	/* Which one is refused depends on how the client interleaves DATA
 	 * frames; exactly one is, and the others stay open. */
-	for (int i = 0; i < 3; i++) {
-		r = h2client_response(f->client, id[i]);
-		if (!r->closed)
-			continue;
-		assert_status(r, 8);
-		assert_string_equal(r->grpc_message, "too many request bytes buffered, server-wide");
-		refused++;
-	}
+	refused = count_budget_refusals(f, id, 3);
 	assert_int_equal(refused, 1);
 	/* Freed buffers count no more: another call goes through. */
 	for (int i = 0; i < 3; i++)
@@ -429,6 +454,52 @@ static void test_buffered_bytes_budget(void **state)
 	h2client_pump(f->client, f->conn);
 	round_trip(f, "v2", 32);
 	free(body);
+}
+
+static void test_held_calls_count_against_the_budget(void **state)
+{
+	/* Calls held through the start kept their requests outside the
+	 * request budget: thousands of them grew the daemon without bound. */
+	struct fixture *f = *state;
+	uint8_t pt[1000], req[1100];
+	int32_t id[100];
+	size_t n, held, refused, answered = 0;
+	const struct h2c_response *r;
+
+	memset(pt, 0x5a, sizeof(pt));
+	n = pbwire_put(req, 1, pt, sizeof(pt));
+	for (int i = 0; i < 100; i++)
+		id[i] = h2client_grpc(f->client, "/v2.KeyManagementService/Encrypt", req, n);
+	for (int i = 0; i < 50; i++) {
+		h2client_pump(f->client, f->conn);
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+	}
+	held = fake_backend_waiting(f->fb);
+	/* 80 KB hold about 70 of these; the rest are refused at once. */
+	assert_true(held > 50 && held < 80);
+	refused = count_budget_refusals(f, id, 100);
+	assert_int_equal(refused + held, 100);
+	/* A plaintext the backend would refuse is refused now, not held. */
+	{
+		uint8_t big[1001], breq[1100];
+		size_t bn;
+
+		memset(big, 1, sizeof(big));
+		bn = pbwire_put(breq, 1, big, sizeof(big));
+		r = wait_for(f, h2client_grpc(f->client, "/v2.KeyManagementService/Encrypt", breq,
+					      bn));
+		assert_status(r, 3);
+		assert_string_equal(r->grpc_message, "plaintext larger than 1000 bytes");
+		assert_int_equal(fake_backend_waiting(f->fb), held);
+	}
+	fake_backend_finish_start(f->fb);
+	for (int i = 0; i < 100; i++) {
+		r = wait_for(f, id[i]);
+		answered += r->grpc_status == 0;
+	}
+	assert_int_equal(answered, held);
+	/* Answered calls count no more: the budget is whole again. */
+	round_trip(f, "v2", 900);
 }
 
 static void test_inflight_limit(void **state)
@@ -604,6 +675,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_zero_timeout_has_expired, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_buffered_bytes_budget, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_calls_count_against_the_budget,
+						setup_starting, teardown),
 		cmocka_unit_test_setup_teardown(test_inflight_limit, setup_one_inflight, teardown),
 		cmocka_unit_test_setup_teardown(test_backend_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_decrypt_wrong_key_id, setup, teardown),
