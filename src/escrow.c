@@ -41,6 +41,21 @@ bool escrow_configured(const char *dir)
 	return exists_in(dir, "node.pem") && exists_in(dir, "approval");
 }
 
+int escrow_examine(const char *dir, char *why, size_t size)
+{
+	char path[PATH_MAX];
+	int r;
+
+	r = escrow_path(dir, path);
+	if (r < 0)
+		return r;
+	*why = '\0';
+	if (access(path, R_OK | X_OK) == 0 || errno != EACCES)
+		return 0;
+	statedir_describe_access(path, why, size);
+	return -EACCES;
+}
+
 bool escrow_has(const char *dir, uint32_t generation)
 {
 	char name[32];
@@ -102,11 +117,9 @@ int escrow_configure(const char *dir, const struct state *s, const char *node_pa
 	r = escrow_path(dir, edir);
 	if (r < 0)
 		return r;
-	if (mkdir(edir, 0700) < 0 && errno != EEXIST) {
-		r = -errno;
-		log_error("cannot create %s: %s", edir, strerror(errno));
+	r = statedir_mkdir(dir, ESCROW_DIR);
+	if (r < 0)
 		return r;
-	}
 	r = statedir_read_input(node_path, NODEFILE_MAX_BYTES, &node_text, &node_len);
 	if (r == 0)
 		r = statedir_read_input(approval_path, APPROVAL_MAX_BYTES, &approval_text,
@@ -147,6 +160,8 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 		return -EINVAL;
 	}
 	r = escrow_path(dir, edir);
+	if (r == 0)
+		r = statedir_mkdir(dir, ESCROW_DIR); /* also gives an older one to its owner */
 	if (r < 0)
 		return r;
 	snprintf(node_path, sizeof(node_path), "%s/node.pem", edir);

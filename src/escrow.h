@@ -26,6 +26,10 @@ int escrow_configure(const char *dir, const struct state *s, const char *node_pa
 		     const char *approval_path);
 
 bool escrow_configured(const char *dir);
+/* 0 when the escrow directory can be looked at (or is not there);
+ * -EACCES when this process cannot, why saying owner and mode. What
+ * escrow_configured and escrow_has say is then not known. */
+int escrow_examine(const char *dir, char *why, size_t size);
 bool escrow_has(const char *dir, uint32_t generation);
 
 /* Duplicates one generation of this node (its sealed object and its KEK,

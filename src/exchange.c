@@ -12,6 +12,7 @@
 #include "provenance.h"
 #include "sealfile.h"
 #include "secmem.h"
+#include "sharelog.h"
 #include "signer.h"
 #include "statedir.h"
 #include "tpmobj.h"
@@ -204,7 +205,8 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 	struct tpm_approval ta;
 	struct approval a;
 	struct node node;
-	char fp[NODE_FINGERPRINT_MAX];
+	char fp[NODE_FINGERPRINT_MAX], *text = NULL;
+	size_t text_len = 0;
 	const char *why;
 	EVP_PKEY *admin = NULL;
 	uint8_t **keks = NULL;
@@ -325,10 +327,24 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 			goto out;
 		bg->certified = true;
 	}
-	r = bundle_encode(&b, (const uint8_t *const *)keks, ret_bundle, ret_len);
-	if (r == 0)
+	r = bundle_encode(&b, (const uint8_t *const *)keks, &text, &text_len);
+	if (r == 0) {
+		uint32_t numbers[SHARELOG_MAX_GENS];
+		size_t k = 0;
+
+		for (size_t i = 0; i < n && k < SHARELOG_MAX_GENS; i++)
+			numbers[k++] = gens[i]->number;
+		/* promote looks here for the nodes that must have a generation. */
+		r = sharelog_record(dir, fp, numbers, k);
+	}
+	if (r == 0) {
 		log_info("exported %zu generation%s to node %s", n, n == 1 ? "" : "s", fp);
+		*ret_bundle = text;
+		*ret_len = text_len;
+		text = NULL;
+	}
 out:
+	free(text);
 	free_keks(keks, n);
 	pcrpolicy_unref(binding);
 	tpm_close(t);

@@ -10,6 +10,7 @@
 #include "provenance.h"
 #include "sealfile.h"
 #include "secmem.h"
+#include "sharelog.h"
 #include "signer.h"
 #include "tpm.h"
 #include "util.h"
@@ -625,10 +626,12 @@ out:
 	return r;
 }
 
-int keyadmin_promote(const char *dir, uint32_t generation)
+int keyadmin_promote(const char *dir, uint32_t generation, bool force)
 {
 	struct state s = {0};
 	const struct state_generation *g;
+	char missing[512];
+	size_t n_missing = 0;
 	int lock = -1, r;
 
 	r = open_locked(dir, &lock, &s);
@@ -655,6 +658,23 @@ int keyadmin_promote(const char *dir, uint32_t generation)
 		r = -EPERM;
 		goto out;
 	}
+	/* The nodes this one shares keys with must have it before anything
+	 * is written under it: they could not decrypt it. */
+	r = sharelog_missing(dir, generation, missing, sizeof(missing), &n_missing);
+	if (r < 0)
+		goto out;
+	if (n_missing && !force) {
+		log_error("generation %u was never exported to %zu node%s this node exports to (%s): "
+			  "they could not decrypt what this node writes under it. Export it and "
+			  "import it there first (docs/operations.md section 9.3), or promote with "
+			  "--force if those nodes have it from elsewhere or are gone",
+			  (unsigned)generation, n_missing, n_missing == 1 ? "" : "s", missing);
+		r = -EPERM;
+		goto out;
+	}
+	if (n_missing)
+		log_warning("promoting generation %u, never exported to %s (--force)",
+			    (unsigned)generation, missing);
 	s.write_generation = generation;
 	r = state_save(dir, &s);
 	if (r < 0)

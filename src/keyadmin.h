@@ -90,7 +90,7 @@ int keyadmin_epoch_raise(const char *tcti, const struct keyadmin_config *c, unsi
 
 /* Makes an existing generation the write key; no TPM needed. The running
  * daemon follows once it has the key loaded. */
-int keyadmin_promote(const char *dir, uint32_t generation);
+int keyadmin_promote(const char *dir, uint32_t generation, bool force);
 
 /* Removes a generation that is not the write key. Without force, refuses
  * one the running daemon has decrypted with since it started. */

@@ -18,6 +18,7 @@
 #include "provenance.h"
 #include "secmem.h"
 #include "settings.h"
+#include "sharelog.h"
 #include "signer.h"
 #include "startup.h"
 #include "statedir.h"
@@ -351,11 +352,13 @@ static void key_command_end(void)
 	secmem_finish();
 }
 
-/* Standard output, or -o FILE written atomically. */
-static int write_output(const struct settings *s, const char *data, size_t len)
+/* Standard output, or -o FILE written atomically with mode: 0644 for
+ * public keys and signatures (the service user reads what an operator
+ * made as root), 0600 for bundles. */
+static int write_output(const struct settings *s, const char *data, size_t len, mode_t mode)
 {
 	if (*s->output)
-		return statedir_write_output(s->output, data, len);
+		return statedir_write_output(s->output, data, len, mode);
 	if (fwrite(data, 1, len, stdout) != len || fflush(stdout) != 0) {
 		log_error("cannot write to standard output");
 		return -EIO;
@@ -451,7 +454,7 @@ static int cmd_node_key(const struct settings *s)
 	else
 		r = exchange_node_key(s->state_dir, s->tcti, &pem, &len, &n);
 	if (r == 0)
-		r = write_output(s, pem, len);
+		r = write_output(s, pem, len, 0644);
 	if (r == 0)
 		print_node("", &n);
 	free(pem);
@@ -470,7 +473,7 @@ static int cmd_approve(const struct settings *s)
 		return r;
 	r = exchange_approve(s->admin_key, passphrase_file(s), s->args[0], &text, &len, &n);
 	if (r == 0)
-		r = write_output(s, text, len);
+		r = write_output(s, text, len, 0644);
 	if (r == 0)
 		print_node("approved ", &n);
 	free(text);
@@ -490,7 +493,7 @@ static int cmd_export(const struct settings *s)
 	r = exchange_export(s->state_dir, s->tcti, s->pcr_signatures, s->to, s->approval,
 			    s->generations, s->n_generations, &text, &len);
 	if (r == 0)
-		r = write_output(s, text, len);
+		r = write_output(s, text, len, 0600);
 	free(text);
 	key_command_end();
 	return r;
@@ -566,7 +569,7 @@ static int cmd_pcr_sign(const struct settings *s)
 	if (r == 0)
 		r = approval_encode(a, &text, &len);
 	if (r == 0)
-		r = write_output(s, text, len);
+		r = write_output(s, text, len, 0644);
 	free(text);
 	EVP_PKEY_free(key);
 	key_command_end();
@@ -587,7 +590,7 @@ static int cmd_recover(const struct settings *s)
 	r = exchange_recover(s->recovery_key, passphrase_file(s), s->admin_key, s->to, s->args,
 			     s->n_args, s->write_generation, &text, &len);
 	if (r == 0)
-		r = write_output(s, text, len);
+		r = write_output(s, text, len, 0600);
 	free(text);
 	key_command_end();
 	return r;
@@ -650,6 +653,13 @@ static void print_anchors(const char *dir, const struct state *st)
 	    nodefile_load(path, &n) == 0) {
 		node_fingerprint(&n.name, fp);
 		printf("%-13s %s\n", "escrow to:", fp);
+	}
+	{
+		char *shared = NULL;
+
+		if (sharelog_describe(dir, &shared) == 0)
+			fputs(shared, stdout);
+		free(shared);
 	}
 	/* Generations no node would take (made before their node's approval
 	 * was recorded): certify says how. */
@@ -730,7 +740,7 @@ out:
 static int cmd_retire(const struct settings *s)
 {
 	if (s->command == CMD_PROMOTE)
-		return keyadmin_promote(s->state_dir, s->generation);
+		return keyadmin_promote(s->state_dir, s->generation, s->force);
 	return keyadmin_retire(s->state_dir, s->generation, s->force);
 }
 

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 /* A cursor over JSON text: just enough JSON for systemd-measure's file
@@ -349,7 +350,10 @@ static void load_ours(struct pcr_binding *b, const char *path, const char *text,
 	if (!a)
 		return;
 	if (approval_parse(text, len, a, &why) < 0) {
-		log_warning("pcr signature %s: ignored: not a PCR signature (%s)", path, why);
+		/* approval_parse's reasons speak of approvals: not what this is. */
+		log_warning("pcr signature %s: ignored: not a PCR signature as tpm2-kms pcr-sign "
+			    "writes it",
+			    path);
 	} else if (approval_check_pcrs(a, signer, &why) < 0) {
 		log_warning("pcr signature %s: ignored: %s", path, why);
 	} else if (!policy_pcrs_equal(&a->pcrs, &b->pcrs)) {
@@ -367,6 +371,24 @@ static int compare_names(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+static void note_unreadable(struct pcr_binding *b, const char *path)
+{
+	char why[200];
+
+	if (b->n_unreadable++ == 0) {
+		statedir_describe_access(path, why, sizeof(why));
+		/* Truncation only shortens a message. */
+		if (snprintf(b->unreadable, sizeof(b->unreadable), "%.*s (%s)", 100, path, why) < 0)
+			b->unreadable[0] = '\0';
+	}
+}
+
+/* Whether path is there but not readable by us. */
+static bool errno_of_access(const char *path)
+{
+	return access(path, R_OK) < 0 && errno == EACCES;
+}
+
 /* Every file of dir in name order (so which ones a cap leaves out does not
  * depend on the file system), each read without following links or
  * blocking on a FIFO. */
@@ -378,6 +400,8 @@ static void load_dir(struct pcr_binding *b, const char *dir, EVP_PKEY *signer)
 	size_t n = 0, cap = 0, skipped = 0;
 
 	if (!d) {
+		if (errno == EACCES)
+			note_unreadable(b, dir);
 		if (errno != ENOENT)
 			log_warning("pcr signatures %s: %s", dir, strerror(errno));
 		return;
@@ -417,9 +441,13 @@ static void load_dir(struct pcr_binding *b, const char *dir, EVP_PKEY *signer)
 		const char *p;
 		size_t len;
 
-		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, names[i]) >= sizeof(path) ||
-		    statedir_read_nofollow(path, PCRPOLICY_FILE_MAX, &text, &len) < 0)
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, names[i]) >= sizeof(path))
 			continue;
+		if (statedir_read_nofollow(path, PCRPOLICY_FILE_MAX, &text, &len) < 0) {
+			if (errno_of_access(path))
+				note_unreadable(b, path);
+			continue;
+		}
 		for (p = text; *p == ' ' || *p == '\n' || *p == '\t' || *p == '\r'; p++)
 			;
 		if (*p == '{')

@@ -45,6 +45,10 @@ struct pcr_binding {
 	struct state keys;
 	size_t n_sigs, cap;
 	struct pcr_signature *sigs;
+	/* Files (or the directory) this process could not read: a signature
+	 * it cannot see approves nothing, and must be said so. */
+	size_t n_unreadable;
+	char unreadable[320]; /* the first: path and why */
 };
 
 /* The state's PCR signer and selection, with the signatures of dir

@@ -31,6 +31,9 @@
  * oracle. */
 #define DECRYPT_FAILED "invalid ciphertext"
 
+enum blind_what { BLIND_STATE, BLIND_ESCROW, BLIND_PCR_SIGNATURES, BLIND_N };
+static const char *const blind_names[BLIND_N] = {"state", "escrow", "pcr-signatures"};
+
 struct generation {
 	struct generation *next;
 	uint32_t number;
@@ -61,6 +64,10 @@ struct plugin {
 	bool was_ready;
 	bool stopping;
 	bool escrow_configured;
+	/* What the daemon must look at and could not (owner or mode wrong):
+	 * Status is not ok while any is, so no alarm stays silent on what
+	 * was never seen. "" when seen. */
+	char blind[BLIND_N][400];
 
 	/* Boot-state binding: the state's PCR signer and the signatures of
 	 * the signature directory, loaded on start, reload and when a file
@@ -95,7 +102,7 @@ struct plugin {
 	size_t queued_secure; /* secure heap held by queued Encrypts */
 	bool counts_dirty;
 	unsigned handles_open;
-	char status_buf[200];
+	char status_buf[480];
 	/* Decrypt's output (secure heap, ENVELOPE_MAX_BYTES): the backend's
 	 * answer is consumed before done() returns, so one buffer serves
 	 * every call, wiped after each. */
@@ -286,9 +293,14 @@ static void on_unsealed(void *arg, int err, const uint8_t *kek,
 	g->unsealing = false;
 	if (err == -ENOKEY && values) {
 		/* Waits for a signature: tried again when one appears. */
-		char why[24 * 80 + 64];
+		char why[24 * 80 + 400];
 
 		pcrpolicy_describe(values, why, sizeof(why));
+		/* A signature the daemon cannot read may be the one wanted. */
+		if (p->binding && p->binding->n_unreadable)
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+				 "; %zu signature file(s) not readable, first %s",
+				 p->binding->n_unreadable, p->binding->unreadable);
 		if (!g->problem || strcmp(g->problem, why) != 0) {
 			log_warning("generation %u: %s", (unsigned)g->number, why);
 			/* What is there approves other values (the next boot's, or a
@@ -413,6 +425,12 @@ static void binding_done(uv_work_t *req, int status)
 	} else if (status == 0 && l->err == 0) {
 		pcrpolicy_unref(p->binding);
 		p->binding = l->result;
+		if (p->binding->n_unreadable)
+			snprintf(p->blind[BLIND_PCR_SIGNATURES], sizeof(p->blind[0]),
+				 "%zu PCR signature file(s), first %.320s", p->binding->n_unreadable,
+				 p->binding->unreadable);
+		else
+			p->blind[BLIND_PCR_SIGNATURES][0] = '\0';
 		for (struct generation *g = p->gens; g; g = g->next)
 			if (!g->kek)
 				start_unseal(p, g);
@@ -554,6 +572,17 @@ static void apply_state(plugin *p, const struct state *st)
 		start_unseal(p, g);
 	}
 	/* Escrow is looked at on reload only, never per call. */
+	{
+		char why[200];
+
+		if (escrow_examine(p->state_dir, why, sizeof(why)) < 0) {
+			snprintf(p->blind[BLIND_ESCROW], sizeof(p->blind[0]), "%.*s/escrow: %s", 100,
+				 p->state_dir, why);
+			log_error("cannot look at %s", p->blind[BLIND_ESCROW]);
+		} else {
+			p->blind[BLIND_ESCROW][0] = '\0';
+		}
+	}
 	p->escrow_configured = escrow_configured(p->state_dir);
 	for (struct generation *g = p->gens; g; g = g->next)
 		g->escrowed = p->escrow_configured && escrow_has(p->state_dir, g->number);
@@ -572,9 +601,17 @@ void plugin_reload(plugin *p)
 	if (p->stopping)
 		return;
 	if (state_load(p->state_dir, &st) < 0) {
+		char path[PATH_MAX + 8], why[200];
+
+		snprintf(path, sizeof(path), "%s/state", p->state_dir);
+		statedir_describe_access(path, why, sizeof(why));
+		if (*why)
+			snprintf(p->blind[BLIND_STATE], sizeof(p->blind[0]), "%.*s: %s", 100, path,
+				 why);
 		log_error("reload: keeping the generations already loaded");
 		return;
 	}
+	p->blind[BLIND_STATE][0] = '\0';
 	apply_state(p, &st);
 	state_free(&st);
 }
@@ -634,6 +671,15 @@ static bool escrow_missing(const plugin *p, const struct generation *w)
 	return p->escrow_configured && w && tpm_kek_duplicable(w->kind) && !w->escrowed;
 }
 
+/* The first thing the daemon could not look at, NULL when none. */
+static const char *blind(const plugin *p)
+{
+	for (size_t i = 0; i < BLIND_N; i++)
+		if (p->blind[i][0])
+			return p->blind[i];
+	return NULL;
+}
+
 static void status(void *backend, const char **ret_healthz, const char **ret_key_id)
 {
 	plugin *p = backend;
@@ -647,6 +693,9 @@ static void status(void *backend, const char **ret_healthz, const char **ret_key
 	} else if (!w || !w->kek) {
 		snprintf(p->status_buf, sizeof(p->status_buf), "write key generation %u %s",
 			 (unsigned)p->write_gen, w && w->broken ? "is unusable" : "not loaded yet");
+		*ret_healthz = p->status_buf;
+	} else if (blind(p)) {
+		snprintf(p->status_buf, sizeof(p->status_buf), "cannot read %s", blind(p));
 		*ret_healthz = p->status_buf;
 	} else if (escrow_missing(p, w)) {
 		snprintf(p->status_buf, sizeof(p->status_buf),
@@ -871,6 +920,12 @@ static void collect(void *arg, struct metrics_out *out)
 			n += !g->kek;
 		metrics_printf(out, "tpm2kms_kek_generations_not_loaded %u\n", n);
 	}
+	metrics_family(out, "tpm2kms_state_unreadable", "gauge",
+		       "1 while the daemon cannot read what it must check (the state file, the "
+		       "escrow directory, PCR signature files): owner or mode.");
+	for (size_t i = 0; i < BLIND_N; i++)
+		metrics_printf(out, "tpm2kms_state_unreadable{what=\"%s\"} %d\n", blind_names[i],
+			       p->blind[i][0] != '\0');
 	metrics_family(out, "tpm2kms_calls_waiting_for_start", "gauge",
 		       "Calls held until the start is over (keys unsealed or the hold window "
 		       "ended).");

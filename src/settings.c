@@ -128,8 +128,9 @@ static const struct option_def options[] = {
 	{"log-format", K_LOG_FORMAT, ALL, false, 0, 0, "FORMAT", "text or json (default text)"},
 	{"log-level", K_LOG_LEVEL, ALL, false, 0, 0, "LEVEL",
 	 "error, warning, info or debug (default info)"},
-	{"force", K_FLAG, CMD_RETIRE, false, offsetof(struct settings, force), 0, NULL,
-	 "retire even a generation used since the daemon started"},
+	{"force", K_FLAG, CMD_RETIRE | CMD_PROMOTE, false, offsetof(struct settings, force), 0, NULL,
+	 "retire: even a generation used since the daemon started; promote: even one never "
+	 "exported to a node this node exports to"},
 };
 
 /* What a command takes besides options. */

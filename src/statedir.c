@@ -82,6 +82,55 @@ static int give_to_owner(const char *dir, int fd)
 	return 0;
 }
 
+int statedir_mkdir(const char *dir, const char *name)
+{
+	char path[PATH_MAX];
+	struct stat st, parent;
+	int r;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+		return -ENAMETOOLONG;
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		log_error("cannot create %s: %s", path, strerror(errno));
+		return r;
+	}
+	if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		log_error("%s is not a directory", path);
+		return -ENOTDIR;
+	}
+	/* Also repairs one an earlier version made as root. */
+	if (geteuid() == 0 && stat(dir, &parent) == 0 &&
+	    (st.st_uid != parent.st_uid || st.st_gid != parent.st_gid) &&
+	    lchown(path, parent.st_uid, parent.st_gid) < 0) {
+		r = -errno;
+		log_error("cannot give %s to the owner of %s: %s", path, dir, strerror(errno));
+		return r;
+	}
+	return 0;
+}
+
+void statedir_describe_access(const char *path, char *out, size_t size)
+{
+	struct stat st;
+	uid_t me = geteuid();
+
+	*out = '\0';
+	if (access(path, R_OK) == 0 || errno != EACCES)
+		return;
+	if (stat(path, &st) < 0) {
+		/* A directory on the way cannot be entered. */
+		snprintf(out, size, "a directory above it cannot be entered by uid %u",
+			 (unsigned)me);
+		return;
+	}
+	snprintf(out, size,
+		 "owner uid %u, group %u, mode %04o; this process runs as uid %u: give it to "
+		 "uid %u (chown) or make it readable (chmod)",
+		 (unsigned)st.st_uid, (unsigned)st.st_gid, (unsigned)(st.st_mode & 07777),
+		 (unsigned)me, (unsigned)me);
+}
+
 static int path_in(const char *dir, const char *name, char out[PATH_MAX])
 {
 	if ((size_t)snprintf(out, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX)
@@ -182,7 +231,7 @@ static int write_all(int fd, const uint8_t *p, size_t len, const char *what)
 }
 
 static int write_file(const char *dir, const char *name, const void *data, size_t len,
-		      bool durable, bool to_owner)
+		      bool durable, bool to_owner, mode_t mode)
 {
 	char path[PATH_MAX], tmp[PATH_MAX];
 	const uint8_t *p = data;
@@ -204,6 +253,12 @@ static int write_file(const char *dir, const char *name, const void *data, size_
 	r = to_owner ? give_to_owner(dir, fd) : 0;
 	if (r < 0) {
 		log_error("cannot give %s to the owner of %s: %s", tmp, dir, strerror(-r));
+		goto out;
+	}
+	/* Exactly mode, whatever the umask. */
+	if (mode != 0600 && fchmod(fd, mode) < 0) {
+		r = -errno;
+		log_error("cannot chmod %s: %s", tmp, strerror(errno));
 		goto out;
 	}
 	r = write_all(fd, p, len, tmp);
@@ -247,10 +302,10 @@ out:
 
 int statedir_write(const char *dir, const char *name, const void *data, size_t len)
 {
-	return write_file(dir, name, data, len, true, true);
+	return write_file(dir, name, data, len, true, true, 0600);
 }
 
-int statedir_write_output(const char *path, const void *data, size_t len)
+int statedir_write_output(const char *path, const void *data, size_t len, mode_t mode)
 {
 	char d[PATH_MAX], b[PATH_MAX];
 	struct stat st;
@@ -275,7 +330,7 @@ int statedir_write_output(const char *path, const void *data, size_t len)
 	}
 	strcpy(d, path);
 	strcpy(b, path);
-	return write_file(dirname(d), basename(b), data, len, true, false);
+	return write_file(dirname(d), basename(b), data, len, true, false, mode);
 }
 
 /* Bounded read of a whole regular file. */
@@ -291,10 +346,16 @@ static int read_path(const char *path, int flags, size_t max, char **ret, size_t
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | flags);
 	if (fd < 0) {
 		r = -errno;
-		if (r == -ELOOP && (flags & O_NOFOLLOW))
+		if (r == -ELOOP && (flags & O_NOFOLLOW)) {
 			log_error("%s is a symbolic link: not followed", path);
-		else if (r != -ENOENT)
-			log_error("cannot open %s: %s", path, strerror(errno));
+		} else if (r == -EACCES) {
+			char why[200];
+
+			statedir_describe_access(path, why, sizeof(why));
+			log_error("cannot open %s: %s (%s)", path, strerror(-r), why);
+		} else if (r != -ENOENT) {
+			log_error("cannot open %s: %s", path, strerror(-r));
+		}
 		return r;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -747,7 +808,7 @@ int counts_save(const char *dir, const struct decrypt_counts *c)
 	 * `retire` must see them at once, which rename gives, but they need
 	 * not survive a power loss. No fsync, then: the daemon writes them
 	 * from its loop, once a second under Decrypt load. */
-	r = write_file(dir, "decrypt-counts", buf, len, false, true);
+	r = write_file(dir, "decrypt-counts", buf, len, false, true, 0600);
 	free(buf);
 	return r;
 }

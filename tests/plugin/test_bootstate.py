@@ -157,6 +157,8 @@ class Signatures(BootTest):
                           ('broken.json', 'not a systemd-measure signature file')):
             self.assertRegex(out, r'warning pcr signature \S*/%s: ignored[ :].*%s' %
                              (re.escape(name), re.escape(why)))
+        # A junk file's warning speaks of signatures, not of approvals.
+        self.assertNotRegex(out, r'/garbage: ignored.*approval')
         self.assertTrue(a.daemon.proc.alive())
         # The good one, added now, is taken.
         shutil.copy(good, os.path.join(d, 'good.sig'))

@@ -207,6 +207,37 @@ class Refusals(NodesBC):
     def export_args(self, node_file, approval, out):
         return ['export', '--to', node_file, '--approval', approval, '-o', out]
 
+    def test_early_promote_is_refused(self):
+        # rotate --stage && promote on A was accepted at once: B, which
+        # shares A's keys, could not decrypt what A then wrote.
+        a, b = self.a, self.b
+        bundle = os.path.join(self.root, 'b1')
+        a.cli(*self.export_args(self.b_file, self.b_approval, bundle))
+        b.cli('import', '--admin-key', self.admin_pub, bundle)
+        self.assertIn('exported to:  node %s, generation 1\n' % self.b_fp,
+                      a.offline('keys').stdout)
+        a.cli('rotate', '--stage')
+        before = snapshot(a.state)
+        r = a.offline('promote', '2', check=False)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn('generation 2 was never exported to 1 node this node exports to (%s)'
+                      % self.b_fp, r.stderr)
+        self.assertIn('--force', r.stderr)
+        self.assertEqual(snapshot(a.state), before)
+        # The guide's order: export, import, then promote.
+        a.cli('export', '--to', self.b_file, '--approval', self.b_approval, '--generation', '2',
+              '-o', bundle)
+        b.cli('import', '--admin-key', self.admin_pub, bundle)
+        self.assertIn('exported to:  node %s, generations 1, 2\n' % self.b_fp,
+                      a.offline('keys').stdout)
+        a.offline('promote', '2')
+        self.assertRegex(a.offline('keys').stdout, r'\n2 +\S+ +\S+ +write ')
+        # --force, for a node that has it from elsewhere or is gone.
+        a.cli('rotate', '--stage')
+        r = a.offline('promote', '3', '--force')
+        self.assertIn('never exported to %s (--force)' % self.b_fp, r.stderr)
+        self.assertRegex(a.offline('keys').stdout, r'\n3 +\S+ +\S+ +write ')
+
     def test_export_refusals(self):
         out = os.path.join(self.root, 'out')
         self.refused(self.a, self.export_args(self.b_file, os.path.join(self.root, 'none'), out),

@@ -32,7 +32,13 @@ def guide_blocks(heading):
     end = min(i for i in (text.find('\n### ', start + 1), text.find('\n## ', start + 1),
                           len(text)) if i >= 0)
     blocks, current = [], []
-    for line in text[start:end].splitlines():
+    lines = text[start:end].splitlines()
+    # A command continued with a backslash is one command.
+    for i in range(len(lines) - 1, 0, -1):
+        if lines[i - 1].endswith('\\') and lines[i].startswith('    '):
+            lines[i - 1] = lines[i - 1][:-1] + lines[i].strip()
+            del lines[i]
+    for line in lines:
         if line.startswith('    '):
             m = re.match(r'^ {4,}(?:([a-z0-9-]+)[#$] +)?((?:tpm2-kms|openssl|systemctl) .*)$',
                          line)
@@ -184,6 +190,34 @@ class Guide(unittest.TestCase):
             self.assertRegex(out, r'(?m)^this node: +%s\s*$' % storage)
             self.assertRegex(out, r'(?m)^signing key: +%s \(approval recorded' % signing)
             self.assertRegex(out, r'(?m)^uncertified: +none\s*$')  # generation 1 certified
+        print('ran as written:\n  ' + '\n  '.join(ran))
+
+    def test_recommended_first_start_as_written(self):
+        # §2 as an operator new to the project reads it from the top: the
+        # admin and recovery keys first, then a first start whose generation
+        # 1 is duplicable and escrowed (the guide's order used to end with
+        # a `none` generation that no drill could bring back).
+        admin = self.machine('admin', with_tpm=False)
+        a = self.machine('node-a')
+        machines = {'admin': admin, 'node-a': a}
+        ran = []
+        blocks = guide_blocks('## 2. First start')
+        first = blocks[0]
+        self.assertIn('init --admin-key admin.pub.pem --approval node-a.approval '
+                      '--escrow-to recovery.node --escrow-approval recovery.approval',
+                      ' '.join(c for _, c in first))
+        for prompt, command in first:
+            if command.startswith('tpm2-kms init'):
+                for f in ('admin.pub.pem', 'recovery.node', 'recovery.approval',
+                          'node-a.approval'):
+                    self.carry(f, admin, a)
+            self.run_block(machines, None, [(prompt, command)], ran)
+            if 'node-key -o node-a.node' in command:
+                self.carry('node-a.node', a, admin)
+        code, out = a.run('tpm2-kms keys')
+        self.assertEqual(code, 0, out)
+        self.assertRegex(out, r'\n1 +tpm2-kms-g1-\S+ +\S+ +write +dup +yes ')
+        self.assertTrue(os.path.exists(os.path.join(a.state, 'escrow', 'gen-000001.pem')))
         print('ran as written:\n  ' + '\n  '.join(ran))
 
     def test_escrow_and_recovery_as_written(self):

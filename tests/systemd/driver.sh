@@ -45,6 +45,8 @@ echo "SYSTEMD-TEST-BEGIN $(systemctl --version | head -n 1)"
 # --- docs/operations.md §1 Install ------------------------------------------
 check useradd useradd --system --no-create-home --shell /usr/sbin/nologin --groups tss tpm2-kms
 check tpm-device-owner sh -c 'ls -l /dev/tpmrm0 | grep -q "^crw-rw---- 1 tss tss "'
+# The directory §10 copies signatures into exists after make install.
+check signature-dir sh -c '[ "$(stat -c "%U:%G %a" /etc/tpm2-kms/pcr-signatures)" = "root:root 755" ]'
 
 # --- §2 First start: socket activation answers healthy on the first call ----
 check socket-enable systemctl enable --now tpm2-kms.socket

@@ -35,7 +35,7 @@ GUEST_PACKAGES = ['systemd', 'systemd-sysv', 'udev', 'tpm-udev', 'tpm2-tools', '
                   'procps', 'util-linux']
 
 # Every step of driver.sh, in order: each must report ok.
-CHECKS = '''useradd tpm-device-owner socket-enable socket-owner first-call-healthy enable-now
+CHECKS = '''useradd tpm-device-owner signature-dir socket-enable socket-owner first-call-healthy enable-now
 status-says-serving guide-status runs-as-service-user socket-still-root generation-1
 restart-command restart-no-refused-call rotate reload status-reports-new-key stop
 stopped-cleanly socket-kept-listening reactivated metrics-enable metrics-scrape journal-levels
