@@ -1,23 +1,23 @@
 #include "config.h"
 
-#include "approval.h"
-#include "bundle.h"
-#include "envelope.h"
-#include "exchange.h"
-#include "kekpolicy.h"
-#include "keyadmin.h"
-#include "log.h"
-#include "nodefile.h"
-#include "pcrpolicy.h"
-#include "provenance.h"
-#include "sealfile.h"
-#include "secmem.h"
-#include "sharelog.h"
-#include "signer.h"
-#include "statedir.h"
-#include "tpmobj.h"
-#include "tpmwrap.h"
-#include "util.h"
+#include "keys/approval.h"
+#include "keys/bundle.h"
+#include "keys/envelope.h"
+#include "admin/exchange.h"
+#include "keys/kekpolicy.h"
+#include "admin/keyadmin.h"
+#include "base/log.h"
+#include "keys/nodefile.h"
+#include "keys/unseal.h"
+#include "keys/provenance.h"
+#include "keys/sealfile.h"
+#include "base/secmem.h"
+#include "keys/sharelog.h"
+#include "keys/signer.h"
+#include "keys/statedir.h"
+#include "tpm/tpmobj.h"
+#include "tpm/dupcodec.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -250,7 +250,7 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 		goto out;
 
 	if (s.pcr_key_len) {
-		r = pcrpolicy_load(&s, pcr_dir, &binding);
+		r = unseal_load_binding(&s, pcr_dir, &binding);
 		if (r < 0)
 			goto out;
 	}
@@ -346,7 +346,7 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 out:
 	free(text);
 	free_keks(keks, n);
-	pcrpolicy_unref(binding);
+	unseal_binding_unref(binding);
 	tpm_close(t);
 	bundle_free(&b);
 	free(gens);
@@ -583,7 +583,7 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 		/* Signatures of PCR values name the epoch index. */
 		r = tpm_epoch_provision(t);
 		if (r == 0)
-			r = pcrpolicy_load(&s, pcr_dir, &binding);
+			r = unseal_load_binding(&s, pcr_dir, &binding);
 		if (r < 0)
 			goto out;
 	}
@@ -683,7 +683,7 @@ out:
 	}
 	free(written);
 	EVP_PKEY_free(anchor);
-	pcrpolicy_unref(binding);
+	unseal_binding_unref(binding);
 	/* A refused import leaves no state directory it made itself. */
 	if (r < 0 && !existed && lock >= 0) {
 		statedir_unlink(dir, "lock");
@@ -726,7 +726,7 @@ static int recover_bundle(const char *path, EVP_PKEY *key, EVP_PKEY *admin,
 	uint8_t admin_der[SIGNER_DER_MAX];
 	size_t admin_der_len;
 	const char *why;
-	struct tpmwrap_sensitive *sens = secmem_alloc(sizeof(*sens));
+	struct dupcodec_sensitive *sens = secmem_alloc(sizeof(*sens));
 	char fp[NODE_FINGERPRINT_MAX], id[ENVELOPE_KEY_ID_MAX];
 	struct bundle b = {0};
 	char *text = NULL;
@@ -792,7 +792,7 @@ static int recover_bundle(const char *path, EVP_PKEY *key, EVP_PKEY *admin,
 			r = -ENOMEM;
 			goto out;
 		}
-		r = tpmwrap_unwrap(key, rec_pub, rec_len, &g->dup, sens, kek);
+		r = dupcodec_unwrap(key, rec_pub, rec_len, &g->dup, sens, kek);
 		if (r == 0)
 			r = envelope_key_id(kek, g->number, id);
 		if (r == 0 && strcmp(id, g->key_id) != 0)
@@ -816,7 +816,7 @@ static int recover_bundle(const char *path, EVP_PKEY *key, EVP_PKEY *admin,
 			r = -E2BIG;
 			goto out;
 		}
-		r = tpmwrap_wrap(target->pub, target->pub_len, g->dup.pub, g->dup.pub_len, sens,
+		r = dupcodec_wrap(target->pub, target->pub_len, g->dup.pub, g->dup.pub_len, sens,
 				 &out->gens[out->n_gens].dup);
 		util_wipe(sens, sizeof(*sens));
 		if (r < 0) {

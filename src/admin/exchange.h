@@ -6,8 +6,8 @@
 #ifndef TPM2KMS_EXCHANGE_H
 #define TPM2KMS_EXCHANGE_H
 
-#include "nodefile.h"
-#include "tpm.h"
+#include "keys/nodefile.h"
+#include "tpm/tpm.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,19 +1,19 @@
 #include "config.h"
 
-#include "envelope.h"
-#include "escrow.h"
-#include "kekpolicy.h"
-#include "keyadmin.h"
-#include "log.h"
-#include "pcrpolicy.h"
-#include "policy.h"
-#include "provenance.h"
-#include "sealfile.h"
-#include "secmem.h"
-#include "sharelog.h"
-#include "signer.h"
-#include "tpm.h"
-#include "util.h"
+#include "keys/envelope.h"
+#include "keys/escrow.h"
+#include "keys/kekpolicy.h"
+#include "admin/keyadmin.h"
+#include "base/log.h"
+#include "keys/unseal.h"
+#include "tpm/policy.h"
+#include "keys/provenance.h"
+#include "keys/sealfile.h"
+#include "base/secmem.h"
+#include "keys/sharelog.h"
+#include "keys/signer.h"
+#include "tpm/tpm.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,11 +33,11 @@ int keyadmin_unseal_sealed(tpm *t, const struct pcr_binding *b, const struct tpm
 	struct tpm_pcr_values v;
 	int r;
 
-	r = pcrpolicy_unseal(t, b, sealed, kind, kek, &v);
+	r = unseal_kek(t, b, sealed, kind, kek, &v);
 	if (r == -ENOKEY) {
 		char why[24 * 80 + 64];
 
-		pcrpolicy_describe(&v, why, sizeof(why));
+		unseal_describe(&v, why, sizeof(why));
 		log_error("generation %u: %s (add its signature to the PCR signature "
 			  "directory)",
 			  (unsigned)number, why);
@@ -171,7 +171,7 @@ static int escrow_missing(tpm *t, const char *dir, const char *pcr_dir, const st
 	if (!kek)
 		return -ENOMEM;
 	if (s->pcr_key_len) {
-		r = pcrpolicy_load(s, pcr_dir, &binding);
+		r = unseal_load_binding(s, pcr_dir, &binding);
 		if (r < 0) {
 			secmem_free(kek, TPM_KEK_BYTES);
 			return r;
@@ -203,7 +203,7 @@ static int escrow_missing(tpm *t, const char *dir, const char *pcr_dir, const st
 			(*ret_done)++;
 	}
 	secmem_free(kek, TPM_KEK_BYTES);
-	pcrpolicy_unref(binding);
+	unseal_binding_unref(binding);
 	return r;
 }
 
@@ -779,7 +779,7 @@ int keyadmin_certify(const char *dir, const char *tcti, const struct keyadmin_co
 			goto out;
 	}
 	if (s.pcr_key_len) {
-		r = pcrpolicy_load(&s, c->pcr_dir, &binding);
+		r = unseal_load_binding(&s, c->pcr_dir, &binding);
 		if (r < 0)
 			goto out;
 	}
@@ -823,7 +823,7 @@ int keyadmin_certify(const char *dir, const char *tcti, const struct keyadmin_co
 	*ret_certified = done;
 	r = 0;
 out:
-	pcrpolicy_unref(binding);
+	unseal_binding_unref(binding);
 	secmem_free(kek, TPM_KEK_BYTES);
 	tpm_close(t);
 	state_free(&s);

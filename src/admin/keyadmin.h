@@ -6,9 +6,9 @@
 #ifndef TPM2KMS_KEYADMIN_H
 #define TPM2KMS_KEYADMIN_H
 
-#include "pcrpolicy.h"
-#include "statedir.h"
-#include "tpm.h"
+#include "keys/unseal.h"
+#include "keys/statedir.h"
+#include "tpm/tpm.h"
 
 #include <stdbool.h>
 #include <stdint.h>

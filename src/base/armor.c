@@ -1,6 +1,6 @@
 #include "config.h"
 
-#include "armor.h"
+#include "base/armor.h"
 
 #include <errno.h>
 #include <openssl/bio.h>

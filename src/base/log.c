@@ -1,6 +1,6 @@
 #include "config.h"
 
-#include "log.h"
+#include "base/log.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -1,6 +1,6 @@
 #include "config.h"
 
-#include "metrics.h"
+#include "base/metrics.h"
 
 #include <errno.h>
 #include <stdarg.h>

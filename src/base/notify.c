@@ -1,8 +1,8 @@
 #include "config.h"
 
-#include "log.h"
-#include "notify.h"
-#include "util.h"
+#include "base/log.h"
+#include "base/notify.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

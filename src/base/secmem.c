@@ -1,7 +1,7 @@
 #include "config.h"
 
-#include "log.h"
-#include "secmem.h"
+#include "base/log.h"
+#include "base/secmem.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>

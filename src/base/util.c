@@ -1,6 +1,6 @@
 #include "config.h"
 
-#include "util.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 #include "config.h"
 
-#include "vmgenid.h"
+#include "base/vmgenid.h"
 
 #include <dirent.h>
 #include <stdbool.h>

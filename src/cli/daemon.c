@@ -1,9 +1,9 @@
 #include "config.h"
 
-#include "daemon.h"
-#include "log.h"
-#include "metrics.h"
-#include "metrics_http.h"
+#include "cli/daemon.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "transport/metrics_http.h"
 
 #include <errno.h>
 #include <signal.h>

@@ -4,10 +4,10 @@
 #ifndef TPM2KMS_DAEMON_H
 #define TPM2KMS_DAEMON_H
 
-#include "grpc.h"
-#include "kms.h"
-#include "listen.h"
-#include "server.h"
+#include "transport/grpc.h"
+#include "kms/kms.h"
+#include "transport/listen.h"
+#include "transport/server.h"
 
 #include <sys/types.h>
 #include <uv.h>

@@ -2,30 +2,30 @@
  * daemon. */
 #include "config.h"
 
-#include "daemon.h"
-#include "approval.h"
-#include "envelope.h"
-#include "escrow.h"
-#include "exchange.h"
-#include "grpc.h"
-#include "keyadmin.h"
-#include "kms_proto.h"
-#include "listen.h"
-#include "log.h"
-#include "notify.h"
-#include "pcrpolicy.h"
-#include "plugin.h"
-#include "provenance.h"
-#include "secmem.h"
-#include "settings.h"
-#include "sharelog.h"
-#include "signer.h"
-#include "startup.h"
-#include "statedir.h"
-#include "tpm.h"
-#include "tpmworker.h"
-#include "util.h"
-#include "vmgenid.h"
+#include "cli/daemon.h"
+#include "keys/approval.h"
+#include "keys/envelope.h"
+#include "keys/escrow.h"
+#include "admin/exchange.h"
+#include "transport/grpc.h"
+#include "admin/keyadmin.h"
+#include "kms/kms_proto.h"
+#include "transport/listen.h"
+#include "base/log.h"
+#include "base/notify.h"
+#include "keys/unseal.h"
+#include "kms/backend.h"
+#include "keys/provenance.h"
+#include "base/secmem.h"
+#include "cli/settings.h"
+#include "keys/sharelog.h"
+#include "keys/signer.h"
+#include "cli/startup.h"
+#include "keys/statedir.h"
+#include "tpm/tpm.h"
+#include "kms/tpmworker.h"
+#include "base/util.h"
+#include "base/vmgenid.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -149,7 +149,7 @@ static int keyadmin_config_of(const struct settings *s, uint8_t admin[SIGNER_DER
  * for the keys, bounded; Status says what is missing); STATUS= says what
  * the daemon waits for. */
 struct serve_ctx {
-	plugin *p;
+	backend *p;
 	bool listening, keys_ready;
 };
 
@@ -197,14 +197,14 @@ static void on_stopping(void *arg)
 	 * serve_failed says so. */
 	if (ctx->listening)
 		notify_send("STOPPING=1\nSTATUS=finishing in-flight calls");
-	plugin_stop(ctx->p);
+	backend_stop(ctx->p);
 }
 
 static void on_reload(void *arg)
 {
 	struct serve_ctx *ctx = arg;
 
-	plugin_reload(ctx->p);
+	backend_reload(ctx->p);
 }
 
 static int cmd_serve(const struct settings *s)
@@ -212,7 +212,7 @@ static int cmd_serve(const struct settings *s)
 	struct serve_ctx ctx = {0};
 	struct notify_socket passed[] = {{"kms", AF_UNIX, -1}, {"metrics", AF_UNSPEC, -1}};
 	struct daemon_config dc;
-	struct plugin_config pc = {
+	struct backend_config pc = {
 		.state_dir = s->state_dir,
 		.tcti = s->tcti,
 		.probe_interval_ms = s->probe_interval_ms,
@@ -228,7 +228,7 @@ static int cmd_serve(const struct settings *s)
 	uv_loop_t *loop = uv_default_loop();
 	uint8_t admin[SIGNER_DER_MAX];
 	struct keyadmin_config kc;
-	plugin *p = NULL;
+	backend *p = NULL;
 	int claim = -1, r;
 
 	daemon_config_defaults(&dc);
@@ -307,7 +307,7 @@ static int cmd_serve(const struct settings *s)
 	} else if (r < 0) {
 		goto out;
 	}
-	r = plugin_new(loop, &pc, &st, &p);
+	r = backend_new(loop, &pc, &st, &p);
 	if (r < 0)
 		goto out;
 	ctx.p = p;
@@ -316,7 +316,7 @@ static int cmd_serve(const struct settings *s)
 	hooks.reload = on_reload;
 	hooks.arg = &ctx;
 	/* On failure too, daemon_run has stopped the plugin via the hook. */
-	r = daemon_run(loop, &dc, plugin_ops(), p, &hooks);
+	r = daemon_run(loop, &dc, backend_ops(), p, &hooks);
 out:
 	state_free(&st);
 	uv_loop_close(loop);
@@ -521,7 +521,7 @@ static int cmd_pcr_read(const struct settings *s)
 	tpm_close(t);
 	if (r < 0)
 		return r;
-	pcrpolicy_format_values(&v, out, sizeof(out));
+	unseal_format_values(&v, out, sizeof(out));
 	printf("%s\n", out);
 	return 0;
 }

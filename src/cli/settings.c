@@ -1,7 +1,7 @@
 #include "config.h"
 
-#include "settings.h"
-#include "util.h"
+#include "cli/settings.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <grp.h>

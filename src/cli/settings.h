@@ -5,7 +5,7 @@
 #ifndef TPM2KMS_SETTINGS_H
 #define TPM2KMS_SETTINGS_H
 
-#include "log.h"
+#include "base/log.h"
 
 #include <stdbool.h>
 #include <stdint.h>

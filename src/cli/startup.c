@@ -1,8 +1,8 @@
 #include "config.h"
 
-#include "log.h"
-#include "startup.h"
-#include "util.h"
+#include "base/log.h"
+#include "cli/startup.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -7,8 +7,8 @@
 #ifndef TPM2KMS_STARTUP_H
 #define TPM2KMS_STARTUP_H
 
-#include "keyadmin.h"
-#include "statedir.h"
+#include "admin/keyadmin.h"
+#include "keys/statedir.h"
 
 #include <stdbool.h>
 #include <stdint.h>

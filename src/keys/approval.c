@@ -1,10 +1,10 @@
 #include "config.h"
 
-#include "approval.h"
-#include "log.h"
-#include "statedir.h"
-#include "tpmobj.h"
-#include "util.h"
+#include "keys/approval.h"
+#include "base/log.h"
+#include "keys/statedir.h"
+#include "tpm/tpmobj.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <stdio.h>

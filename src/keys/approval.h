@@ -25,9 +25,9 @@
 #ifndef TPM2KMS_APPROVAL_H
 #define TPM2KMS_APPROVAL_H
 
-#include "policy.h"
-#include "signer.h"
-#include "tpm.h"
+#include "tpm/policy.h"
+#include "keys/signer.h"
+#include "tpm/tpm.h"
 
 #include <openssl/evp.h>
 #include <stdbool.h>

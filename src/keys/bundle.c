@@ -1,12 +1,12 @@
 #include "config.h"
 
-#include "bundle.h"
-#include "log.h"
-#include "provenance.h"
-#include "sealfile.h"
-#include "signer.h"
-#include "tpmwrap.h"
-#include "util.h"
+#include "keys/bundle.h"
+#include "base/log.h"
+#include "keys/provenance.h"
+#include "keys/sealfile.h"
+#include "keys/signer.h"
+#include "tpm/dupcodec.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -24,7 +24,7 @@
 static int mac(const uint8_t kek[TPM_KEK_BYTES], const char *body, size_t len,
 	       uint8_t out[BUNDLE_MAC_BYTES])
 {
-	return tpmwrap_hmac_sha256(kek, TPM_KEK_BYTES, (const uint8_t *)MAC_LABEL,
+	return dupcodec_hmac_sha256(kek, TPM_KEK_BYTES, (const uint8_t *)MAC_LABEL,
 				   strlen(MAC_LABEL), (const uint8_t *)body, len, out);
 }
 

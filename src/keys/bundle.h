@@ -26,10 +26,10 @@
 #ifndef TPM2KMS_BUNDLE_H
 #define TPM2KMS_BUNDLE_H
 
-#include "envelope.h"
-#include "provenance.h"
-#include "statedir.h"
-#include "tpm.h"
+#include "keys/envelope.h"
+#include "keys/provenance.h"
+#include "keys/statedir.h"
+#include "tpm/tpm.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,7 +1,7 @@
 #include "config.h"
 
-#include "envelope.h"
-#include "util.h"
+#include "keys/envelope.h"
+#include "base/util.h"
 
 #include <assert.h>
 #include <errno.h>

@@ -1,13 +1,13 @@
 #include "config.h"
 
-#include "approval.h"
-#include "bundle.h"
-#include "escrow.h"
-#include "kekpolicy.h"
-#include "log.h"
-#include "nodefile.h"
-#include "provenance.h"
-#include "signer.h"
+#include "keys/approval.h"
+#include "keys/bundle.h"
+#include "keys/escrow.h"
+#include "keys/kekpolicy.h"
+#include "base/log.h"
+#include "keys/nodefile.h"
+#include "keys/provenance.h"
+#include "keys/signer.h"
 
 #include <errno.h>
 #include <limits.h>

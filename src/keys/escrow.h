@@ -12,8 +12,8 @@
 #ifndef TPM2KMS_ESCROW_H
 #define TPM2KMS_ESCROW_H
 
-#include "statedir.h"
-#include "tpm.h"
+#include "keys/statedir.h"
+#include "tpm/tpm.h"
 
 #include <stdbool.h>
 #include <stdint.h>

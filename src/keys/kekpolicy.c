@@ -1,8 +1,8 @@
 #include "config.h"
 
-#include "kekpolicy.h"
-#include "signer.h"
-#include "tpmobj.h"
+#include "keys/kekpolicy.h"
+#include "keys/signer.h"
+#include "tpm/tpmobj.h"
 
 #include <errno.h>
 #include <string.h>

@@ -9,8 +9,8 @@
 #ifndef TPM2KMS_KEKPOLICY_H
 #define TPM2KMS_KEKPOLICY_H
 
-#include "statedir.h"
-#include "tpm.h"
+#include "keys/statedir.h"
+#include "tpm/tpm.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,11 +1,11 @@
 #include "config.h"
 
-#include "armor.h"
-#include "log.h"
-#include "nodefile.h"
-#include "statedir.h"
-#include "tpmobj.h"
-#include "util.h"
+#include "base/armor.h"
+#include "base/log.h"
+#include "keys/nodefile.h"
+#include "keys/statedir.h"
+#include "tpm/tpmobj.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>

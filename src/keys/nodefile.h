@@ -7,7 +7,7 @@
 #ifndef TPM2KMS_NODEFILE_H
 #define TPM2KMS_NODEFILE_H
 
-#include "tpm.h"
+#include "tpm/tpm.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,12 +1,12 @@
 #include "config.h"
 
-#include "approval.h"
-#include "log.h"
-#include "nodefile.h"
-#include "provenance.h"
-#include "sealfile.h"
-#include "tpmobj.h"
-#include "util.h"
+#include "keys/approval.h"
+#include "base/log.h"
+#include "keys/nodefile.h"
+#include "keys/provenance.h"
+#include "keys/sealfile.h"
+#include "tpm/tpmobj.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <openssl/sha.h>

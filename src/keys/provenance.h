@@ -28,9 +28,9 @@
 #ifndef TPM2KMS_PROVENANCE_H
 #define TPM2KMS_PROVENANCE_H
 
-#include "signer.h"
-#include "statedir.h"
-#include "tpm.h"
+#include "keys/signer.h"
+#include "keys/statedir.h"
+#include "tpm/tpm.h"
 
 #include <stddef.h>
 #include <stdint.h>

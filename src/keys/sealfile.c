@@ -1,8 +1,8 @@
 #include "config.h"
 
-#include "armor.h"
-#include "sealfile.h"
-#include "util.h"
+#include "base/armor.h"
+#include "keys/sealfile.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <openssl/asn1t.h>

@@ -24,7 +24,7 @@
 #ifndef TPM2KMS_SEALFILE_H
 #define TPM2KMS_SEALFILE_H
 
-#include "tpm.h"
+#include "tpm/tpm.h"
 
 #include <stddef.h>
 

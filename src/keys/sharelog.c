@@ -1,8 +1,8 @@
 #include "config.h"
 
-#include "log.h"
-#include "sharelog.h"
-#include "statedir.h"
+#include "base/log.h"
+#include "keys/sharelog.h"
+#include "keys/statedir.h"
 
 #include <errno.h>
 #include <stdio.h>

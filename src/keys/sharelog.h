@@ -6,7 +6,7 @@
 #ifndef TPM2KMS_SHARELOG_H
 #define TPM2KMS_SHARELOG_H
 
-#include "nodefile.h"
+#include "keys/nodefile.h"
 
 #include <stddef.h>
 #include <stdint.h>

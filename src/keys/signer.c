@@ -1,10 +1,10 @@
 #include "config.h"
 
-#include "log.h"
-#include "signer.h"
-#include "statedir.h"
-#include "util.h"
-#include "tpmobj.h"
+#include "base/log.h"
+#include "keys/signer.h"
+#include "keys/statedir.h"
+#include "base/util.h"
+#include "tpm/tpmobj.h"
 
 #include <errno.h>
 #include <openssl/err.h>

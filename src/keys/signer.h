@@ -8,7 +8,7 @@
 #ifndef TPM2KMS_SIGNER_H
 #define TPM2KMS_SIGNER_H
 
-#include "tpm.h"
+#include "tpm/tpm.h"
 
 #include <openssl/evp.h>
 #include <stdbool.h>

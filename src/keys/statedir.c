@@ -1,9 +1,9 @@
 #include "config.h"
 
-#include "log.h"
-#include "signer.h"
-#include "statedir.h"
-#include "util.h"
+#include "base/log.h"
+#include "keys/signer.h"
+#include "keys/statedir.h"
+#include "base/util.h"
 
 #include <dirent.h>
 #include <errno.h>

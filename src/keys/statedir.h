@@ -8,8 +8,8 @@
 #ifndef TPM2KMS_STATEDIR_H
 #define TPM2KMS_STATEDIR_H
 
-#include "policy.h"
-#include "tpm.h"
+#include "tpm/policy.h"
+#include "tpm/tpm.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,12 +1,12 @@
 #include "config.h"
 
-#include "approval.h"
-#include "kekpolicy.h"
-#include "log.h"
-#include "pcrpolicy.h"
-#include "signer.h"
-#include "tpmobj.h"
-#include "util.h"
+#include "keys/approval.h"
+#include "keys/kekpolicy.h"
+#include "base/log.h"
+#include "keys/unseal.h"
+#include "keys/signer.h"
+#include "tpm/tpmobj.h"
+#include "base/util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -412,7 +412,7 @@ static void load_dir(struct pcr_binding *b, const char *dir, EVP_PKEY *signer)
 		if (e->d_name[0] == '.')
 			continue;
 		/* Names are collected (bounded) and sorted before the cap. */
-		if (n == 64 * PCRPOLICY_MAX_FILES) {
+		if (n == 64 * UNSEAL_MAX_FILES) {
 			skipped++;
 			continue;
 		}
@@ -431,19 +431,19 @@ static void load_dir(struct pcr_binding *b, const char *dir, EVP_PKEY *signer)
 	closedir(d);
 	if (n)
 		qsort(names, n, sizeof(*names), compare_names);
-	skipped += n > PCRPOLICY_MAX_FILES ? n - PCRPOLICY_MAX_FILES : 0;
+	skipped += n > UNSEAL_MAX_FILES ? n - UNSEAL_MAX_FILES : 0;
 	if (skipped)
 		log_warning("pcr signatures %s: more than %d files; %zu were not looked at (remove "
 			    "signatures you no longer need)",
-			    dir, PCRPOLICY_MAX_FILES, skipped);
-	for (size_t i = 0; i < n && i < PCRPOLICY_MAX_FILES; i++) {
+			    dir, UNSEAL_MAX_FILES, skipped);
+	for (size_t i = 0; i < n && i < UNSEAL_MAX_FILES; i++) {
 		char path[PATH_MAX], *text = NULL;
 		const char *p;
 		size_t len;
 
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, names[i]) >= sizeof(path))
 			continue;
-		if (statedir_read_nofollow(path, PCRPOLICY_FILE_MAX, &text, &len) < 0) {
+		if (statedir_read_nofollow(path, UNSEAL_FILE_MAX, &text, &len) < 0) {
 			if (errno_of_access(path))
 				note_unreadable(b, path);
 			continue;
@@ -461,13 +461,13 @@ static void load_dir(struct pcr_binding *b, const char *dir, EVP_PKEY *signer)
 	free(names);
 }
 
-struct pcr_binding *pcrpolicy_ref(struct pcr_binding *b)
+struct pcr_binding *unseal_binding_ref(struct pcr_binding *b)
 {
 	b->refs++;
 	return b;
 }
 
-void pcrpolicy_unref(struct pcr_binding *b)
+void unseal_binding_unref(struct pcr_binding *b)
 {
 	if (!b || --b->refs > 0)
 		return;
@@ -475,7 +475,7 @@ void pcrpolicy_unref(struct pcr_binding *b)
 	free(b);
 }
 
-int pcrpolicy_load(const struct state *s, const char *dir, struct pcr_binding **ret)
+int unseal_load_binding(const struct state *s, const char *dir, struct pcr_binding **ret)
 {
 	struct pcr_binding *b;
 	struct tpm_or_list or;
@@ -521,7 +521,7 @@ static void literal_of(const struct state *s, struct tpm_pcr_literal *ret)
 	SHA256(all, 32 * s->literal.n, ret->digest);
 }
 
-int pcrpolicy_unseal(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *s,
+int unseal_kek(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *s,
 		     enum tpm_kek_kind kind, uint8_t kek[TPM_KEK_BYTES],
 		     struct tpm_pcr_values *ret_values)
 {
@@ -587,7 +587,7 @@ int pcrpolicy_unseal(tpm *t, const struct pcr_binding *b, const struct tpm_seale
 	return -ENOKEY;
 }
 
-void pcrpolicy_format_values(const struct tpm_pcr_values *v, char *out, size_t size)
+void unseal_format_values(const struct tpm_pcr_values *v, char *out, size_t size)
 {
 	size_t pos = 0;
 
@@ -600,11 +600,11 @@ void pcrpolicy_format_values(const struct tpm_pcr_values *v, char *out, size_t s
 	}
 }
 
-void pcrpolicy_describe(const struct tpm_pcr_values *v, char *out, size_t size)
+void unseal_describe(const struct tpm_pcr_values *v, char *out, size_t size)
 {
 	char values[24 * 80];
 
-	pcrpolicy_format_values(v, values, sizeof(values));
+	unseal_format_values(v, values, sizeof(values));
 	if (v->literal)
 		snprintf(out, size, "the literal PCRs do not hold the values the key was sealed "
 				    "to: pcr %s",

@@ -7,21 +7,21 @@
  * selection; what does not check out is ignored with a warning naming the
  * file. At unseal time the PCRs are read and the signature approving
  * their current values is used. */
-#ifndef TPM2KMS_PCRPOLICY_H
-#define TPM2KMS_PCRPOLICY_H
+#ifndef TPM2KMS_UNSEAL_H
+#define TPM2KMS_UNSEAL_H
 
-#include "policy.h"
-#include "statedir.h"
-#include "tpm.h"
+#include "tpm/policy.h"
+#include "keys/statedir.h"
+#include "tpm/tpm.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define PCRPOLICY_DEFAULT_DIR "/etc/tpm2-kms/pcr-signatures"
+#define UNSEAL_DEFAULT_DIR "/etc/tpm2-kms/pcr-signatures"
 /* Files looked at in the directory, in name order; the rest are ignored
  * with a warning. Every valid signature among them is kept. */
-#define PCRPOLICY_MAX_FILES 1024
-#define PCRPOLICY_FILE_MAX (64u * 1024u)
+#define UNSEAL_MAX_FILES 1024
+#define UNSEAL_FILE_MAX (64u * 1024u)
 
 /* One usable approval of PCR values. */
 struct pcr_signature {
@@ -36,7 +36,7 @@ struct pcr_signature {
 
 /* Everything unsealing needs, for either pcr kind. Immutable once loaded
  * and shared by reference (a TPM job holds one while it runs on the
- * worker thread): pcrpolicy_ref, pcrpolicy_unref. */
+ * worker thread): unseal_binding_ref, unseal_binding_unref. */
 struct pcr_binding {
 	_Atomic unsigned refs;
 	struct policy_pcrs pcrs;
@@ -53,25 +53,25 @@ struct pcr_binding {
 
 /* The state's PCR signer and selection, with the signatures of dir
  * (missing: none): regular files only, opened without following links or
- * blocking, at most PCRPOLICY_MAX_FILES of them. -ENOENT when the state
+ * blocking, at most UNSEAL_MAX_FILES of them. -ENOENT when the state
  * binds nothing to PCRs. Logs. May run off the event loop. */
-int pcrpolicy_load(const struct state *s, const char *dir, struct pcr_binding **ret);
-struct pcr_binding *pcrpolicy_ref(struct pcr_binding *b);
+int unseal_load_binding(const struct state *s, const char *dir, struct pcr_binding **ret);
+struct pcr_binding *unseal_binding_ref(struct pcr_binding *b);
 /* NULL is fine. */
-void pcrpolicy_unref(struct pcr_binding *b);
+void unseal_binding_unref(struct pcr_binding *b);
 
 /* Unseals a generation of any kind: with the password session for none and
  * dup, through the signature approving the PCRs' current values for pcr
  * and dup+pcr (b must then be given). -ENOKEY when no signature approves
  * them; *ret_values (when not NULL) then holds the current values. */
-int pcrpolicy_unseal(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *s,
+int unseal_kek(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *s,
 		     enum tpm_kek_kind kind, uint8_t kek[TPM_KEK_BYTES],
 		     struct tpm_pcr_values *ret_values);
 
 /* "no PCR signature approves pcr 7=<hex>" for Status and Decrypt. */
-void pcrpolicy_describe(const struct tpm_pcr_values *v, char *out, size_t size);
+void unseal_describe(const struct tpm_pcr_values *v, char *out, size_t size);
 
 /* "7=<hex>,11=<hex>", as pcr-read prints and pcr-sign takes. */
-void pcrpolicy_format_values(const struct tpm_pcr_values *v, char *out, size_t size);
+void unseal_format_values(const struct tpm_pcr_values *v, char *out, size_t size);
 
 #endif

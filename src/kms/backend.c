@@ -1,16 +1,16 @@
 #include "config.h"
 
-#include "envelope.h"
-#include "escrow.h"
-#include "log.h"
-#include "metrics.h"
-#include "pcrpolicy.h"
-#include "plugin.h"
-#include "sealfile.h"
-#include "secmem.h"
-#include "tpmobj.h"
-#include "tpmworker.h"
-#include "util.h"
+#include "keys/envelope.h"
+#include "keys/escrow.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "keys/unseal.h"
+#include "kms/backend.h"
+#include "keys/sealfile.h"
+#include "base/secmem.h"
+#include "tpm/tpmobj.h"
+#include "kms/tpmworker.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -48,7 +48,7 @@ struct generation {
 	uint64_t decrypts; /* since start */
 };
 
-struct plugin {
+struct backend {
 	uv_loop_t *loop;
 	char *state_dir;
 	tpm_worker *worker;
@@ -118,12 +118,12 @@ struct waiter {
 };
 
 struct unseal_call {
-	plugin *p;
+	backend *p;
 	uint32_t number;
 };
 
 struct encrypt_call {
-	plugin *p;
+	backend *p;
 	uint8_t *plaintext; /* secure heap */
 	size_t len;
 	size_t held;        /* of the secure heap, as it counts */
@@ -131,7 +131,7 @@ struct encrypt_call {
 	void *token;
 };
 
-static struct generation *find(plugin *p, uint32_t number)
+static struct generation *find(backend *p, uint32_t number)
 {
 	for (struct generation *g = p->gens; g; g = g->next)
 		if (g->number == number)
@@ -151,7 +151,7 @@ static void on_hold_timer(uv_timer_t *t);
 
 /* Answers the waiters whose time is up (all: every one), and sets the
  * timer for the next one. */
-static void release_waiters(plugin *p, bool all)
+static void release_waiters(backend *p, bool all)
 {
 	struct waiter **pp = &p->waiters, *w, *due = NULL;
 	uint64_t now = uv_now(p->loop), next = 0;
@@ -178,7 +178,7 @@ static void release_waiters(plugin *p, bool all)
 	}
 }
 
-static void maybe_started(plugin *p)
+static void maybe_started(backend *p)
 {
 	struct generation *w = find(p, p->write_gen);
 
@@ -196,24 +196,24 @@ static void maybe_started(plugin *p)
 
 static void on_hold_timer(uv_timer_t *t)
 {
-	plugin *p = t->data;
+	backend *p = t->data;
 
 	maybe_started(p);
 	release_waiters(p, false);
 }
 
-static bool started(void *backend)
+static bool started(void *arg)
 {
-	plugin *p = backend;
+	backend *p = arg;
 
 	maybe_started(p);
 	return p->started || p->stopping;
 }
 
-static void when_started(void *backend, uint64_t deadline_ms, void (*cb)(void *token),
+static void when_started(void *arg, uint64_t deadline_ms, void (*cb)(void *token),
 			 void *token)
 {
-	plugin *p = backend;
+	backend *p = arg;
 	struct waiter *w;
 
 	w = malloc(sizeof(*w));
@@ -233,7 +233,7 @@ now:
 	cb(token);
 }
 
-static void check_ready(plugin *p)
+static void check_ready(backend *p)
 {
 	struct generation *w, *next = find(p, p->next_write_gen);
 
@@ -258,18 +258,18 @@ static bool transient(int err)
 	       err == -ENOENT;
 }
 
-static void start_unseal(plugin *p, struct generation *g);
-static void write_counts(plugin *p);
+static void start_unseal(backend *p, struct generation *g);
+static void write_counts(backend *p);
 
 static void on_retry_timer(uv_timer_t *t)
 {
-	plugin *p = t->data;
+	backend *p = t->data;
 
 	for (struct generation *g = p->gens; g; g = g->next)
 		start_unseal(p, g);
 }
 
-static void schedule_retry(plugin *p)
+static void schedule_retry(backend *p)
 {
 	if (p->stopping || uv_is_active((uv_handle_t *)&p->retry_timer))
 		return;
@@ -283,7 +283,7 @@ static void on_unsealed(void *arg, int err, const uint8_t *kek,
 			const struct tpm_pcr_values *values)
 {
 	struct unseal_call *u = arg;
-	plugin *p = u->p;
+	backend *p = u->p;
 	struct generation *g = find(p, u->number);
 	char key_id[ENVELOPE_KEY_ID_MAX];
 
@@ -295,7 +295,7 @@ static void on_unsealed(void *arg, int err, const uint8_t *kek,
 		/* Waits for a signature: tried again when one appears. */
 		char why[24 * 80 + 400];
 
-		pcrpolicy_describe(values, why, sizeof(why));
+		unseal_describe(values, why, sizeof(why));
 		/* A signature the daemon cannot read may be the one wanted. */
 		if (p->binding && p->binding->n_unreadable)
 			snprintf(why + strlen(why), sizeof(why) - strlen(why),
@@ -349,7 +349,7 @@ static void on_unsealed(void *arg, int err, const uint8_t *kek,
 	check_ready(p);
 }
 
-static void start_unseal(plugin *p, struct generation *g)
+static void start_unseal(backend *p, struct generation *g)
 {
 	struct unseal_call *u;
 
@@ -378,7 +378,7 @@ static void start_unseal(plugin *p, struct generation *g)
 
 static void on_health(void *arg, bool healthy)
 {
-	plugin *p = arg;
+	backend *p = arg;
 
 	if (p->was_ready && p->on_health_change)
 		p->on_health_change(p->ready_arg, healthy ? "" : tpm_worker_problem(p->worker));
@@ -395,7 +395,7 @@ static void on_health(void *arg, bool healthy)
  * of thousands of files, or a slow file system, never stalls the loop. */
 struct binding_load {
 	uv_work_t req;
-	plugin *p;
+	backend *p;
 	struct state keys; /* a copy: the plugin's may change meanwhile */
 	char *dir;
 	struct pcr_binding *result;
@@ -406,24 +406,24 @@ static void binding_work(uv_work_t *req)
 {
 	struct binding_load *l = req->data;
 
-	l->err = pcrpolicy_load(&l->keys, l->dir, &l->result);
+	l->err = unseal_load_binding(&l->keys, l->dir, &l->result);
 }
 
-static void load_binding(plugin *p);
-static void plugin_free(plugin *p);
+static void load_binding(backend *p);
+static void backend_free(backend *p);
 
 static void binding_done(uv_work_t *req, int status)
 {
 	struct binding_load *l = req->data;
-	plugin *p = l->p;
+	backend *p = l->p;
 
 	p->binding_loading = false;
 	if (p->stopping) {
-		pcrpolicy_unref(l->result);
+		unseal_binding_unref(l->result);
 		if (p->handles_open == 0)
-			plugin_free(p);
+			backend_free(p);
 	} else if (status == 0 && l->err == 0) {
-		pcrpolicy_unref(p->binding);
+		unseal_binding_unref(p->binding);
 		p->binding = l->result;
 		if (p->binding->n_unreadable)
 			snprintf(p->blind[BLIND_PCR_SIGNATURES], sizeof(p->blind[0]),
@@ -435,7 +435,7 @@ static void binding_done(uv_work_t *req, int status)
 			if (!g->kek)
 				start_unseal(p, g);
 	} else {
-		pcrpolicy_unref(l->result);
+		unseal_binding_unref(l->result);
 	}
 	free(l->dir);
 	free(l);
@@ -448,7 +448,7 @@ static void binding_done(uv_work_t *req, int status)
 /* (Re)loads the PCR signatures; with any change the waiting generations
  * are tried again. One load at a time: a request meanwhile is served by
  * one more load after it. */
-static void load_binding(plugin *p)
+static void load_binding(backend *p)
 {
 	struct binding_load *l;
 
@@ -482,7 +482,7 @@ static void on_pcr_timer(uv_timer_t *t)
 
 static void on_pcr_dir_event(uv_fs_event_t *h, const char *filename, int events, int status)
 {
-	plugin *p = h->data;
+	backend *p = h->data;
 
 	if (status >= 0)
 		uv_timer_start(&p->pcr_timer, on_pcr_timer, RELOAD_DEBOUNCE_MS, 0);
@@ -490,7 +490,7 @@ static void on_pcr_dir_event(uv_fs_event_t *h, const char *filename, int events,
 
 /* Keeps the state's keys and watches the signature directory once the
  * state binds generations to PCRs. */
-static void apply_keys(plugin *p, const struct state *st)
+static void apply_keys(backend *p, const struct state *st)
 {
 	if (!st->pcr_key_len)
 		return;
@@ -513,7 +513,7 @@ static void apply_keys(plugin *p, const struct state *st)
 }
 
 /* Brings the in-memory generations in line with a freshly loaded state. */
-static void apply_state(plugin *p, const struct state *st)
+static void apply_state(backend *p, const struct state *st)
 {
 	struct generation **pp = &p->gens;
 
@@ -594,7 +594,7 @@ static void apply_state(plugin *p, const struct state *st)
 	check_ready(p);
 }
 
-void plugin_reload(plugin *p)
+void backend_reload(backend *p)
 {
 	struct state st;
 
@@ -618,12 +618,12 @@ void plugin_reload(plugin *p)
 
 static void on_reload_timer(uv_timer_t *t)
 {
-	plugin_reload(t->data);
+	backend_reload(t->data);
 }
 
 static void on_state_dir_event(uv_fs_event_t *h, const char *filename, int events, int status)
 {
-	plugin *p = h->data;
+	backend *p = h->data;
 
 	/* rotate and retire replace "state" by rename. */
 	if (status < 0 || !filename || strcmp(filename, "state") != 0)
@@ -633,7 +633,7 @@ static void on_state_dir_event(uv_fs_event_t *h, const char *filename, int event
 
 static void on_counts_timer(uv_timer_t *t);
 
-static void write_counts(plugin *p)
+static void write_counts(backend *p)
 {
 	struct decrypt_counts *c = calloc(1, sizeof(*c));
 
@@ -658,7 +658,7 @@ static void write_counts(plugin *p)
 
 static void on_counts_timer(uv_timer_t *t)
 {
-	plugin *p = t->data;
+	backend *p = t->data;
 
 	if (p->counts_dirty)
 		write_counts(p);
@@ -666,13 +666,13 @@ static void on_counts_timer(uv_timer_t *t)
 
 /* Escrow is configured and the write key is a `dup` generation without an
  * escrow file: its loss would not be recoverable. */
-static bool escrow_missing(const plugin *p, const struct generation *w)
+static bool escrow_missing(const backend *p, const struct generation *w)
 {
 	return p->escrow_configured && w && tpm_kek_duplicable(w->kind) && !w->escrowed;
 }
 
 /* The first thing the daemon could not look at, NULL when none. */
-static const char *blind(const plugin *p)
+static const char *blind(const backend *p)
 {
 	for (size_t i = 0; i < BLIND_N; i++)
 		if (p->blind[i][0])
@@ -680,9 +680,9 @@ static const char *blind(const plugin *p)
 	return NULL;
 }
 
-static void status(void *backend, const char **ret_healthz, const char **ret_key_id)
+static void status(void *arg, const char **ret_healthz, const char **ret_key_id)
 {
-	plugin *p = backend;
+	backend *p = arg;
 	struct generation *w = find(p, p->write_gen);
 
 	*ret_key_id = w ? w->key_id : "";
@@ -729,7 +729,7 @@ static void encrypt_free(struct encrypt_call *e)
 static void on_counter(void *arg, int err, uint64_t counter)
 {
 	struct encrypt_call *e = arg;
-	plugin *p = e->p;
+	backend *p = e->p;
 	struct generation *w = find(p, p->write_gen);
 	struct kms_result res = {0};
 	uint8_t out[ENVELOPE_MAX_BYTES];
@@ -764,10 +764,10 @@ done:
 	encrypt_free(e);
 }
 
-static void encrypt(void *backend, const uint8_t *plaintext, size_t len, uint64_t deadline_ms,
+static void encrypt(void *arg, const uint8_t *plaintext, size_t len, uint64_t deadline_ms,
 		    kms_complete_fn done, void *token)
 {
-	plugin *p = backend;
+	backend *p = arg;
 	struct kms_result res = {0};
 	struct encrypt_call *e;
 	const char *health, *key_id;
@@ -821,7 +821,7 @@ static void encrypt(void *backend, const uint8_t *plaintext, size_t len, uint64_
 	}
 }
 
-static const struct generation *find_key_id(const plugin *p, const char *key_id)
+static const struct generation *find_key_id(const backend *p, const char *key_id)
 {
 	for (const struct generation *g = p->gens; g; g = g->next)
 		if (strcmp(g->key_id, key_id) == 0)
@@ -829,10 +829,10 @@ static const struct generation *find_key_id(const plugin *p, const char *key_id)
 	return NULL;
 }
 
-static void decrypt(void *backend, const uint8_t *ct, size_t len, const char *key_id,
+static void decrypt(void *arg, const uint8_t *ct, size_t len, const char *key_id,
 		    kms_complete_fn done, void *token)
 {
-	plugin *p = backend;
+	backend *p = arg;
 	struct kms_result res = {.error = -EBADMSG, .message = DECRYPT_FAILED};
 	struct generation *g;
 	size_t out_len = 0;
@@ -882,7 +882,7 @@ done:
 
 static void collect(void *arg, struct metrics_out *out)
 {
-	plugin *p = arg;
+	backend *p = arg;
 
 	metrics_family(out, "tpm2kms_tpm_up", "gauge", "1 while the last TPM probe succeeded.");
 	metrics_printf(out, "tpm2kms_tpm_up %d\n", p->worker && tpm_worker_healthy(p->worker));
@@ -953,13 +953,13 @@ static const struct kms_backend_ops ops = {
 	.max_ciphertext = ENVELOPE_MAX_BYTES,
 };
 
-const struct kms_backend_ops *plugin_ops(void)
+const struct kms_backend_ops *backend_ops(void)
 {
 	return &ops;
 }
 
-int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct state *st,
-	       plugin **ret)
+int backend_new(uv_loop_t *loop, const struct backend_config *cfg, const struct state *st,
+	       backend **ret)
 {
 	struct tpm_worker_config wc = {
 		.tcti = cfg->tcti,
@@ -969,7 +969,7 @@ int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct st
 		.max_queue = cfg->max_tpm_queue,
 		.command_timeout_ms = cfg->tpm_command_timeout_ms,
 	};
-	plugin *p = calloc(1, sizeof(*p));
+	backend *p = calloc(1, sizeof(*p));
 	int r;
 
 	if (!p)
@@ -980,7 +980,7 @@ int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct st
 	p->on_health_change = cfg->on_health;
 	p->ready_arg = cfg->ready_arg;
 	p->state_dir = strdup(cfg->state_dir);
-	p->pcr_dir = strdup(cfg->pcr_signatures ? cfg->pcr_signatures : PCRPOLICY_DEFAULT_DIR);
+	p->pcr_dir = strdup(cfg->pcr_signatures ? cfg->pcr_signatures : UNSEAL_DEFAULT_DIR);
 	p->plain = secmem_alloc(ENVELOPE_MAX_BYTES);
 	if (!p->state_dir || !p->plain || !p->pcr_dir) {
 		secmem_free(p->plain, ENVELOPE_MAX_BYTES);
@@ -1011,7 +1011,7 @@ int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct st
 			    p->state_dir, uv_strerror(r));
 	r = tpm_worker_start(loop, &wc, on_health, p, &p->worker);
 	if (r < 0) {
-		plugin_stop(p);
+		backend_stop(p);
 		return r;
 	}
 	apply_state(p, st);
@@ -1024,16 +1024,16 @@ int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct st
 
 static void on_closed(uv_handle_t *h)
 {
-	plugin *p = h->data;
+	backend *p = h->data;
 
 	if (--p->handles_open > 0)
 		return;
 	/* A signature load still running frees us when it is done. */
 	if (!p->binding_loading)
-		plugin_free(p);
+		backend_free(p);
 }
 
-static void plugin_free(plugin *p)
+static void backend_free(backend *p)
 {
 	while (p->gens) {
 		struct generation *g = p->gens;
@@ -1042,14 +1042,14 @@ static void plugin_free(plugin *p)
 		generation_free(g);
 	}
 	secmem_free(p->plain, ENVELOPE_MAX_BYTES);
-	pcrpolicy_unref(p->binding);
+	unseal_binding_unref(p->binding);
 	free(p->keys);
 	free(p->pcr_dir);
 	free(p->state_dir);
 	free(p);
 }
 
-void plugin_stop(plugin *p)
+void backend_stop(backend *p)
 {
 	if (p->stopping)
 		return;

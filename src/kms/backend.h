@@ -2,11 +2,11 @@
  * (unsealed through the TPM worker into the secure heap), Encrypt with a
  * fresh TPM counter value per call, Decrypt in memory, Status from cached
  * health, and reloading of the state directory when it changes. */
-#ifndef TPM2KMS_PLUGIN_H
-#define TPM2KMS_PLUGIN_H
+#ifndef TPM2KMS_BACKEND_H
+#define TPM2KMS_BACKEND_H
 
-#include "kms.h"
-#include "statedir.h"
+#include "kms/kms.h"
+#include "keys/statedir.h"
 
 #include <uv.h>
 
@@ -15,9 +15,9 @@
  * RESOURCE_EXHAUSTED. The daemon's heap is twice as large. */
 #define PLUGIN_QUEUED_SECURE_MAX (512u * 1024u)
 
-typedef struct plugin plugin;
+typedef struct backend backend;
 
-struct plugin_config {
+struct backend_config {
 	const char *state_dir;
 	const char *tcti;
 	uint32_t probe_interval_ms;
@@ -32,15 +32,15 @@ struct plugin_config {
 	void *ready_arg;
 };
 
-int plugin_new(uv_loop_t *loop, const struct plugin_config *cfg, const struct state *st,
-	       plugin **ret);
-const struct kms_backend_ops *plugin_ops(void);
+int backend_new(uv_loop_t *loop, const struct backend_config *cfg, const struct state *st,
+	       backend **ret);
+const struct kms_backend_ops *backend_ops(void);
 
 /* Rereads the state directory (rotation, retirement). */
-void plugin_reload(plugin *p);
+void backend_reload(backend *p);
 
 /* Stops the TPM worker and the watchers; pending calls complete with
  * errors. The plugin is freed once its loop handles are closed. */
-void plugin_stop(plugin *p);
+void backend_stop(backend *p);
 
 #endif

@@ -1,8 +1,8 @@
 #include "config.h"
 
-#include "kms.h"
-#include "kms_proto.h"
-#include "log.h"
+#include "kms/kms.h"
+#include "kms/kms_proto.h"
+#include "base/log.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -4,7 +4,7 @@
 #ifndef TPM2KMS_KMS_H
 #define TPM2KMS_KMS_H
 
-#include "grpc.h"
+#include "transport/grpc.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,7 +1,7 @@
 #include "config.h"
 
-#include "kms_proto.h"
-#include "util.h"
+#include "kms/kms_proto.h"
+#include "base/util.h"
 
 #include "v1beta1/api.pb-c.h"
 #include "v2/api.pb-c.h"

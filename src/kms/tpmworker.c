@@ -1,10 +1,10 @@
 #include "config.h"
 
-#include "log.h"
-#include "metrics.h"
-#include "secmem.h"
-#include "tpmworker.h"
-#include "util.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "base/secmem.h"
+#include "kms/tpmworker.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -93,7 +93,7 @@ struct tpm_worker {
 
 static void job_free(struct job *j)
 {
-	pcrpolicy_unref(j->binding);
+	unseal_binding_unref(j->binding);
 	secmem_free(j->kek, TPM_KEK_BYTES);
 	util_wipe(&j->sealed, sizeof(j->sealed));
 	free(j);
@@ -144,7 +144,7 @@ static void run_job(tpm_worker *w, struct job *j)
 			break;
 		case JOB_UNSEAL:
 			j->kek = secmem_alloc(TPM_KEK_BYTES);
-			r = j->kek ? pcrpolicy_unseal(w->t, j->binding, &j->sealed, j->kek_kind, j->kek,
+			r = j->kek ? unseal_kek(w->t, j->binding, &j->sealed, j->kek_kind, j->kek,
 						      &j->values)
 				   : -ENOMEM;
 			break;
@@ -579,7 +579,7 @@ int tpm_worker_unseal(tpm_worker *w, const struct tpm_sealed *s, enum tpm_kek_ki
 	if (!j)
 		return -ENOMEM;
 	if (binding)
-		j->binding = pcrpolicy_ref(binding);
+		j->binding = unseal_binding_ref(binding);
 	j->kind = JOB_UNSEAL;
 	j->sealed = *s;
 	j->kek_kind = kind;

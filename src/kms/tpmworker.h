@@ -6,8 +6,8 @@
 #ifndef TPM2KMS_TPMWORKER_H
 #define TPM2KMS_TPMWORKER_H
 
-#include "pcrpolicy.h"
-#include "tpm.h"
+#include "keys/unseal.h"
+#include "tpm/tpm.h"
 
 #include <stdbool.h>
 #include <stdint.h>

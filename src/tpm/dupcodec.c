@@ -1,8 +1,8 @@
 #include "config.h"
 
-#include "tpmobj.h"
-#include "tpmwrap.h"
-#include "util.h"
+#include "tpm/tpmobj.h"
+#include "tpm/dupcodec.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <openssl/core_names.h>
@@ -21,7 +21,7 @@
 /* The label, with its terminating NUL as the KDFs and OAEP take it. */
 static const char DUPLICATE[] = "DUPLICATE";
 
-int tpmwrap_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, size_t a_len,
+int dupcodec_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, size_t a_len,
 			const uint8_t *b, size_t b_len, uint8_t out[32])
 {
 	OSSL_PARAM params[] = {
@@ -62,7 +62,7 @@ static int kdfa(const uint8_t *key, size_t key_len, const char *label, const uin
 	n += u_len;
 	util_put_be32(msg + n, (uint32_t)bits);
 	n += 4;
-	r = tpmwrap_hmac_sha256(key, key_len, msg, n, NULL, 0, mac);
+	r = dupcodec_hmac_sha256(key, key_len, msg, n, NULL, 0, mac);
 	if (r == 0)
 		memcpy(out, mac, bits / 8);
 	util_wipe(mac, sizeof(mac));
@@ -325,8 +325,8 @@ static int wrapper_keys(const uint8_t seed[SEED_BYTES], const struct tpm_name *o
 	return r;
 }
 
-int tpmwrap_unwrap(EVP_PKEY *parent_key_priv, const uint8_t *parent_pub, size_t parent_len,
-		   const struct tpm_duplicate *d, struct tpmwrap_sensitive *ret_sensitive,
+int dupcodec_unwrap(EVP_PKEY *parent_key_priv, const uint8_t *parent_pub, size_t parent_len,
+		   const struct tpm_duplicate *d, struct dupcodec_sensitive *ret_sensitive,
 		   uint8_t ret_kek[TPM_KEK_BYTES])
 {
 	TPMT_PUBLIC parent;
@@ -363,7 +363,7 @@ int tpmwrap_unwrap(EVP_PKEY *parent_key_priv, const uint8_t *parent_pub, size_t 
 	if (r == 0)
 		r = wrapper_keys(seed, &name, parent_sym_bits(&parent), sym, hmac_key);
 	if (r == 0)
-		r = tpmwrap_hmac_sha256(hmac_key, sizeof(hmac_key), enc, enc_len, name.bytes, name.len, mac);
+		r = dupcodec_hmac_sha256(hmac_key, sizeof(hmac_key), enc, enc_len, name.bytes, name.len, mac);
 	if (r < 0)
 		goto out;
 	if (CRYPTO_memcmp(mac, dup.buffer + 2, HMAC_BYTES) != 0) {
@@ -392,8 +392,8 @@ out:
 	return r;
 }
 
-int tpmwrap_wrap(const uint8_t *new_parent_pub, size_t parent_len, const uint8_t *object_pub,
-		 size_t object_len, const struct tpmwrap_sensitive *s, struct tpm_duplicate *ret)
+int dupcodec_wrap(const uint8_t *new_parent_pub, size_t parent_len, const uint8_t *object_pub,
+		 size_t object_len, const struct dupcodec_sensitive *s, struct tpm_duplicate *ret)
 {
 	TPMT_PUBLIC parent;
 	TPM2B_PRIVATE dup = {0};
@@ -415,7 +415,7 @@ int tpmwrap_wrap(const uint8_t *new_parent_pub, size_t parent_len, const uint8_t
 	if (r == 0)
 		r = aes_cfb(sym, parent_sym_bits(&parent), 1, s->buf, s->len, enc);
 	if (r == 0)
-		r = tpmwrap_hmac_sha256(hmac_key, sizeof(hmac_key), enc, s->len, name.bytes, name.len,
+		r = dupcodec_hmac_sha256(hmac_key, sizeof(hmac_key), enc, s->len, name.bytes, name.len,
 				dup.buffer + 2);
 	if (r < 0)
 		goto out;

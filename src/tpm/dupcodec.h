@@ -14,37 +14,37 @@
  * Part of the TPM layer's software half (tss2-mu marshals the structures).
  * The sensitive area and the KEK are key material: callers keep them in
  * the secure heap. Functions do not log. */
-#ifndef TPM2KMS_TPMWRAP_H
-#define TPM2KMS_TPMWRAP_H
+#ifndef TPM2KMS_DUPCODEC_H
+#define TPM2KMS_DUPCODEC_H
 
-#include "tpm.h"
+#include "tpm/tpm.h"
 
 #include <openssl/evp.h>
 #include <stddef.h>
 #include <stdint.h>
 
 /* A marshalled TPM2B_SENSITIVE: the object's private part in clear. */
-struct tpmwrap_sensitive {
+struct dupcodec_sensitive {
 	uint8_t buf[TPM_BLOB_MAX];
 	size_t len;
 };
 
 /* HMAC-SHA256 of a || b (b may be empty): the TPM's integrity HMAC and KDFa
  * here, and the bundles' MACs. */
-int tpmwrap_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, size_t a_len,
+int dupcodec_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, size_t a_len,
 			const uint8_t *b, size_t b_len, uint8_t out[32]);
 
 /* Opens d, which was duplicated to the storage key parent_pub whose
  * private key is parent_key. -EBADMSG when the wrapper does not open or
  * its HMAC fails (another parent, or altered); -EINVAL for a sensitive
  * area that is not a 32-byte sealed KEK. */
-int tpmwrap_unwrap(EVP_PKEY *parent_key, const uint8_t *parent_pub, size_t parent_len,
-		   const struct tpm_duplicate *d, struct tpmwrap_sensitive *ret_sensitive,
+int dupcodec_unwrap(EVP_PKEY *parent_key, const uint8_t *parent_pub, size_t parent_len,
+		   const struct tpm_duplicate *d, struct dupcodec_sensitive *ret_sensitive,
 		   uint8_t ret_kek[TPM_KEK_BYTES]);
 
 /* Wraps the sensitive area of the object object_pub to the storage key
  * new_parent_pub with a fresh seed: a duplicate TPM2_Import takes. */
-int tpmwrap_wrap(const uint8_t *new_parent_pub, size_t parent_len, const uint8_t *object_pub,
-		 size_t object_len, const struct tpmwrap_sensitive *s, struct tpm_duplicate *ret);
+int dupcodec_wrap(const uint8_t *new_parent_pub, size_t parent_len, const uint8_t *object_pub,
+		 size_t object_len, const struct dupcodec_sensitive *s, struct tpm_duplicate *ret);
 
 #endif

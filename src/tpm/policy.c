@@ -1,7 +1,7 @@
 #include "config.h"
 
-#include "policy.h"
-#include "util.h"
+#include "tpm/policy.h"
+#include "base/util.h"
 
 #include <assert.h>
 #include <errno.h>

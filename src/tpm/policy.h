@@ -6,7 +6,7 @@
 #ifndef TPM2KMS_POLICY_H
 #define TPM2KMS_POLICY_H
 
-#include "tpm.h"
+#include "tpm/tpm.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,9 +1,9 @@
 #include "config.h"
 
-#include "log.h"
-#include "tpm.h"
-#include "tpmobj.h"
-#include "util.h"
+#include "base/log.h"
+#include "tpm/tpm.h"
+#include "tpm/tpmobj.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <openssl/bn.h>

@@ -1,6 +1,6 @@
 #include "config.h"
 
-#include "tpmobj.h"
+#include "tpm/tpmobj.h"
 
 #include <errno.h>
 #include <openssl/core_names.h>

@@ -6,7 +6,7 @@
 #ifndef TPM2KMS_TPMOBJ_H
 #define TPM2KMS_TPMOBJ_H
 
-#include "tpm.h"
+#include "tpm/tpm.h"
 
 #include <openssl/evp.h>
 #include <stddef.h>

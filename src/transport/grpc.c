@@ -1,8 +1,8 @@
 #include "config.h"
 
-#include "grpc.h"
-#include "log.h"
-#include "util.h"
+#include "transport/grpc.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #include <assert.h>
 #include <errno.h>

@@ -4,7 +4,7 @@
 #ifndef TPM2KMS_GRPC_H
 #define TPM2KMS_GRPC_H
 
-#include "h2.h"
+#include "transport/h2.h"
 
 #include <stddef.h>
 #include <stdint.h>

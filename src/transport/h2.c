@@ -1,8 +1,8 @@
 #include "config.h"
 
-#include "h2.h"
-#include "log.h"
-#include "util.h"
+#include "transport/h2.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #include <assert.h>
 #include <errno.h>

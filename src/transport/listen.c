@@ -1,7 +1,7 @@
 #include "config.h"
 
-#include "listen.h"
-#include "log.h"
+#include "transport/listen.h"
+#include "base/log.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,9 +1,9 @@
 #include "config.h"
 
-#include "listen.h"
-#include "log.h"
-#include "metrics.h"
-#include "metrics_http.h"
+#include "transport/listen.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "transport/metrics_http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -1,8 +1,8 @@
 #include "config.h"
 
-#include "log.h"
-#include "server.h"
-#include "util.h"
+#include "base/log.h"
+#include "transport/server.h"
+#include "base/util.h"
 
 #include <assert.h>
 #include <errno.h>

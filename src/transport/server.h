@@ -4,8 +4,8 @@
 #ifndef TPM2KMS_SERVER_H
 #define TPM2KMS_SERVER_H
 
-#include "grpc.h"
-#include "h2.h"
+#include "transport/grpc.h"
+#include "transport/h2.h"
 
 #include <stdint.h>
 #include <sys/types.h>

@@ -5,7 +5,7 @@
 #ifndef TPM2KMS_FAKE_BACKEND_H
 #define TPM2KMS_FAKE_BACKEND_H
 
-#include "kms.h"
+#include "kms/kms.h"
 
 #include <uv.h>
 

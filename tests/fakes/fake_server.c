@@ -3,10 +3,10 @@
  * interop tests exercise the transport without a TPM. */
 #include "config.h"
 
-#include "daemon.h"
+#include "cli/daemon.h"
 #include "fake_backend.h"
-#include "log.h"
-#include "util.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -2,8 +2,8 @@
 #include "config.h"
 
 #include "fuzz.h"
-#include "log.h"
-#include "settings.h"
+#include "base/log.h"
+#include "cli/settings.h"
 
 #include <stdio.h>
 #include <sys/mman.h>

@@ -2,7 +2,7 @@
  * answer test, so the corpus reaches tag verification). */
 #include "config.h"
 
-#include "envelope.h"
+#include "keys/envelope.h"
 #include "fuzz.h"
 
 #include <stdbool.h>

@@ -6,14 +6,14 @@
  * re-encode to something that parses the same. */
 #include "config.h"
 
-#include "approval.h"
-#include "bundle.h"
+#include "keys/approval.h"
+#include "keys/bundle.h"
 #include "fuzz.h"
-#include "log.h"
-#include "nodefile.h"
-#include "sealfile.h"
-#include "tpmobj.h"
-#include "tpmwrap.h"
+#include "base/log.h"
+#include "keys/nodefile.h"
+#include "keys/sealfile.h"
+#include "tpm/tpmobj.h"
+#include "tpm/dupcodec.h"
 
 #include <openssl/bio.h>
 #include <openssl/pem.h>
@@ -34,7 +34,7 @@ static void unwrap_all(const struct bundle *b)
 	static EVP_PKEY *key;
 	static uint8_t pub[TPM_BLOB_MAX];
 	static size_t pub_len;
-	struct tpmwrap_sensitive s;
+	struct dupcodec_sensitive s;
 	uint8_t kek[TPM_KEK_BYTES];
 
 	if (!key) {
@@ -46,7 +46,7 @@ static void unwrap_all(const struct bundle *b)
 			abort();
 	}
 	for (size_t i = 0; i < b->n_gens; i++)
-		(void)tpmwrap_unwrap(key, pub, pub_len, &b->gens[i].dup, &s, kek);
+		(void)dupcodec_unwrap(key, pub, pub_len, &b->gens[i].dup, &s, kek);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

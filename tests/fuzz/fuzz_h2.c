@@ -7,10 +7,10 @@
 
 #include "fake_backend.h"
 #include "fuzz.h"
-#include "grpc.h"
-#include "h2.h"
-#include "kms.h"
-#include "log.h"
+#include "transport/grpc.h"
+#include "transport/h2.h"
+#include "kms/kms.h"
+#include "base/log.h"
 
 #include <uv.h>
 

@@ -3,7 +3,7 @@
 #include "config.h"
 
 #include "fuzz.h"
-#include "kms_proto.h"
+#include "kms/kms_proto.h"
 
 #include <stdlib.h>
 

@@ -3,9 +3,9 @@
 #include "config.h"
 
 #include "fuzz.h"
-#include "sealfile.h"
-#include "tpm.h"
-#include "tpmobj.h"
+#include "keys/sealfile.h"
+#include "tpm/tpm.h"
+#include "tpm/tpmobj.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -4,8 +4,8 @@
 #include "config.h"
 
 #include "fuzz.h"
-#include "log.h"
-#include "statedir.h"
+#include "base/log.h"
+#include "keys/statedir.h"
 
 #include <stdlib.h>
 #include <string.h>

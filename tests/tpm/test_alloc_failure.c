@@ -14,16 +14,16 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "envelope.h"
-#include "grpc.h"
-#include "h2.h"
+#include "keys/envelope.h"
+#include "transport/grpc.h"
+#include "transport/h2.h"
 #include "h2client.h"
-#include "keyadmin.h"
-#include "kms.h"
-#include "log.h"
+#include "admin/keyadmin.h"
+#include "kms/kms.h"
+#include "base/log.h"
 #include "pbwire.h"
-#include "plugin.h"
-#include "secmem.h"
+#include "kms/backend.h"
+#include "base/secmem.h"
 #include "swtpm.h"
 
 
@@ -217,7 +217,7 @@ static char state_dir[128];
 static uv_loop_t loop;
 static grpc_server *g;
 static kms_service *svc;
-static plugin *p;
+static backend *p;
 static bool ready;
 static uint8_t ciphertext[128];
 static size_t ciphertext_len;
@@ -238,7 +238,7 @@ static void on_ready(void *arg)
 
 static int setup(void **state)
 {
-	struct plugin_config pc = {
+	struct backend_config pc = {
 		.state_dir = state_dir,
 		.probe_interval_ms = 3600 * 1000, /* no probes in the middle */
 		.max_tpm_queue = 16,
@@ -257,8 +257,8 @@ static int setup(void **state)
 	pc.tcti = tpm_sim.tcti;
 	uv_loop_init(&loop);
 	assert_int_equal(grpc_server_new(&loop, &gl, &g), 0);
-	assert_int_equal(plugin_new(&loop, &pc, &st, &p), 0);
-	assert_int_equal(kms_service_new(g, plugin_ops(), p, &svc), 0);
+	assert_int_equal(backend_new(&loop, &pc, &st, &p), 0);
+	assert_int_equal(kms_service_new(g, backend_ops(), p, &svc), 0);
 	state_free(&st);
 	while (!ready)
 		uv_run(&loop, UV_RUN_ONCE);
@@ -267,7 +267,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	plugin_stop(p);
+	backend_stop(p);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	kms_service_free(svc);
 	grpc_server_free(g);
@@ -462,7 +462,7 @@ static void test_encrypt(void **state)
 
 static void test_decrypt(void **state)
 {
-	const struct kms_backend_ops *ops = plugin_ops();
+	const struct kms_backend_ops *ops = backend_ops();
 	const char *h, *k;
 
 	ops->status(p, &h, &k);

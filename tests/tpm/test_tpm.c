@@ -6,11 +6,11 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "log.h"
+#include "base/log.h"
 #include "swtpm.h"
-#include "tpm.h"
-#include "tpmobj.h"
-#include "util.h"
+#include "tpm/tpm.h"
+#include "tpm/tpmobj.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <tss2/tss2_esys.h>

@@ -8,10 +8,10 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "log.h"
+#include "base/log.h"
 #include "swtpm.h"
-#include "tpm.h"
-#include "util.h"
+#include "tpm/tpm.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <stdlib.h>

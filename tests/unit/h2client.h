@@ -3,7 +3,7 @@
 #ifndef TPM2KMS_TEST_H2CLIENT_H
 #define TPM2KMS_TEST_H2CLIENT_H
 
-#include "h2.h"
+#include "transport/h2.h"
 
 #include <stdbool.h>
 #include <stddef.h>

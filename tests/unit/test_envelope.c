@@ -9,8 +9,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "envelope.h"
-#include "util.h"
+#include "keys/envelope.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <string.h>

@@ -5,8 +5,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "grpc.h"
-#include "kms.h"
+#include "transport/grpc.h"
+#include "kms/kms.h"
 
 #include <errno.h>
 #include <string.h>

@@ -5,8 +5,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "listen.h"
-#include "log.h"
+#include "transport/listen.h"
+#include "base/log.h"
 
 #include <errno.h>
 #include <stdio.h>

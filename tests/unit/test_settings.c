@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "settings.h"
+#include "cli/settings.h"
 
 #include <errno.h>
 #include <stdio.h>

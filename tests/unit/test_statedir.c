@@ -6,11 +6,11 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "log.h"
-#include "sealfile.h"
-#include "statedir.h"
-#include "tpmobj.h"
-#include "util.h"
+#include "base/log.h"
+#include "keys/sealfile.h"
+#include "keys/statedir.h"
+#include "tpm/tpmobj.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -8,10 +8,10 @@
 #include <cmocka.h>
 
 #include "fake_backend.h"
-#include "grpc.h"
-#include "h2.h"
+#include "transport/grpc.h"
+#include "transport/h2.h"
 #include "h2client.h"
-#include "kms.h"
+#include "kms/kms.h"
 #include "pbwire.h"
 
 #include <stdbool.h>

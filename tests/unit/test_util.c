@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "util.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <string.h>

@@ -8,9 +8,9 @@
  * project's own HTTP/2 + gRPC client (grpc_client_call). */
 #include "config.h"
 
-#include "grpc.h"
-#include "listen.h"
-#include "log.h"
+#include "transport/grpc.h"
+#include "transport/listen.h"
+#include "base/log.h"
 #include "pbwire.h"
 
 #include <errno.h>
