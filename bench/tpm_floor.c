@@ -13,9 +13,9 @@
  * (a benchmark program, so it may use tpm2-tss directly; src/ may not) */
 #include "config.h"
 
-#include "log.h"
-#include "tpm.h"
-#include "util.h"
+#include "base/log.h"
+#include "tpm/tpm.h"
+#include "base/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -24,11 +24,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static bool same_name(const struct tpm_name *a, const struct tpm_name *b)
-{
-	return a->len == b->len && memcmp(a->bytes, b->bytes, a->len) == 0;
-}
-
 int exchange_node_key(const char *dir, const char *tcti, char **ret_pem, size_t *ret_len,
 		      struct node *ret_node)
 {
@@ -563,7 +558,7 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 		goto out;
 	node_fingerprint(&b.node, fp);
 	node_fingerprint(&srk, here);
-	if (!same_name(&b.node, &srk)) {
+	if (!tpm_name_equal(&b.node, &srk)) {
 		log_error("%s was exported for node %s; this node is %s", bundle_path, fp, here);
 		r = -EKEYREJECTED;
 		goto out;
@@ -739,7 +734,7 @@ static int recover_bundle(const char *path, EVP_PKEY *key, EVP_PKEY *admin,
 	if (r < 0)
 		goto out;
 	node_fingerprint(&b.node, fp);
-	if (!same_name(&b.node, rec_name)) {
+	if (!tpm_name_equal(&b.node, rec_name)) {
 		log_error("%s was exported to node %s, not to this recovery key", path, fp);
 		r = -EKEYREJECTED;
 		goto out;

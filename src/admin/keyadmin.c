@@ -472,8 +472,7 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 									 : TPM_NV_INDEX_DEFAULT);
 	if (r < 0)
 		goto out;
-	if (!fresh && (srk_name.len != s.srk_name.len ||
-		       memcmp(srk_name.bytes, s.srk_name.bytes, srk_name.len) != 0)) {
+	if (!fresh && !tpm_name_equal(&srk_name, &s.srk_name)) {
 		log_srk_mismatch(dir);
 		r = -EKEYREJECTED;
 		goto out;

@@ -86,8 +86,7 @@ int approval_check_statement(const struct approval *a, EVP_PKEY *admin, const ch
 			   "recovery key): approve the node file again";
 		return -EACCES;
 	}
-	if (signer_name(admin, &admin_name) < 0 || a->signer.len != admin_name.len ||
-	    memcmp(a->signer.bytes, admin_name.bytes, admin_name.len) != 0) {
+	if (signer_name(admin, &admin_name) < 0 || !tpm_name_equal(&a->signer, &admin_name)) {
 		*ret_why = "it is signed by another key than the admin key";
 		return -EACCES;
 	}
@@ -324,7 +323,7 @@ int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_n
 		*ret_why = "it is a PCR signature, not an approval of a node";
 		return -EACCES;
 	}
-	if (a->node.len != node->len || memcmp(a->node.bytes, node->bytes, node->len) != 0) {
+	if (!tpm_name_equal(&a->node, node)) {
 		*ret_why = "it approves another node";
 		return -EACCES;
 	}
@@ -334,8 +333,7 @@ int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_n
 		*ret_why = "it does not approve duplication to that node";
 		return -EACCES;
 	}
-	if (signer_name(admin, &admin_name) < 0 || a->signer.len != admin_name.len ||
-	    memcmp(a->signer.bytes, admin_name.bytes, admin_name.len) != 0) {
+	if (signer_name(admin, &admin_name) < 0 || !tpm_name_equal(&a->signer, &admin_name)) {
 		*ret_why = "it is signed by another key than the recorded admin key";
 		return -EACCES;
 	}
@@ -371,8 +369,7 @@ int approval_check_pcrs(const struct approval *a, EVP_PKEY *signer, const char *
 			   POLICY_REF_UNSEAL " without an epoch)";
 		return -EACCES;
 	}
-	if (signer_name(signer, &name) < 0 || a->signer.len != name.len ||
-	    memcmp(a->signer.bytes, name.bytes, name.len) != 0) {
+	if (signer_name(signer, &name) < 0 || !tpm_name_equal(&a->signer, &name)) {
 		*ret_why = "it is signed by another key than the PCR signer";
 		return -EACCES;
 	}

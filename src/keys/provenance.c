@@ -255,8 +255,7 @@ static int check_own_approval(const struct approval *a, const struct state *s,
 	if (r == 0)
 		r = approval_check_statement(a, admin, ret_why);
 	if (r == 0 && (tpmobj_name(key->pub, key->pub_len, &sign_name) < 0 ||
-		       sign_name.len != a->sign_name.len ||
-		       memcmp(sign_name.bytes, a->sign_name.bytes, sign_name.len) != 0)) {
+		       !tpm_name_equal(&sign_name, &a->sign_name))) {
 		*ret_why = "it approves another signing key than this node's";
 		r = -EACCES;
 	}

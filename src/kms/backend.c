@@ -519,8 +519,7 @@ static void apply_state(backend *p, const struct state *st)
 
 	apply_keys(p, st);
 
-	if (st->srk_name.len != p->srk_name.len ||
-	    memcmp(st->srk_name.bytes, p->srk_name.bytes, st->srk_name.len) != 0)
+	if (!tpm_name_equal(&st->srk_name, &p->srk_name))
 		log_warning("%s/state now names another SRK; restart the daemon to use it",
 			    p->state_dir);
 	/* Retired generations go; their keys are wiped. */

@@ -636,7 +636,7 @@ static int srk_open_pinned(tpm *t, const struct tpm_name *pinned, ESYS_TR *ret)
 	if (r < 0 || !pinned)
 		return r;
 	r = tr_name(t, *ret, &name);
-	if (r == 0 && (name.len != pinned->len || memcmp(name.bytes, pinned->bytes, name.len)))
+	if (r == 0 && !tpm_name_equal(&name, pinned))
 		r = -EKEYREJECTED;
 	if (r < 0)
 		Esys_TR_Close(t->esys, ret);

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define TPM_KEK_BYTES      32
 #define TPM_SRK_HANDLE     0x81000001u
@@ -41,6 +42,12 @@ struct tpm_name {
 	uint8_t bytes[TPM_NAME_MAX];
 	size_t len;
 };
+
+/* The one Name comparison: same algorithm and digest. */
+static inline bool tpm_name_equal(const struct tpm_name *a, const struct tpm_name *b)
+{
+	return a->len == b->len && memcmp(a->bytes, b->bytes, a->len) == 0;
+}
 
 /* How a generation's sealed object may be used (design brief §9). Each
  * generation records its own kind, and older kinds keep working. */
