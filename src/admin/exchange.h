@@ -2,7 +2,8 @@
  * (node-key), the admin's approval of a node (approve, offline), and the
  * TPM-to-TPM transfer itself (export on a node that has the generations,
  * import on the node they are for). Each function logs its errors and
- * leaves the state directory as it was when it fails. */
+ * leaves the state directory as it was when it fails.
+ * Must not: write a key in clear anywhere, or trust a file before its signature is checked. */
 #ifndef TPM2KMS_EXCHANGE_H
 #define TPM2KMS_EXCHANGE_H
 

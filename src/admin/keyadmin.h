@@ -2,7 +2,8 @@
  * the TPM: provisioning (init, first serve), rotation and retirement. Each
  * takes the state directory's lock for its whole run, so concurrent CLI
  * and daemon use is serialised, and orders its writes so that a crash at
- * any point leaves the old or the new state, never a missing key. */
+ * any point leaves the old or the new state, never a missing key.
+ * Must not: run inside the daemon's loop (it blocks on the TPM). */
 #ifndef TPM2KMS_KEYADMIN_H
 #define TPM2KMS_KEYADMIN_H
 

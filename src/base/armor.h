@@ -1,5 +1,6 @@
 /* PEM armour ("-----BEGIN LABEL-----", base64, no headers) around binary
- * data, for the key files and node files tpm2-kms writes. */
+ * data, for the key files and node files tpm2-kms writes.
+ * Must not: know what the data means. */
 #ifndef TPM2KMS_ARMOR_H
 #define TPM2KMS_ARMOR_H
 

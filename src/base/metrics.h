@@ -1,5 +1,6 @@
 /* Prometheus metrics: counters and histograms fed by the layers through
- * small calls, rendered in the text exposition format. Loop thread only. */
+ * small calls, rendered in the text exposition format. Loop thread only.
+ * Must not: take labels from callers' input unbounded. */
 #ifndef TPM2KMS_METRICS_H
 #define TPM2KMS_METRICS_H
 

@@ -1,7 +1,8 @@
 /* systemd's service-manager protocols, spoken directly: readiness and
  * status notification (sd_notify(3): a datagram to $NOTIFY_SOCKET) and
  * socket activation (sd_listen_fds(3): $LISTEN_PID, $LISTEN_FDS,
- * $LISTEN_FDNAMES, fds from 3). Outside systemd they do nothing. */
+ * $LISTEN_FDNAMES, fds from 3). Outside systemd they do nothing.
+ * Must not: fail the start for a manager that is not there. */
 #ifndef TPM2KMS_NOTIFY_H
 #define TPM2KMS_NOTIFY_H
 

@@ -1,5 +1,6 @@
 /* Memory for key material: OpenSSL's secure heap (mlock'd, excluded from
- * core dumps, wiped on free), and process hardening against dumps. */
+ * core dumps, wiped on free), and process hardening against dumps.
+ * Must not: hand out memory that outlives secmem_finish. */
 #ifndef TPM2KMS_SECMEM_H
 #define TPM2KMS_SECMEM_H
 

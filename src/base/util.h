@@ -1,4 +1,5 @@
-/* Small helpers shared by every module: wiping, hex, numbers, time. */
+/* Small helpers shared by every module: wiping, hex, numbers, time.
+ * Must not: depend on any other module. */
 #ifndef TPM2KMS_UTIL_H
 #define TPM2KMS_UTIL_H
 

@@ -1,6 +1,7 @@
 /* Is this a virtual machine whose kernel learns of snapshot restores?
  * The per-message salt is only fresh in a restored VM when the kernel
- * reseeds its generator on a VM generation change (docs/security.md). */
+ * reseeds its generator on a VM generation change (docs/security.md).
+ * Must not: change behaviour, only say what it found. */
 #ifndef TPM2KMS_VMGENID_H
 #define TPM2KMS_VMGENID_H
 

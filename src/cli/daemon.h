@@ -1,6 +1,7 @@
 /* The serving process around a KMS backend: listening socket, gRPC routes,
  * connection server, signals, graceful stop. Shared by `tpm2-kms serve`
- * and the transport test server. */
+ * and the transport test server.
+ * Must not: know how keys are kept (the backend does). */
 #ifndef TPM2KMS_DAEMON_H
 #define TPM2KMS_DAEMON_H
 

@@ -1,7 +1,8 @@
 /* Command line and configuration file: one table of settings, each settable
  * as --name VALUE on the command line or as "name value" in the config file
  * (flags win). Strict: unknown names, bad values and settings that do not
- * apply to the subcommand are errors, with line numbers for the file. */
+ * apply to the subcommand are errors, with line numbers for the file.
+ * Must not: act on a setting (callers do). */
 #ifndef TPM2KMS_SETTINGS_H
 #define TPM2KMS_SETTINGS_H
 

@@ -21,7 +21,8 @@
  * The signature is what `openssl dgst -sha256 -sign KEY.pem` makes of
  * that message (DER ECDSA or RSASSA-PKCS1-v1_5), so openssl can check it.
  * One approval of a node covers every `dup` generation, present and
- * future. */
+ * future.
+ * Must not: use a signature it has not verified. */
 #ifndef TPM2KMS_APPROVAL_H
 #define TPM2KMS_APPROVAL_H
 

@@ -22,7 +22,8 @@
  * protects each key; the MACs bind the rest (numbers, times, which one is
  * the write key, the list itself) to the keys, so an importer that has
  * unsealed them detects any change to any byte. Only the node holding the
- * keys can make or check them. */
+ * keys can make or check them.
+ * Must not: trust a bundle it has not checked against the admin key. */
 #ifndef TPM2KMS_BUNDLE_H
 #define TPM2KMS_BUNDLE_H
 

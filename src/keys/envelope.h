@@ -9,7 +9,8 @@
  *   49+n 16 GCM tag
  *
  * AAD = bytes 0..48; K = HKDF-SHA256(ikm = KEK, salt, info = "tpm2-kms/v1").
- * Knows nothing of sockets or TPMs. */
+ * Knows nothing of sockets or TPMs.
+ * Must not: know where the KEK came from or hold it beyond a call. */
 #ifndef TPM2KMS_ENVELOPE_H
 #define TPM2KMS_ENVELOPE_H
 

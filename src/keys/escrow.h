@@ -8,7 +8,8 @@
  *
  * The escrow files need no secrecy (only the recovery key opens them) and
  * travel with the ordinary backup of the state directory; `recover` reads
- * them. Functions log their errors. */
+ * them. Functions log their errors.
+ * Must not: hold a KEK beyond the call that escrows it. */
 #ifndef TPM2KMS_ESCROW_H
 #define TPM2KMS_ESCROW_H
 

@@ -5,7 +5,8 @@
  *   pcr      PolicyOR(unseal branches)
  *   dup+pcr  PolicyOR(unseal branches, P_dup)
  * (policy.h has the digests). Used to seal, to check what is imported, and
- * to satisfy a PolicyOR, which needs the list. */
+ * to satisfy a PolicyOR, which needs the list.
+ * Must not: send TPM commands (it computes; tpm.c executes). */
 #ifndef TPM2KMS_KEKPOLICY_H
 #define TPM2KMS_KEKPOLICY_H
 

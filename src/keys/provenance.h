@@ -24,7 +24,8 @@
  * (hex; the signature DER ECDSA, what `openssl dgst -sha256 -verify`
  * takes). In the state directory it is DIR/gen-NNNNNN.cert. This module
  * does not decide who trusts which admin key: its callers do. Functions
- * log their errors unless they return a reason. */
+ * log their errors unless they return a reason.
+ * Must not: certify a generation this node did not make. */
 #ifndef TPM2KMS_PROVENANCE_H
 #define TPM2KMS_PROVENANCE_H
 

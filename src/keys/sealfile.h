@@ -20,7 +20,8 @@
  * Our KEKs have no password and unseal without a policy from the key file
  * ([1] policy is not written; files that carry one are refused). Encoded and
  * decoded with OpenSSL's ASN.1 templates; decoding accepts only DER that
- * re-encodes to the same bytes. */
+ * re-encodes to the same bytes.
+ * Must not: accept a file the TPM layer has not checked (tpmobj_sealed_check). */
 #ifndef TPM2KMS_SEALFILE_H
 #define TPM2KMS_SEALFILE_H
 

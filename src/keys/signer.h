@@ -4,7 +4,8 @@
  * policy a key is named by its TPM Name (tpmobj_signer_public). Accepted:
  * ECC P-256 and P-384, RSA 2048 to 4096 bits; signatures are ECDSA or
  * RSASSA-PKCS1-v1_5 over SHA-256, what `openssl dgst -sha256 -sign` makes.
- * The load functions log; the others do not. */
+ * The load functions log; the others do not.
+ * Must not: hold private keys longer than a signature takes. */
 #ifndef TPM2KMS_SIGNER_H
 #define TPM2KMS_SIGNER_H
 

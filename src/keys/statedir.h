@@ -4,7 +4,8 @@
  *   decrypt-counts     per-generation Decrypt counts of the running daemon
  *   lock               flock()ed while provisioning, rotating or retiring
  * Every file is written atomically (temp file, fsync, rename, fsync of the
- * directory), mode 0600. Functions log their errors. */
+ * directory), mode 0600. Functions log their errors.
+ * Must not: write outside the state directory except -o outputs, or leave a partly written file. */
 #ifndef TPM2KMS_STATEDIR_H
 #define TPM2KMS_STATEDIR_H
 

@@ -6,7 +6,8 @@
  * Each is checked in software against the state's PCR signer and PCR
  * selection; what does not check out is ignored with a warning naming the
  * file. At unseal time the PCRs are read and the signature approving
- * their current values is used. */
+ * their current values is used.
+ * Must not: take a signature for more than it signs (its PCR selection, policy version and epoch). */
 #ifndef TPM2KMS_UNSEAL_H
 #define TPM2KMS_UNSEAL_H
 

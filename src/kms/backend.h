@@ -1,7 +1,8 @@
 /* The KMS backend of tpm2-kms serve: the key generations in memory
  * (unsealed through the TPM worker into the secure heap), Encrypt with a
  * fresh TPM counter value per call, Decrypt in memory, Status from cached
- * health, and reloading of the state directory when it changes. */
+ * health, and reloading of the state directory when it changes.
+ * Must not: block the loop (TPM work goes to the worker). */
 #ifndef TPM2KMS_BACKEND_H
 #define TPM2KMS_BACKEND_H
 

@@ -1,6 +1,7 @@
 /* KMS protobuf messages (v2, v2beta1, v1beta1) to and from plain C structs:
  * the only module that includes the generated protobuf-c headers. Secret
- * fields are held in memory that is wiped when freed. */
+ * fields are held in memory that is wiped when freed.
+ * Must not: keep decoded secrets outside wiped memory. */
 #ifndef TPM2KMS_KMS_PROTO_H
 #define TPM2KMS_KMS_PROTO_H
 

@@ -2,7 +2,8 @@
  * context is not thread-safe) and completes them back on the libuv loop,
  * so the loop never blocks on the TPM. Probes the TPM's health every few
  * seconds and after every error, reconnects with backoff when the TPM goes
- * away, and refuses a TPM whose SRK no longer has the pinned Name. */
+ * away, and refuses a TPM whose SRK no longer has the pinned Name.
+ * Must not: call back into the loop from its thread except through the async handle. */
 #ifndef TPM2KMS_TPMWORKER_H
 #define TPM2KMS_TPMWORKER_H
 

@@ -13,7 +13,8 @@
  *
  * Part of the TPM layer's software half (tss2-mu marshals the structures).
  * The sensitive area and the KEK are key material: callers keep them in
- * the secure heap. Functions do not log. */
+ * the secure heap. Functions do not log.
+ * Must not: talk to a TPM. */
 #ifndef TPM2KMS_DUPCODEC_H
 #define TPM2KMS_DUPCODEC_H
 

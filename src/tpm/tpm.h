@@ -10,7 +10,8 @@
  *   -EACCES    a policy or signature check failed
  *   -EPROTO    any other TPM error
  * Key bytes are only written to caller-provided memory, and every copy
- * made here is wiped. */
+ * made here is wiped.
+ * Must not: expose a tss2 type (callers see only the types declared here). */
 #ifndef TPM2KMS_TPM_H
 #define TPM2KMS_TPM_H
 

@@ -4,7 +4,8 @@
  * h2_conn_respond and come out as bytes (h2_conn_pull) for the socket layer
  * to write. HTTP semantics that nghttp2 would enforce are checked by the
  * layer above instead: nghttp2's own validation rejects the raw socket path
- * that kube-apiserver 1.27-1.31 send as :authority. */
+ * that kube-apiserver 1.27-1.31 send as :authority.
+ * Must not: interpret gRPC or KMS. */
 #ifndef TPM2KMS_H2_H
 #define TPM2KMS_H2_H
 

@@ -1,5 +1,6 @@
 /* The listening Unix socket: address parsing (path, unix:///path,
- * unix:///@abstract), safe creation and removal. */
+ * unix:///@abstract), safe creation and removal.
+ * Must not: remove a socket that is not ours. */
 #ifndef TPM2KMS_LISTEN_H
 #define TPM2KMS_LISTEN_H
 

@@ -1,6 +1,7 @@
 /* The Prometheus endpoint: GET /metrics over HTTP/1.1 on a loopback TCP
  * address ("127.0.0.1:9464", "[::1]:9464") or a Unix socket path. Requests
- * are parsed by http-parser; one response per connection, then close. */
+ * are parsed by http-parser; one response per connection, then close.
+ * Must not: let a slow or idle client keep others out. */
 #ifndef TPM2KMS_METRICS_HTTP_H
 #define TPM2KMS_METRICS_HTTP_H
 

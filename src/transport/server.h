@@ -1,6 +1,7 @@
 /* The socket server: accepts connections on the libuv loop, owns their
  * sockets, moves bytes between them and their HTTP/2 sessions, enforces
- * connection-level limits and drives graceful shutdown. */
+ * connection-level limits and drives graceful shutdown.
+ * Must not: interpret what it carries. */
 #ifndef TPM2KMS_SERVER_H
 #define TPM2KMS_SERVER_H
 
