@@ -2,6 +2,7 @@
 
 #include "keys/envelope.h"
 #include "keys/escrow.h"
+#include "base/handles.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "keys/unseal.h"
@@ -101,7 +102,8 @@ struct backend {
 	uint32_t retry_ms;
 	size_t queued_secure; /* secure heap held by queued Encrypts */
 	bool counts_dirty;
-	unsigned handles_open;
+	struct handle_group handles;
+	bool handles_closed;
 	char status_buf[480];
 	/* Decrypt's output (secure heap, ENVELOPE_MAX_BYTES): the backend's
 	 * answer is consumed before done() returns, so one buffer serves
@@ -411,6 +413,7 @@ static void binding_work(uv_work_t *req)
 
 static void load_binding(backend *p);
 static void backend_free(backend *p);
+static void on_all_closed(void *arg);
 
 static void binding_done(uv_work_t *req, int status)
 {
@@ -420,7 +423,7 @@ static void binding_done(uv_work_t *req, int status)
 	p->binding_loading = false;
 	if (p->stopping) {
 		unseal_binding_unref(l->result);
-		if (p->handles_open == 0)
+		if (p->handles_closed)
 			backend_free(p);
 	} else if (status == 0 && l->err == 0) {
 		unseal_binding_unref(p->binding);
@@ -996,14 +999,13 @@ int backend_new(uv_loop_t *loop, const struct backend_config *cfg, const struct 
 	uv_fs_event_init(loop, &p->pcr_watch);
 	p->reload_timer.data = p->counts_timer.data = p->retry_timer.data = p;
 	p->pcr_timer.data = p->pcr_watch.data = p->hold_timer.data = p;
-	p->handles_open = 6;
+	p->handles = (struct handle_group){.all_closed = on_all_closed, .arg = p};
 	/* The loop's clock dates from before provisioning, which a slow TPM
 	 * can make last seconds: the hold window starts now. */
 	uv_update_time(loop);
 	p->start_ms = uv_now(loop);
 	uv_fs_event_init(loop, &p->watch);
 	p->watch.data = p;
-	p->handles_open++;
 	r = uv_fs_event_start(&p->watch, on_state_dir_event, p->state_dir, 0);
 	if (r < 0)
 		log_warning("cannot watch %s (%s): send SIGHUP after rotate or retire",
@@ -1021,12 +1023,11 @@ int backend_new(uv_loop_t *loop, const struct backend_config *cfg, const struct 
 	return 0;
 }
 
-static void on_closed(uv_handle_t *h)
+static void on_all_closed(void *arg)
 {
-	backend *p = h->data;
+	backend *p = arg;
 
-	if (--p->handles_open > 0)
-		return;
+	p->handles_closed = true;
 	/* A signature load still running frees us when it is done. */
 	if (!p->binding_loading)
 		backend_free(p);
@@ -1062,11 +1063,11 @@ void backend_stop(backend *p)
 	p->worker = NULL;
 	if (p->counts_dirty)
 		write_counts(p);
-	uv_close((uv_handle_t *)&p->watch, on_closed);
-	uv_close((uv_handle_t *)&p->reload_timer, on_closed);
-	uv_close((uv_handle_t *)&p->counts_timer, on_closed);
-	uv_close((uv_handle_t *)&p->retry_timer, on_closed);
-	uv_close((uv_handle_t *)&p->pcr_timer, on_closed);
-	uv_close((uv_handle_t *)&p->pcr_watch, on_closed);
-	uv_close((uv_handle_t *)&p->hold_timer, on_closed);
+	handle_group_close(&p->handles, (uv_handle_t *)&p->watch);
+	handle_group_close(&p->handles, (uv_handle_t *)&p->reload_timer);
+	handle_group_close(&p->handles, (uv_handle_t *)&p->counts_timer);
+	handle_group_close(&p->handles, (uv_handle_t *)&p->retry_timer);
+	handle_group_close(&p->handles, (uv_handle_t *)&p->pcr_timer);
+	handle_group_close(&p->handles, (uv_handle_t *)&p->pcr_watch);
+	handle_group_close(&p->handles, (uv_handle_t *)&p->hold_timer);
 }

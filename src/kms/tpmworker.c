@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include "base/handles.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "base/secmem.h"
@@ -88,7 +89,7 @@ struct tpm_worker {
 	const char *problem;
 	uint32_t backoff_ms;
 	uint64_t last_counter;
-	unsigned handles_open;
+	struct handle_group handles;
 };
 
 static void job_free(struct job *j)
@@ -389,6 +390,8 @@ static void schedule_probe(tpm_worker *w, uint32_t delay_ms)
 	uv_timer_start(&w->probe_timer, on_probe_timer, delay_ms, 0);
 }
 
+static void close_handles(tpm_worker *w);
+
 int tpm_worker_start(uv_loop_t *loop, const struct tpm_worker_config *cfg, tpm_health_fn on_health,
 		     void *arg, tpm_worker **ret)
 {
@@ -423,14 +426,8 @@ int tpm_worker_start(uv_loop_t *loop, const struct tpm_worker_config *cfg, tpm_h
 	r = uv_thread_create(&w->thread, thread_main, w);
 	if (r < 0) {
 		log_error("tpm: cannot start worker thread: %s", uv_strerror(r));
-		uv_close((uv_handle_t *)&w->async, NULL);
-		uv_close((uv_handle_t *)&w->probe_timer, NULL);
-		uv_close((uv_handle_t *)&w->watchdog, NULL);
-		uv_run(loop, UV_RUN_NOWAIT);
-		uv_cond_destroy(&w->cond);
-		uv_mutex_destroy(&w->lock);
-		free(w->tcti);
-		free(w);
+		/* w frees itself once its handles are closed. */
+		close_handles(w);
 		return r;
 	}
 	schedule_probe(w, 0);
@@ -439,12 +436,10 @@ int tpm_worker_start(uv_loop_t *loop, const struct tpm_worker_config *cfg, tpm_h
 	return 0;
 }
 
-static void on_handle_closed(uv_handle_t *h)
+static void on_all_closed(void *arg)
 {
-	tpm_worker *w = h->data;
+	tpm_worker *w = arg;
 
-	if (--w->handles_open > 0)
-		return;
 	/* An abandoned thread may still use the rest: the process exit ends
 	 * both. */
 	if (w->abandoned)
@@ -453,6 +448,14 @@ static void on_handle_closed(uv_handle_t *h)
 	uv_mutex_destroy(&w->lock);
 	free(w->tcti);
 	free(w);
+}
+
+static void close_handles(tpm_worker *w)
+{
+	w->handles = (struct handle_group){.all_closed = on_all_closed, .arg = w};
+	handle_group_close(&w->handles, (uv_handle_t *)&w->async);
+	handle_group_close(&w->handles, (uv_handle_t *)&w->probe_timer);
+	handle_group_close(&w->handles, (uv_handle_t *)&w->watchdog);
 }
 
 /* Joins the thread if it ends within ms. */
@@ -522,10 +525,7 @@ void tpm_worker_stop(tpm_worker *w)
 		complete(w, &stuck);
 	}
 	uv_timer_stop(&w->probe_timer);
-	w->handles_open = 3;
-	uv_close((uv_handle_t *)&w->async, on_handle_closed);
-	uv_close((uv_handle_t *)&w->probe_timer, on_handle_closed);
-	uv_close((uv_handle_t *)&w->watchdog, on_handle_closed);
+	close_handles(w);
 }
 
 bool tpm_worker_left_behind(void)
