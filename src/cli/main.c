@@ -2,30 +2,31 @@
  * daemon. */
 #include "config.h"
 
+#include "admin/exchange.h"
+#include "admin/keyadmin.h"
+#include "base/files.h"
+#include "base/log.h"
+#include "base/notify.h"
+#include "base/secmem.h"
+#include "base/util.h"
+#include "base/vmgenid.h"
 #include "cli/daemon.h"
+#include "cli/settings.h"
+#include "cli/startup.h"
 #include "keys/approval.h"
 #include "keys/envelope.h"
 #include "keys/escrow.h"
-#include "admin/exchange.h"
-#include "transport/grpc.h"
-#include "admin/keyadmin.h"
-#include "kms/kms_proto.h"
-#include "transport/listen.h"
-#include "base/log.h"
-#include "base/notify.h"
-#include "keys/unseal.h"
-#include "kms/backend.h"
 #include "keys/provenance.h"
-#include "base/secmem.h"
-#include "cli/settings.h"
 #include "keys/sharelog.h"
 #include "keys/signer.h"
-#include "cli/startup.h"
 #include "keys/statedir.h"
-#include "tpm/tpm.h"
+#include "keys/unseal.h"
+#include "kms/backend.h"
+#include "kms/kms_proto.h"
 #include "kms/tpmworker.h"
-#include "base/util.h"
-#include "base/vmgenid.h"
+#include "tpm/tpm.h"
+#include "transport/grpc.h"
+#include "transport/listen.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -358,7 +359,7 @@ static void key_command_end(void)
 static int write_output(const struct settings *s, const char *data, size_t len, mode_t mode)
 {
 	if (*s->output)
-		return statedir_write_output(s->output, data, len, mode);
+		return files_write_output(s->output, data, len, mode);
 	if (fwrite(data, 1, len, stdout) != len || fflush(stdout) != 0) {
 		log_error("cannot write to standard output");
 		return -EIO;

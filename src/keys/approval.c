@@ -1,10 +1,11 @@
 #include "config.h"
 
-#include "keys/approval.h"
+#include "base/files.h"
 #include "base/log.h"
+#include "base/util.h"
+#include "keys/approval.h"
 #include "keys/statedir.h"
 #include "tpm/tpmobj.h"
-#include "base/util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -301,7 +302,7 @@ int approval_load(const char *path, struct approval *ret)
 	size_t len;
 	int r;
 
-	r = statedir_read_input(path, APPROVAL_MAX_BYTES, &text, &len);
+	r = files_read_input(path, APPROVAL_MAX_BYTES, &text, &len);
 	if (r == -ENOENT)
 		log_error("approval %s: no such file", path);
 	if (r < 0)

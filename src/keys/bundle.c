@@ -1,12 +1,13 @@
 #include "config.h"
 
-#include "keys/bundle.h"
+#include "base/files.h"
 #include "base/log.h"
+#include "base/util.h"
+#include "keys/bundle.h"
 #include "keys/provenance.h"
 #include "keys/sealfile.h"
 #include "keys/signer.h"
 #include "tpm/dupcodec.h"
-#include "base/util.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -406,7 +407,7 @@ int bundle_load(const char *path, char **ret_text, struct bundle *ret)
 	size_t len;
 	int r;
 
-	r = statedir_read_input(path, BUNDLE_MAX_BYTES, &text, &len);
+	r = files_read_input(path, BUNDLE_MAX_BYTES, &text, &len);
 	if (r == -ENOENT)
 		log_error("bundle %s: no such file", path);
 	if (r < 0)

@@ -1,10 +1,11 @@
 #include "config.h"
 
+#include "base/files.h"
+#include "base/log.h"
 #include "keys/approval.h"
 #include "keys/bundle.h"
 #include "keys/escrow.h"
 #include "keys/kekpolicy.h"
-#include "base/log.h"
 #include "keys/nodefile.h"
 #include "keys/provenance.h"
 #include "keys/signer.h"
@@ -52,7 +53,7 @@ int escrow_examine(const char *dir, char *why, size_t size)
 	*why = '\0';
 	if (access(path, R_OK | X_OK) == 0 || errno != EACCES)
 		return 0;
-	statedir_describe_access(path, why, size);
+	files_describe_access(path, why, size);
 	return -EACCES;
 }
 
@@ -120,9 +121,9 @@ int escrow_configure(const char *dir, const struct state *s, const char *node_pa
 	r = statedir_mkdir(dir, ESCROW_DIR);
 	if (r < 0)
 		return r;
-	r = statedir_read_input(node_path, NODEFILE_MAX_BYTES, &node_text, &node_len);
+	r = files_read_input(node_path, NODEFILE_MAX_BYTES, &node_text, &node_len);
 	if (r == 0)
-		r = statedir_read_input(approval_path, APPROVAL_MAX_BYTES, &approval_text,
+		r = files_read_input(approval_path, APPROVAL_MAX_BYTES, &approval_text,
 					&approval_len);
 	/* The approval names the node: write the node file last, so a
 	 * configuration is complete only when both are there. */

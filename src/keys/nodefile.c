@@ -1,11 +1,12 @@
 #include "config.h"
 
 #include "base/armor.h"
+#include "base/files.h"
 #include "base/log.h"
+#include "base/util.h"
 #include "keys/nodefile.h"
 #include "keys/statedir.h"
 #include "tpm/tpmobj.h"
-#include "base/util.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -80,7 +81,7 @@ int nodefile_load(const char *path, struct node *ret)
 	size_t len;
 	int r;
 
-	r = statedir_read_input(path, NODEFILE_MAX_BYTES, &text, &len);
+	r = files_read_input(path, NODEFILE_MAX_BYTES, &text, &len);
 	if (r == -ENOENT)
 		log_error("node file %s: no such file", path);
 	if (r < 0)

@@ -1,12 +1,13 @@
 #include "config.h"
 
-#include "keys/approval.h"
+#include "base/files.h"
 #include "base/log.h"
+#include "base/util.h"
+#include "keys/approval.h"
 #include "keys/nodefile.h"
 #include "keys/provenance.h"
 #include "keys/sealfile.h"
 #include "tpm/tpmobj.h"
-#include "base/util.h"
 
 #include <errno.h>
 #include <openssl/sha.h>
@@ -306,7 +307,7 @@ int provenance_record_approval(tpm *t, const char *dir, const struct state *s,
 	size_t len;
 	int r;
 
-	r = statedir_read_input(approval_path, APPROVAL_MAX_BYTES, &text, &len);
+	r = files_read_input(approval_path, APPROVAL_MAX_BYTES, &text, &len);
 	if (r < 0)
 		return r;
 	r = approval_parse(text, len, &a, &why);

@@ -1,9 +1,10 @@
 #include "config.h"
 
+#include "base/files.h"
 #include "base/log.h"
+#include "base/util.h"
 #include "keys/signer.h"
 #include "keys/statedir.h"
-#include "base/util.h"
 #include "tpm/tpmobj.h"
 
 #include <errno.h>
@@ -31,7 +32,7 @@ static int passphrase_from_file(char *buf, int size, int rwflag, void *u)
 	size_t len = 0;
 	int n = -1;
 
-	if (statedir_read_input(path, 1024, &text, &len) < 0)
+	if (files_read_input(path, 1024, &text, &len) < 0)
 		return -1;
 	if (len && text[len - 1] == '\n')
 		len--;

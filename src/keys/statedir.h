@@ -100,28 +100,10 @@ int statedir_write(const char *dir, const char *name, const void *data, size_t l
 int statedir_read(const char *dir, const char *name, size_t max, char **ret, size_t *ret_len);
 int statedir_unlink(const char *dir, const char *name);
 
-/* An input file named on the command line (node, approval, bundle):
- * bounded, regular (a FIFO is refused, never waited on), logs why not. */
-int statedir_read_input(const char *path, size_t max, char **ret, size_t *ret_len);
-/* The same for a file found in a directory others write to (PCR
- * signatures): a symbolic link is not followed. */
-int statedir_read_nofollow(const char *path, size_t max, char **ret, size_t *ret_len);
-
-/* An output file outside the state directory (-o): written atomically the
- * same way, with mode (0644 for what holds only public keys and
- * signatures, which a service user must be able to read; 0600 else),
- * owned by whoever runs the command. An existing device or pipe is written
- * to as it is. */
-int statedir_write_output(const char *path, const void *data, size_t len, mode_t mode);
-
 /* Creates (or adopts) the subdirectory name of dir, mode 0700, owned like
  * dir: root administering a service user's state must not leave it
  * directories the daemon cannot enter. Logs. */
 int statedir_mkdir(const char *dir, const char *name);
-
-/* Why path cannot be read by this process, for an error message: owner,
- * mode and what to change (out: "" when it can be). */
-void statedir_describe_access(const char *path, char *out, size_t size);
 
 /* With the lock held: removes what interrupted writers left behind, that
  * is temp files of processes that are gone and sealed files the state does

@@ -1,12 +1,13 @@
 #include "config.h"
 
+#include "base/files.h"
+#include "base/log.h"
+#include "base/util.h"
 #include "keys/approval.h"
 #include "keys/kekpolicy.h"
-#include "base/log.h"
-#include "keys/unseal.h"
 #include "keys/signer.h"
+#include "keys/unseal.h"
 #include "tpm/tpmobj.h"
-#include "base/util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -376,7 +377,7 @@ static void note_unreadable(struct pcr_binding *b, const char *path)
 	char why[200];
 
 	if (b->n_unreadable++ == 0) {
-		statedir_describe_access(path, why, sizeof(why));
+		files_describe_access(path, why, sizeof(why));
 		/* Truncation only shortens a message. */
 		if (snprintf(b->unreadable, sizeof(b->unreadable), "%.*s (%s)", 100, path, why) < 0)
 			b->unreadable[0] = '\0';
@@ -443,7 +444,7 @@ static void load_dir(struct pcr_binding *b, const char *dir, EVP_PKEY *signer)
 
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, names[i]) >= sizeof(path))
 			continue;
-		if (statedir_read_nofollow(path, UNSEAL_FILE_MAX, &text, &len) < 0) {
+		if (files_read_nofollow(path, UNSEAL_FILE_MAX, &text, &len) < 0) {
 			if (errno_of_access(path))
 				note_unreadable(b, path);
 			continue;

@@ -1,17 +1,18 @@
 #include "config.h"
 
-#include "keys/envelope.h"
-#include "keys/escrow.h"
+#include "base/files.h"
 #include "base/handles.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "base/secmem.h"
+#include "base/util.h"
+#include "keys/envelope.h"
+#include "keys/escrow.h"
+#include "keys/sealfile.h"
 #include "keys/unseal.h"
 #include "kms/backend.h"
-#include "keys/sealfile.h"
-#include "base/secmem.h"
-#include "tpm/tpmobj.h"
 #include "kms/tpmworker.h"
-#include "base/util.h"
+#include "tpm/tpmobj.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -606,7 +607,7 @@ void backend_reload(backend *p)
 		char path[PATH_MAX + 8], why[200];
 
 		snprintf(path, sizeof(path), "%s/state", p->state_dir);
-		statedir_describe_access(path, why, sizeof(why));
+		files_describe_access(path, why, sizeof(why));
 		if (*why)
 			snprintf(p->blind[BLIND_STATE], sizeof(p->blind[0]), "%.*s: %s", 100, path,
 				 why);
