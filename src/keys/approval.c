@@ -188,11 +188,13 @@ int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 
 static int parse_name(const char *hex, struct tpm_name *ret)
 {
+	struct tpm_name name;
 	size_t n = strlen(hex) / 2;
 
-	if (n < 3 || n > sizeof(ret->bytes) || util_unhex(hex, ret->bytes, n) < 0)
+	if (n < 3 || n > sizeof(name.bytes) || util_unhex(hex, name.bytes, n) < 0)
 		return -EBADMSG;
-	ret->len = n;
+	name.len = n;
+	*ret = name;
 	return 0;
 }
 
@@ -203,17 +205,20 @@ int approval_parse(const char *text, size_t len, struct approval *ret, const cha
 	static const char *const keys[] = {"format", "node",	  "policy-ref",
 					   "approved-policy", "signer", "signature",
 					   "node-signing-key", "node-statement"};
+	const char *why = "not an approval (as tpm2-kms approve writes)";
 	struct approval a = {0};
-	char *copy, *line, *save = NULL;
+	char *copy = NULL, *line, *save = NULL;
 	size_t k = 0;
 	int r = -EBADMSG;
 
-	*ret_why = "not an approval (as tpm2-kms approve writes)";
 	if (len > APPROVAL_MAX_BYTES || strlen(text) != len)
-		return -EBADMSG;
+		goto out;
 	copy = strdup(text);
-	if (!copy)
-		return -ENOMEM;
+	if (!copy) {
+		why = "out of memory";
+		r = -ENOMEM;
+		goto out;
+	}
 	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char *val;
 
@@ -247,7 +252,7 @@ int approval_parse(const char *text, size_t len, struct approval *ret, const cha
 		switch (k++) {
 		case 0:
 			if (strcmp(val, "1") != 0) {
-				*ret_why = "an approval format this version does not read";
+				why = "an approval format this version does not read";
 				goto out;
 			}
 			break;
@@ -291,6 +296,8 @@ int approval_parse(const char *text, size_t len, struct approval *ret, const cha
 	*ret = a;
 	r = 0;
 out:
+	if (r < 0)
+		*ret_why = why;
 	free(copy);
 	return r;
 }
