@@ -188,7 +188,7 @@ int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 
 static int parse_name(const char *hex, struct tpm_name *ret)
 {
-	struct tpm_name name;
+	struct tpm_name name = {0};
 	size_t n = strlen(hex) / 2;
 
 	if (n < 3 || n > sizeof(name.bytes) || util_unhex(hex, name.bytes, n) < 0)
