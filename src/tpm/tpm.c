@@ -1420,7 +1420,7 @@ int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind 
 
 	t->last_rc = 0;
 
-	if ((kind != TPM_KEK_PCR && kind != TPM_KEK_DUP_PCR) || n_pcrs == 0 || n_pcrs > 24)
+	if (!tpm_kek_pcr_bound(kind) || n_pcrs == 0 || n_pcrs > 24)
 		return -EINVAL;
 	r = tpmobj_sealed_check(s, kind, NULL);
 	if (r == 0)
