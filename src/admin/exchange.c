@@ -541,19 +541,7 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 	if (r < 0)
 		goto out;
 
-	r = tpm_open(tcti, &t);
-	if (r < 0)
-		goto out;
-	if (fresh) {
-		r = tpm_srk_provision(t, &srk);
-	} else {
-		srk = s.srk_name;
-		r = tpm_srk_check(t, &srk);
-		if (r == -EKEYREJECTED)
-			log_error("the TPM's storage root key is not the one %s/state was "
-				  "provisioned with",
-				  dir);
-	}
+	r = keyadmin_tpm_pinned(dir, tcti, fresh ? NULL : &s, &srk, &t);
 	if (r < 0)
 		goto out;
 	node_fingerprint(&b.node, fp);

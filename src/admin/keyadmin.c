@@ -418,19 +418,33 @@ static int adopt_admin_key(const char *dir, struct state *s, const uint8_t *key,
 
 int keyadmin_tpm_open(const char *dir, const char *tcti, const struct state *s, tpm **ret)
 {
+	return keyadmin_tpm_pinned(dir, tcti, s, NULL, ret);
+}
+
+int keyadmin_tpm_pinned(const char *dir, const char *tcti, const struct state *s,
+			struct tpm_name *ret_srk, tpm **ret)
+{
+	struct tpm_name srk;
 	tpm *t = NULL;
 	int r;
 
 	r = tpm_open(tcti, &t);
 	if (r < 0)
 		return r;
-	r = tpm_srk_check(t, &s->srk_name);
-	if (r == -EKEYREJECTED)
-		log_srk_mismatch(dir);
+	if (s) {
+		srk = s->srk_name;
+		r = tpm_srk_check(t, &srk);
+		if (r == -EKEYREJECTED)
+			log_srk_mismatch(dir);
+	} else {
+		r = tpm_srk_provision(t, &srk);
+	}
 	if (r < 0) {
 		tpm_close(t);
 		return r;
 	}
+	if (ret_srk)
+		*ret_srk = srk;
 	*ret = t;
 	return 0;
 }

@@ -45,6 +45,11 @@ struct keyadmin_config {
 /* Opens the TPM and checks its SRK against the one s was provisioned
  * with; logs which it is not. */
 int keyadmin_tpm_open(const char *dir, const char *tcti, const struct state *s, tpm **ret);
+/* The same, and for a state not provisioned yet (s NULL) the SRK is
+ * provisioned; its Name in *ret_srk (NULL: not wanted). The one way the
+ * commands open the TPM for a state directory. */
+int keyadmin_tpm_pinned(const char *dir, const char *tcti, const struct state *s,
+			struct tpm_name *ret_srk, tpm **ret);
 
 /* Reads generation g's sealed file and unseals it through whatever its
  * kind needs (b, the PCR signatures, for the pcr kinds), checking the KEK
