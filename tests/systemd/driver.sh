@@ -93,6 +93,28 @@ check metrics-scrape until_ok 20 sh -c 'curl -s http://127.0.0.1:9464/metrics | 
 check journal-levels sh -c 'journalctl -u tpm2-kms -p info -o json --no-pager | grep -q "\"PRIORITY\":\"6\""'
 check journal-no-own-timestamp sh -c '! journalctl -u tpm2-kms -o cat --no-pager | grep -E "^[0-9]{4}-[0-9]{2}-[0-9]{2}T"'
 
+# --- §7.2 escrow turned on as root: the service user's files, and the alarm --
+# (The review found escrow/ made root:root 0700 here: the daemon, blind,
+# kept saying ok with the write key's escrow file gone.)
+cd /root/guide
+check escrow-node-key tpm2-kms node-key -o node-a.node
+check escrow-approve tpm2-kms approve --admin-key admin.pem --passphrase-file passphrase -o node-a.approval node-a.node
+check escrow-init tpm2-kms init --admin-key admin.pub.pem --approval node-a.approval --escrow-to recovery.node --escrow-approval recovery.approval
+escrowed=$(tpm2-kms rotate 2>/tmp/rotate2.err)
+check escrow-rotate [ -n "$escrowed" ]
+check escrow-dir-owner sh -c '[ "$(stat -c "%U:%G %a" /var/lib/tpm2-kms/escrow)" = "tpm2-kms:tpm2-kms 700" ]'
+check escrow-files-owner sh -c '[ -z "$(find /var/lib/tpm2-kms ! -user tpm2-kms)" ]'
+check escrow-serving-new-key until_ok 20 sh -c "tpm2-kms status --listen /run/tpm2-kms/kms.sock | grep -qx 'key_id: $escrowed'"
+check escrow-status-ok until_ok 10 status_ok
+gen=$(tpm2-kms keys | awk '$2 == "'"$escrowed"'" { printf "%06d", $1 }')
+rm -f "/var/lib/tpm2-kms/escrow/gen-$gen.pem"
+systemctl reload tpm2-kms
+check escrow-alarm-status until_ok 10 sh -c 'tpm2-kms status --listen /run/tpm2-kms/kms.sock | grep -q "is not escrowed"'
+check escrow-alarm-metric until_ok 10 sh -c 'curl -s http://127.0.0.1:9464/metrics | grep -x "tpm2kms_escrow_missing 1"'
+check escrow-again tpm2-kms init
+check escrow-healthy-again until_ok 10 status_ok
+cd /
+
 # --- §2: kube-apiserver as another user, with the shipped drop-in ------------
 groupadd --system kube-apiserver
 useradd --system --no-create-home --gid kube-apiserver kube-apiserver

@@ -39,7 +39,9 @@ CHECKS = '''useradd tpm-device-owner signature-dir socket-enable socket-owner fi
 status-says-serving guide-status runs-as-service-user socket-still-root generation-1
 restart-command restart-no-refused-call rotate reload status-reports-new-key stop
 stopped-cleanly socket-kept-listening reactivated metrics-enable metrics-scrape journal-levels
-journal-no-own-timestamp apiserver-dropin apiserver-socket-group apiserver-connects
+journal-no-own-timestamp escrow-node-key escrow-approve escrow-init escrow-rotate
+escrow-dir-owner escrow-files-owner escrow-serving-new-key escrow-status-ok escrow-alarm-status
+escrow-alarm-metric escrow-again escrow-healthy-again apiserver-dropin apiserver-socket-group apiserver-connects
 others-refused restart-with-dropin group-kept-after-restart late-tpm-restart late-tpm-restart-prompt
 late-tpm-status-text late-tpm-unhealthy late-tpm-healthy late-tpm-no-restart fresh-stop
 no-tpm-restarts no-tpm-status-text no-tpm-provisions-when-it-comes wrong-srk-exit-78
@@ -144,6 +146,29 @@ def foreign_state(work):
         tpm.kill()
 
 
+def guide_keys(work):
+    """What the admin's offline machine hands the node for §7.2: the admin
+    key (for the node's own approval, made in the guest), and the recovery
+    node file with its approval. Made here, as the guide makes them."""
+    d = os.path.join(work, 'guide')
+    os.makedirs(d)
+    pw = os.path.join(d, 'passphrase')
+    with open(pw, 'w') as f:
+        f.write('correct horse battery staple\n')
+    for name in ('admin', 'recovery'):
+        key = os.path.join(d, name + '.pem')
+        run(['openssl', 'genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256',
+             '-aes-256-cbc', '-pass', 'file:' + pw, '-out', key])
+        run(['openssl', 'pkey', '-in', key, '-passin', 'file:' + pw, '-pubout', '-out',
+             os.path.join(d, name + '.pub.pem')])
+    run_cli('node-key', '--public', os.path.join(d, 'recovery.pub.pem'), '-o',
+            os.path.join(d, 'recovery.node'))
+    run_cli('approve', '--admin-key', os.path.join(d, 'admin.pem'), '--passphrase-file', pw,
+            '-o', os.path.join(d, 'recovery.approval'), os.path.join(d, 'recovery.node'))
+    os.unlink(os.path.join(d, 'recovery.pem'))      # stays offline
+    return d
+
+
 def overlay_image(work):
     root = os.path.join(work, 'overlay')
     run(['make', 'install', 'DESTDIR=' + root], cwd=installed_tree())
@@ -163,6 +188,7 @@ def overlay_image(work):
                                                  'vmtest.service'))
     os.makedirs(os.path.join(root, 'root'), exist_ok=True)
     shutil.copytree(foreign_state(work), os.path.join(root, 'root', 'foreign-state'))
+    shutil.copytree(guide_keys(work), os.path.join(root, 'root', 'guide'))
     image = os.path.join(work, 'overlay.cpio')
     pack(root, image)
     return image
