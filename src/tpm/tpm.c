@@ -493,20 +493,29 @@ void tpm_close(tpm *t)
 	free(t);
 }
 
-/* ESYS_TR for the persistent SRK, or -ENOENT. */
-static int srk_open(tpm *t, ESYS_TR *ret)
+/* An ESYS_TR for a persistent object or NV index (what names it in a
+ * failure), or -ENOENT; *ret untouched on failure. */
+static int tr_open(tpm *t, TPM2_HANDLE handle, const char *what, ESYS_TR *ret)
 {
+	ESYS_TR tr = ESYS_TR_NONE;
 	unsigned attempt = 0;
 	uint64_t deadline = patience();
 	TSS2_RC rc;
 
 	do
-		rc = Esys_TR_FromTPMPublic(t->esys, TPM_SRK_HANDLE, ESYS_TR_NONE, ESYS_TR_NONE,
-					   ESYS_TR_NONE, ret);
+		rc = Esys_TR_FromTPMPublic(t->esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+					   &tr);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS)
-		return fail(t, "look up SRK 0x81000001", rc);
+		return fail(t, what, rc);
+	*ret = tr;
 	return 0;
+}
+
+/* ESYS_TR for the persistent SRK, or -ENOENT. */
+static int srk_open(tpm *t, ESYS_TR *ret)
+{
+	return tr_open(t, TPM_SRK_HANDLE, "look up SRK 0x81000001", ret);
 }
 
 static int tr_name(tpm *t, ESYS_TR tr, struct tpm_name *ret)
@@ -967,6 +976,24 @@ static int load_sealed(tpm *t, ESYS_TR srk, ESYS_TR session, const TPM2B_PUBLIC 
 	return 0;
 }
 
+/* An unsealed KEK out of ESAPI's buffer, which free_sensitive wipes. */
+static int take_kek(const TPM2B_SENSITIVE_DATA *out, uint8_t kek[TPM_KEK_BYTES])
+{
+	if (out->size != TPM_KEK_BYTES) {
+		log_error("tpm: unsealed %u bytes, expected %u", out->size, TPM_KEK_BYTES);
+		return -EKEYREJECTED;
+	}
+	memcpy(kek, out->buffer, TPM_KEK_BYTES);
+	return 0;
+}
+
+static void free_sensitive(TPM2B_SENSITIVE_DATA *out)
+{
+	if (out)
+		util_wipe(out, sizeof(*out));
+	Esys_Free(out);
+}
+
 int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
 		   uint8_t kek[TPM_KEK_BYTES])
 {
@@ -1000,17 +1027,9 @@ int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
 		r = fail(t, "Unseal (KEK)", rc);
 		goto out;
 	}
-	if (out->size != TPM_KEK_BYTES) {
-		log_error("tpm: unsealed %u bytes, expected %u", out->size, TPM_KEK_BYTES);
-		r = -EKEYREJECTED;
-		goto out;
-	}
-	memcpy(kek, out->buffer, TPM_KEK_BYTES);
-	r = 0;
+	r = take_kek(out, kek);
 out:
-	if (out)
-		util_wipe(out, sizeof(*out));
-	Esys_Free(out);
+	free_sensitive(out);
 	if (obj != ESYS_TR_NONE)
 		Esys_FlushContext(t->esys, obj);
 	srk_session_end(t, &srk, &session);
@@ -1368,17 +1387,7 @@ int tpm_pcr_read(tpm *t, const uint32_t *index, size_t n, struct tpm_pcr_values 
 /* The epoch index as an ESYS handle (not cached: rarely used). */
 static int epoch_open(tpm *t, ESYS_TR *ret)
 {
-	unsigned attempt = 0;
-	uint64_t deadline = patience();
-	TSS2_RC rc;
-
-	do
-		rc = Esys_TR_FromTPMPublic(t->esys, TPM_NV_EPOCH_INDEX, ESYS_TR_NONE, ESYS_TR_NONE,
-					   ESYS_TR_NONE, ret);
-	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
-	if (rc != TSS2_RC_SUCCESS)
-		return fail(t, "look up the epoch index", rc);
-	return 0;
+	return tr_open(t, TPM_NV_EPOCH_INDEX, "look up the epoch index", ret);
 }
 
 static int epoch_policy_nv(tpm *t, ESYS_TR policy, uint64_t operand)
@@ -1467,17 +1476,9 @@ int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind 
 		r = policy_fail(t, "Unseal (KEK, policy)", rc);
 		goto out;
 	}
-	if (out->size != TPM_KEK_BYTES) {
-		log_error("tpm: unsealed %u bytes, expected %u", out->size, TPM_KEK_BYTES);
-		r = -EKEYREJECTED;
-		goto out;
-	}
-	memcpy(kek, out->buffer, TPM_KEK_BYTES);
-	r = 0;
+	r = take_kek(out, kek);
 out:
-	if (out)
-		util_wipe(out, sizeof(*out));
-	Esys_Free(out);
+	free_sensitive(out);
 	Esys_Free(ticket);
 	Esys_Free(signer);
 	if (policy != ESYS_TR_NONE)
@@ -1537,9 +1538,7 @@ out:
 
 static int nv_open(tpm *t, uint32_t index, ESYS_TR *ret)
 {
-	unsigned attempt = 0;
-	uint64_t deadline = patience();
-	TSS2_RC rc;
+	int r;
 
 	if (t->nv != ESYS_TR_NONE && t->nv_index == index) {
 		*ret = t->nv;
@@ -1547,14 +1546,10 @@ static int nv_open(tpm *t, uint32_t index, ESYS_TR *ret)
 	}
 	if (t->nv != ESYS_TR_NONE)
 		Esys_TR_Close(t->esys, &t->nv);
-	do
-		rc = Esys_TR_FromTPMPublic(t->esys, index, ESYS_TR_NONE, ESYS_TR_NONE,
-					   ESYS_TR_NONE, &t->nv);
-	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
-	if (rc != TSS2_RC_SUCCESS) {
-		t->nv = ESYS_TR_NONE;
-		return fail(t, "look up NV counter", rc);
-	}
+	t->nv = ESYS_TR_NONE;
+	r = tr_open(t, index, "look up NV counter", &t->nv);
+	if (r < 0)
+		return r;
 	t->nv_index = index;
 	*ret = t->nv;
 	return 0;
