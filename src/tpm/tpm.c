@@ -717,6 +717,9 @@ static void srk_session_end(tpm *t, ESYS_TR *srk, ESYS_TR *session)
 	*session = *srk = ESYS_TR_NONE;
 }
 
+static int srk_load(tpm *t, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
+		    const char *what, ESYS_TR *srk, ESYS_TR *session, ESYS_TR *ret);
+
 static int marshal_sealed(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
 			  struct tpm_sealed *ret)
 {
@@ -928,17 +931,9 @@ int tpm_signkey_sign(tpm *t, const struct tpm_sealed *key, const uint8_t digest[
 	if (r < 0)
 		return r;
 	memcpy(d.buffer, digest, 32);
-	r = srk_session_begin(t, &srk, &session);
+	r = srk_load(t, &pub, &priv, "Load (signing key)", &srk, &session, &obj);
 	if (r < 0)
 		goto out;
-	do
-		rc = Esys_Load(t->esys, srk, session, ESYS_TR_NONE, ESYS_TR_NONE, &priv, &pub, &obj);
-	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
-	if (rc != TSS2_RC_SUCCESS) {
-		r = fail(t, "Load (signing key)", rc);
-		goto out;
-	}
-	attempt = 0;
 	do
 		rc = Esys_Sign(t->esys, obj, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &d,
 			       &scheme, &ticket, &out);
@@ -960,19 +955,27 @@ out:
 	return r;
 }
 
-/* Loads a sealed object under the SRK through the session. */
-static int load_sealed(tpm *t, ESYS_TR srk, ESYS_TR session, const TPM2B_PUBLIC *pub,
-		       const TPM2B_PRIVATE *priv, ESYS_TR *ret)
+/* Opens the SRK's salted session and loads an object under it (what
+ * names it in a failure); the caller ends both with srk_session_end and
+ * flushes *ret. */
+static int srk_load(tpm *t, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
+		    const char *what, ESYS_TR *srk, ESYS_TR *session, ESYS_TR *ret)
 {
+	ESYS_TR obj = ESYS_TR_NONE;
 	unsigned attempt = 0;
 	uint64_t deadline = patience();
 	TSS2_RC rc;
+	int r;
 
+	r = srk_session_begin(t, srk, session);
+	if (r < 0)
+		return r;
 	do
-		rc = Esys_Load(t->esys, srk, session, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, ret);
+		rc = Esys_Load(t->esys, *srk, *session, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, &obj);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
 	if (rc != TSS2_RC_SUCCESS)
-		return fail(t, "Load (sealed KEK)", rc);
+		return fail(t, what, rc);
+	*ret = obj;
 	return 0;
 }
 
@@ -1014,10 +1017,7 @@ int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
 	r = unmarshal_sealed(s, &pub, &priv);
 	if (r < 0)
 		return r;
-	r = srk_session_begin(t, &srk, &session);
-	if (r < 0)
-		goto out;
-	r = load_sealed(t, srk, session, &pub, &priv, &obj);
+	r = srk_load(t, &pub, &priv, "Load (sealed KEK)", &srk, &session, &obj);
 	if (r < 0)
 		goto out;
 	do
@@ -1257,10 +1257,7 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind
 	r = approval_ticket(t, approval, &ticket, &signer);
 	if (r < 0)
 		goto out;
-	r = srk_session_begin(t, &srk, &session);
-	if (r < 0)
-		goto out;
-	r = load_sealed(t, srk, session, &pub, &priv, &obj);
+	r = srk_load(t, &pub, &priv, "Load (sealed KEK)", &srk, &session, &obj);
 	if (r < 0)
 		goto out;
 	/* The new parent is only a public key: the NULL hierarchy will do. */
@@ -1439,10 +1436,7 @@ int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind 
 	r = approval_ticket(t, approval, &ticket, &signer);
 	if (r < 0)
 		goto out;
-	r = srk_session_begin(t, &srk, &session);
-	if (r < 0)
-		goto out;
-	r = load_sealed(t, srk, session, &pub, &priv, &obj);
+	r = srk_load(t, &pub, &priv, "Load (sealed KEK)", &srk, &session, &obj);
 	if (r < 0)
 		goto out;
 	/* Salted, and encrypting what Unseal answers: the KEK does not cross
