@@ -212,14 +212,14 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 	r = keyadmin_open(dir, false, 0, &lock, &s, NULL);
 	if (r < 0)
 		return r;
-	if (!s.admin_key_len) {
+	if (!s.anchors.admin_key_len) {
 		log_error("%s records no admin key: nothing here can be exported (tpm2-kms init "
 			  "--admin-key ADMIN.pub.pem, then rotate)",
 			  dir);
 		r = -EPERM;
 		goto out;
 	}
-	r = signer_from_der(s.admin_key, s.admin_key_len, &admin);
+	r = signer_from_der(s.anchors.admin_key, s.anchors.admin_key_len, &admin);
 	if (r < 0) {
 		log_error("%s/state: the admin key is not usable", dir);
 		goto out;
@@ -244,19 +244,13 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 	if (r < 0)
 		goto out;
 
-	if (s.pcr_key_len) {
+	if (s.anchors.pcr_key_len) {
 		r = unseal_load_binding(&s, pcr_dir, &binding);
 		if (r < 0)
 			goto out;
 	}
 	b.node = node.name;
-	memcpy(b.admin_key, s.admin_key, s.admin_key_len);
-	b.admin_key_len = s.admin_key_len;
-	memcpy(b.pcr_key, s.pcr_key, s.pcr_key_len);
-	b.pcr_key_len = s.pcr_key_len;
-	b.pcrs = s.pcrs;
-	b.literal = s.literal;
-	memcpy(b.literal_values, s.literal_values, sizeof(b.literal_values));
+	b.anchors = s.anchors;
 	b.gens = calloc(n, sizeof(*b.gens));
 	keks = calloc(n, sizeof(*keks));
 	if (!b.gens || !keks) {
@@ -363,19 +357,14 @@ static int import_plan(const char *path, const char *dir, const struct bundle *b
 
 	if (!keys)
 		return -ENOMEM;
-	if (!fresh && s->admin_key_len &&
-	    (s->admin_key_len != b->admin_key_len ||
-	     memcmp(s->admin_key, b->admin_key, b->admin_key_len) != 0)) {
+	if (!fresh && s->anchors.admin_key_len && !anchors_same_admin(&s->anchors, &b->anchors)) {
 		log_error("%s was made under another admin key than the one %s records", path,
 			  dir);
 		r = -EPERM;
 		goto out;
 	}
-	if (!fresh && s->pcr_key_len && b->pcr_key_len &&
-	    (s->pcr_key_len != b->pcr_key_len ||
-	     memcmp(s->pcr_key, b->pcr_key, b->pcr_key_len) != 0 ||
-	     !policy_pcrs_equal(&s->pcrs, &b->pcrs) || !policy_pcrs_equal(&s->literal, &b->literal) ||
-	     memcmp(s->literal_values, b->literal_values, b->literal.n * 32) != 0)) {
+	if (!fresh && s->anchors.pcr_key_len && b->anchors.pcr_key_len &&
+	    !anchors_same_binding(&s->anchors, &b->anchors)) {
 		log_error("%s binds its generations to another PCR signer, other PCRs or other "
 			  "literal PCR values than %s records",
 			  path, dir);
@@ -383,13 +372,7 @@ static int import_plan(const char *path, const char *dir, const struct bundle *b
 		goto out;
 	}
 	/* The objects' policies must be those of the bundle's keys. */
-	memcpy(keys->admin_key, b->admin_key, b->admin_key_len);
-	keys->admin_key_len = b->admin_key_len;
-	memcpy(keys->pcr_key, b->pcr_key, b->pcr_key_len);
-	keys->pcr_key_len = b->pcr_key_len;
-	keys->pcrs = b->pcrs;
-	keys->literal = b->literal;
-	memcpy(keys->literal_values, b->literal_values, sizeof(keys->literal_values));
+	keys->anchors = b->anchors;
 	for (size_t i = 0; i < b->n_gens; i++) {
 		const struct bundle_generation *g = &b->gens[i];
 		const struct state_generation *have = fresh ? NULL : state_find(s, g->number);
@@ -443,8 +426,8 @@ static int import_trust(const char *path, const char *dir, const struct state *s
 		if (r < 0)
 			return r;
 	}
-	if (s->admin_key_len) {
-		r = signer_from_der(s->admin_key, s->admin_key_len, &anchor);
+	if (s->anchors.admin_key_len) {
+		r = signer_from_der(s->anchors.admin_key, s->anchors.admin_key_len, &anchor);
 		if (r < 0) {
 			log_error("%s/state: the admin key is not usable", dir);
 			goto out;
@@ -468,7 +451,8 @@ static int import_trust(const char *path, const char *dir, const struct state *s
 	r = signer_to_der(anchor, der, &der_len);
 	if (r < 0)
 		goto out;
-	if (der_len != b->admin_key_len || memcmp(der, b->admin_key, der_len) != 0) {
+	if (der_len != b->anchors.admin_key_len ||
+	    memcmp(der, b->anchors.admin_key, der_len) != 0) {
 		log_error("%s was made under another admin key than the one this node trusts; "
 			  "nothing imported",
 			  path);
@@ -551,18 +535,11 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 		r = -EKEYREJECTED;
 		goto out;
 	}
-	if (!s.admin_key_len) {
-		memcpy(s.admin_key, b.admin_key, b.admin_key_len);
-		s.admin_key_len = b.admin_key_len;
-	}
-	if (!s.pcr_key_len && b.pcr_key_len) {
-		memcpy(s.pcr_key, b.pcr_key, b.pcr_key_len);
-		s.pcr_key_len = b.pcr_key_len;
-		s.pcrs = b.pcrs;
-		s.literal = b.literal;
-		memcpy(s.literal_values, b.literal_values, sizeof(s.literal_values));
-	}
-	if (s.pcr_key_len) {
+	if (!s.anchors.admin_key_len)
+		anchors_set_admin(&s.anchors, &b.anchors);
+	if (!s.anchors.pcr_key_len && b.anchors.pcr_key_len)
+		anchors_set_binding(&s.anchors, &b.anchors);
+	if (s.anchors.pcr_key_len) {
 		/* Signatures of PCR values name the epoch index. */
 		r = tpm_epoch_provision(t);
 		if (r == 0)
@@ -731,23 +708,17 @@ static int recover_bundle(const char *path, EVP_PKEY *key, EVP_PKEY *admin,
 	r = signer_to_der(admin, admin_der, &admin_der_len);
 	if (r < 0)
 		goto out;
-	if (admin_der_len != b.admin_key_len ||
-	    memcmp(admin_der, b.admin_key, admin_der_len) != 0) {
+	if (admin_der_len != b.anchors.admin_key_len ||
+	    memcmp(admin_der, b.anchors.admin_key, admin_der_len) != 0) {
 		log_error("%s was made under another admin key than --admin-key; nothing "
 			  "written",
 			  path);
 		r = -EKEYREJECTED;
 		goto out;
 	}
-	memcpy(out->admin_key, b.admin_key, b.admin_key_len);
-	out->admin_key_len = b.admin_key_len;
-	if (b.pcr_key_len) {
-		memcpy(out->pcr_key, b.pcr_key, b.pcr_key_len);
-		out->pcr_key_len = b.pcr_key_len;
-		out->pcrs = b.pcrs;
-		out->literal = b.literal;
-		memcpy(out->literal_values, b.literal_values, sizeof(out->literal_values));
-	}
+	anchors_set_admin(&out->anchors, &b.anchors);
+	if (b.anchors.pcr_key_len)
+		anchors_set_binding(&out->anchors, &b.anchors);
 	for (size_t i = 0; i < b.n_gens; i++) {
 		struct bundle_generation *g = &b.gens[i], *have = NULL;
 

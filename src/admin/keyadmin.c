@@ -170,7 +170,7 @@ static int escrow_missing(tpm *t, const char *dir, const char *pcr_dir, const st
 	*ret_done = 0;
 	if (!kek)
 		return -ENOMEM;
-	if (s->pcr_key_len) {
+	if (s->anchors.pcr_key_len) {
 		r = unseal_load_binding(s, pcr_dir, &binding);
 		if (r < 0) {
 			secmem_free(kek, TPM_KEK_BYTES);
@@ -218,18 +218,19 @@ static int adopt_pcr_key(const char *dir, struct state *s, const struct keyadmin
 		log_error("boot-state binding needs both pcr-key and pcrs");
 		return -EINVAL;
 	}
-	if (s->pcr_key_len == c->pcr_key_len && memcmp(s->pcr_key, c->pcr_key, c->pcr_key_len) == 0 &&
-	    policy_pcrs_equal(&s->pcrs, &c->pcrs))
+	if (s->anchors.pcr_key_len == c->pcr_key_len &&
+	    memcmp(s->anchors.pcr_key, c->pcr_key, c->pcr_key_len) == 0 &&
+	    policy_pcrs_equal(&s->anchors.pcrs, &c->pcrs))
 		return 0;
-	if (s->pcr_key_len) {
+	if (s->anchors.pcr_key_len) {
 		log_error("%s already binds its generations to another PCR signer or other PCRs; "
 			  "they cannot be replaced in place",
 			  dir);
 		return -EEXIST;
 	}
-	memcpy(s->pcr_key, c->pcr_key, c->pcr_key_len);
-	s->pcr_key_len = c->pcr_key_len;
-	s->pcrs = c->pcrs;
+	memcpy(s->anchors.pcr_key, c->pcr_key, c->pcr_key_len);
+	s->anchors.pcr_key_len = c->pcr_key_len;
+	s->anchors.pcrs = c->pcrs;
 	*changed = true;
 	return 0;
 }
@@ -244,12 +245,12 @@ static int adopt_literal(tpm *t, const char *dir, struct state *s, const struct 
 
 	if (!c->literal.n)
 		return 0;
-	if (!s->pcr_key_len) {
+	if (!s->anchors.pcr_key_len) {
 		log_error("literal PCRs go with a PCR signer (pcr-key and pcrs)");
 		return -EINVAL;
 	}
-	if (s->literal.n) {
-		if (policy_pcrs_equal(&s->literal, &c->literal))
+	if (s->anchors.literal.n) {
+		if (policy_pcrs_equal(&s->anchors.literal, &c->literal))
 			return 0;
 		log_error("%s already checks other literal PCRs; they cannot be replaced in place",
 			  dir);
@@ -258,8 +259,8 @@ static int adopt_literal(tpm *t, const char *dir, struct state *s, const struct 
 	r = tpm_pcr_read(t, c->literal.index, c->literal.n, &v);
 	if (r < 0)
 		return r;
-	s->literal = c->literal;
-	memcpy(s->literal_values, v.value, c->literal.n * 32);
+	s->anchors.literal = c->literal;
+	memcpy(s->anchors.literal_values, v.value, c->literal.n * 32);
 	*changed = true;
 	return 0;
 }
@@ -400,18 +401,18 @@ static int adopt_admin_key(const char *dir, struct state *s, const uint8_t *key,
 {
 	if (!len)
 		return 0;
-	if (s->admin_key_len == len && memcmp(s->admin_key, key, len) == 0)
+	if (s->anchors.admin_key_len == len && memcmp(s->anchors.admin_key, key, len) == 0)
 		return 0;
-	if (s->admin_key_len) {
+	if (s->anchors.admin_key_len) {
 		log_error("%s already records another admin key; an admin key cannot be "
 			  "replaced in place (see docs/operations.md)",
 			  dir);
 		return -EEXIST;
 	}
-	if (len > sizeof(s->admin_key))
+	if (len > sizeof(s->anchors.admin_key))
 		return -EINVAL;
-	memcpy(s->admin_key, key, len);
-	s->admin_key_len = len;
+	memcpy(s->anchors.admin_key, key, len);
+	s->anchors.admin_key_len = len;
 	*changed = true;
 	return 0;
 }
@@ -472,9 +473,11 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 	if (c->owner_auth_file) {
 		bool needed = true;
 
-		r = tpm_needs_provisioning(t, nv_index ? nv_index : s.nv_index ? s.nv_index
-									      : TPM_NV_INDEX_DEFAULT,
-					   s.pcr_key_len || c->pcr_key_len, &needed);
+		r = tpm_needs_provisioning(t,
+		                           nv_index     ? nv_index
+		                           : s.nv_index ? s.nv_index
+		                                        : TPM_NV_INDEX_DEFAULT,
+		                           s.anchors.pcr_key_len || c->pcr_key_len, &needed);
 		if (r == 0 && needed)
 			r = owner_auth_load(t, c->owner_auth_file);
 		if (r < 0)
@@ -512,7 +515,7 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 	if (r < 0)
 		goto out;
 	/* Signatures of PCR values name the epoch index: it must exist. */
-	if (s.pcr_key_len) {
+	if (s.anchors.pcr_key_len) {
 		r = tpm_epoch_provision(t);
 		if (r == -EACCES)
 			log_owner_auth_refused(c, TPM_NV_EPOCH_INDEX);
@@ -791,7 +794,7 @@ int keyadmin_certify(const char *dir, const char *tcti, const struct keyadmin_co
 		if (r < 0)
 			goto out;
 	}
-	if (s.pcr_key_len) {
+	if (s.anchors.pcr_key_len) {
 		r = unseal_load_binding(&s, c->pcr_dir, &binding);
 		if (r < 0)
 			goto out;

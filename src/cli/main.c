@@ -635,18 +635,18 @@ static void print_anchors(const char *dir, const struct state *st)
 	struct node n;
 
 	printf("\n");
-	if (st->admin_key_len)
-		print_key_name("admin key:", st->admin_key, st->admin_key_len);
+	if (st->anchors.admin_key_len)
+		print_key_name("admin key:", st->anchors.admin_key, st->anchors.admin_key_len);
 	else
 		printf("%-13s none recorded (generations are `none`: they never leave this TPM)\n",
 		       "admin key:");
-	if (st->pcr_key_len) {
+	if (st->anchors.pcr_key_len) {
 		char pcrs[100], lit[100] = "";
 
-		print_key_name("PCR signer:", st->pcr_key, st->pcr_key_len);
-		policy_pcrs_format(&st->pcrs, pcrs, sizeof(pcrs));
-		if (st->literal.n)
-			policy_pcrs_format(&st->literal, lit, sizeof(lit));
+		print_key_name("PCR signer:", st->anchors.pcr_key, st->anchors.pcr_key_len);
+		policy_pcrs_format(&st->anchors.pcrs, pcrs, sizeof(pcrs));
+		if (st->anchors.literal.n)
+			policy_pcrs_format(&st->anchors.literal, lit, sizeof(lit));
 		printf("%-13s signed sha256:%s%s%s\n", "PCRs:", pcrs, *lit ? ", literal " : "", lit);
 	}
 	if (escrow_configured(dir) &&

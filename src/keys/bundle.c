@@ -93,24 +93,25 @@ int bundle_encode(const struct bundle *b, const uint8_t *const *keks, char **ret
 		    "tpm2-kms import\nformat %d\nnode %s\nadmin-key ",
 		    BUNDLE_FORMAT, node);
 	if (r == 0)
-		r = append_hex(&t, b->admin_key, b->admin_key_len);
+		r = append_hex(&t, b->anchors.admin_key, b->anchors.admin_key_len);
 	if (r == 0)
 		r = append(&t, "\n", 1);
-	if (r == 0 && b->pcr_key_len) {
+	if (r == 0 && b->anchors.pcr_key_len) {
 		char pcrs[100];
 
-		policy_pcrs_format(&b->pcrs, pcrs, sizeof(pcrs));
+		policy_pcrs_format(&b->anchors.pcrs, pcrs, sizeof(pcrs));
 		r = appendf(&t, "pcr-key ");
 		if (r == 0)
-			r = append_hex(&t, b->pcr_key, b->pcr_key_len);
+			r = append_hex(&t, b->anchors.pcr_key, b->anchors.pcr_key_len);
 		if (r == 0)
 			r = appendf(&t, "\npcrs %s\n", pcrs);
-		if (r == 0 && b->literal.n) {
+		if (r == 0 && b->anchors.literal.n) {
 			char lit[POLICY_PCR_MAX * 80];
 
-			policy_pcr_values_format(&b->literal,
-						 (const uint8_t(*)[POLICY_DIGEST_BYTES])b->literal_values,
-						 lit, sizeof(lit));
+			policy_pcr_values_format(
+			    &b->anchors.literal,
+			    (const uint8_t(*)[POLICY_DIGEST_BYTES])b->anchors.literal_values, lit,
+			    sizeof(lit));
 			r = append(&t, "pcr-literal ", 12);
 			if (r == 0)
 				r = append(&t, lit, strlen(lit));
@@ -258,10 +259,10 @@ int bundle_parse(const char *name, const char *text, size_t len, struct bundle *
 	lineno++;
 	memcpy(buf, line + 10, line_len - 10);
 	buf[line_len - 10] = '\0';
-	b.admin_key_len = strlen(buf) / 2;
-	if (b.admin_key_len == 0 || b.admin_key_len > sizeof(b.admin_key) ||
-	    util_unhex(buf, b.admin_key, b.admin_key_len) < 0 ||
-	    signer_from_der(b.admin_key, b.admin_key_len, &admin) < 0)
+	b.anchors.admin_key_len = strlen(buf) / 2;
+	if (b.anchors.admin_key_len == 0 || b.anchors.admin_key_len > sizeof(b.anchors.admin_key) ||
+	    util_unhex(buf, b.anchors.admin_key, b.anchors.admin_key_len) < 0 ||
+	    signer_from_der(b.anchors.admin_key, b.anchors.admin_key_len, &admin) < 0)
 		goto bad;
 	EVP_PKEY_free(admin);
 	admin = NULL;
@@ -274,14 +275,15 @@ int bundle_parse(const char *name, const char *text, size_t len, struct bundle *
 		if (next_line(&p, end, &line, &line_len) < 0 || line_len >= sizeof(buf))
 			goto bad;
 		lineno++;
-		if (b.n_gens == 0 && !b.pcr_key_len && line_len > 8 &&
+		if (b.n_gens == 0 && !b.anchors.pcr_key_len && line_len > 8 &&
 		    memcmp(line, "pcr-key ", 8) == 0) {
 			memcpy(buf, line + 8, line_len - 8);
 			buf[line_len - 8] = '\0';
-			b.pcr_key_len = strlen(buf) / 2;
-			if (b.pcr_key_len == 0 || b.pcr_key_len > sizeof(b.pcr_key) ||
-			    util_unhex(buf, b.pcr_key, b.pcr_key_len) < 0 ||
-			    signer_from_der(b.pcr_key, b.pcr_key_len, &admin) < 0)
+			b.anchors.pcr_key_len = strlen(buf) / 2;
+			if (b.anchors.pcr_key_len == 0 ||
+			    b.anchors.pcr_key_len > sizeof(b.anchors.pcr_key) ||
+			    util_unhex(buf, b.anchors.pcr_key, b.anchors.pcr_key_len) < 0 ||
+			    signer_from_der(b.anchors.pcr_key, b.anchors.pcr_key_len, &admin) < 0)
 				goto bad;
 			EVP_PKEY_free(admin);
 			admin = NULL;
@@ -291,15 +293,16 @@ int bundle_parse(const char *name, const char *text, size_t len, struct bundle *
 			lineno++;
 			memcpy(buf, line + 5, line_len - 5);
 			buf[line_len - 5] = '\0';
-			if (policy_pcrs_parse(buf, &b.pcrs) < 0)
+			if (policy_pcrs_parse(buf, &b.anchors.pcrs) < 0)
 				goto bad;
 			continue;
 		}
-		if (b.n_gens == 0 && b.pcr_key_len && !b.literal.n && line_len > 12 &&
-		    memcmp(line, "pcr-literal ", 12) == 0) {
+		if (b.n_gens == 0 && b.anchors.pcr_key_len && !b.anchors.literal.n &&
+		    line_len > 12 && memcmp(line, "pcr-literal ", 12) == 0) {
 			memcpy(buf, line + 12, line_len - 12);
 			buf[line_len - 12] = '\0';
-			if (policy_pcr_values_parse(buf, &b.literal, b.literal_values) < 0)
+			if (policy_pcr_values_parse(buf, &b.anchors.literal,
+			                            b.anchors.literal_values) < 0)
 				goto bad;
 			continue;
 		}

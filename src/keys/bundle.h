@@ -55,13 +55,7 @@ struct bundle_generation {
 
 struct bundle {
 	struct tpm_name node;
-	uint8_t admin_key[STATE_ADMIN_KEY_MAX];
-	size_t admin_key_len;
-	uint8_t pcr_key[STATE_ADMIN_KEY_MAX]; /* pcr_key_len 0: none */
-	size_t pcr_key_len;
-	struct policy_pcrs pcrs;
-	struct policy_pcrs literal; /* n 0: none */
-	uint8_t literal_values[POLICY_PCR_MAX][POLICY_DIGEST_BYTES];
+	struct anchors anchors;         /* of the exporting node's state */
 	struct bundle_generation *gens; /* ascending by number */
 	size_t n_gens;
 	size_t body_len; /* bytes the MACs cover */

@@ -74,12 +74,12 @@ static int load_config(const char *dir, const char *node_path, const char *appro
 	const char *why;
 	int r;
 
-	if (!s->admin_key_len) {
+	if (!s->anchors.admin_key_len) {
 		log_error("%s records no admin key: escrow needs one (tpm2-kms init --admin-key)",
 			  dir);
 		return -EPERM;
 	}
-	r = signer_from_der(s->admin_key, s->admin_key_len, &admin);
+	r = signer_from_der(s->anchors.admin_key, s->anchors.admin_key_len, &admin);
 	if (r < 0) {
 		log_error("%s/state: the admin key is not usable", dir);
 		return r;
@@ -183,13 +183,7 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 	/* Recovery takes only what an approved node certified. */
 	bg.certified = provenance_load(dir, g->number, &bg.cert) == 0;
 	b.node = n.name;
-	memcpy(b.admin_key, s->admin_key, s->admin_key_len);
-	b.admin_key_len = s->admin_key_len;
-	memcpy(b.pcr_key, s->pcr_key, s->pcr_key_len);
-	b.pcr_key_len = s->pcr_key_len;
-	b.pcrs = s->pcrs;
-	b.literal = s->literal;
-	memcpy(b.literal_values, s->literal_values, sizeof(b.literal_values));
+	b.anchors = s->anchors;
 	r = bundle_encode(&b, keks, &text, &len);
 	if (r < 0)
 		goto out;

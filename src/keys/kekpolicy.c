@@ -9,9 +9,9 @@
 
 enum tpm_kek_kind kekpolicy_new_kind(const struct state *s)
 {
-	if (s->pcr_key_len)
-		return s->admin_key_len ? TPM_KEK_DUP_PCR : TPM_KEK_PCR;
-	return s->admin_key_len ? TPM_KEK_DUP : TPM_KEK_NONE;
+	if (s->anchors.pcr_key_len)
+		return s->anchors.admin_key_len ? TPM_KEK_DUP_PCR : TPM_KEK_PCR;
+	return s->anchors.admin_key_len ? TPM_KEK_DUP : TPM_KEK_NONE;
 }
 
 /* The TPM Name of a signing key kept in the state as DER. */
@@ -36,10 +36,10 @@ static size_t unseal_refs(const struct state *s, enum kekpolicy_version v,
 
 	if (v == KEKPOLICY_V1) {
 		strcpy(refs[n++], POLICY_REF_UNSEAL);
-	} else if (policy_unseal_ref(&s->pcrs, refs[n]) == 0) {
+	} else if (policy_unseal_ref(&s->anchors.pcrs, refs[n]) == 0) {
 		n++;
 	}
-	if (v == KEKPOLICY_V1 || policy_pcrs_equal(&s->pcrs, &eleven))
+	if (v == KEKPOLICY_V1 || policy_pcrs_equal(&s->anchors.pcrs, &eleven))
 		strcpy(refs[n++], ""); /* systemd-measure's */
 	return n;
 }
@@ -60,12 +60,12 @@ static int policy_of_version(const struct state *s, enum tpm_kek_kind kind,
 		*ret_or = or;
 		return 0;
 	}
-	if (tpm_kek_duplicable(kind) && !s->admin_key_len)
+	if (tpm_kek_duplicable(kind) && !s->anchors.admin_key_len)
 		return -EINVAL;
-	if (tpm_kek_pcr_bound(kind) && !s->pcr_key_len)
+	if (tpm_kek_pcr_bound(kind) && !s->anchors.pcr_key_len)
 		return -EINVAL;
 	if (kind != TPM_KEK_PCR) {
-		r = key_name(s->admin_key, s->admin_key_len, &name);
+		r = key_name(s->anchors.admin_key, s->anchors.admin_key_len, &name);
 		if (r < 0)
 			return r;
 		policy_dup(&name, p_dup);
@@ -75,16 +75,16 @@ static int policy_of_version(const struct state *s, enum tpm_kek_kind kind,
 		*ret_or = or;
 		return 0;
 	}
-	r = key_name(s->pcr_key, s->pcr_key_len, &name);
+	r = key_name(s->anchors.pcr_key, s->anchors.pcr_key_len, &name);
 	if (r < 0)
 		return r;
 	n_refs = unseal_refs(s, v, refs);
 	if (n_refs == 0)
 		return -E2BIG; /* the selection does not fit a policyRef */
 	for (size_t i = 0; i < n_refs; i++)
-		policy_unseal_branch(&name, refs[i],
-				     kekpolicy_has_literal(v) ? &s->literal : NULL,
-				     (const uint8_t(*)[32])s->literal_values, or.digest[or.n++]);
+		policy_unseal_branch(
+		    &name, refs[i], kekpolicy_has_literal(v) ? &s->anchors.literal : NULL,
+		    (const uint8_t(*)[32])s->anchors.literal_values, or.digest[or.n++]);
 	if (kind == TPM_KEK_DUP_PCR)
 		memcpy(or.digest[or.n++], p_dup, 32);
 	if (or.n == 1) {
@@ -101,8 +101,9 @@ static int policy_of_version(const struct state *s, enum tpm_kek_kind kind,
 int kekpolicy_of(const struct state *s, enum tpm_kek_kind kind, uint8_t ret_policy[32],
 		 struct tpm_or_list *ret_or)
 {
-	return policy_of_version(s, kind, s->literal.n ? KEKPOLICY_V2_LITERAL : KEKPOLICY_V2,
-				 ret_policy, ret_or);
+	return policy_of_version(s, kind,
+	                         s->anchors.literal.n ? KEKPOLICY_V2_LITERAL : KEKPOLICY_V2,
+	                         ret_policy, ret_or);
 }
 
 int kekpolicy_match(const struct state *s, enum tpm_kek_kind kind, const uint8_t *pub,
@@ -117,8 +118,8 @@ int kekpolicy_match(const struct state *s, enum tpm_kek_kind kind, const uint8_t
 	if (tpmobj_auth_policy(pub, pub_len, have) < 0)
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
-		if ((kekpolicy_has_literal(versions[i]) && !s->literal.n) ||
-		    policy_of_version(s, kind, versions[i], want, &or) < 0 ||
+		if ((kekpolicy_has_literal(versions[i]) && !s->anchors.literal.n) ||
+		    policy_of_version(s, kind, versions[i], want, & or) < 0 ||
 		    memcmp(have, want, 32) != 0)
 			continue;
 		*ret_version = versions[i];

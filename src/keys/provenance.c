@@ -244,11 +244,11 @@ static int check_own_approval(const struct approval *a, const struct state *s,
 	EVP_PKEY *admin = NULL;
 	int r;
 
-	if (!s->admin_key_len) {
+	if (!s->anchors.admin_key_len) {
 		*ret_why = "the state records no admin key (tpm2-kms init --admin-key)";
 		return -EPERM;
 	}
-	if (signer_from_der(s->admin_key, s->admin_key_len, &admin) < 0) {
+	if (signer_from_der(s->anchors.admin_key, s->anchors.admin_key_len, &admin) < 0) {
 		*ret_why = "the state's admin key is not usable";
 		return -EINVAL;
 	}

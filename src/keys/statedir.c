@@ -445,27 +445,29 @@ int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
 			size_t n = strlen(val) / 2;
 			EVP_PKEY *k = NULL;
 
-			if (s.admin_key_len || n == 0 || n > sizeof(s.admin_key) ||
-			    util_unhex(val, s.admin_key, n) < 0 ||
-			    signer_from_der(s.admin_key, n, &k) < 0)
+			if (s.anchors.admin_key_len || n == 0 || n > sizeof(s.anchors.admin_key) ||
+			    util_unhex(val, s.anchors.admin_key, n) < 0 ||
+			    signer_from_der(s.anchors.admin_key, n, &k) < 0)
 				goto bad;
 			EVP_PKEY_free(k);
-			s.admin_key_len = n;
+			s.anchors.admin_key_len = n;
 		} else if (strcmp(key, "pcr-key") == 0) {
 			size_t n = strlen(val) / 2;
 			EVP_PKEY *k = NULL;
 
-			if (s.pcr_key_len || n == 0 || n > sizeof(s.pcr_key) ||
-			    util_unhex(val, s.pcr_key, n) < 0 || signer_from_der(s.pcr_key, n, &k) < 0)
+			if (s.anchors.pcr_key_len || n == 0 || n > sizeof(s.anchors.pcr_key) ||
+			    util_unhex(val, s.anchors.pcr_key, n) < 0 ||
+			    signer_from_der(s.anchors.pcr_key, n, &k) < 0)
 				goto bad;
 			EVP_PKEY_free(k);
-			s.pcr_key_len = n;
+			s.anchors.pcr_key_len = n;
 		} else if (strcmp(key, "pcrs") == 0) {
-			if (s.pcrs.n || policy_pcrs_parse(val, &s.pcrs) < 0)
+			if (s.anchors.pcrs.n || policy_pcrs_parse(val, &s.anchors.pcrs) < 0)
 				goto bad;
 		} else if (strcmp(key, "pcr-literal") == 0) {
-			if (s.literal.n ||
-			    policy_pcr_values_parse(val, &s.literal, s.literal_values) < 0)
+			if (s.anchors.literal.n ||
+			    policy_pcr_values_parse(val, &s.anchors.literal,
+			                            s.anchors.literal_values) < 0)
 				goto bad;
 		} else if (strcmp(key, "generation") == 0) {
 			struct state_generation g;
@@ -477,8 +479,9 @@ int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
 		}
 	}
 	if (!have_format || !have_srk || !have_nv || !have_write ||
-	    !state_find(&s, s.write_generation) || (s.pcr_key_len != 0) != (s.pcrs.n != 0) ||
-	    (s.literal.n && !s.pcr_key_len)) {
+	    !state_find(&s, s.write_generation) ||
+	    (s.anchors.pcr_key_len != 0) != (s.anchors.pcrs.n != 0) ||
+	    (s.anchors.literal.n && !s.anchors.pcr_key_len)) {
 		log_error("%s/state: incomplete (format, srk-name, nv-index, write-generation and "
 			  "its generation line are required; pcr-key and pcrs go together)",
 			  dir);
@@ -499,12 +502,14 @@ out:
 
 int state_format(const struct state *s, char **ret, size_t *ret_len)
 {
-	size_t cap = 512 + 2 * (s->admin_key_len + s->pcr_key_len) + POLICY_PCR_MAX * 80 +
-		     s->n_gens * 192,
+	size_t cap = 512 + 2 * (s->anchors.admin_key_len + s->anchors.pcr_key_len) +
+	             POLICY_PCR_MAX * 80 + s->n_gens * 192,
 	       len = 0;
 	char *buf = malloc(cap), srk_hex[2 * TPM_NAME_MAX + 1], pcrs[100];
 	/* 3 only with literal PCRs, which 0.2.0 would not take. */
-	int format = s->literal.n ? 3 : s->admin_key_len || s->pcr_key_len ? 2 : 1;
+	int format = s->anchors.literal.n                                 ? 3
+	             : s->anchors.admin_key_len || s->anchors.pcr_key_len ? 2
+	                                                                  : 1;
 
 	if (!buf)
 		return -ENOMEM;
@@ -517,25 +522,26 @@ int state_format(const struct state *s, char **ret, size_t *ret_len)
 				"format %d\nsrk-name %s\nnv-index 0x%08x\nwrite-generation %u\n",
 				format, srk_hex, (unsigned)s->nv_index,
 				(unsigned)s->write_generation);
-	if (s->admin_key_len) {
+	if (s->anchors.admin_key_len) {
 		len += (size_t)snprintf(buf + len, cap - len, "admin-key ");
-		util_hex(s->admin_key, s->admin_key_len, buf + len);
-		len += 2 * s->admin_key_len;
+		util_hex(s->anchors.admin_key, s->anchors.admin_key_len, buf + len);
+		len += 2 * s->anchors.admin_key_len;
 		buf[len++] = '\n';
 	}
-	if (s->pcr_key_len) {
+	if (s->anchors.pcr_key_len) {
 		len += (size_t)snprintf(buf + len, cap - len, "pcr-key ");
-		util_hex(s->pcr_key, s->pcr_key_len, buf + len);
-		len += 2 * s->pcr_key_len;
-		policy_pcrs_format(&s->pcrs, pcrs, sizeof(pcrs));
+		util_hex(s->anchors.pcr_key, s->anchors.pcr_key_len, buf + len);
+		len += 2 * s->anchors.pcr_key_len;
+		policy_pcrs_format(&s->anchors.pcrs, pcrs, sizeof(pcrs));
 		len += (size_t)snprintf(buf + len, cap - len, "\npcrs %s\n", pcrs);
 	}
-	if (s->literal.n) {
+	if (s->anchors.literal.n) {
 		char lit[POLICY_PCR_MAX * 80];
 
-		policy_pcr_values_format(&s->literal,
-					 (const uint8_t(*)[POLICY_DIGEST_BYTES])s->literal_values, lit,
-					 sizeof(lit));
+		policy_pcr_values_format(
+		    &s->anchors.literal,
+		    (const uint8_t(*)[POLICY_DIGEST_BYTES])s->anchors.literal_values, lit,
+		    sizeof(lit));
 		len += (size_t)snprintf(buf + len, cap - len, "pcr-literal %s\n", lit);
 	}
 	for (size_t i = 0; i < s->n_gens; i++) {

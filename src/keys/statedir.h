@@ -9,6 +9,7 @@
 #ifndef TPM2KMS_STATEDIR_H
 #define TPM2KMS_STATEDIR_H
 
+#include "keys/anchors.h"
 #include "tpm/policy.h"
 #include "tpm/tpm.h"
 
@@ -21,8 +22,7 @@
  * other kinds. We write the lowest that holds the state, so a directory
  * that uses nothing new stays readable by older versions. */
 #define STATE_FORMAT_MIN  1
-#define STATE_FORMAT_MAX  3
-#define STATE_ADMIN_KEY_MAX 1024 /* DER SubjectPublicKeyInfo */
+#define STATE_FORMAT_MAX      3
 #define STATE_MAX_GENERATIONS 4096
 #define STATE_FILE_MAX    (1024 * 1024)
 
@@ -38,19 +38,7 @@ struct state {
 	struct tpm_name srk_name;
 	uint32_t nv_index;
 	uint32_t write_generation;
-	/* The admin key (signer.h), DER; new generations are `dup` while it
-	 * is set. */
-	uint8_t admin_key[STATE_ADMIN_KEY_MAX];
-	size_t admin_key_len;
-	/* The PCR signer (DER) and the PCRs its signatures must cover: new
-	 * generations are bound to signed PCR values while it is set. */
-	uint8_t pcr_key[STATE_ADMIN_KEY_MAX];
-	size_t pcr_key_len;
-	struct policy_pcrs pcrs;
-	/* Literal PCRs (values fixed when recorded) that new generations'
-	 * unseal branches check beside the signed ones; n 0: none. */
-	struct policy_pcrs literal;
-	uint8_t literal_values[POLICY_PCR_MAX][POLICY_DIGEST_BYTES];
+	struct anchors anchors;
 	struct state_generation *gens; /* ascending by number */
 	size_t n_gens;
 };

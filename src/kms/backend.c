@@ -456,7 +456,7 @@ static void load_binding(backend *p)
 {
 	struct binding_load *l;
 
-	if (!p->keys || !p->keys->pcr_key_len || p->stopping)
+	if (!p->keys || !p->keys->anchors.pcr_key_len || p->stopping)
 		return;
 	if (p->binding_loading) {
 		p->binding_again = true;
@@ -496,7 +496,7 @@ static void on_pcr_dir_event(uv_fs_event_t *h, const char *filename, int events,
  * state binds generations to PCRs. */
 static void apply_keys(backend *p, const struct state *st)
 {
-	if (!st->pcr_key_len)
+	if (!st->anchors.pcr_key_len)
 		return;
 	if (!p->keys)
 		p->keys = calloc(1, sizeof(*p->keys));

@@ -31,8 +31,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (state_parse("fuzz", text, len, &t) != 0 || t.n_gens != s.n_gens ||
 		    t.write_generation != s.write_generation || t.nv_index != s.nv_index ||
-		    t.admin_key_len != s.admin_key_len ||
-		    memcmp(t.admin_key, s.admin_key, s.admin_key_len) != 0 ||
+		    t.anchors.admin_key_len != s.anchors.admin_key_len ||
+		    memcmp(t.anchors.admin_key, s.anchors.admin_key, s.anchors.admin_key_len) !=
+		        0 ||
 		    t.srk_name.len != s.srk_name.len ||
 		    memcmp(t.srk_name.bytes, s.srk_name.bytes, s.srk_name.len) != 0)
 			abort();

@@ -231,8 +231,8 @@ static void test_admin_key_and_kinds(void **state)
 	assert_non_null(strstr(text, "\nformat 1\n"));
 	free(text);
 
-	s.admin_key_len = (sizeof(admin_hex) - 1) / 2;
-	assert_int_equal(util_unhex(admin_hex, s.admin_key, s.admin_key_len), 0);
+	s.anchors.admin_key_len = (sizeof(admin_hex) - 1) / 2;
+	assert_int_equal(util_unhex(admin_hex, s.anchors.admin_key, s.anchors.admin_key_len), 0);
 	strcpy(g.key_id, "tpm2-kms-g4-00112233445566778899aabbccddeeff");
 	statedir_gen_file(4, g.file);
 	assert_int_equal(state_add(&s, &g), 0);
@@ -242,8 +242,8 @@ static void test_admin_key_and_kinds(void **state)
 	assert_non_null(strstr(text, "policy dup\n"));
 	free(text);
 	assert_int_equal(state_load(dir, &back), 0);
-	assert_int_equal(back.admin_key_len, s.admin_key_len);
-	assert_memory_equal(back.admin_key, s.admin_key, s.admin_key_len);
+	assert_int_equal(back.anchors.admin_key_len, s.anchors.admin_key_len);
+	assert_memory_equal(back.anchors.admin_key, s.anchors.admin_key, s.anchors.admin_key_len);
 	assert_int_equal(state_find(&back, 4)->kind, TPM_KEK_DUP);
 	assert_int_equal(state_find(&back, 1)->kind, TPM_KEK_NONE);
 	state_free(&back);
@@ -265,7 +265,7 @@ static void test_files_of_0_1_0(void **state)
 	assert_int_equal(st.write_generation, 2);
 	assert_int_equal(st.n_gens, 2);
 	assert_int_equal(st.gens[0].kind, TPM_KEK_NONE);
-	assert_int_equal(st.admin_key_len, 0);
+	assert_int_equal(st.anchors.admin_key_len, 0);
 	for (size_t i = 0; i < st.n_gens; i++) {
 		assert_int_equal(statedir_read(fixture, st.gens[i].file, SEALFILE_MAX_BYTES, &pem,
 					       &len),
