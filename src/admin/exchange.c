@@ -245,7 +245,7 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 		goto out;
 
 	if (s.anchors.pcr_key_len) {
-		r = unseal_load_binding(&s, pcr_dir, &binding);
+		r = unseal_load_binding(&s.anchors, pcr_dir, &binding);
 		if (r < 0)
 			goto out;
 	}
@@ -282,8 +282,8 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 
 			/* PolicyOR needs the object's own list (its version). */
 			if (g->kind == TPM_KEK_DUP_PCR)
-				r = kekpolicy_match(&s, g->kind, sealed.pub, sealed.pub_len, &version,
-						    &or);
+				r = kekpolicy_match(&s.anchors, g->kind, sealed.pub, sealed.pub_len,
+				                    &version, & or);
 			if (r == 0)
 				r = tpm_kek_duplicate(t, &sealed, g->kind, &or, node.pub, node.pub_len,
 						      &ta, &bg->dup);
@@ -350,13 +350,10 @@ out:
 static int import_plan(const char *path, const char *dir, const struct bundle *b,
 		       const struct state *s, bool fresh, bool *is_new)
 {
-	struct state *keys = calloc(1, sizeof(*keys));
 	struct tpm_or_list or;
 	bool any_write = false;
 	int r = 0;
 
-	if (!keys)
-		return -ENOMEM;
 	if (!fresh && s->anchors.admin_key_len && !anchors_same_admin(&s->anchors, &b->anchors)) {
 		log_error("%s was made under another admin key than the one %s records", path,
 			  dir);
@@ -371,8 +368,7 @@ static int import_plan(const char *path, const char *dir, const struct bundle *b
 		r = -EPERM;
 		goto out;
 	}
-	/* The objects' policies must be those of the bundle's keys. */
-	keys->anchors = b->anchors;
+	/* The objects' policies must be those of the bundle's anchors. */
 	for (size_t i = 0; i < b->n_gens; i++) {
 		const struct bundle_generation *g = &b->gens[i];
 		const struct state_generation *have = fresh ? NULL : state_find(s, g->number);
@@ -380,7 +376,8 @@ static int import_plan(const char *path, const char *dir, const struct bundle *b
 		enum kekpolicy_version version;
 
 		if (!tpm_kek_duplicable(g->kind) ||
-		    kekpolicy_match(keys, g->kind, g->dup.pub, g->dup.pub_len, &version, &or) < 0 ||
+		    kekpolicy_match(&b->anchors, g->kind, g->dup.pub, g->dup.pub_len, &version,
+		                    & or) < 0 ||
 		    tpmobj_duplicate_check(&g->dup, g->kind, NULL) < 0) {
 			log_error("%s: generation %u is not a duplicable generation under the "
 				  "bundle's keys",
@@ -405,7 +402,6 @@ static int import_plan(const char *path, const char *dir, const struct bundle *b
 		r = -EINVAL;
 	}
 out:
-	free(keys);
 	return r;
 }
 
@@ -543,7 +539,7 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 		/* Signatures of PCR values name the epoch index. */
 		r = tpm_epoch_provision(t);
 		if (r == 0)
-			r = unseal_load_binding(&s, pcr_dir, &binding);
+			r = unseal_load_binding(&s.anchors, pcr_dir, &binding);
 		if (r < 0)
 			goto out;
 	}

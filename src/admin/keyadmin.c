@@ -120,8 +120,8 @@ static int create_generation(tpm *t, const char *dir, const struct state *s, uin
 
 	if (!kek)
 		return -ENOMEM;
-	g.kind = kekpolicy_new_kind(s);
-	r = kekpolicy_of(s, g.kind, policy, &or);
+	g.kind = kekpolicy_new_kind(&s->anchors);
+	r = kekpolicy_of(&s->anchors, g.kind, policy, & or);
 	if (r < 0) {
 		log_error("%s/state: the admin or PCR key is not usable", dir);
 		goto out;
@@ -171,7 +171,7 @@ static int escrow_missing(tpm *t, const char *dir, const char *pcr_dir, const st
 	if (!kek)
 		return -ENOMEM;
 	if (s->anchors.pcr_key_len) {
-		r = unseal_load_binding(s, pcr_dir, &binding);
+		r = unseal_load_binding(&s->anchors, pcr_dir, &binding);
 		if (r < 0) {
 			secmem_free(kek, TPM_KEK_BYTES);
 			return r;
@@ -559,8 +559,8 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 		}
 		if (changed)
 			log_info("%s: keys recorded; generations made from now on are `%s` (rotate "
-				 "to make one)",
-				 dir, state_kind_name(kekpolicy_new_kind(&s)));
+			         "to make one)",
+			         dir, state_kind_name(kekpolicy_new_kind(&s.anchors)));
 	}
 	*ret = s;
 	s.gens = NULL;
@@ -795,7 +795,7 @@ int keyadmin_certify(const char *dir, const char *tcti, const struct keyadmin_co
 			goto out;
 	}
 	if (s.anchors.pcr_key_len) {
-		r = unseal_load_binding(&s, c->pcr_dir, &binding);
+		r = unseal_load_binding(&s.anchors, c->pcr_dir, &binding);
 		if (r < 0)
 			goto out;
 	}

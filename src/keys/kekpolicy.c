@@ -7,11 +7,11 @@
 #include <errno.h>
 #include <string.h>
 
-enum tpm_kek_kind kekpolicy_new_kind(const struct state *s)
+enum tpm_kek_kind kekpolicy_new_kind(const struct anchors *a)
 {
-	if (s->anchors.pcr_key_len)
-		return s->anchors.admin_key_len ? TPM_KEK_DUP_PCR : TPM_KEK_PCR;
-	return s->anchors.admin_key_len ? TPM_KEK_DUP : TPM_KEK_NONE;
+	if (a->pcr_key_len)
+		return a->admin_key_len ? TPM_KEK_DUP_PCR : TPM_KEK_PCR;
+	return a->admin_key_len ? TPM_KEK_DUP : TPM_KEK_NONE;
 }
 
 /* The TPM Name of a signing key kept in the state as DER. */
@@ -28,25 +28,25 @@ static int key_name(const uint8_t *der, size_t len, struct tpm_name *ret)
 }
 
 /* The unseal branches' policyRefs of a version under the selection. */
-static size_t unseal_refs(const struct state *s, enum kekpolicy_version v,
-			  char refs[2][POLICY_REF_MAX + 1])
+static size_t unseal_refs(const struct anchors *a, enum kekpolicy_version v,
+                          char refs[2][POLICY_REF_MAX + 1])
 {
 	struct policy_pcrs eleven = {.index = {11}, .n = 1};
 	size_t n = 0;
 
 	if (v == KEKPOLICY_V1) {
 		strcpy(refs[n++], POLICY_REF_UNSEAL);
-	} else if (policy_unseal_ref(&s->anchors.pcrs, refs[n]) == 0) {
+	} else if (policy_unseal_ref(&a->pcrs, refs[n]) == 0) {
 		n++;
 	}
-	if (v == KEKPOLICY_V1 || policy_pcrs_equal(&s->anchors.pcrs, &eleven))
+	if (v == KEKPOLICY_V1 || policy_pcrs_equal(&a->pcrs, &eleven))
 		strcpy(refs[n++], ""); /* systemd-measure's */
 	return n;
 }
 
-static int policy_of_version(const struct state *s, enum tpm_kek_kind kind,
-			     enum kekpolicy_version v, uint8_t ret_policy[32],
-			     struct tpm_or_list *ret_or)
+static int policy_of_version(const struct anchors *a, enum tpm_kek_kind kind,
+                             enum kekpolicy_version v, uint8_t ret_policy[32],
+                             struct tpm_or_list *ret_or)
 {
 	struct tpm_or_list or = {0};
 	char refs[2][POLICY_REF_MAX + 1];
@@ -60,12 +60,12 @@ static int policy_of_version(const struct state *s, enum tpm_kek_kind kind,
 		*ret_or = or;
 		return 0;
 	}
-	if (tpm_kek_duplicable(kind) && !s->anchors.admin_key_len)
+	if (tpm_kek_duplicable(kind) && !a->admin_key_len)
 		return -EINVAL;
-	if (tpm_kek_pcr_bound(kind) && !s->anchors.pcr_key_len)
+	if (tpm_kek_pcr_bound(kind) && !a->pcr_key_len)
 		return -EINVAL;
 	if (kind != TPM_KEK_PCR) {
-		r = key_name(s->anchors.admin_key, s->anchors.admin_key_len, &name);
+		r = key_name(a->admin_key, a->admin_key_len, &name);
 		if (r < 0)
 			return r;
 		policy_dup(&name, p_dup);
@@ -75,16 +75,15 @@ static int policy_of_version(const struct state *s, enum tpm_kek_kind kind,
 		*ret_or = or;
 		return 0;
 	}
-	r = key_name(s->anchors.pcr_key, s->anchors.pcr_key_len, &name);
+	r = key_name(a->pcr_key, a->pcr_key_len, &name);
 	if (r < 0)
 		return r;
-	n_refs = unseal_refs(s, v, refs);
+	n_refs = unseal_refs(a, v, refs);
 	if (n_refs == 0)
 		return -E2BIG; /* the selection does not fit a policyRef */
 	for (size_t i = 0; i < n_refs; i++)
-		policy_unseal_branch(
-		    &name, refs[i], kekpolicy_has_literal(v) ? &s->anchors.literal : NULL,
-		    (const uint8_t(*)[32])s->anchors.literal_values, or.digest[or.n++]);
+		policy_unseal_branch(&name, refs[i], kekpolicy_has_literal(v) ? &a->literal : NULL,
+		                     (const uint8_t(*)[32])a->literal_values, or.digest[or.n++]);
 	if (kind == TPM_KEK_DUP_PCR)
 		memcpy(or.digest[or.n++], p_dup, 32);
 	if (or.n == 1) {
@@ -98,17 +97,15 @@ static int policy_of_version(const struct state *s, enum tpm_kek_kind kind,
 	return 0;
 }
 
-int kekpolicy_of(const struct state *s, enum tpm_kek_kind kind, uint8_t ret_policy[32],
-		 struct tpm_or_list *ret_or)
+int kekpolicy_of(const struct anchors *a, enum tpm_kek_kind kind, uint8_t ret_policy[32],
+                 struct tpm_or_list *ret_or)
 {
-	return policy_of_version(s, kind,
-	                         s->anchors.literal.n ? KEKPOLICY_V2_LITERAL : KEKPOLICY_V2,
+	return policy_of_version(a, kind, a->literal.n ? KEKPOLICY_V2_LITERAL : KEKPOLICY_V2,
 	                         ret_policy, ret_or);
 }
 
-int kekpolicy_match(const struct state *s, enum tpm_kek_kind kind, const uint8_t *pub,
-		    size_t pub_len, enum kekpolicy_version *ret_version,
-		    struct tpm_or_list *ret_or)
+int kekpolicy_match(const struct anchors *a, enum tpm_kek_kind kind, const uint8_t *pub,
+                    size_t pub_len, enum kekpolicy_version *ret_version, struct tpm_or_list *ret_or)
 {
 	static const enum kekpolicy_version versions[] = {KEKPOLICY_V2_LITERAL, KEKPOLICY_V2,
 							 KEKPOLICY_V1};
@@ -118,8 +115,8 @@ int kekpolicy_match(const struct state *s, enum tpm_kek_kind kind, const uint8_t
 	if (tpmobj_auth_policy(pub, pub_len, have) < 0)
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
-		if ((kekpolicy_has_literal(versions[i]) && !s->anchors.literal.n) ||
-		    policy_of_version(s, kind, versions[i], want, & or) < 0 ||
+		if ((kekpolicy_has_literal(versions[i]) && !a->literal.n) ||
+		    policy_of_version(a, kind, versions[i], want, & or) < 0 ||
 		    memcmp(have, want, 32) != 0)
 			continue;
 		*ret_version = versions[i];
@@ -129,11 +126,11 @@ int kekpolicy_match(const struct state *s, enum tpm_kek_kind kind, const uint8_t
 	return -ENOENT;
 }
 
-bool kekpolicy_ref_allowed(const struct state *s, enum kekpolicy_version v, const uint8_t *ref,
-			   size_t ref_len)
+bool kekpolicy_ref_allowed(const struct anchors *a, enum kekpolicy_version v, const uint8_t *ref,
+                           size_t ref_len)
 {
 	char refs[2][POLICY_REF_MAX + 1];
-	size_t n = unseal_refs(s, v, refs);
+	size_t n = unseal_refs(a, v, refs);
 
 	for (size_t i = 0; i < n; i++)
 		if (strlen(refs[i]) == ref_len && memcmp(refs[i], ref, ref_len) == 0)

@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 /* The kind new generations get from the state's keys. */
-enum tpm_kek_kind kekpolicy_new_kind(const struct state *s);
+enum tpm_kek_kind kekpolicy_new_kind(const struct anchors *a);
 
 /* Versions of the pcr kinds' unseal branches (none and dup have one):
  *   1  (0.2.0) refs "tpm2-kms/unseal" and "" (systemd-measure), whatever
@@ -36,15 +36,15 @@ enum kekpolicy_version {
 /* The authPolicy new generations of a kind get under the state's keys
  * and the PolicyOR list it is made of (n 0: a single branch, no PolicyOR).
  * -EINVAL when a key the kind needs is not there. */
-int kekpolicy_of(const struct state *s, enum tpm_kek_kind kind, uint8_t ret_policy[32],
-		 struct tpm_or_list *ret_or);
+int kekpolicy_of(const struct anchors *a, enum tpm_kek_kind kind, uint8_t ret_policy[32],
+                 struct tpm_or_list *ret_or);
 
 /* The version and PolicyOR list of an existing object of this kind whose
  * authPolicy (from its public area) is auth_policy; -ENOENT when it is no
  * version's under the state's keys. */
-int kekpolicy_match(const struct state *s, enum tpm_kek_kind kind, const uint8_t *pub,
-		    size_t pub_len, enum kekpolicy_version *ret_version,
-		    struct tpm_or_list *ret_or);
+int kekpolicy_match(const struct anchors *a, enum tpm_kek_kind kind, const uint8_t *pub,
+                    size_t pub_len, enum kekpolicy_version *ret_version,
+                    struct tpm_or_list *ret_or);
 
 /* Whether an object of this version checks the state's literal PCRs. */
 static inline bool kekpolicy_has_literal(enum kekpolicy_version v)
@@ -54,7 +54,7 @@ static inline bool kekpolicy_has_literal(enum kekpolicy_version v)
 
 /* Whether a signature with this policyRef may satisfy an unseal branch of
  * an object of this version under the state's selection. */
-bool kekpolicy_ref_allowed(const struct state *s, enum kekpolicy_version v, const uint8_t *ref,
-			   size_t ref_len);
+bool kekpolicy_ref_allowed(const struct anchors *a, enum kekpolicy_version v, const uint8_t *ref,
+                           size_t ref_len);
 
 #endif

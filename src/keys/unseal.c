@@ -476,7 +476,7 @@ void unseal_binding_unref(struct pcr_binding *b)
 	free(b);
 }
 
-int unseal_load_binding(const struct state *s, const char *dir, struct pcr_binding **ret)
+int unseal_load_binding(const struct anchors *a, const char *dir, struct pcr_binding **ret)
 {
 	struct pcr_binding *b;
 	struct tpm_or_list or;
@@ -484,19 +484,17 @@ int unseal_load_binding(const struct state *s, const char *dir, struct pcr_bindi
 	EVP_PKEY *signer = NULL;
 	int r;
 
-	if (!s->anchors.pcr_key_len)
+	if (!a->pcr_key_len)
 		return -ENOENT;
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
 	b->refs = 1;
-	b->pcrs = s->anchors.pcrs;
-	b->keys = *s;
-	b->keys.gens = NULL;
-	b->keys.n_gens = 0;
-	r = kekpolicy_of(s, TPM_KEK_PCR, policy, &or);
+	b->pcrs = a->pcrs;
+	b->keys = *a;
+	r = kekpolicy_of(a, TPM_KEK_PCR, policy, & or);
 	if (r == 0)
-		r = signer_from_der(s->anchors.pcr_key, s->anchors.pcr_key_len, &signer);
+		r = signer_from_der(a->pcr_key, a->pcr_key_len, &signer);
 	if (r < 0) {
 		log_error("the state's PCR signer or admin key is not usable");
 		free(b);
@@ -509,17 +507,17 @@ int unseal_load_binding(const struct state *s, const char *dir, struct pcr_bindi
 }
 
 /* The state's literal PCRs as the TPM layer takes them. */
-static void literal_of(const struct state *s, struct tpm_pcr_literal *ret)
+static void literal_of(const struct anchors *a, struct tpm_pcr_literal *ret)
 {
 	uint8_t all[POLICY_PCR_MAX * 32];
 
 	memset(ret, 0, sizeof(*ret));
-	for (size_t i = 0; i < s->anchors.literal.n; i++) {
-		ret->index[i] = s->anchors.literal.index[i];
-		memcpy(all + 32 * i, s->anchors.literal_values[i], 32);
+	for (size_t i = 0; i < a->literal.n; i++) {
+		ret->index[i] = a->literal.index[i];
+		memcpy(all + 32 * i, a->literal_values[i], 32);
 	}
-	ret->n = s->anchors.literal.n;
-	SHA256(all, 32 * s->anchors.literal.n, ret->digest);
+	ret->n = a->literal.n;
+	SHA256(all, 32 * a->literal.n, ret->digest);
 }
 
 int unseal_kek(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *s,
@@ -547,7 +545,7 @@ int unseal_kek(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *s,
 		uint8_t all[POLICY_PCR_MAX * 32], digest[32];
 
 		/* The TPM checks them; looking first says which PCRs moved. */
-		r = tpm_pcr_read(t, b->keys.anchors.literal.index, b->keys.anchors.literal.n, &v);
+		r = tpm_pcr_read(t, b->keys.literal.index, b->keys.literal.n, &v);
 		if (r < 0)
 			return r;
 		for (size_t i = 0; i < v.n; i++)

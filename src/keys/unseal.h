@@ -43,7 +43,7 @@ struct pcr_binding {
 	struct policy_pcrs pcrs;
 	/* The state's keys (no generations): which policy an object has,
 	 * and which signatures may satisfy it, follow from them. */
-	struct state keys;
+	struct anchors keys;
 	size_t n_sigs, cap;
 	struct pcr_signature *sigs;
 	/* Files (or the directory) this process could not read: a signature
@@ -56,7 +56,7 @@ struct pcr_binding {
  * (missing: none): regular files only, opened without following links or
  * blocking, at most UNSEAL_MAX_FILES of them. -ENOENT when the state
  * binds nothing to PCRs. Logs. May run off the event loop. */
-int unseal_load_binding(const struct state *s, const char *dir, struct pcr_binding **ret);
+int unseal_load_binding(const struct anchors *a, const char *dir, struct pcr_binding **ret);
 struct pcr_binding *unseal_binding_ref(struct pcr_binding *b);
 /* NULL is fine. */
 void unseal_binding_unref(struct pcr_binding *b);

@@ -74,7 +74,7 @@ struct backend {
 	/* Boot-state binding: the state's PCR signer and the signatures of
 	 * the signature directory, loaded on start, reload and when a file
 	 * there changes (watched). NULL when the state binds nothing. */
-	struct state *keys; /* the state's keys only (no generations) */
+	struct anchors *keys; /* the state's trust anchors */
 	char *pcr_dir;
 	struct pcr_binding *binding;
 	uv_fs_event_t pcr_watch;
@@ -399,7 +399,7 @@ static void on_health(void *arg, bool healthy)
 struct binding_load {
 	uv_work_t req;
 	backend *p;
-	struct state keys; /* a copy: the plugin's may change meanwhile */
+	struct anchors keys; /* a copy: the backend's may change meanwhile */
 	char *dir;
 	struct pcr_binding *result;
 	int err;
@@ -456,7 +456,7 @@ static void load_binding(backend *p)
 {
 	struct binding_load *l;
 
-	if (!p->keys || !p->keys->anchors.pcr_key_len || p->stopping)
+	if (!p->keys || !p->keys->pcr_key_len || p->stopping)
 		return;
 	if (p->binding_loading) {
 		p->binding_again = true;
@@ -502,9 +502,7 @@ static void apply_keys(backend *p, const struct state *st)
 		p->keys = calloc(1, sizeof(*p->keys));
 	if (!p->keys)
 		return;
-	*p->keys = *st;
-	p->keys->gens = NULL;
-	p->keys->n_gens = 0;
+	*p->keys = st->anchors;
 	if (!p->pcr_watching) {
 		int r = uv_fs_event_start(&p->pcr_watch, on_pcr_dir_event, p->pcr_dir, 0);
 
