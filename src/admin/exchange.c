@@ -283,7 +283,7 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 			/* PolicyOR needs the object's own list (its version). */
 			if (g->kind == TPM_KEK_DUP_PCR)
 				r = kekpolicy_match(&s.anchors, g->kind, sealed.pub, sealed.pub_len,
-				                    &version, & or);
+				                    &version, &or);
 			if (r == 0)
 				r = tpm_kek_duplicate(t, &sealed, g->kind, &or, node.pub, node.pub_len,
 						      &ta, &bg->dup);
@@ -377,7 +377,7 @@ static int import_plan(const char *path, const char *dir, const struct bundle *b
 
 		if (!tpm_kek_duplicable(g->kind) ||
 		    kekpolicy_match(&b->anchors, g->kind, g->dup.pub, g->dup.pub_len, &version,
-		                    & or) < 0 ||
+		                    &or) < 0 ||
 		    tpmobj_duplicate_check(&g->dup, g->kind, NULL) < 0) {
 			log_error("%s: generation %u is not a duplicable generation under the "
 				  "bundle's keys",

@@ -121,7 +121,7 @@ static int create_generation(tpm *t, const char *dir, const struct state *s, uin
 	if (!kek)
 		return -ENOMEM;
 	g.kind = kekpolicy_new_kind(&s->anchors);
-	r = kekpolicy_of(&s->anchors, g.kind, policy, & or);
+	r = kekpolicy_of(&s->anchors, g.kind, policy, &or);
 	if (r < 0) {
 		log_error("%s/state: the admin or PCR key is not usable", dir);
 		goto out;

@@ -154,7 +154,7 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 	size_t len;
 	int r;
 
-	r = kekpolicy_match(&s->anchors, g->kind, sealed->pub, sealed->pub_len, &version, & or);
+	r = kekpolicy_match(&s->anchors, g->kind, sealed->pub, sealed->pub_len, &version, &or);
 	if (r < 0) {
 		log_error("generation %u: its policy is not one of this state's keys",
 			  (unsigned)g->number);

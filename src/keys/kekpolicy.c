@@ -116,7 +116,7 @@ int kekpolicy_match(const struct anchors *a, enum tpm_kek_kind kind, const uint8
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
 		if ((kekpolicy_has_literal(versions[i]) && !a->literal.n) ||
-		    policy_of_version(a, kind, versions[i], want, & or) < 0 ||
+		    policy_of_version(a, kind, versions[i], want, &or) < 0 ||
 		    memcmp(have, want, 32) != 0)
 			continue;
 		*ret_version = versions[i];

@@ -492,7 +492,7 @@ int unseal_load_binding(const struct anchors *a, const char *dir, struct pcr_bin
 	b->refs = 1;
 	b->pcrs = a->pcrs;
 	b->keys = *a;
-	r = kekpolicy_of(a, TPM_KEK_PCR, policy, & or);
+	r = kekpolicy_of(a, TPM_KEK_PCR, policy, &or);
 	if (r == 0)
 		r = signer_from_der(a->pcr_key, a->pcr_key_len, &signer);
 	if (r < 0) {
