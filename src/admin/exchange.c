@@ -2,6 +2,7 @@
 
 #include "keys/approval.h"
 #include "keys/bundle.h"
+#include "keys/duplicate.h"
 #include "keys/envelope.h"
 #include "admin/exchange.h"
 #include "keys/kekpolicy.h"
@@ -277,35 +278,23 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 		if (r < 0)
 			goto out;
 		{
-			enum kekpolicy_version version;
-			struct tpm_or_list or = {0};
+			char to_whom[NODE_FINGERPRINT_MAX + 8];
 
-			/* PolicyOR needs the object's own list (its version). */
-			if (g->kind == TPM_KEK_DUP_PCR)
-				r = kekpolicy_match(&s.anchors, g->kind, sealed.pub, sealed.pub_len,
-				                    &version, &or);
-			if (r == 0)
-				r = tpm_kek_duplicate(t, &sealed, g->kind, &or, node.pub, node.pub_len,
-						      &ta, &bg->dup);
+			snprintf(to_whom, sizeof(to_whom), "node %s", fp);
+			r = duplicate_generation(t, dir, &s.anchors, g, &sealed, node.pub,
+						 node.pub_len, &ta, to_whom, bg);
 		}
 		util_wipe(&sealed, sizeof(sealed));
-		if (r < 0) {
-			log_error("generation %u: the TPM refused to duplicate it to node %s",
-				  (unsigned)g->number, fp);
+		if (r < 0)
 			goto out;
-		}
-		bg->number = g->number;
-		bg->created = g->created;
-		strcpy(bg->key_id, g->key_id);
-		bg->kind = g->kind;
 		bg->write = g->number == s.write_generation;
-		r = provenance_load(dir, g->number, &bg->cert);
-		if (r == -ENOENT)
+		if (!bg->certified) {
 			log_error("generation %u has no certificate: no node would take it; record "
 				  "this node's approval and certify it (tpm2-kms certify --approval "
 				  "APPROVAL)",
 				  (unsigned)g->number);
-		if (r == 0) {
+			r = -ENOENT;
+		} else {
 			r = provenance_check(&bg->cert, admin, bg->number, bg->kind, bg->created,
 					     bg->key_id, bg->dup.pub, bg->dup.pub_len, &why);
 			if (r < 0)
@@ -314,7 +303,6 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 		}
 		if (r < 0)
 			goto out;
-		bg->certified = true;
 	}
 	r = bundle_encode(&b, (const uint8_t *const *)keks, &text, &text_len);
 	if (r == 0) {

@@ -4,6 +4,7 @@
 #include "base/log.h"
 #include "keys/approval.h"
 #include "keys/bundle.h"
+#include "keys/duplicate.h"
 #include "keys/escrow.h"
 #include "keys/kekpolicy.h"
 #include "keys/nodefile.h"
@@ -141,12 +142,10 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 		      const uint8_t kek[TPM_KEK_BYTES])
 {
 	char edir[PATH_MAX], node_path[PATH_MAX + 16], approval_path[PATH_MAX + 16], name[32];
-	struct bundle_generation bg = {.number = g->number, .created = g->created, .kind = g->kind};
+	struct bundle_generation bg;
 	struct bundle b = {.gens = &bg, .n_gens = 1};
 	const uint8_t *keks[1] = {kek};
 	struct tpm_approval ta;
-	struct tpm_or_list or;
-	enum kekpolicy_version version;
 	struct approval a;
 	struct node n;
 	EVP_PKEY *admin = NULL;
@@ -154,12 +153,6 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 	size_t len;
 	int r;
 
-	r = kekpolicy_match(&s->anchors, g->kind, sealed->pub, sealed->pub_len, &version, &or);
-	if (r < 0) {
-		log_error("generation %u: its policy is not one of this state's keys",
-			  (unsigned)g->number);
-		return -EINVAL;
-	}
 	r = escrow_path(dir, edir);
 	if (r == 0)
 		r = statedir_mkdir(dir, ESCROW_DIR); /* also gives an older one to its owner */
@@ -171,17 +164,13 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 	if (r < 0)
 		return r;
 	r = approval_to_tpm(&a, admin, &ta);
+	/* Recovery takes only what an approved node certified: an
+	 * uncertified one is escrowed all the same, and recover says so. */
+	if (r == 0)
+		r = duplicate_generation(t, dir, &s->anchors, g, sealed, n.pub, n.pub_len, &ta,
+					 "the recovery node", &bg);
 	if (r < 0)
 		goto out;
-	r = tpm_kek_duplicate(t, sealed, g->kind, &or, n.pub, n.pub_len, &ta, &bg.dup);
-	if (r < 0) {
-		log_error("generation %u: the TPM refused to duplicate it to the recovery node",
-			  (unsigned)g->number);
-		goto out;
-	}
-	strcpy(bg.key_id, g->key_id);
-	/* Recovery takes only what an approved node certified. */
-	bg.certified = provenance_load(dir, g->number, &bg.cert) == 0;
 	b.node = n.name;
 	b.anchors = s->anchors;
 	r = bundle_encode(&b, keks, &text, &len);
