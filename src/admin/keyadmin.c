@@ -55,14 +55,9 @@ int keyadmin_unseal(tpm *t, const char *dir, const struct pcr_binding *b,
 		    uint8_t kek[TPM_KEK_BYTES])
 {
 	struct tpm_sealed sealed;
-	char *pem = NULL;
-	size_t len;
 	int r;
 
-	r = statedir_read(dir, g->file, SEALFILE_MAX_BYTES, &pem, &len);
-	if (r == 0)
-		r = sealfile_decode(pem, len, &sealed);
-	free(pem);
+	r = state_generation_read(dir, g, &sealed);
 	if (r < 0) {
 		log_error("generation %u: %s/%s is missing or damaged", (unsigned)g->number, dir,
 			  g->file);

@@ -3,8 +3,10 @@
 #include "base/files.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "keys/sealfile.h"
 #include "keys/signer.h"
 #include "keys/statedir.h"
+#include "tpm/tpmobj.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -641,4 +643,23 @@ uint64_t counts_get(const struct decrypt_counts *c, uint32_t gen)
 		if (c->gen[i] == gen)
 			return c->count[i];
 	return 0;
+}
+
+int state_generation_read(const char *dir, const struct state_generation *g, struct tpm_sealed *ret)
+{
+	struct tpm_sealed sealed;
+	char *pem = NULL;
+	size_t len;
+	int r;
+
+	r = statedir_read(dir, g->file, SEALFILE_MAX_BYTES, &pem, &len);
+	if (r == 0)
+		r = sealfile_decode(pem, len, &sealed);
+	if (r == 0)
+		r = tpmobj_sealed_check(&sealed, g->kind, NULL);
+	free(pem);
+	if (r == 0)
+		*ret = sealed;
+	util_wipe(&sealed, sizeof(sealed));
+	return r;
 }

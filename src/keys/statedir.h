@@ -83,6 +83,12 @@ int state_remove(struct state *s, uint32_t number);
 const char *state_kind_name(enum tpm_kek_kind kind);
 int state_kind_parse(const char *name, enum tpm_kek_kind *ret);
 
+/* Generation g's sealed object, read from its file in dir, decoded and
+ * checked against its kind; -ENOENT, -EBADMSG or -EINVAL when it is
+ * missing or damaged. Does not log (callers say what it costs). */
+int state_generation_read(const char *dir, const struct state_generation *g,
+                          struct tpm_sealed *ret);
+
 /* Atomic whole-file write and bounded read of a file in dir. */
 int statedir_write(const char *dir, const char *name, const void *data, size_t len);
 int statedir_read(const char *dir, const char *name, size_t max, char **ret, size_t *ret_len);

@@ -8,11 +8,9 @@
 #include "base/util.h"
 #include "keys/envelope.h"
 #include "keys/escrow.h"
-#include "keys/sealfile.h"
 #include "keys/unseal.h"
 #include "kms/backend.h"
 #include "kms/tpmworker.h"
-#include "tpm/tpmobj.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -539,8 +537,6 @@ static void apply_state(backend *p, const struct state *st)
 	for (size_t i = 0; i < st->n_gens; i++) {
 		const struct state_generation *sg = &st->gens[i];
 		struct generation *g = find(p, sg->number);
-		char *pem = NULL;
-		size_t len;
 		int r;
 
 		if (g) {
@@ -556,12 +552,7 @@ static void apply_state(backend *p, const struct state *st)
 		g->number = sg->number;
 		g->kind = sg->kind;
 		strcpy(g->key_id, sg->key_id);
-		r = statedir_read(p->state_dir, sg->file, SEALFILE_MAX_BYTES, &pem, &len);
-		if (r == 0)
-			r = sealfile_decode(pem, len, &g->sealed);
-		if (r == 0)
-			r = tpmobj_sealed_check(&g->sealed, g->kind, NULL);
-		free(pem);
+		r = state_generation_read(p->state_dir, sg, &g->sealed);
 		if (r < 0) {
 			g->broken = true;
 			log_error("generation %u: %s/%s is missing or damaged; it cannot decrypt, "
