@@ -190,45 +190,34 @@ static void free_keks(uint8_t **keks, size_t n)
 	free(keks);
 }
 
-int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, const char *node_path,
-		    const char *approval_path, const uint32_t *want, size_t n_want,
-		    char **ret_bundle, size_t *ret_len)
+/* Who the export is for: the node file, checked against the approval the
+ * state's admin key signed. Logs. */
+static int export_target(const char *dir, const struct state *s, const char *node_path,
+                         const char *approval_path, EVP_PKEY **ret_admin, struct node *ret_node,
+                         struct tpm_approval *ret_ta)
 {
-	struct pcr_binding *binding = NULL;
-	const struct state_generation **gens = NULL;
-	struct bundle b = {0};
-	struct state s = {0};
+	char fp[NODE_FINGERPRINT_MAX];
 	struct tpm_approval ta;
 	struct approval a;
 	struct node node;
-	char fp[NODE_FINGERPRINT_MAX], *text = NULL;
-	size_t text_len = 0;
 	const char *why;
 	EVP_PKEY *admin = NULL;
-	uint8_t **keks = NULL;
-	size_t n = 0;
-	tpm *t = NULL;
-	int lock = -1, r;
+	int r;
 
-	r = keyadmin_open(dir, false, 0, &lock, &s, NULL);
-	if (r < 0)
-		return r;
-	if (!s.anchors.admin_key_len) {
+	if (!s->anchors.admin_key_len) {
 		log_error("%s records no admin key: nothing here can be exported (tpm2-kms init "
 			  "--admin-key ADMIN.pub.pem, then rotate)",
 			  dir);
-		r = -EPERM;
-		goto out;
+		return -EPERM;
 	}
-	r = signer_from_der(s.anchors.admin_key, s.anchors.admin_key_len, &admin);
+	r = signer_from_der(s->anchors.admin_key, s->anchors.admin_key_len, &admin);
 	if (r < 0) {
 		log_error("%s/state: the admin key is not usable", dir);
-		goto out;
+		return r;
 	}
 	r = nodefile_load(node_path, &node);
-	if (r < 0)
-		goto out;
-	r = approval_load(approval_path, &a);
+	if (r == 0)
+		r = approval_load(approval_path, &a);
 	if (r < 0)
 		goto out;
 	node_fingerprint(&node.name, fp);
@@ -241,15 +230,98 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 	r = approval_to_tpm(&a, admin, &ta);
 	if (r < 0)
 		goto out;
-	r = pick_generations(dir, &s, want, n_want, &gens, &n);
+	*ret_admin = admin;
+	admin = NULL;
+	*ret_node = node;
+	*ret_ta = ta;
+out:
+	EVP_PKEY_free(admin);
+	return r;
+}
+
+/* Generation g duplicated to node into *bg, its KEK (for the bundle's
+ * MAC) into kek; only a generation with a certificate that checks out
+ * under the admin key goes. Logs. */
+static int export_one(tpm *t, const char *dir, const struct state *s,
+                      const struct pcr_binding *binding, EVP_PKEY *admin, const struct node *node,
+                      const struct tpm_approval *ta, const struct state_generation *g,
+                      uint8_t kek[TPM_KEK_BYTES], struct bundle_generation *bg)
+{
+	char fp[NODE_FINGERPRINT_MAX], to_whom[NODE_FINGERPRINT_MAX + 8];
+	struct tpm_sealed sealed;
+	const char *why;
+	int r;
+
+	/* The MACs need the keys; unsealing also proves the file is the
+	 * generation the state names. */
+	r = keyadmin_unseal(t, dir, binding, g, &sealed, kek);
+	if (r < 0)
+		return r;
+	node_fingerprint(&node->name, fp);
+	snprintf(to_whom, sizeof(to_whom), "node %s", fp);
+	r = duplicate_generation(t, dir, &s->anchors, g, &sealed, node->pub, node->pub_len, ta,
+	                         to_whom, bg);
+	util_wipe(&sealed, sizeof(sealed));
+	if (r < 0)
+		return r;
+	bg->write = g->number == s->write_generation;
+	if (!bg->certified) {
+		log_error("generation %u has no certificate: no node would take it; record "
+		          "this node's approval and certify it (tpm2-kms certify --approval "
+		          "APPROVAL)",
+		          (unsigned)g->number);
+		return -ENOENT;
+	}
+	r = provenance_check(&bg->cert, admin, bg->number, bg->kind, bg->created, bg->key_id,
+	                     bg->dup.pub, bg->dup.pub_len, &why);
+	if (r < 0)
+		log_error("generation %u: its certificate does not check out: %s",
+		          (unsigned)g->number, why);
+	return r;
+}
+
+/* What went to node fp, for promote (sharelog.h). */
+static int export_record(const char *dir, const struct tpm_name *node,
+                         const struct state_generation *const *gens, size_t n)
+{
+	char fp[NODE_FINGERPRINT_MAX];
+	uint32_t numbers[SHARELOG_MAX_GENS];
+	size_t k = 0;
+
+	for (size_t i = 0; i < n && k < SHARELOG_MAX_GENS; i++)
+		numbers[k++] = gens[i]->number;
+	node_fingerprint(node, fp);
+	return sharelog_record(dir, fp, numbers, k);
+}
+
+int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, const char *node_path,
+                    const char *approval_path, const uint32_t *want, size_t n_want,
+                    char **ret_bundle, size_t *ret_len)
+{
+	struct pcr_binding *binding = NULL;
+	const struct state_generation **gens = NULL;
+	struct bundle b = {0};
+	struct state s = {0};
+	struct tpm_approval ta;
+	struct node node;
+	char fp[NODE_FINGERPRINT_MAX], *text = NULL;
+	size_t text_len = 0;
+	EVP_PKEY *admin = NULL;
+	uint8_t **keks = NULL;
+	size_t n = 0;
+	tpm *t = NULL;
+	int lock = -1, r;
+
+	r = keyadmin_open(dir, false, 0, &lock, &s, NULL);
+	if (r < 0)
+		return r;
+	r = export_target(dir, &s, node_path, approval_path, &admin, &node, &ta);
+	if (r == 0)
+		r = pick_generations(dir, &s, want, n_want, &gens, &n);
+	if (r == 0 && s.anchors.pcr_key_len)
+		r = unseal_load_binding(&s.anchors, pcr_dir, &binding);
 	if (r < 0)
 		goto out;
-
-	if (s.anchors.pcr_key_len) {
-		r = unseal_load_binding(&s.anchors, pcr_dir, &binding);
-		if (r < 0)
-			goto out;
-	}
 	b.node = node.name;
 	b.anchors = s.anchors;
 	b.gens = calloc(n, sizeof(*b.gens));
@@ -260,66 +332,23 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 	}
 	b.n_gens = n;
 	r = keyadmin_tpm_open(dir, tcti, &s, &t);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		keks[i] = secmem_alloc(TPM_KEK_BYTES);
+		r = keks[i] ? export_one(t, dir, &s, binding, admin, &node, &ta, gens[i], keks[i],
+		                         &b.gens[i])
+		            : -ENOMEM;
+	}
+	if (r == 0)
+		r = bundle_encode(&b, (const uint8_t *const *)keks, &text, &text_len);
+	if (r == 0)
+		r = export_record(dir, &node.name, gens, n);
 	if (r < 0)
 		goto out;
-	for (size_t i = 0; i < n; i++) {
-		const struct state_generation *g = gens[i];
-		struct bundle_generation *bg = &b.gens[i];
-		struct tpm_sealed sealed;
-
-		keks[i] = secmem_alloc(TPM_KEK_BYTES);
-		if (!keks[i]) {
-			r = -ENOMEM;
-			goto out;
-		}
-		/* The MACs need the keys; unsealing also proves the file is
-		 * the generation the state names. */
-		r = keyadmin_unseal(t, dir, binding, g, &sealed, keks[i]);
-		if (r < 0)
-			goto out;
-		{
-			char to_whom[NODE_FINGERPRINT_MAX + 8];
-
-			snprintf(to_whom, sizeof(to_whom), "node %s", fp);
-			r = duplicate_generation(t, dir, &s.anchors, g, &sealed, node.pub,
-						 node.pub_len, &ta, to_whom, bg);
-		}
-		util_wipe(&sealed, sizeof(sealed));
-		if (r < 0)
-			goto out;
-		bg->write = g->number == s.write_generation;
-		if (!bg->certified) {
-			log_error("generation %u has no certificate: no node would take it; record "
-				  "this node's approval and certify it (tpm2-kms certify --approval "
-				  "APPROVAL)",
-				  (unsigned)g->number);
-			r = -ENOENT;
-		} else {
-			r = provenance_check(&bg->cert, admin, bg->number, bg->kind, bg->created,
-					     bg->key_id, bg->dup.pub, bg->dup.pub_len, &why);
-			if (r < 0)
-				log_error("generation %u: its certificate does not check out: %s",
-					  (unsigned)g->number, why);
-		}
-		if (r < 0)
-			goto out;
-	}
-	r = bundle_encode(&b, (const uint8_t *const *)keks, &text, &text_len);
-	if (r == 0) {
-		uint32_t numbers[SHARELOG_MAX_GENS];
-		size_t k = 0;
-
-		for (size_t i = 0; i < n && k < SHARELOG_MAX_GENS; i++)
-			numbers[k++] = gens[i]->number;
-		/* promote looks here for the nodes that must have a generation. */
-		r = sharelog_record(dir, fp, numbers, k);
-	}
-	if (r == 0) {
-		log_info("exported %zu generation%s to node %s", n, n == 1 ? "" : "s", fp);
-		*ret_bundle = text;
-		*ret_len = text_len;
-		text = NULL;
-	}
+	node_fingerprint(&node.name, fp);
+	log_info("exported %zu generation%s to node %s", n, n == 1 ? "" : "s", fp);
+	*ret_bundle = text;
+	*ret_len = text_len;
+	text = NULL;
 out:
 	free(text);
 	free_keks(keks, n);
