@@ -500,6 +500,81 @@ out:
 	return r;
 }
 
+/* Generation i of b, checked before anything is written: it imports
+ * into this TPM, unseals to its key_id (a dup+pcr one through a signature
+ * of this node's PCR values), and its MAC covers the whole bundle. The
+ * imported object into *ret_sealed; kek is scratch, wiped. Logs. */
+static int import_verify(tpm *t, const char *path, const struct bundle *b, const char *text,
+                         size_t i, const struct pcr_binding *binding, uint8_t kek[TPM_KEK_BYTES],
+                         struct tpm_sealed *ret_sealed)
+{
+	const struct bundle_generation *g = &b->gens[i];
+	int r;
+
+	r = tpm_kek_import(t, &g->dup, ret_sealed);
+	if (r < 0) {
+		log_error("%s: generation %u does not import into this TPM (altered, or made "
+		          "for another node)",
+		          path, (unsigned)g->number);
+		return r;
+	}
+	r = keyadmin_unseal_sealed(t, binding, ret_sealed, g->kind, g->number, g->key_id, kek);
+	if (r == -ENOKEY)
+		return r;
+	if (r == 0)
+		r = bundle_check_mac(b, text, i, kek);
+	util_wipe(kek, TPM_KEK_BYTES);
+	if (r < 0) {
+		log_error("%s: generation %u does not match its key_id or the bundle was "
+		          "altered; nothing imported",
+		          path, (unsigned)g->number);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* One imported generation's sealed file and certificate written, and the
+ * generation added to s (saved by the caller). *ret_written says whether
+ * its file is on disk, for import_undo. Logs. */
+static int import_write(const char *dir, struct state *s, const struct bundle_generation *g,
+                        const struct tpm_sealed *sealed, bool *ret_written)
+{
+	struct state_generation sg = {.number = g->number, .created = g->created, .kind = g->kind};
+	char *pem = NULL;
+	size_t len;
+	int r;
+
+	strcpy(sg.key_id, g->key_id);
+	statedir_gen_file(g->number, sg.file);
+	r = sealfile_encode(sealed, &pem, &len);
+	if (r == 0)
+		r = statedir_write(dir, sg.file, pem, len);
+	free(pem);
+	*ret_written = r == 0;
+	/* The certificate travels on with the generation. */
+	if (r == 0)
+		r = provenance_save(dir, g->number, &g->cert);
+	if (r == 0)
+		r = state_add(s, &sg);
+	return r;
+}
+
+/* A refused import removes the files it wrote, unless a state that made
+ * it to disk names them. */
+static void import_undo(const char *dir, const struct bundle *b, const bool *written)
+{
+	for (size_t i = 0; i < b->n_gens; i++) {
+		char file[32];
+
+		if (!written[i] || state_names(dir, b->gens[i].number))
+			continue;
+		statedir_gen_file(b->gens[i].number, file);
+		statedir_unlink(dir, file);
+		provenance_file(b->gens[i].number, file);
+		statedir_unlink(dir, file);
+	}
+}
+
 int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint32_t nv_index,
 		    const char *admin_key_path, const char *bundle_path, size_t *ret_added)
 {
@@ -560,33 +635,10 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 		if (r < 0)
 			goto out;
 	}
-	/* Everything is checked before anything is written: each key imports,
-	 * unseals to its key_id (a dup+pcr one through a signature of this
-	 * node's PCR values), and its MAC covers the whole bundle. */
-	for (size_t i = 0; i < b.n_gens; i++) {
-		const struct bundle_generation *g = &b.gens[i];
-
-		r = tpm_kek_import(t, &g->dup, &sealed[i]);
-		if (r < 0) {
-			log_error("%s: generation %u does not import into this TPM (altered, or made "
-				  "for another node)",
-				  bundle_path, (unsigned)g->number);
-			goto out;
-		}
-		r = keyadmin_unseal_sealed(t, binding, &sealed[i], g->kind, g->number, g->key_id, kek);
-		if (r == -ENOKEY)
-			goto out;
-		if (r == 0)
-			r = bundle_check_mac(&b, text, i, kek);
-		util_wipe(kek, TPM_KEK_BYTES);
-		if (r < 0) {
-			log_error("%s: generation %u does not match its key_id or the bundle was "
-				  "altered; nothing imported",
-				  bundle_path, (unsigned)g->number);
-			r = -EBADMSG;
-			goto out;
-		}
-	}
+	for (size_t i = 0; r == 0 && i < b.n_gens; i++)
+		r = import_verify(t, bundle_path, &b, text, i, binding, kek, &sealed[i]);
+	if (r < 0)
+		goto out;
 	if (fresh) {
 		s.srk_name = srk;
 		s.nv_index = nv_index ? nv_index : TPM_NV_INDEX_DEFAULT;
@@ -604,30 +656,13 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 		goto out;
 	}
 	for (size_t i = 0; i < b.n_gens; i++) {
-		const struct bundle_generation *g = &b.gens[i];
-		struct state_generation sg = {.number = g->number, .created = g->created,
-					      .kind = g->kind};
-		char *pem = NULL;
-		size_t len;
-
 		if (!is_new[i])
 			continue;
-		strcpy(sg.key_id, g->key_id);
-		statedir_gen_file(g->number, sg.file);
-		r = sealfile_encode(&sealed[i], &pem, &len);
-		if (r == 0)
-			r = statedir_write(dir, sg.file, pem, len);
-		free(pem);
-		written[i] = r == 0;
-		/* The certificate travels on with the generation. */
-		if (r == 0)
-			r = provenance_save(dir, g->number, &g->cert);
-		if (r == 0)
-			r = state_add(&s, &sg);
+		r = import_write(dir, &s, &b.gens[i], &sealed[i], &written[i]);
 		if (r < 0)
 			goto out;
-		if (fresh && g->write)
-			s.write_generation = g->number;
+		if (fresh && b.gens[i].write)
+			s.write_generation = b.gens[i].number;
 		added++;
 	}
 	if (added) {
@@ -643,17 +678,8 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 	*ret_added = added;
 	r = 0;
 out:
-	for (size_t i = 0; r < 0 && written && i < b.n_gens; i++) {
-		char file[32];
-
-		/* A state that made it to disk keeps the files it names. */
-		if (!written[i] || state_names(dir, b.gens[i].number))
-			continue;
-		statedir_gen_file(b.gens[i].number, file);
-		statedir_unlink(dir, file);
-		provenance_file(b.gens[i].number, file);
-		statedir_unlink(dir, file);
-	}
+	if (r < 0 && written)
+		import_undo(dir, &b, written);
 	free(written);
 	EVP_PKEY_free(anchor);
 	unseal_binding_unref(binding);
