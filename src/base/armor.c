@@ -63,3 +63,8 @@ int armor_decode(const char *label, const char *text, size_t len, uint8_t **ret_
 	OPENSSL_free(data);
 	return r;
 }
+
+void armor_free(uint8_t *data)
+{
+	OPENSSL_free(data);
+}

@@ -12,8 +12,10 @@ int armor_encode(const char *label, const uint8_t *data, size_t len, char **ret_
 		 size_t *ret_len);
 
 /* The first block of text, which must carry label and no headers; the
- * data is freed with OPENSSL_free. -EINVAL otherwise. */
+ * data is freed with armor_free. -EINVAL otherwise. */
 int armor_decode(const char *label, const char *text, size_t len, uint8_t **ret_data,
 		 size_t *ret_len);
+/* Frees what armor_decode returned (NULL is fine). */
+void armor_free(uint8_t *data);
 
 #endif

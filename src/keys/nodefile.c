@@ -9,7 +9,6 @@
 #include "tpm/tpmobj.h"
 
 #include <errno.h>
-#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,7 +69,7 @@ done:
 	if (r == 0)
 		*ret = n;
 out:
-	OPENSSL_free(data);
+	armor_free(data);
 	return r;
 }
 

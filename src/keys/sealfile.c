@@ -125,7 +125,7 @@ out:
 	ERR_clear_error();
 	TPMKEY_free(key);
 	ASN1_OBJECT_free(oid);
-	OPENSSL_free(der);
+	armor_free(der);
 	OPENSSL_free(again);
 	return r;
 }
