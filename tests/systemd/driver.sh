@@ -115,6 +115,27 @@ check escrow-again tpm2-kms init
 check escrow-healthy-again until_ok 10 status_ok
 cd /
 
+# --- §10.2 boot-state binding with our own signer, as root -----------------
+# (The signature the guide copies into /etc/tpm2-kms/pcr-signatures/ was
+# written 0600 by root, and the service ignored it: "no PCR signature
+# approves the boot state".)
+cd /root/guide
+check pcr-init tpm2-kms init --pcr-key pcr.pub.pem --pcrs 7
+values=$(tpm2-kms pcr-read --pcrs 7 2>/dev/null)
+check pcr-read sh -c "echo '$values' | grep -qE '^7=[0-9a-f]{64}$'"
+check pcr-sign tpm2-kms pcr-sign --key pcr.pem --passphrase-file passphrase --pcrs "$values" -o node-a-2026-12.sig
+check pcr-sig-copy cp node-a-2026-12.sig /etc/tpm2-kms/pcr-signatures/
+bound=$(tpm2-kms rotate 2>/tmp/rotate3.err)
+check pcr-rotate [ -n "$bound" ]
+check pcr-kind sh -c "tpm2-kms keys | grep -E ' $bound .* dup\+pcr '"
+check pcr-bound-serving until_ok 20 sh -c "tpm2-kms status --listen /run/tpm2-kms/kms.sock | grep -qx 'key_id: $bound'"
+check pcr-bound-healthy until_ok 10 status_ok
+chmod 0600 /etc/tpm2-kms/pcr-signatures/node-a-2026-12.sig && touch /etc/tpm2-kms/pcr-signatures/node-a-2026-12.sig
+check pcr-unreadable-named until_ok 10 sh -c 'tpm2-kms status --listen /run/tpm2-kms/kms.sock | grep -q "cannot read 1 PCR signature file(s), first /etc/tpm2-kms/pcr-signatures/node-a-2026-12.sig (owner uid 0, group 0, mode 0600"'
+chmod 0644 /etc/tpm2-kms/pcr-signatures/node-a-2026-12.sig && touch /etc/tpm2-kms/pcr-signatures/node-a-2026-12.sig
+check pcr-readable-again until_ok 10 status_ok
+cd /
+
 # --- §2: kube-apiserver as another user, with the shipped drop-in ------------
 groupadd --system kube-apiserver
 useradd --system --no-create-home --gid kube-apiserver kube-apiserver

@@ -39,7 +39,8 @@ CHECKS = '''useradd tpm-device-owner signature-dir socket-enable socket-owner fi
 status-says-serving guide-status runs-as-service-user socket-still-root generation-1
 restart-command restart-no-refused-call rotate reload status-reports-new-key stop
 stopped-cleanly socket-kept-listening reactivated metrics-enable metrics-scrape journal-levels
-journal-no-own-timestamp escrow-node-key escrow-approve escrow-init escrow-rotate
+journal-no-own-timestamp pcr-init pcr-read pcr-sign pcr-sig-copy pcr-rotate pcr-kind
+pcr-bound-serving pcr-bound-healthy pcr-unreadable-named pcr-readable-again escrow-node-key escrow-approve escrow-init escrow-rotate
 escrow-dir-owner escrow-files-owner escrow-serving-new-key escrow-status-ok escrow-alarm-status
 escrow-alarm-metric escrow-again escrow-healthy-again apiserver-dropin apiserver-socket-group apiserver-connects
 others-refused restart-with-dropin group-kept-after-restart late-tpm-restart late-tpm-restart-prompt
@@ -147,15 +148,17 @@ def foreign_state(work):
 
 
 def guide_keys(work):
-    """What the admin's offline machine hands the node for §7.2: the admin
-    key (for the node's own approval, made in the guest), and the recovery
-    node file with its approval. Made here, as the guide makes them."""
+    """What the admin's offline machine hands the node for §7.2 and §10.2:
+    the admin key (for the node's own approval, made in the guest), the
+    recovery node file with its approval, and the PCR signer (the guest
+    plays the offline machine for pcr-sign). Made here, as the guide makes
+    them."""
     d = os.path.join(work, 'guide')
     os.makedirs(d)
     pw = os.path.join(d, 'passphrase')
     with open(pw, 'w') as f:
         f.write('correct horse battery staple\n')
-    for name in ('admin', 'recovery'):
+    for name in ('admin', 'recovery', 'pcr'):
         key = os.path.join(d, name + '.pem')
         run(['openssl', 'genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256',
              '-aes-256-cbc', '-pass', 'file:' + pw, '-out', key])
