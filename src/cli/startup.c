@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -44,8 +45,13 @@ static void provision_main(void *arg)
 {
 	struct provision_run *run = arg;
 	struct state st = {0};
+	sigset_t all;
 	bool abandoned;
 	int r;
+
+	/* Signals are the loop's: none interrupts a TPM command here. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
 
 	r = keyadmin_provision(run->dir, run->tcti, &run->kc, &st);
 	uv_mutex_lock(&run->lock);

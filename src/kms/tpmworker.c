@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <time.h>
@@ -169,6 +170,12 @@ static void run_job(tpm_worker *w, struct job *j)
 static void thread_main(void *arg)
 {
 	tpm_worker *w = arg;
+	sigset_t all;
+
+	/* The loop's signals (SIGTERM, SIGHUP) are for the loop thread: one
+	 * delivered here would interrupt the TPM I/O of a command in flight. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
 
 	uv_mutex_lock(&w->lock);
 	for (;;) {
