@@ -208,29 +208,12 @@ static void on_reload(void *arg)
 	backend_reload(ctx->p);
 }
 
-static int cmd_serve(const struct settings *s)
+/* serve's transport settings, and the sockets systemd passed. Logs. */
+static int daemon_config_of(const struct settings *s, struct daemon_config *ret)
 {
-	struct serve_ctx ctx = {0};
 	struct notify_socket passed[] = {{"kms", AF_UNIX, -1}, {"metrics", AF_UNSPEC, -1}};
 	struct daemon_config dc;
-	struct backend_config pc = {
-		.state_dir = s->state_dir,
-		.tcti = s->tcti,
-		.probe_interval_ms = s->probe_interval_ms,
-		.max_tpm_queue = 1024,
-		.tpm_command_timeout_ms = s->tpm_command_timeout_ms,
-		.pcr_signatures = s->pcr_signatures,
-		.on_ready = on_keys_ready,
-		.on_health = on_tpm_health,
-		.ready_arg = &ctx,
-	};
-	struct daemon_hooks hooks = {0};
-	struct state st = {0};
-	uv_loop_t *loop = uv_default_loop();
-	uint8_t admin[SIGNER_DER_MAX];
-	struct keyadmin_config kc;
-	backend *p = NULL;
-	int claim = -1, r;
+	int r;
 
 	daemon_config_defaults(&dc);
 	r = listen_addr_parse(s->listen, &dc.listen);
@@ -266,6 +249,36 @@ static int cmd_serve(const struct settings *s)
 	dc.server.n_allow_uids = s->n_allow_uids;
 	dc.grpc.max_inflight = s->max_inflight;
 	dc.metrics_listen = *s->metrics_listen ? s->metrics_listen : NULL;
+	*ret = dc;
+	return 0;
+}
+
+static int cmd_serve(const struct settings *s)
+{
+	struct serve_ctx ctx = {0};
+	struct daemon_config dc;
+	struct backend_config pc = {
+	    .state_dir = s->state_dir,
+	    .tcti = s->tcti,
+	    .probe_interval_ms = s->probe_interval_ms,
+	    .max_tpm_queue = 1024,
+	    .tpm_command_timeout_ms = s->tpm_command_timeout_ms,
+	    .pcr_signatures = s->pcr_signatures,
+	    .on_ready = on_keys_ready,
+	    .on_health = on_tpm_health,
+	    .ready_arg = &ctx,
+	};
+	struct daemon_hooks hooks = {0};
+	struct state st = {0};
+	uv_loop_t *loop = uv_default_loop();
+	uint8_t admin[SIGNER_DER_MAX];
+	struct keyadmin_config kc;
+	backend *p = NULL;
+	int claim = -1, r;
+
+	r = daemon_config_of(s, &dc);
+	if (r < 0)
+		return r;
 
 	/* Order: process hardening, secure heap, crypto, keys, transport. */
 	r = secmem_harden_process();
