@@ -445,17 +445,71 @@ int keyadmin_tpm_pinned(const char *dir, const char *tcti, const struct state *s
 	return 0;
 }
 
+/* A fresh state's generation 1, the write key, and the state saved.
+ * Logs. */
+static int provision_first_generation(tpm *t, const char *dir, struct state *s)
+{
+	struct state_generation g;
+	bool escrowed;
+	int r;
+
+	r = create_generation(t, dir, s, 1, &g, &escrowed);
+	if (r < 0)
+		return r;
+	if (!escrowed) {
+		/* Generation 1 must be the write key: no escrow, no state. */
+		log_error("cannot provision %s: generation 1 could not be escrowed", dir);
+		statedir_unlink(dir, g.file);
+		return -EIO;
+	}
+	r = state_add(s, &g);
+	if (r < 0)
+		return r;
+	s->write_generation = 1;
+	r = state_save(dir, s);
+	if (r < 0)
+		return r;
+	log_info("provisioned %s: generation 1 (%s), key_id %s, NV counter 0x%08x", dir,
+	         state_kind_name(g.kind), g.key_id, (unsigned)s->nv_index);
+	return 0;
+}
+
+/* An existing state: what escrow misses is escrowed, and the state saved
+ * when that or the recorded keys (changed) changed it. Logs. */
+static int provision_catch_up(tpm *t, const char *dir, const struct keyadmin_config *c,
+                              struct state *s, bool changed)
+{
+	size_t n_escrowed = 0;
+	int r;
+
+	if (escrow_configured(dir)) {
+		r = escrow_missing(t, dir, c->pcr_dir, s, &n_escrowed);
+		if (r < 0)
+			return r;
+	}
+	/* Saving the state (even unchanged) makes a running daemon look again,
+	 * at the escrow files too. */
+	if (changed || n_escrowed) {
+		r = state_save(dir, s);
+		if (r < 0)
+			return r;
+	}
+	if (changed)
+		log_info("%s: keys recorded; generations made from now on are `%s` (rotate to "
+		         "make one)",
+		         dir, state_kind_name(kekpolicy_new_kind(&s->anchors)));
+	return 0;
+}
+
 int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_config *c,
 		       struct state *ret)
 {
 	struct state s = {0};
 	struct tpm_name srk_name;
-	struct state_generation g;
 	uint32_t nv_index = c->nv_index;
 	tpm *t = NULL;
 	int lock = -1, r;
-	bool fresh, changed = false, escrowed;
-	size_t n_escrowed = 0;
+	bool fresh, changed = false;
 
 	r = keyadmin_open(dir, true, nv_index, &lock, &s, &fresh);
 	if (r < 0)
@@ -517,46 +571,14 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 		if (r < 0)
 			goto out;
 	}
-	if (!fresh)
-		statedir_sweep(dir, &s);
 	if (fresh) {
-		r = create_generation(t, dir, &s, 1, &g, &escrowed);
-		if (r < 0)
-			goto out;
-		if (!escrowed) {
-			/* Generation 1 must be the write key: no escrow, no state. */
-			log_error("cannot provision %s: generation 1 could not be escrowed", dir);
-			statedir_unlink(dir, g.file);
-			r = -EIO;
-			goto out;
-		}
-		r = state_add(&s, &g);
-		if (r < 0)
-			goto out;
-		s.write_generation = 1;
-		r = state_save(dir, &s);
-		if (r < 0)
-			goto out;
-		log_info("provisioned %s: generation 1 (%s), key_id %s, NV counter 0x%08x", dir,
-			 state_kind_name(g.kind), g.key_id, (unsigned)s.nv_index);
+		r = provision_first_generation(t, dir, &s);
 	} else {
-		if (escrow_configured(dir)) {
-			r = escrow_missing(t, dir, c->pcr_dir, &s, &n_escrowed);
-			if (r < 0)
-				goto out;
-		}
-		/* Saving the state (even unchanged) makes a running daemon look
-		 * again, at the escrow files too. */
-		if (changed || n_escrowed) {
-			r = state_save(dir, &s);
-			if (r < 0)
-				goto out;
-		}
-		if (changed)
-			log_info("%s: keys recorded; generations made from now on are `%s` (rotate "
-			         "to make one)",
-			         dir, state_kind_name(kekpolicy_new_kind(&s.anchors)));
+		statedir_sweep(dir, &s);
+		r = provision_catch_up(t, dir, c, &s, changed);
 	}
+	if (r < 0)
+		goto out;
 	*ret = s;
 	s.gens = NULL;
 	r = 0;
