@@ -40,6 +40,8 @@ swtpm-tools
 tpm2-tools
 python3-yaml
 python3-cryptography
+etcd-server
+etcd-client
 qemu-system-x86
 busybox-static
 cpio
@@ -62,6 +64,9 @@ protobuf-compiler
 protoc-gen-go
 protoc-gen-go-grpc
 gnuplot-nox
+etcd-server
+etcd-client
+python3-cryptography
 "
 	;;
 ""|--list) ;;
@@ -97,3 +102,14 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing
+# etcd-server enables and starts a system etcd on 127.0.0.1:2379. The audit's
+# tests and benchmark start their own on free ports; a machine that had no
+# etcd before gets none running after: stop and disable the one the package
+# just enabled (an etcd installed earlier is left alone).
+case " $missing " in
+*" etcd-server "*)
+	if [ -d /run/systemd/system ]; then
+		systemctl disable --now etcd.service >/dev/null 2>&1 || true
+	fi
+	;;
+esac

@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include "keys/auditrec.h"
 #include "keys/envelope.h"
 #include "keys/escrow.h"
 #include "keys/kekpolicy.h"
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Unseals a generation into kek (secure heap) and checks it against its
@@ -720,6 +722,80 @@ out:
 	return r;
 }
 
+/* kube-apiserver asks for the key_id about once a minute: until it has
+ * seen the new write key it still writes under the old one. An audit
+ * counts for a generation only when it began this long after the write
+ * key changed. */
+#define AUDIT_SETTLE_S 120
+
+/* retire trusts the last complete audit of etcd (tpm2-kms audit), and
+ * nothing else: Decrypt counts since the daemon started miss every object
+ * nobody read since. Logs the refusal, or with force the warning. */
+static int audit_allows_retire(const char *dir, uint32_t generation, uint32_t write_generation,
+                               uint64_t decrypts, pid_t daemon, bool force)
+{
+	struct auditrec *a = calloc(1, sizeof(*a));
+	char why[1024], t1[UTIL_UTC_MAX], t2[UTIL_UTC_MAX], t3[UTIL_UTC_MAX];
+	uint64_t since, objects = 0;
+	int r;
+
+	if (!a)
+		return -ENOMEM;
+	r = statedir_write_since(dir, write_generation, &since);
+	if (r < 0)
+		goto out;
+	r = auditrec_load(dir, AUDITREC_LIVE, a);
+	if (r == -ENOENT)
+		snprintf(why, sizeof(why), "no audit of etcd is recorded: run tpm2-kms audit");
+	else if (r < 0)
+		snprintf(why, sizeof(why), "the audit record cannot be read: run tpm2-kms audit");
+	else if (!a->complete)
+		snprintf(why, sizeof(why),
+		         "the last audit (%s, %s) is incomplete: run tpm2-kms audit again",
+		         a->source, util_utc(a->started, t1));
+	else if (a->started < since + AUDIT_SETTLE_S)
+		snprintf(why, sizeof(why),
+		         "the last audit (%s, %s) began less than %d s after generation %u became "
+		         "the write key (%s); kube-apiserver may have written under the old key "
+		         "until it saw the new key_id: run tpm2-kms audit after %s",
+		         a->source, util_utc(a->started, t1), AUDIT_SETTLE_S, (unsigned)write_generation,
+		         util_utc(since, t2), util_utc(since + AUDIT_SETTLE_S, t3));
+	else if (!auditrec_count(a, generation, &objects))
+		snprintf(why, sizeof(why),
+		         "the last audit (%s, %s) was made before this node had generation %u: "
+		         "run tpm2-kms audit",
+		         a->source, util_utc(a->started, t1), (unsigned)generation);
+	else if (objects > 0)
+		snprintf(why, sizeof(why),
+		         "the last audit (%s, %s, revision %lld) found %llu objects under "
+		         "generation %u: re-encrypt them (docs/operations.md section 5) and audit "
+		         "again",
+		         a->source, util_utc(a->started, t1), (long long)a->revision,
+		         (unsigned long long)objects, (unsigned)generation);
+	else {
+		log_info("the audit of %s at %s found no object under generation %u", a->source,
+		         util_utc(a->started, t1), (unsigned)generation);
+		r = 0;
+		goto out;
+	}
+	if (decrypts > 0)
+		log_info("generation %u served %llu Decrypt calls since the daemon (pid %d) "
+		         "started",
+		         (unsigned)generation, (unsigned long long)decrypts, (int)daemon);
+	if (force) {
+		log_warning("retiring generation %u although %s (--force)", (unsigned)generation,
+		            why);
+		r = 0;
+	} else {
+		log_error("generation %u may still protect data: %s; --force retires it anyway",
+		          (unsigned)generation, why);
+		r = -EBUSY;
+	}
+out:
+	free(a);
+	return r;
+}
+
 int keyadmin_retire(const char *dir, uint32_t generation, bool force)
 {
 	struct state s = {0};
@@ -752,14 +828,9 @@ int keyadmin_retire(const char *dir, uint32_t generation, bool force)
 	if (r < 0)
 		goto out;
 	used = counts_get(counts, generation);
-	if (used > 0 && !force) {
-		log_error("generation %u served %llu Decrypt calls since the daemon (pid %d) "
-			  "started: data still depends on it; re-encrypt it (see "
-			  "docs/operations.md) or use --force",
-			  (unsigned)generation, (unsigned long long)used, (int)counts->pid);
-		r = -EBUSY;
+	r = audit_allows_retire(dir, generation, s.write_generation, used, counts->pid, force);
+	if (r < 0)
 		goto out;
-	}
 	strcpy(file, g->file);
 	/* The state first, then the file: a crash in between leaves a file
 	 * nothing refers to. */

@@ -121,3 +121,13 @@ uint64_t util_get_be64(const uint8_t *p)
 {
 	return (uint64_t)util_get_be32(p) << 32 | util_get_be32(p + 4);
 }
+
+const char *util_utc(uint64_t t, char buf[UTIL_UTC_MAX])
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&tt, &tm);
+	strftime(buf, UTIL_UTC_MAX, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return buf;
+}

@@ -31,6 +31,9 @@ int util_parse_u64(const char *s, uint64_t max, uint64_t *ret);
 /* Monotonic and wall clocks. */
 uint64_t util_now_monotonic_us(void);
 uint64_t util_now_realtime_s(void);
+/* Unix time t as "2006-01-02T15:04:05Z" in buf; returns buf. */
+#define UTIL_UTC_MAX 32
+const char *util_utc(uint64_t t, char buf[UTIL_UTC_MAX]);
 
 /* Big-endian stores and loads. */
 void util_put_be16(uint8_t *p, uint16_t v);

@@ -3,6 +3,9 @@
 #include "config.h"
 
 #include "admin/exchange.h"
+#include "audit/audit.h"
+#include "audit/report.h"
+#include "audit/snapshot.h"
 #include "admin/keyadmin.h"
 #include "base/files.h"
 #include "base/log.h"
@@ -14,6 +17,7 @@
 #include "cli/settings.h"
 #include "cli/startup.h"
 #include "keys/approval.h"
+#include "keys/auditrec.h"
 #include "keys/envelope.h"
 #include "keys/escrow.h"
 #include "keys/provenance.h"
@@ -32,6 +36,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -702,6 +707,35 @@ static void print_anchors(const char *dir, const struct state *st)
 	}
 }
 
+/* The last audit of etcd, which retire relies on: when, where, and what
+ * it found under each generation. */
+static void print_audit(const char *dir)
+{
+	struct auditrec *a = calloc(1, sizeof(*a));
+	char when[UTIL_UTC_MAX];
+	uint64_t now = util_now_realtime_s();
+
+	if (!a)
+		return;
+	if (auditrec_load(dir, AUDITREC_LIVE, a) < 0) {
+		printf("%-13s none recorded (tpm2-kms audit)\n", "last audit:");
+		free(a);
+		return;
+	}
+	util_utc(a->started, when);
+	printf("%-13s %s at %s (%llu h ago), %s, revision %lld: %llu objects, %llu under this "
+	       "node's keys that do not decrypt, %llu under other key_ids\n",
+	       "last audit:", a->source, when,
+	       (unsigned long long)(now > a->started ? (now - a->started) / 3600 : 0),
+	       a->complete ? "complete" : "INCOMPLETE", (long long)a->revision,
+	       (unsigned long long)a->objects, (unsigned long long)a->undecryptable,
+	       (unsigned long long)a->foreign);
+	for (size_t i = 0; i < a->n_gens; i++)
+		printf("%-13s generation %u: %llu objects\n", "", (unsigned)a->gen[i],
+		       (unsigned long long)a->gen_objects[i]);
+	free(a);
+}
+
 static int cmd_keys(const struct settings *s)
 {
 	struct decrypt_counts *counts = calloc(1, sizeof(*counts));
@@ -730,12 +764,9 @@ static int cmd_keys(const struct settings *s)
 	       counts->pid ? "DECRYPTS" : "DECRYPTS(no daemon)");
 	for (size_t i = 0; i < st.n_gens; i++) {
 		const struct state_generation *g = &st.gens[i];
-		char created[32];
-		time_t t = (time_t)g->created;
-		struct tm tm;
+		char created[UTIL_UTC_MAX];
 
-		gmtime_r(&t, &tm);
-		strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		util_utc(g->created, created);
 		printf("%-10u  %-45s  %-20s  %-12s  %-7s  %-6s  %-10s  %llu\n", (unsigned)g->number,
 		       g->key_id, created, g->number == st.write_generation ? "write" : "decrypt-only",
 		       state_kind_name(g->kind),
@@ -745,6 +776,7 @@ static int cmd_keys(const struct settings *s)
 		       counts_loaded(counts, g->number), (unsigned long long)counts_get(counts, g->number));
 	}
 	print_anchors(s->state_dir, &st);
+	print_audit(s->state_dir);
 	state_free(&st);
 out:
 	free(counts);
@@ -756,6 +788,57 @@ static int cmd_retire(const struct settings *s)
 	if (s->command == CMD_PROMOTE)
 		return keyadmin_promote(s->state_dir, s->generation, s->force);
 	return keyadmin_retire(s->state_dir, s->generation, s->force);
+}
+
+/* Exit 0 when every KMS v2 object decrypts here, AUDIT_SOME_UNDECRYPTABLE
+ * when the audit is complete but some do not, 1 when it could not be
+ * completed. */
+#define AUDIT_SOME_UNDECRYPTABLE 3
+
+static int cmd_audit(const struct settings *s)
+{
+	struct audit_options o = {
+	    .endpoints = s->endpoints,
+	    .tls = {*s->cacert ? s->cacert : NULL, *s->cert ? s->cert : NULL,
+	            *s->key ? s->key : NULL},
+	    .prefix = s->prefix,
+	    .listen = s->listen,
+	    .state_dir = s->state_dir,
+	    .timeout_ms = (int)s->timeout_ms,
+	    .progress = isatty(STDERR_FILENO),
+	};
+	struct audit_result *a = NULL;
+	snapshot *snap = NULL;
+	int r;
+
+	/* OpenSSL writes to the TLS socket with write(2): etcd closing the
+	 * connection (a refused client certificate) would kill us with
+	 * SIGPIPE instead of giving an error to report. */
+	signal(SIGPIPE, SIG_IGN);
+	r = key_command_begin();
+	if (r < 0)
+		return r;
+	if (*s->snapshot) {
+		r = snapshot_open(s->snapshot, (int)s->timeout_ms, &snap);
+		if (r < 0)
+			goto out;
+		o.endpoints = snapshot_endpoint(snap);
+		o.tls = (struct dial_tls){0};
+		o.snapshot = s->snapshot;
+	}
+	r = audit_run(&o, &a);
+	if (r < 0)
+		goto out;
+	if (strcmp(s->output, "json") == 0)
+		report_json(stdout, a);
+	else
+		report_text(stdout, a);
+	r = !a->complete ? -EIO : audit_all_decrypt(a) ? 0 : AUDIT_SOME_UNDECRYPTABLE;
+out:
+	audit_result_free(a);
+	snapshot_close(snap);
+	key_command_end();
+	return r;
 }
 
 static int cmd_status(const struct settings *s)
@@ -901,11 +984,14 @@ int main(int argc, char **argv)
 	case CMD_STATUS:
 		r = cmd_status(&s);
 		break;
+	case CMD_AUDIT:
+		r = cmd_audit(&s);
+		break;
 	}
 	if (r < 0 && s.command == CMD_SERVE)
 		r = serve_failed(r);
 	else
-		r = r < 0 ? 1 : 0;
+		r = r < 0 ? 1 : r; /* a positive r is the exit status (audit) */
 	/* A thread stuck in a TPM command still runs: exit handlers must not
 	 * tear down what it uses. */
 	if (tpm_worker_left_behind() || startup_left_behind()) {

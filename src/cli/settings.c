@@ -10,7 +10,7 @@
 
 #define ALL_TPM     (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_NODE_KEY | CMD_EXPORT | CMD_IMPORT | \
 		     CMD_PCR_READ | CMD_CERTIFY | CMD_PCR_REVOKE)
-#define ALL_STATE   (ALL_TPM | CMD_KEYS | CMD_RETIRE | CMD_PROMOTE)
+#define ALL_STATE   (ALL_TPM | CMD_KEYS | CMD_RETIRE | CMD_PROMOTE | CMD_AUDIT)
 #define ALL         (ALL_STATE | CMD_STATUS | CMD_APPROVE | CMD_RECOVER | CMD_PCR_SIGN)
 /* Commands that may unseal a generation bound to PCRs. */
 #define ALL_UNSEAL  (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_EXPORT | CMD_IMPORT | CMD_CERTIFY)
@@ -42,7 +42,7 @@ struct option_def {
 #define NUM(field, max) offsetof(struct settings, field), (max)
 
 static const struct option_def options[] = {
-	{"listen", K_STRING, CMD_SERVE | CMD_STATUS, false, STR(listen), "ADDRESS",
+	{"listen", K_STRING, CMD_SERVE | CMD_STATUS | CMD_AUDIT, false, STR(listen), "ADDRESS",
 	 "socket: PATH, unix:///PATH or unix:///@ABSTRACT (default /run/tpm2-kms/kms.sock)"},
 	{"tcti", K_STRING, ALL_TPM, false, STR(tcti), "TCTI",
 	 "TPM access, as for the TCTI loader (default device:/dev/tpmrm0)"},
@@ -65,7 +65,18 @@ static const struct option_def options[] = {
 	{"pcr-signatures", K_STRING, ALL_UNSEAL, false, STR(pcr_signatures), "DIR",
 	 "signatures of PCR values (pcr-sign, systemd-measure) (default "
 	 "/etc/tpm2-kms/pcr-signatures)"},
-	{"key", K_STRING, CMD_PCR_SIGN, true, STR(key), "PEM", "the PCR signer's private key"},
+	{"key", K_STRING, CMD_PCR_SIGN | CMD_AUDIT, false, STR(key), "PEM",
+	 "pcr-sign: the PCR signer's private key; audit: the private key of --cert"},
+	{"endpoints", K_STRING, CMD_AUDIT, false, STR(endpoints), "URL[,URL]",
+	 "etcd's client URLs (https://, http:// or unix://), tried in order"},
+	{"cacert", K_STRING, CMD_AUDIT, false, STR(cacert), "PEM",
+	 "the CA that signed etcd's server certificate (default: the system's)"},
+	{"cert", K_STRING, CMD_AUDIT, false, STR(cert), "PEM",
+	 "the client certificate etcd asks for (kubeadm: apiserver-etcd-client.crt)"},
+	{"prefix", K_STRING, CMD_AUDIT, false, STR(prefix), "PREFIX",
+	 "kube-apiserver's --etcd-prefix (default /registry)"},
+	{"snapshot", K_STRING, CMD_AUDIT, true, STR(snapshot), "FILE",
+	 "audit an etcd snapshot (a backup) by restoring it into a private etcd"},
 	{"passphrase-file", K_STRING, CMD_APPROVE | CMD_RECOVER | CMD_PCR_SIGN, true,
 	 STR(passphrase_file), "FILE",
 	 "the private key file's passphrase (default: the systemd credential passphrase, else "
@@ -99,9 +110,11 @@ static const struct option_def options[] = {
 	 "the recovery private key the bundles were exported to"},
 	{"write-generation", K_U32, CMD_RECOVER, true, NUM(write_generation, UINT32_MAX), "N",
 	 "the generation the new node writes with (default: the highest)"},
-	{"output", K_STRING, CMD_NODE_KEY | CMD_APPROVE | CMD_EXPORT | CMD_RECOVER | CMD_PCR_SIGN, true,
+	{"output", K_STRING,
+	 CMD_NODE_KEY | CMD_APPROVE | CMD_EXPORT | CMD_RECOVER | CMD_PCR_SIGN | CMD_AUDIT, true,
 	 STR(output), "FILE",
-	 "write to FILE (atomically, mode 0600) instead of standard output; also -o"},
+	 "write to FILE (atomically, mode 0600) instead of standard output; also -o (audit: "
+	 "text or json, the report's form)"},
 	{"socket-mode", K_MODE, CMD_SERVE, false, NUM(socket_mode, 0777), "MODE",
 	 "permissions of the socket (default 0600)"},
 	{"socket-group", K_STRING, CMD_SERVE, false, STR(socket_group), "GROUP",
@@ -122,7 +135,7 @@ static const struct option_def options[] = {
 	 "TPM health probe interval (default 5000)"},
 	{"tpm-command-timeout", K_U32, CMD_SERVE, false, NUM(tpm_command_timeout_ms, 3600000),
 	 "MS", "a TPM command unanswered this long makes the TPM unhealthy (default 10000)"},
-	{"timeout", K_U32, CMD_STATUS, false, NUM(timeout_ms, 3600000), "MS",
+	{"timeout", K_U32, CMD_STATUS | CMD_AUDIT, false, NUM(timeout_ms, 3600000), "MS",
 	 "how long to wait for the answer; a starting daemon holds it up to 10 s (default "
 	 "12000)"},
 	{"log-format", K_LOG_FORMAT, ALL, false, 0, 0, "FORMAT", "text or json (default text)"},
@@ -179,6 +192,9 @@ static const struct {
 	 "sign PCR values with the PCR signer's key (offline, no TPM)"},
 	{"recover", CMD_RECOVER, POS_PATHS, true, " BUNDLE...",
 	 "re-wrap escrowed generations to a new node with the recovery key (offline)"},
+	{"audit", CMD_AUDIT, POS_NONE, false, "",
+	 "read etcd (or a snapshot) and prove which generations its objects need; retire relies "
+	 "on it"},
 	{"status", CMD_STATUS, POS_NONE, false, "",
 	 "ask a running daemon for Status; exit 0 iff healthz is ok"},
 };
@@ -235,6 +251,7 @@ static void defaults(struct settings *s)
 	strcpy(s->listen, "/run/tpm2-kms/kms.sock");
 	strcpy(s->tcti, "device:/dev/tpmrm0");
 	strcpy(s->state_dir, "/var/lib/tpm2-kms");
+	strcpy(s->prefix, "/registry");
 	s->socket_mode = 0600;
 	s->log_format = LOG_FORMAT_TEXT;
 	s->log_level = LOG_LEVEL_INFO;
@@ -572,7 +589,19 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 		if (r < 0)
 			return r;
 	}
+	if (s.command == CMD_AUDIT && *s.output && strcmp(s.output, "text") != 0 &&
+	    strcmp(s.output, "json") != 0) {
+		fprintf(stderr, "tpm2-kms: audit --output: \"%s\" is not text or json\n", s.output);
+		return -EINVAL;
+	}
+	if (s.command == CMD_AUDIT && (s.prefix[0] != '/' || (*s.cert != '\0') != (*s.key != '\0'))) {
+		fprintf(stderr, "tpm2-kms: audit: %s\n",
+			s.prefix[0] != '/' ? "--prefix must start with /"
+					   : "--cert and --key go together");
+		return -EINVAL;
+	}
 	if ((s.command == CMD_APPROVE && !*s.admin_key) ||
+	    (s.command == CMD_AUDIT && !*s.endpoints && !*s.snapshot) ||
 	    (s.command == CMD_EXPORT && (!*s.to || !*s.approval)) ||
 	    (s.command == CMD_RECOVER && (!*s.to || !*s.recovery_key || !*s.admin_key)) ||
 	    (s.command == CMD_PCR_SIGN && (!*s.key || !*s.pcrs)) ||
@@ -583,6 +612,7 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 			: s.command == CMD_EXPORT   ? "--to and --approval"
 			: s.command == CMD_RECOVER  ? "--recovery-key, --admin-key and --to"
 			: s.command == CMD_PCR_SIGN ? "--key and --pcrs"
+			: s.command == CMD_AUDIT    ? "--endpoints (or --snapshot)"
 						    : "--pcrs",
 			settings_command_name(s.command));
 		return -EINVAL;

@@ -33,6 +33,7 @@ enum command {
 	CMD_PCR_SIGN = 1 << 13,
 	CMD_CERTIFY = 1 << 14,
 	CMD_PCR_REVOKE = 1 << 15,
+	CMD_AUDIT = 1 << 16,
 };
 
 #define SETTINGS_MAX_GENERATIONS 64
@@ -66,7 +67,7 @@ struct settings {
 	uint32_t epoch;   /* pcr-sign, pcr-revoke */
 	bool print_config;
 	char admin_key[4096];
-	char output[4096];     /* -o: "" for standard output */
+	char output[4096];     /* -o: "" for standard output; audit: text or json */
 	char to[4096];         /* export: the node file */
 	char approval[4096];   /* export */
 	uint32_t generations[SETTINGS_MAX_GENERATIONS]; /* export; none: every dup one */
@@ -79,7 +80,11 @@ struct settings {
 	char pcr_literal[128];  /* "7": literal PCRs */
 	char passphrase_file[4096];
 	char pcr_signatures[4096];
-	char key[4096];         /* pcr-sign: the PCR signer's private key */
+	char key[4096];       /* pcr-sign: the PCR signer's private key; audit: etcd's client key */
+	char endpoints[4096]; /* audit: etcd URLs */
+	char cacert[4096], cert[4096];
+	char prefix[256];    /* audit: the etcd prefix, /registry */
+	char snapshot[4096]; /* audit: an etcd snapshot file */
 	char escrow_to[4096];
 	char escrow_approval[4096];
 	char owner_auth_file[4096]; /* serve, init: the owner password, to provision */

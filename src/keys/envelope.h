@@ -64,4 +64,15 @@ int envelope_open(const uint8_t kek[ENVELOPE_KEK_BYTES], const uint8_t *env, siz
 int envelope_key_id(const uint8_t kek[ENVELOPE_KEK_BYTES], uint32_t generation,
 		    char out[ENVELOPE_KEY_ID_MAX]);
 
+/* kube-apiserver's KMS v2 data layer, for the audit (brief section 10).
+ * HKDF-Expand-SHA256 with no extract step, one 32-byte block:
+ * HMAC(prk, info || 0x01). */
+int envelope_hkdf_expand32(const uint8_t prk[32], const uint8_t *info, size_t info_len,
+                           uint8_t ret_key[32]);
+/* Whether an AES-256-GCM ciphertext with its aad authenticates under key:
+ * 0, or -EBADMSG when the tag does not match. The plaintext is never kept. */
+int envelope_gcm_check(const uint8_t key[32], const uint8_t nonce[12], const uint8_t *aad,
+                       size_t aad_len, const uint8_t *ct, size_t ct_len,
+                       const uint8_t tag[ENVELOPE_TAG_BYTES]);
+
 #endif

@@ -559,17 +559,69 @@ int state_format(const struct state *s, char **ret, size_t *ret_len)
 	return 0;
 }
 
-int state_save(const char *dir, const struct state *s)
+/* write-since: "generation N since T", when N became the write key. */
+static int write_since_read(const char *dir, uint32_t *ret_gen, uint64_t *ret_time)
 {
 	char *buf = NULL;
 	size_t len;
+	unsigned gen;
+	unsigned long long t;
+	int r;
+
+	r = statedir_read(dir, WRITE_SINCE_FILE, 128, &buf, &len);
+	if (r < 0)
+		return r;
+	r = sscanf(buf, "generation %u since %llu\n", &gen, &t) == 2 ? 0 : -EBADMSG;
+	free(buf);
+	if (r == 0) {
+		*ret_gen = gen;
+		*ret_time = t;
+	}
+	return r;
+}
+
+int state_save(const char *dir, const struct state *s)
+{
+	char *buf = NULL, line[64];
+	size_t len;
+	uint32_t gen = 0;
+	uint64_t since;
 	int r;
 
 	r = state_format(s, &buf, &len);
 	if (r == 0)
 		r = statedir_write(dir, "state", buf, len);
 	free(buf);
-	return r;
+	if (r < 0 || (write_since_read(dir, &gen, &since) == 0 && gen == s->write_generation))
+		return r;
+	/* After the state: a crash in between leaves an older record, which
+	 * statedir_write_since sees through (it names another generation). */
+	len = (size_t)snprintf(line, sizeof(line), "generation %u since %llu\n",
+	                       (unsigned)s->write_generation,
+	                       (unsigned long long)util_now_realtime_s());
+	return statedir_write(dir, WRITE_SINCE_FILE, line, len);
+}
+
+int statedir_write_since(const char *dir, uint32_t write_generation, uint64_t *ret_time)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	uint32_t gen;
+	uint64_t t;
+
+	if (write_since_read(dir, &gen, &t) == 0 && gen == write_generation) {
+		*ret_time = t;
+		return 0;
+	}
+	/* No record (a state older than it): the state file was written no
+	 * earlier than the write key last changed. */
+	snprintf(path, sizeof(path), "%s/state", dir);
+	if (stat(path, &st) < 0) {
+		log_error("cannot stat %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	*ret_time = (uint64_t)st.st_mtime;
+	return 0;
 }
 
 int counts_save(const char *dir, const struct decrypt_counts *c)

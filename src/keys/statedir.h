@@ -3,6 +3,7 @@
  *   gen-NNNNNN.pem     one sealed KEK per generation (TSS2 PRIVATE KEY)
  *   decrypt-counts     per-generation Decrypt counts of the running daemon
  *   lock               flock()ed while provisioning, rotating or retiring
+ *   write-since        when the write generation became the write key
  * Every file is written atomically (temp file, fsync, rename, fsync of the
  * directory), mode 0600. Functions log their errors.
  * Must not: write outside the state directory except -o outputs, or leave a partly written file. */
@@ -25,6 +26,7 @@
 #define STATE_FORMAT_MAX      3
 #define STATE_MAX_GENERATIONS 4096
 #define STATE_FILE_MAX    (1024 * 1024)
+#define WRITE_SINCE_FILE      "write-since"
 
 struct state_generation {
 	uint32_t number;
@@ -63,6 +65,11 @@ void statedir_unlock(int fd);
  * the file is damaged. */
 int state_load(const char *dir, struct state *ret);
 int state_save(const char *dir, const struct state *s);
+/* When write_generation became the write key (Unix time): state_save
+ * records it in write-since whenever the write key changes. Without a
+ * record for it (a state older than the record), the state file's time,
+ * which is no earlier. Logs. */
+int statedir_write_since(const char *dir, uint32_t write_generation, uint64_t *ret_time);
 /* The text state_save writes (free()). */
 int state_format(const struct state *s, char **ret, size_t *ret_len);
 /* The parser behind state_load: buf holds len bytes and a NUL after them;

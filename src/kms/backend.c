@@ -6,6 +6,7 @@
 #include "base/metrics.h"
 #include "base/secmem.h"
 #include "base/util.h"
+#include "keys/auditrec.h"
 #include "keys/envelope.h"
 #include "keys/escrow.h"
 #include "keys/unseal.h"
@@ -89,6 +90,10 @@ struct backend {
 	uint64_t start_ms;
 	struct waiter *waiters;
 	uv_timer_t hold_timer;
+
+	/* The last audit of etcd (tpm2-kms audit), for the metrics: read at
+	 * start and when the audit replaces its record. */
+	struct auditrec *audit;
 
 	uv_fs_event_t watch;
 	bool watching;
@@ -613,9 +618,27 @@ static void on_reload_timer(uv_timer_t *t)
 	backend_reload(t->data);
 }
 
+/* The record is small and local: read on the loop, as the state is. */
+static void load_audit(backend *p)
+{
+	struct auditrec *a = calloc(1, sizeof(*a));
+
+	if (a && auditrec_load(p->state_dir, AUDITREC_LIVE, a) < 0) {
+		free(a);
+		a = NULL;
+	}
+	free(p->audit);
+	p->audit = a;
+}
+
 static void on_state_dir_event(uv_fs_event_t *h, const char *filename, int events, int status)
 {
 	backend *p = h->data;
+
+	if (status == 0 && filename && strcmp(filename, AUDITREC_LIVE) == 0) {
+		load_audit(p);
+		return;
+	}
 
 	/* rotate and retire replace "state" by rename. */
 	if (status < 0 || !filename || strcmp(filename, "state") != 0)
@@ -872,6 +895,30 @@ done:
 	util_wipe(p->plain, out_len);
 }
 
+/* The last audit of etcd: what `retire` relies on, and its age (an alert
+ * asks for a fresh one after a rotation). */
+static void collect_audit(const backend *p, struct metrics_out *out)
+{
+	const struct auditrec *a = p->audit;
+
+	metrics_family(out, "tpm2kms_audit_timestamp_seconds", "gauge",
+	               "When the last audit of etcd (tpm2-kms audit) began, Unix time; 0: none.");
+	metrics_printf(out, "tpm2kms_audit_timestamp_seconds %llu\n",
+	               (unsigned long long)(a ? a->started : 0));
+	metrics_family(out, "tpm2kms_audit_complete", "gauge",
+	               "1 when the last audit read every key under the prefix.");
+	metrics_printf(out, "tpm2kms_audit_complete %d\n", a && a->complete);
+	metrics_family(out, "tpm2kms_audit_undecryptable_objects", "gauge",
+	               "KMS v2 objects the last audit found that do not decrypt here.");
+	metrics_printf(out, "tpm2kms_audit_undecryptable_objects %llu\n",
+	               (unsigned long long)(a ? a->undecryptable : 0));
+	metrics_family(out, "tpm2kms_audit_objects", "gauge",
+	               "Objects the last audit found under each generation of this node.");
+	for (size_t i = 0; a && i < a->n_gens; i++)
+		metrics_printf(out, "tpm2kms_audit_objects{generation=\"%u\"} %llu\n",
+		               (unsigned)a->gen[i], (unsigned long long)a->gen_objects[i]);
+}
+
 static void collect(void *arg, struct metrics_out *out)
 {
 	backend *p = arg;
@@ -918,6 +965,7 @@ static void collect(void *arg, struct metrics_out *out)
 	for (size_t i = 0; i < BLIND_N; i++)
 		metrics_printf(out, "tpm2kms_state_unreadable{what=\"%s\"} %d\n", blind_names[i],
 			       p->blind[i][0] != '\0');
+	collect_audit(p, out);
 	metrics_family(out, "tpm2kms_calls_waiting_for_start", "gauge",
 		       "Calls held until the start is over (keys unsealed or the hold window "
 		       "ended).");
@@ -1006,6 +1054,7 @@ int backend_new(uv_loop_t *loop, const struct backend_config *cfg, const struct 
 		return r;
 	}
 	apply_state(p, st);
+	load_audit(p);
 	/* Tells `keys` and `retire` that a daemon is counting from now on. */
 	write_counts(p);
 	metrics_add_collector(collect, p);
@@ -1034,6 +1083,7 @@ static void backend_free(backend *p)
 	secmem_free(p->plain, ENVELOPE_MAX_BYTES);
 	unseal_binding_unref(p->binding);
 	free(p->keys);
+	free(p->audit);
 	free(p->pcr_dir);
 	free(p->state_dir);
 	free(p);

@@ -298,3 +298,63 @@ out:
 	v2__status_response__free_unpacked(m, NULL);
 	return r;
 }
+
+int kms_proto_encode_decrypt_request(const uint8_t *ciphertext, size_t len, const char *uid,
+                                     const char *key_id, const struct kms_annotation *annotations,
+                                     size_t n_annotations, uint8_t **ret, size_t *ret_len)
+{
+	V2__DecryptRequest m = V2__DECRYPT_REQUEST__INIT;
+	V2__DecryptRequest__AnnotationsEntry *entries = NULL, **ptrs = NULL;
+	uint8_t *buf = NULL;
+	size_t n;
+	int r = -ENOMEM;
+
+	if (n_annotations) {
+		entries = calloc(n_annotations, sizeof(*entries));
+		ptrs = calloc(n_annotations, sizeof(*ptrs));
+		if (!entries || !ptrs)
+			goto out;
+	}
+	for (size_t i = 0; i < n_annotations; i++) {
+		v2__decrypt_request__annotations_entry__init(&entries[i]);
+		entries[i].key = (char *)annotations[i].key;
+		entries[i].value.data = (uint8_t *)annotations[i].value;
+		entries[i].value.len = annotations[i].len;
+		ptrs[i] = &entries[i];
+	}
+	m.ciphertext.data = (uint8_t *)ciphertext;
+	m.ciphertext.len = len;
+	m.uid = (char *)uid;
+	m.key_id = (char *)key_id;
+	m.n_annotations = n_annotations;
+	m.annotations = ptrs;
+	n = v2__decrypt_request__get_packed_size(&m);
+	buf = malloc(n ? n : 1);
+	if (!buf)
+		goto out;
+	v2__decrypt_request__pack(&m, buf);
+	*ret = buf;
+	*ret_len = n;
+	r = 0;
+out:
+	free(entries);
+	free(ptrs);
+	return r;
+}
+
+int kms_proto_decode_decrypt_response(const uint8_t *buf, size_t len, uint8_t *out, size_t cap,
+                                      size_t *ret_len)
+{
+	V2__DecryptResponse *m = v2__decrypt_response__unpack(&wiping_allocator, len, buf);
+	int r = -EMSGSIZE;
+
+	if (!m)
+		return -EBADMSG;
+	if (m->plaintext.len <= cap) {
+		memcpy(out, m->plaintext.data, m->plaintext.len);
+		*ret_len = m->plaintext.len;
+		r = 0;
+	}
+	v2__decrypt_response__free_unpacked(m, &wiping_allocator);
+	return r;
+}

@@ -58,4 +58,19 @@ void kms_proto_buffer_free(uint8_t *buf, size_t len, const uint8_t *small);
 int kms_proto_decode_status_response(const uint8_t *buf, size_t len, char **ret_version,
 				     char **ret_healthz, char **ret_key_id);
 
+/* Client side of v2 Decrypt (for the audit, which asks the daemon as the
+ * apiserver would). The request goes into a new buffer (free()). */
+struct kms_annotation {
+	const char *key;
+	const uint8_t *value;
+	size_t len;
+};
+int kms_proto_encode_decrypt_request(const uint8_t *ciphertext, size_t len, const char *uid,
+                                     const char *key_id, const struct kms_annotation *annotations,
+                                     size_t n_annotations, uint8_t **ret, size_t *ret_len);
+/* Copies the response's plaintext into out (cap bytes: secure memory);
+ * -EMSGSIZE when it is larger. The decoded copy is wiped. */
+int kms_proto_decode_decrypt_response(const uint8_t *buf, size_t len, uint8_t *out, size_t cap,
+                                      size_t *ret_len);
+
 #endif

@@ -671,22 +671,23 @@ static void client_header(void *arg, const char *name, const char *value)
 		snprintf(st->http_status, sizeof(st->http_status), "%s", value);
 }
 
-int grpc_client_call(int fd, const char *path, const uint8_t *msg, size_t len, int timeout_ms,
-		     int *ret_status, const char **ret_message, uint8_t **ret_msg, size_t *ret_len)
+int grpc_client_unary(h2_client *c, const char *path, const uint8_t *msg, size_t len,
+                      size_t max_response, int timeout_ms, int *ret_status,
+                      const char **ret_message, uint8_t **ret_msg, size_t *ret_len)
 {
 	static struct client_state st;
 	char timeout[16];
 	struct h2_nv headers[] = {
-		{":method", "POST"},
-		{":scheme", "http"},
-		{":path", path},
-		{":authority", "localhost"},
-		{"content-type", "application/grpc"},
-		{"te", "trailers"},
-		{"grpc-timeout", timeout},
+	    {":method", "POST"},
+	    {":scheme", "http"},
+	    {":path", path},
+	    {":authority", h2_client_authority(c)},
+	    {"content-type", "application/grpc"},
+	    {"te", "trailers"},
+	    {"grpc-timeout", timeout},
 	};
-	uint8_t *req, *body = NULL, *out;
-	size_t body_len = 0, out_len;
+	uint8_t *req, *body = NULL, *out = NULL;
+	size_t body_len = 0, out_len = 0;
 	int r;
 
 	st = (struct client_state){.status = -1};
@@ -698,8 +699,9 @@ int grpc_client_call(int fd, const char *path, const uint8_t *msg, size_t len, i
 	util_put_be32(req + 1, (uint32_t)len);
 	if (len)
 		memcpy(req + GRPC_PREFIX_BYTES, msg, len);
-	r = h2_client_post(fd, headers, ARRAY_SIZE(headers), req, GRPC_PREFIX_BYTES + len,
-			   timeout_ms, client_header, &st, &body, &body_len);
+	r = h2_client_request(c, headers, ARRAY_SIZE(headers), req, GRPC_PREFIX_BYTES + len,
+	                      max_response + GRPC_PREFIX_BYTES, timeout_ms, client_header, &st,
+	                      &body, &body_len);
 	free(req);
 	if (r < 0)
 		return r;
@@ -707,26 +709,42 @@ int grpc_client_call(int fd, const char *path, const uint8_t *msg, size_t len, i
 		r = -EPROTO;
 		goto out;
 	}
-	*ret_status = st.status;
-	*ret_message = st.message;
 	if (st.status == GRPC_OK) {
 		if (body_len < GRPC_PREFIX_BYTES ||
 		    util_get_be32(body + 1) != body_len - GRPC_PREFIX_BYTES || body[0] != 0) {
 			r = -EPROTO;
 			goto out;
 		}
+		/* The message in place: move it to the front of the buffer. */
 		out_len = body_len - GRPC_PREFIX_BYTES;
-		out = malloc(out_len ? out_len : 1);
-		if (!out) {
-			r = -ENOMEM;
-			goto out;
-		}
-		memcpy(out, body + GRPC_PREFIX_BYTES, out_len);
-		*ret_msg = out;
-		*ret_len = out_len;
+		memmove(body, body + GRPC_PREFIX_BYTES, out_len);
+		out = body;
+		body = NULL;
 	}
+	*ret_status = st.status;
+	*ret_message = st.message;
+	*ret_msg = out;
+	*ret_len = out_len;
 	r = 0;
 out:
 	free(body);
+	return r;
+}
+
+int grpc_client_call(int fd, const char *path, const uint8_t *msg, size_t len, int timeout_ms,
+                     int *ret_status, const char **ret_message, uint8_t **ret_msg, size_t *ret_len)
+{
+	dial *io = NULL;
+	h2_client *c = NULL;
+	int r;
+
+	r = dial_wrap_fd(fd, &io);
+	if (r == 0)
+		r = h2_client_new(io, &c);
+	if (r == 0)
+		r = grpc_client_unary(c, path, msg, len, GRPC_MAX_MESSAGE_BYTES, timeout_ms,
+		                      ret_status, ret_message, ret_msg, ret_len);
+	h2_client_free(c);
+	dial_close(io);
 	return r;
 }

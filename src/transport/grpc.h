@@ -79,9 +79,15 @@ const char *grpc_call_path(const grpc_call *call);
 /* Fields for the call's log line; strings are copied. */
 void grpc_call_set_log_fields(grpc_call *call, const char *uid, const char *key_id);
 
-/* Blocking unary call on a connected socket (for `tpm2-kms status`). On
- * return 0, *ret_status holds the grpc-status, *ret_message its message
- * (static storage) and, when OK, *ret_msg the response message (free it). */
+/* Blocking unary call on an HTTP/2 client session. On return 0,
+ * *ret_status holds the grpc-status, *ret_message its message (static
+ * storage, valid until the next call) and, when OK, *ret_msg the response
+ * message (free it; NULL otherwise). A response message over max_response
+ * bytes: -EMSGSIZE, the session still usable. */
+int grpc_client_unary(h2_client *c, const char *path, const uint8_t *msg, size_t len,
+                      size_t max_response, int timeout_ms, int *ret_status,
+                      const char **ret_message, uint8_t **ret_msg, size_t *ret_len);
+/* The same on a connected socket, for one call (`tpm2-kms status`). */
 int grpc_client_call(int fd, const char *path, const uint8_t *msg, size_t len, int timeout_ms,
 		     int *ret_status, const char **ret_message, uint8_t **ret_msg, size_t *ret_len);
 

@@ -622,22 +622,28 @@ size_t h2_conn_open_streams(const h2_conn *c)
 
 /* --- client ------------------------------------------------------------ */
 
-struct client {
+/* One session, one request at a time: what the CLI's calls need (the
+ * audit's Range pages and Decrypts, `status`). */
+struct h2_client {
+	dial *io;
+	nghttp2_session *session;
+	bool broken; /* a failure left the session unusable */
+	/* The request in progress. */
 	void (*on_header)(void *arg, const char *name, const char *value);
 	void *arg;
 	int32_t stream_id;
 	uint8_t *body;
-	size_t body_len;
+	size_t body_len, max_body;
 	const uint8_t *req;
 	size_t req_len, req_off;
-	bool closed, failed;
+	bool closed, failed, too_big;
 };
 
 static int client_on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
 			    size_t name_len, const uint8_t *value, size_t value_len, uint8_t flags,
 			    void *user)
 {
-	struct client *c = user;
+	h2_client *c = user;
 
 	if (frame->hd.stream_id == c->stream_id)
 		c->on_header(c->arg, (const char *)name, (const char *)value);
@@ -647,14 +653,16 @@ static int client_on_header(nghttp2_session *s, const nghttp2_frame *frame, cons
 static int client_on_data(nghttp2_session *s, uint8_t flags, int32_t stream_id,
 			  const uint8_t *data, size_t len, void *user)
 {
-	struct client *c = user;
+	h2_client *c = user;
 	uint8_t *b;
 
-	if (stream_id != c->stream_id)
+	if (stream_id != c->stream_id || c->too_big)
 		return 0;
-	if (c->body_len + len > 1024 * 1024) {
-		c->failed = true;
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	if (c->body_len + len > c->max_body) {
+		/* Stop the stream, keep the session. */
+		c->too_big = true;
+		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
+		return 0;
 	}
 	b = realloc(c->body, c->body_len + len + 1);
 	if (!b)
@@ -667,7 +675,7 @@ static int client_on_data(nghttp2_session *s, uint8_t flags, int32_t stream_id,
 
 static int client_on_close(nghttp2_session *s, int32_t stream_id, uint32_t code, void *user)
 {
-	struct client *c = user;
+	h2_client *c = user;
 
 	if (stream_id == c->stream_id) {
 		c->closed = true;
@@ -679,7 +687,7 @@ static int client_on_close(nghttp2_session *s, int32_t stream_id, uint32_t code,
 static ssize_t client_read_body(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t len,
 				uint32_t *flags, nghttp2_data_source *src, void *user)
 {
-	struct client *c = user;
+	h2_client *c = user;
 	size_t n = c->req_len - c->req_off;
 
 	if (n > len)
@@ -691,98 +699,138 @@ static ssize_t client_read_body(nghttp2_session *s, int32_t stream_id, uint8_t *
 	return (ssize_t)n;
 }
 
-int h2_client_post(int fd, const struct h2_nv *headers, size_t n_headers, const uint8_t *body,
-		   size_t body_len, int timeout_ms,
-		   void (*header_cb)(void *arg, const char *name, const char *value), void *arg,
-		   uint8_t **ret_body, size_t *ret_len)
+/* Large responses (an etcd page) arrive at full speed: a 4 MiB window for
+ * the stream and the connection instead of 64 KiB. */
+#define CLIENT_WINDOW (4 * 1024 * 1024)
+
+int h2_client_new(dial *io, h2_client **ret)
 {
-	struct client c = {.on_header = header_cb, .arg = arg, .req = body, .req_len = body_len};
 	nghttp2_session_callbacks *cb = NULL;
-	nghttp2_session *session = NULL;
-	nghttp2_data_provider prov = {.read_callback = client_read_body};
-	nghttp2_nv *nv = NULL;
-	uint64_t deadline = util_now_monotonic_us() + (uint64_t)timeout_ms * 1000u;
+	nghttp2_settings_entry window = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, CLIENT_WINDOW};
+	h2_client *c;
 	int r = -ENOMEM;
 
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->io = io;
 	if (nghttp2_session_callbacks_new(&cb) != 0)
 		goto out;
 	nghttp2_session_callbacks_set_on_header_callback(cb, client_on_header);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, client_on_data);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, client_on_close);
-	if (nghttp2_session_client_new(&session, cb, &c) != 0)
+	if (nghttp2_session_client_new(&c->session, cb, c) != 0)
 		goto out;
+	if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, &window, 1) != 0 ||
+	    nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
+	                                          CLIENT_WINDOW) != 0)
+		goto out;
+	*ret = c;
+	c = NULL;
+	r = 0;
+out:
+	nghttp2_session_callbacks_del(cb);
+	h2_client_free(c);
+	return r;
+}
+
+const char *h2_client_authority(const h2_client *c)
+{
+	return dial_authority(c->io);
+}
+
+void h2_client_free(h2_client *c)
+{
+	if (!c)
+		return;
+	nghttp2_session_del(c->session);
+	free(c->body);
+	free(c);
+}
+
+/* Sends what the session has queued, then waits for input until the
+ * deadline and feeds it in. */
+static int client_turn(h2_client *c, uint64_t deadline)
+{
+	const uint8_t *data;
+	uint8_t buf[16384];
+	ssize_t n;
+	uint64_t now;
+	int r;
+
+	while ((n = nghttp2_session_mem_send(c->session, &data)) > 0) {
+		now = util_now_monotonic_us();
+		r = dial_send(c->io, data, (size_t)n,
+		              now < deadline ? (int)((deadline - now) / 1000) : 0);
+		if (r < 0)
+			return r;
+	}
+	if (n < 0)
+		return -EPROTO;
+	now = util_now_monotonic_us();
+	if (now >= deadline)
+		return -ETIMEDOUT;
+	n = dial_recv(c->io, buf, sizeof(buf), (int)((deadline - now + 999) / 1000));
+	if (n < 0)
+		return (int)n;
+	if (n == 0)
+		return -ECONNRESET;
+	if (nghttp2_session_mem_recv(c->session, buf, (size_t)n) < 0)
+		return -EPROTO;
+	return 0;
+}
+
+int h2_client_request(h2_client *c, const struct h2_nv *headers, size_t n_headers,
+                      const uint8_t *body, size_t body_len, size_t max_response, int timeout_ms,
+                      void (*header_cb)(void *arg, const char *name, const char *value), void *arg,
+                      uint8_t **ret_body, size_t *ret_len)
+{
+	nghttp2_data_provider prov = {.read_callback = client_read_body};
+	nghttp2_nv *nv = NULL;
+	uint64_t deadline = util_now_monotonic_us() + (uint64_t)timeout_ms * 1000u;
+	int r;
+
+	if (c->broken)
+		return -ECONNRESET;
+	c->on_header = header_cb;
+	c->arg = arg;
+	c->req = body;
+	c->req_len = body_len;
+	c->req_off = 0;
+	c->max_body = max_response;
+	c->closed = c->failed = c->too_big = false;
 	r = copy_nv(headers, n_headers, &nv);
 	if (r < 0)
 		goto out;
-	nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, NULL, 0);
-	c.stream_id = nghttp2_submit_request(session, NULL, nv, n_headers, &prov, NULL);
-	if (c.stream_id < 0) {
+	c->stream_id = nghttp2_submit_request(c->session, NULL, nv, n_headers, &prov, NULL);
+	if (c->stream_id < 0) {
 		r = -EIO;
 		goto out;
 	}
-	while (!c.closed) {
-		const uint8_t *data;
-		uint8_t buf[16384];
-		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		ssize_t n;
-		uint64_t now;
-
-		while ((n = nghttp2_session_mem_send(session, &data)) > 0) {
-			while (n > 0) {
-				ssize_t w = send(fd, data, (size_t)n, MSG_NOSIGNAL);
-
-				if (w < 0 && errno == EINTR)
-					continue;
-				if (w < 0) {
-					r = -errno;
-					goto out;
-				}
-				data += w;
-				n -= w;
-			}
-		}
-		if (n < 0) {
-			r = -EPROTO;
-			goto out;
-		}
-		now = util_now_monotonic_us();
-		if (now >= deadline) {
-			r = -ETIMEDOUT;
-			goto out;
-		}
-		n = poll(&pfd, 1, (int)((deadline - now + 999) / 1000));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			goto out;
-		}
-		if (n == 0)
-			continue;
-		n = recv(fd, buf, sizeof(buf), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n == 0 ? -ECONNRESET : -errno;
-			goto out;
-		}
-		if (nghttp2_session_mem_recv(session, buf, (size_t)n) < 0) {
-			r = -EPROTO;
+	while (!c->closed) {
+		r = client_turn(c, deadline);
+		if (r < 0) {
+			c->broken = true;
 			goto out;
 		}
 	}
-	if (c.failed) {
+	if (c->too_big) {
+		r = -EMSGSIZE;
+		goto out;
+	}
+	if (c->failed) {
 		r = -EPROTO;
 		goto out;
 	}
-	*ret_body = c.body;
-	*ret_len = c.body_len;
-	c.body = NULL;
+	*ret_body = c->body;
+	*ret_len = c->body_len;
+	c->body = NULL;
 	r = 0;
 out:
-	free(c.body);
+	free(c->body);
+	c->body = NULL;
+	c->body_len = 0;
+	c->stream_id = -1;
 	free(nv);
-	nghttp2_session_del(session);
-	nghttp2_session_callbacks_del(cb);
 	return r;
 }

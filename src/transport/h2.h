@@ -9,6 +9,8 @@
 #ifndef TPM2KMS_H2_H
 #define TPM2KMS_H2_H
 
+#include "transport/dial.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -94,14 +96,22 @@ void h2_conn_shutdown_notice(h2_conn *c);
 
 size_t h2_conn_open_streams(const h2_conn *c);
 
+/* Blocking client side (the CLI's calls: `status`, the audit's etcd
+ * reads and Decrypts): one HTTP/2 session over a dial stream the caller
+ * keeps open for as long as the client lives, one request at a time. */
+typedef struct h2_client h2_client;
+int h2_client_new(dial *io, h2_client **ret);
+void h2_client_free(h2_client *c);
+const char *h2_client_authority(const h2_client *c);
 
-
-/* Blocking client side, for `tpm2-kms status`: one POST on a connected
- * socket. Response headers and trailers go to on_header; the body is
- * returned in a new buffer. -ETIMEDOUT after timeout_ms. */
-int h2_client_post(int fd, const struct h2_nv *headers, size_t n_headers, const uint8_t *body,
-		   size_t body_len, int timeout_ms,
-		   void (*header_cb)(void *arg, const char *name, const char *value), void *arg,
-		   uint8_t **ret_body, size_t *ret_len);
+/* One request. Response headers and trailers go to header_cb; the body is
+ * returned in a new buffer (free()). -EMSGSIZE when the body would exceed
+ * max_response (the stream is cancelled, the session stays usable);
+ * -ETIMEDOUT after timeout_ms; after any other failure the session is
+ * unusable. */
+int h2_client_request(h2_client *c, const struct h2_nv *headers, size_t n_headers,
+                      const uint8_t *body, size_t body_len, size_t max_response, int timeout_ms,
+                      void (*header_cb)(void *arg, const char *name, const char *value), void *arg,
+                      uint8_t **ret_body, size_t *ret_len);
 
 #endif

@@ -122,6 +122,21 @@ class Kms:
         return self.channel.unary_unary(path)(payload, timeout=timeout)
 
 
+def scrape_metrics(path):
+    """GET /metrics on the daemon's metrics socket; the response, whole."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+    data = b''
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data.decode()
+
+
 def wait_until(pred, what, timeout=20.0):
     """Polls pred() until it is true; fails after timeout seconds."""
     deadline = time.monotonic() + timeout
