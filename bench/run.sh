@@ -351,10 +351,15 @@ p99_ratio() { ratio3 "$(get ours "$1" "$2" p99_us)" "$(get ref "$1" "$2" p99_us)
 	target_row "RSS with 200 idle connections, kB" "$ours_idle" 8192
 } >"$work/table.md"
 
+# The audit of etcd (issue 25): its own etcd, swtpm and daemon.
+/usr/bin/python3 "$top/bench/audit.py" >"$work/audit.md"
+
 # The analysis below the table is written by hand and kept across runs.
 notes="$top/bench/notes.md"
 {
 	cat "$work/table.md"
+	echo
+	cat "$work/audit.md"
 	if [ -f "$notes" ]; then
 		echo
 		cat "$notes"

@@ -64,6 +64,7 @@ protobuf-compiler
 protoc-gen-go
 protoc-gen-go-grpc
 gnuplot-nox
+time
 etcd-server
 etcd-client
 python3-cryptography

@@ -8,15 +8,20 @@
 #include "etcd/kv.pb-c.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define RANGE_PATH "/etcdserverpb.KV/Range"
-/* Keys per page to start with: about a megabyte of typical objects. A
- * page that would pass ETCD_MAX_PAGE_BYTES is asked again, smaller. */
-#define FIRST_PAGE_KEYS 1000
+/* Pages aim at PAGE_BYTES, whatever the objects' size: the first asks for
+ * FIRST_PAGE_KEYS keys, the next as many as the sizes seen so far fit. A
+ * page that would pass ETCD_MAX_PAGE_BYTES is asked again, smaller. Large
+ * pages matter: each Range costs etcd a fixed share (bench/audit.py). */
+#define PAGE_BYTES      (6u * 1024u * 1024u)
+#define FIRST_PAGE_KEYS 100
+#define MAX_PAGE_KEYS   10000
 
 struct etcd {
 	dial *io;
@@ -178,66 +183,178 @@ static int prefix_range(const char *prefix, uint8_t **ret_key, size_t *ret_key_l
 	return 0;
 }
 
-int etcd_scan(etcd *e, const char *prefix, etcd_visit fn, void *arg, int64_t *ret_revision)
+/* Pages are fetched on a thread of their own, two ahead at most: etcd
+ * serialises the next page while this thread checks the current one, and
+ * memory stays at three pages. */
+#define PAGES_AHEAD 2
+
+struct fetch {
+	etcd *e;
+	uint8_t *key, *end;
+	size_t key_len, end_len;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	Etcdserverpb__RangeResponse *queue[PAGES_AHEAD];
+	size_t head, n;
+	bool done; /* the fetcher ended: no page after those queued */
+	bool stop; /* the reader stopped: fetch no more */
+	int error; /* the fetcher's failure */
+	int64_t revision;
+};
+
+/* Hands a page to the reader; false when the reader has stopped. */
+static bool queue_page(struct fetch *f, Etcdserverpb__RangeResponse *page)
 {
-	Etcdserverpb__RangeResponse *page = NULL;
-	uint8_t *key = NULL, *end = NULL;
-	size_t key_len = 0, end_len;
-	int64_t limit = FIRST_PAGE_KEYS, revision = 0;
+	bool taken;
+
+	pthread_mutex_lock(&f->lock);
+	while (f->n == PAGES_AHEAD && !f->stop)
+		pthread_cond_wait(&f->cond, &f->lock);
+	taken = !f->stop;
+	if (taken) {
+		f->queue[(f->head + f->n) % PAGES_AHEAD] = page;
+		f->n++;
+		pthread_cond_broadcast(&f->cond);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return taken;
+}
+
+/* The page after page starts just after its last key. */
+static int advance(struct fetch *f, const Etcdserverpb__RangeResponse *page)
+{
+	const Etcdserverpb__KeyValue *last = page->kvs[page->n_kvs - 1];
+	uint8_t *next = realloc(f->key, last->key.len + 1);
+
+	if (!next)
+		return -ENOMEM;
+	f->key = next;
+	memcpy(f->key, last->key.data, last->key.len);
+	f->key[last->key.len] = '\0';
+	f->key_len = last->key.len + 1;
+	return 0;
+}
+
+/* How many keys the next page may ask for, from the sizes in this one. */
+static int64_t next_limit(const Etcdserverpb__RangeResponse *page, int64_t limit)
+{
+	uint64_t bytes = 0, keys;
+
+	for (size_t i = 0; i < page->n_kvs; i++)
+		bytes += page->kvs[i]->key.len + page->kvs[i]->value.len + 16;
+	if (page->n_kvs == 0 || bytes == 0)
+		return limit;
+	keys = PAGE_BYTES / (bytes / page->n_kvs + 1);
+	return keys < 1 ? 1 : keys > MAX_PAGE_KEYS ? MAX_PAGE_KEYS : (int64_t)keys;
+}
+
+static void *fetch_pages(void *arg)
+{
+	struct fetch *f = arg;
+	etcd *e = f->e;
+	int64_t limit = FIRST_PAGE_KEYS;
 	int r;
 
-	r = prefix_range(prefix, &key, &key_len, &end);
-	if (r < 0)
-		return r;
-	end_len = key_len;
 	for (;;) {
-		const Etcdserverpb__KeyValue *last;
-		uint8_t *next;
+		Etcdserverpb__RangeResponse *page = NULL;
+		bool last;
 
-		r = range(e, key, key_len, end, end_len, limit, revision, &page);
+		r = range(e, f->key, f->key_len, f->end, f->end_len, limit, f->revision, &page);
 		if (r == -EMSGSIZE && limit > 1) {
 			limit = limit / 4 > 0 ? limit / 4 : 1;
 			continue;
 		}
 		if (r == -EMSGSIZE)
 			log_error("etcd %s: the value after %.*s is over %u MiB, the audit's limit",
-			          e->endpoint, (int)key_len, (const char *)key,
+			          e->endpoint, (int)f->key_len, (const char *)f->key,
 			          ETCD_MAX_PAGE_BYTES >> 20);
 		if (r < 0)
-			goto out;
-		if (revision == 0)
-			revision = page->header ? page->header->revision : 0;
-		for (size_t i = 0; i < page->n_kvs; i++) {
+			break;
+		if (f->revision == 0 && page->header)
+			f->revision = page->header->revision;
+		limit = next_limit(page, limit);
+		last = !page->more || page->n_kvs == 0;
+		r = last ? 0 : advance(f, page);
+		if (!queue_page(f, page)) {
+			etcdserverpb__range_response__free_unpacked(page, NULL);
+			break;
+		}
+		if (last || r < 0)
+			break;
+	}
+	pthread_mutex_lock(&f->lock);
+	f->done = true;
+	f->error = r;
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->lock);
+	return NULL;
+}
+
+/* The next page, or NULL once the fetcher is done. */
+static Etcdserverpb__RangeResponse *next_page(struct fetch *f)
+{
+	Etcdserverpb__RangeResponse *page = NULL;
+
+	pthread_mutex_lock(&f->lock);
+	while (f->n == 0 && !f->done)
+		pthread_cond_wait(&f->cond, &f->lock);
+	if (f->n) {
+		page = f->queue[f->head];
+		f->head = (f->head + 1) % PAGES_AHEAD;
+		f->n--;
+		pthread_cond_broadcast(&f->cond);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return page;
+}
+
+int etcd_scan(etcd *e, const char *prefix, etcd_visit fn, void *arg, int64_t *ret_revision)
+{
+	struct fetch f = {.e = e};
+	Etcdserverpb__RangeResponse *page;
+	pthread_t thread;
+	int r;
+
+	r = prefix_range(prefix, &f.key, &f.key_len, &f.end);
+	if (r < 0)
+		return r;
+	f.end_len = f.key_len;
+	pthread_mutex_init(&f.lock, NULL);
+	pthread_cond_init(&f.cond, NULL);
+	r = -pthread_create(&thread, NULL, fetch_pages, &f);
+	if (r < 0)
+		goto out;
+	while ((page = next_page(&f))) {
+		for (size_t i = 0; i < page->n_kvs && r == 0; i++) {
 			const Etcdserverpb__KeyValue *kv = page->kvs[i];
 			struct etcd_kv v = {kv->key.data, kv->value.data, kv->key.len,
 			                    kv->value.len};
 
 			r = fn(arg, &v);
-			if (r < 0)
-				goto out;
 		}
-		if (!page->more || page->n_kvs == 0)
+		etcdserverpb__range_response__free_unpacked(page, NULL);
+		if (r < 0)
 			break;
-		/* The next page starts just after the last key. */
-		last = page->kvs[page->n_kvs - 1];
-		next = realloc(key, last->key.len + 1);
-		if (!next) {
-			r = -ENOMEM;
-			goto out;
-		}
-		key = next;
-		memcpy(key, last->key.data, last->key.len);
-		key[last->key.len] = '\0';
-		key_len = last->key.len + 1;
-		etcdserverpb__range_response__free_unpacked(page, NULL);
-		page = NULL;
 	}
-	*ret_revision = revision;
-	r = 0;
+	/* The visitor stopped: the fetcher must not wait for room. */
+	pthread_mutex_lock(&f.lock);
+	f.stop = true;
+	pthread_cond_broadcast(&f.cond);
+	pthread_mutex_unlock(&f.lock);
+	pthread_join(thread, NULL);
+	while (f.n) {
+		etcdserverpb__range_response__free_unpacked(f.queue[f.head], NULL);
+		f.head = (f.head + 1) % PAGES_AHEAD;
+		f.n--;
+	}
+	if (r == 0)
+		r = f.error;
+	if (r == 0)
+		*ret_revision = f.revision;
 out:
-	if (page)
-		etcdserverpb__range_response__free_unpacked(page, NULL);
-	free(key);
-	free(end);
+	pthread_cond_destroy(&f.cond);
+	pthread_mutex_destroy(&f.lock);
+	free(f.key);
+	free(f.end);
 	return r;
 }

@@ -675,7 +675,8 @@ int grpc_client_unary(h2_client *c, const char *path, const uint8_t *msg, size_t
                       size_t max_response, int timeout_ms, int *ret_status,
                       const char **ret_message, uint8_t **ret_msg, size_t *ret_len)
 {
-	static struct client_state st;
+	/* Per thread: the audit calls etcd and the daemon from two. */
+	static _Thread_local struct client_state st;
 	char timeout[16];
 	struct h2_nv headers[] = {
 	    {":method", "POST"},

@@ -80,7 +80,7 @@ const char *grpc_call_path(const grpc_call *call);
 void grpc_call_set_log_fields(grpc_call *call, const char *uid, const char *key_id);
 
 /* Blocking unary call on an HTTP/2 client session. On return 0,
- * *ret_status holds the grpc-status, *ret_message its message (static
+ * *ret_status holds the grpc-status, *ret_message its message (per-thread
  * storage, valid until the next call) and, when OK, *ret_msg the response
  * message (free it; NULL otherwise). A response message over max_response
  * bytes: -EMSGSIZE, the session still usable. */

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-from kmsclient import Process, wait_until
+from kmsclient import Daemon, Process, Swtpm, wait_until
 
 ETCD = shutil.which('etcd') or '/usr/bin/etcd'
 ETCDCTL = shutil.which('etcdctl') or '/usr/bin/etcdctl'
@@ -156,12 +156,18 @@ class Etcd:
         self._put(field_bytes(1, key) + field_bytes(2, value), timeout=10)
 
     def put_many(self, items):
-        """Puts (key, value) pairs, 128 to a transaction (etcd's default
-        --max-txn-ops)."""
-        items = list(items)
-        for i in range(0, len(items), 128):
-            txn = b''.join(field_bytes(2, field_bytes(2, field_bytes(1, k) + field_bytes(2, v)))
-                           for k, v in items[i:i + 128])
+        """Puts (key, value) pairs, in transactions of at most 128 operations
+        (etcd's default --max-txn-ops) and about 1 MiB (its default request
+        size limit is 1.5 MiB)."""
+        txn, ops, size = b'', 0, 0
+        for k, v in items:
+            if ops == 128 or (ops and size + len(k) + len(v) > 1 << 20):
+                self._txn(txn, timeout=30)
+                txn, ops, size = b'', 0, 0
+            txn += field_bytes(2, field_bytes(2, field_bytes(1, k) + field_bytes(2, v)))
+            ops += 1
+            size += len(k) + len(v)
+        if ops:
             self._txn(txn, timeout=30)
 
     def cli_args(self, with_client_cert=True):
@@ -219,3 +225,26 @@ class Apiserver:
         ann.update(annotations or {})
         return (b'k8s:enc:kms:v2:' + self.provider.encode() + b':' +
                 encrypted_object(data, self.key_id, self.source, self.dek_type, ann))
+
+
+class AuditStack:
+    """What an audit needs, started in root: a swtpm, a daemon on it (with
+    daemon_args) and an etcd (TLS unless tls=False)."""
+
+    def __init__(self, root, *daemon_args, tls=True):
+        self.tpm = Swtpm(root)
+        self.tpm.start()
+        self.daemon = Daemon(root, self.tpm, *daemon_args)
+        self.daemon.start()
+        self.etcd = Etcd(root, tls=tls)
+        self.etcd.start()
+
+    def audit_args(self):
+        """The audit's options for this etcd and daemon."""
+        return self.etcd.cli_args() + ['--listen', self.daemon.sock,
+                                       '--state-dir', self.daemon.state_dir]
+
+    def stop(self):
+        self.etcd.stop()
+        self.daemon.stop()
+        self.tpm.kill()

@@ -14,7 +14,7 @@ import sys
 import time
 import unittest
 
-from etcdlib import Apiserver, Etcd, have_etcd
+from etcdlib import Apiserver, AuditStack, Etcd, have_etcd
 from kmsclient import Daemon, Swtpm, run_cli, scrape_metrics, tempdir, wait_until
 
 NO_ETCD = 'etcd-server and etcd-client are not installed (scripts/install-deps.sh --test)'
@@ -25,23 +25,17 @@ class AuditTest(unittest.TestCase):
     def setUp(self):
         self.root = tempdir('kmsa-')
         self.metrics = os.path.join(self.root, 'metrics.sock')
-        self.tpm = Swtpm(self.root)
-        self.tpm.start()
-        self.daemon = Daemon(self.root, self.tpm, '--metrics-listen', self.metrics)
-        self.daemon.start()
+        self.stack = AuditStack(self.root, '--metrics-listen', self.metrics)
+        self.tpm, self.daemon, self.etcd = self.stack.tpm, self.stack.daemon, self.stack.etcd
         self.kms = self.daemon.client()
-        self.etcd = Etcd(self.root)
-        self.etcd.start()
         self.others = []
 
     def tearDown(self):
         self.kms.close()
-        self.etcd.stop()
         for d, t in self.others:
             d.stop()
             t.kill()
-        self.daemon.stop()
-        self.tpm.kill()
+        self.stack.stop()
         result = self._outcome.result
         if any(t is self for t, _ in result.failures + result.errors):
             sys.stderr.write('--- daemon log ---\n%s\n--- etcd log ---\n%s\n' % (
@@ -50,8 +44,7 @@ class AuditTest(unittest.TestCase):
             shutil.rmtree(self.root, ignore_errors=True)
 
     def audit(self, *extra, check_exit=None):
-        r = run_cli('audit', *self.etcd.cli_args(), '--listen', self.daemon.sock,
-                    '--state-dir', self.daemon.state_dir, *extra, check=False)
+        r = run_cli('audit', *self.stack.audit_args(), *extra, check=False)
         if check_exit is not None:
             self.assertEqual(r.returncode, check_exit, r.stdout + r.stderr)
         return r
@@ -295,26 +288,17 @@ class AuditTest(unittest.TestCase):
 class PlainEtcd(unittest.TestCase):
     def test_plain_http_etcd_and_an_empty_prefix(self):
         root = tempdir('kmsb-')
-        tpm = Swtpm(root)
-        tpm.start()
-        daemon = Daemon(root, tpm)
-        daemon.start()
-        etcd = Etcd(root, tls=False)
-        etcd.start()
+        stack = AuditStack(root, tls=False)
         try:
-            r = run_cli('audit', *etcd.cli_args(), '--listen', daemon.sock,
-                        '--state-dir', daemon.state_dir, '--prefix', '/custom',
-                        '--output', 'json')
+            r = run_cli('audit', *stack.audit_args(), '--prefix', '/custom', '--output', 'json')
             rep = json.loads(r.stdout)
             self.assertEqual((rep['complete'], rep['objects'], rep['prefix']),
                              (True, 0, '/custom'))
-            r = run_cli('audit', *etcd.cli_args(), '--output', 'yaml', check=False)
+            r = run_cli('audit', *stack.etcd.cli_args(), '--output', 'yaml', check=False)
             self.assertEqual(r.returncode, 2)
             self.assertIn('is not text or json', r.stderr)
         finally:
-            etcd.stop()
-            daemon.stop()
-            tpm.kill()
+            stack.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
