@@ -62,7 +62,7 @@ else
 fi
 cd "$top"
 
-# libFuzzer: every target searches for 10 s (60 s in all) from its corpus.
+# libFuzzer: every target searches for 10 s (80 s in all) from its corpus.
 mkdir -p "$top/build-fuzz"
 cd "$top/build-fuzz"
 [ -f Makefile ] || "$top/configure" CC=clang-14 --enable-fuzzing --disable-unit \

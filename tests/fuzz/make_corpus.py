@@ -136,6 +136,26 @@ def config():
     write('config', 'unknown', b'listne /x\n')
 
 
+def stored():
+    from etcdlib import encrypted_object
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+    seed = bytes(range(32))
+    key = b'/registry/secrets/default/x'
+    info, nonce = bytes(32), bytes(12)
+    dek = HKDFExpand(hashes.SHA256(), 32, info).derive(seed)
+    data = info + nonce + AESGCM(dek).encrypt(nonce, b'{"kind":"Secret"}', key)
+    obj = encrypted_object(data, 'tpm2-kms-g1-' + '00' * 16, b'\x01' * 90, 1, {'a': b'b'})
+    write('stored', 'kms-v2-hkdf', bytes([len(key)]) + key + b'k8s:enc:kms:v2:tpm2-kms:' + obj)
+    data0 = nonce + AESGCM(seed).encrypt(nonce, b'x', key)
+    obj0 = encrypted_object(data0, 'tpm2-kms-g1-' + '00' * 16, b'\x01' * 90, 0)
+    write('stored', 'kms-v2-key', bytes([len(key)]) + key + b'k8s:enc:kms:v2:tpm2-kms:' + obj0)
+    crd = b'/registry/example.com/widgets/ns/w'
+    write('stored', 'aescbc-crd', bytes([len(crd)]) + crd + b'k8s:enc:aescbc:v1:key1:' + bytes(48))
+    write('stored', 'identity', bytes([len(key)]) + key + b'{"kind":"Secret"}')
+
+
 if __name__ == '__main__':
-    for f in (h2, proto, envelope, sealfile, state, config):
+    for f in (h2, proto, envelope, sealfile, state, config, stored):
         f()
