@@ -5,8 +5,10 @@
 #include "keys/duplicate.h"
 #include "keys/envelope.h"
 #include "admin/exchange.h"
+#include "keys/attest.h"
 #include "keys/kekpolicy.h"
 #include "admin/keyadmin.h"
+#include "base/files.h"
 #include "base/log.h"
 #include "keys/nodefile.h"
 #include "keys/unseal.h"
@@ -21,9 +23,48 @@
 #include "base/util.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* The node's state directory (made and locked: a node about to join has
+ * no state yet, but gets its signing key there) and its TPM. */
+static int node_open(const char *dir, const char *tcti, int *ret_lock, struct state *ret_state,
+		     tpm **ret_tpm)
+{
+	int r = statedir_open(dir, true);
+
+	if (r == 0)
+		r = statedir_lock(dir, ret_lock);
+	if (r == 0)
+		r = state_load(dir, ret_state);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	return tpm_open(tcti, ret_tpm);
+}
+
+/* The EK and its certificates, for an attested join, when the TPM has
+ * them; a TPM without is said so, and its node file is as before. */
+static int append_ek(tpm *t, char **pem, size_t *len)
+{
+	struct tpm_ek *ek = calloc(1, sizeof(*ek));
+	int r;
+
+	if (!ek)
+		return -ENOMEM;
+	r = tpm_ek_read(t, ek);
+	if (r == -ENOENT) {
+		log_info("this TPM has no RSA endorsement key with a certificate (0x%08x, NV "
+		         "0x%08x): the node file cannot be attested",
+		         (unsigned)TPM_EK_RSA_HANDLE, (unsigned)TPM_EK_RSA_CERT_INDEX);
+		r = 0;
+	} else if (r == 0) {
+		r = nodefile_append_ek(ek, pem, len);
+	}
+	free(ek);
+	return r;
+}
 
 int exchange_node_key(const char *dir, const char *tcti, char **ret_pem, size_t *ret_len,
 		      struct node *ret_node)
@@ -35,16 +76,7 @@ int exchange_node_key(const char *dir, const char *tcti, char **ret_pem, size_t 
 	tpm *t = NULL;
 	int lock = -1, r;
 
-	/* A node about to join has no state yet; its directory is made here,
-	 * for the signing key. */
-	r = statedir_open(dir, true);
-	if (r == 0)
-		r = statedir_lock(dir, &lock);
-	if (r == 0)
-		r = state_load(dir, &s);
-	if (r < 0 && r != -ENOENT)
-		goto out;
-	r = tpm_open(tcti, &t);
+	r = node_open(dir, tcti, &lock, &s, &t);
 	if (r < 0)
 		goto out;
 	if (s.n_gens) {
@@ -76,6 +108,8 @@ int exchange_node_key(const char *dir, const char *tcti, char **ret_pem, size_t 
 	if (r == 0)
 		r = nodefile_encode(n.pub, n.pub_len, n.sign_pub, n.sign_pub_len, ret_pem, ret_len);
 	if (r == 0)
+		r = append_ek(t, ret_pem, ret_len);
+	if (r == 0)
 		*ret_node = n;
 out:
 	tpm_close(t);
@@ -105,30 +139,186 @@ int exchange_node_key_public(const char *public_key_path, char **ret_pem, size_t
 	return r;
 }
 
-int exchange_approve(const char *admin_key_path, const char *passphrase_file,
-		     const char *node_path, char **ret_text, size_t *ret_len, struct node *ret_node)
+/* Where approve keeps its open challenges: beside the admin key. */
+static void journal_dir(const char *admin_key_path, char out[PATH_MAX])
 {
+	const char *slash = strrchr(admin_key_path, '/');
+
+	if (slash)
+		snprintf(out, PATH_MAX, "%.*s/tpm2-kms-challenges", (int)(slash - admin_key_path),
+		         admin_key_path);
+	else
+		snprintf(out, PATH_MAX, "tpm2-kms-challenges");
+}
+
+/* The node file's EK, checked against the manufacturer roots. */
+static int node_ek_checked(const char *node_path, const char *ek_ca, struct tpm_ek *ek,
+                           char root[ATTEST_ROOT_MAX])
+{
+	const char *why = NULL;
+	char *text = NULL;
+	size_t len;
+	int r;
+
+	r = files_read_input(node_path, NODEFILE_MAX_BYTES, &text, &len);
+	if (r < 0)
+		return r;
+	r = nodefile_ek(text, len, ek, &why);
+	free(text);
+	if (r == -ENOENT)
+		log_error("node file %s carries no EK certificate: nothing to attest (node-key "
+		          "writes it where the TPM has one; see docs/operations.md 9.2)",
+		          node_path);
+	else if (r < 0)
+		log_error("node file %s: %s", node_path, why);
+	if (r == 0)
+		r = attest_ek_check(ek, ek_ca, root);
+	return r;
+}
+
+/* An approval made after attestation says so, in a comment after its
+ * first line. */
+static int note_attested(const char *root, char **text, size_t *len)
+{
+	char note[ATTEST_ROOT_MAX + 128], *nl = strchr(*text, '\n'), *out;
+	size_t n, head;
+
+	n = (size_t)snprintf(
+	    note, sizeof(note),
+	    "# attested: EK certificate chains to %s; the TPM certified both keys\n", root);
+	head = nl ? (size_t)(nl - *text) + 1 : 0;
+	out = malloc(*len + n + 1);
+	if (!out)
+		return -ENOMEM;
+	memcpy(out, *text, head);
+	memcpy(out + head, note, n);
+	memcpy(out + head + n, *text + head, *len - head + 1);
+	free(*text);
+	*text = out;
+	*len += n;
+	return 0;
+}
+
+int exchange_approve(const char *admin_key_path, const char *passphrase_file, const char *node_path,
+                     const char *ek_ca, const char *response_path, char **ret_text, size_t *ret_len,
+                     struct node *ret_node, bool *ret_challenge)
+{
+	struct tpm_ek *ek = NULL;
 	EVP_PKEY *admin = NULL;
 	struct approval a;
 	struct node n;
+	char journal[PATH_MAX], root[ATTEST_ROOT_MAX], *response = NULL;
+	size_t response_len = 0;
 	int r;
 
 	r = nodefile_load(node_path, &n);
 	if (r < 0)
 		return r;
+	journal_dir(admin_key_path, journal);
+	if (ek_ca) {
+		ek = calloc(1, sizeof(*ek));
+		r = ek ? node_ek_checked(node_path, ek_ca, ek, root) : -ENOMEM;
+		if (r < 0)
+			goto out;
+	}
+	if (ek && !response_path) {
+		r = attest_challenge(&n, ek, journal, ret_text, ret_len);
+		if (r == 0) {
+			log_info("the EK certificate chains to %s: have the node answer the "
+			         "challenge (tpm2-kms node-key --answer)",
+			         root);
+			*ret_node = n;
+			*ret_challenge = true;
+		}
+		goto out;
+	}
+	if (ek) {
+		r = files_read_input(response_path, 16384, &response, &response_len);
+		if (r == 0)
+			r = attest_response_check(&n, response, response_len, journal);
+		if (r < 0)
+			goto out;
+	}
 	r = signer_load_private(admin_key_path, "admin key", passphrase_file, &admin);
 	if (r < 0)
-		return r;
+		goto out;
 	r = approval_sign(admin, &n.name, &n.sign_name, &a);
 	if (r < 0) {
 		log_error("cannot sign with the admin key %s", admin_key_path);
 		goto out;
 	}
 	r = approval_encode(&a, ret_text, ret_len);
-	if (r == 0)
-		*ret_node = n;
+	if (r == 0 && ek)
+		r = note_attested(root, ret_text, ret_len);
+	if (r < 0)
+		goto out;
+	if (ek)
+		log_info("attested: the node's storage and signing keys are in the TPM whose EK "
+		         "certificate chains to %s",
+		         root);
+	else
+		log_warning("nothing was attested: this approval trusts the node file as it came "
+		            "(approve --ek-ca checks the node's TPM)");
+	*ret_node = n;
+	*ret_challenge = false;
 out:
+	free(response);
+	free(ek);
 	EVP_PKEY_free(admin);
+	return r;
+}
+
+int exchange_node_key_answer(const char *dir, const char *tcti, const char *challenge_path,
+                             char **ret_pem, size_t *ret_len)
+{
+	struct attest_request *req = calloc(1, sizeof(*req));
+	struct tpm_certification *c = calloc(2, sizeof(*c));
+	struct tpm_sealed signkey;
+	struct state s = {0};
+	struct tpm_name srk;
+	char *text = NULL;
+	size_t len;
+	tpm *t = NULL;
+	int lock = -1, r = -ENOMEM;
+
+	if (!req || !c)
+		goto out;
+	r = files_read_input(challenge_path, 16384, &text, &len);
+	if (r < 0)
+		goto out;
+	r = attest_challenge_decode(text, len, req);
+	if (r < 0) {
+		log_error("%s is not a challenge approve --ek-ca wrote", challenge_path);
+		goto out;
+	}
+	r = node_open(dir, tcti, &lock, &s, &t);
+	if (r < 0)
+		goto out;
+	r = tpm_srk_public(t, s.n_gens ? &s.srk_name : NULL, signkey.pub, &signkey.pub_len);
+	if (r == 0)
+		r = tpmobj_name(signkey.pub, signkey.pub_len, &srk);
+	if (r < 0)
+		goto out;
+	if (!tpm_name_equal(&srk, &req->node)) {
+		log_error("this challenge is for another node (its storage key is not this TPM's)");
+		r = -EPERM;
+		goto out;
+	}
+	r = provenance_signkey(t, dir, false, &signkey);
+	if (r == 0)
+		r = tpm_attest_answer(t, &srk, &req->key, &signkey, req->nonce, sizeof(req->nonce),
+		                      &c[0], &c[1]);
+	if (r == -EPROTO || r == -EKEYREJECTED)
+		log_error("this TPM cannot open the challenge: it was made for another TPM's EK");
+	if (r == 0)
+		r = attest_response_encode(req, &c[0], &c[1], ret_pem, ret_len);
+out:
+	tpm_close(t);
+	state_free(&s);
+	statedir_unlock(lock);
+	free(text);
+	free(req);
+	free(c);
 	return r;
 }
 

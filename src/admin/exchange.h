@@ -28,9 +28,16 @@ int exchange_node_key_public(const char *public_key_path, char **ret_pem, size_t
 /* Signs a node file with the admin private key, no TPM: the duplication
  * approval and, for a TPM node, the statement approving its signing key. */
 /* passphrase_file: the admin key file's passphrase (NULL: asked on the
- * terminal). */
-int exchange_approve(const char *admin_key_path, const char *passphrase_file,
-		     const char *node_path, char **ret_text, size_t *ret_len, struct node *ret_node);
+ * terminal). With ek_ca (the attested join, keys/attest.h): without
+ * response_path, checks the node's EK certificate and writes a challenge
+ * instead (*ret_challenge); with it, approves only once the response
+ * proves both keys live in that TPM. */
+int exchange_approve(const char *admin_key_path, const char *passphrase_file, const char *node_path,
+                     const char *ek_ca, const char *response_path, char **ret_text, size_t *ret_len,
+                     struct node *ret_node, bool *ret_challenge);
+/* node-key --answer: this TPM's answer to an attestation challenge. */
+int exchange_node_key_answer(const char *dir, const char *tcti, const char *challenge_path,
+                             char **ret_pem, size_t *ret_len);
 
 /* Duplicates generations (n 0: every `dup` one) to an approved node. */
 /* pcr_dir: PCR signatures, to unseal dup+pcr generations for the MACs. */

@@ -64,6 +64,38 @@ int armor_decode(const char *label, const char *text, size_t len, uint8_t **ret_
 	return r;
 }
 
+int armor_each(const char *text, size_t len,
+               int (*fn)(void *arg, const char *label, const uint8_t *data, size_t len), void *arg)
+{
+	BIO *bio;
+	int r = 0, blocks = 0;
+
+	if (len > INT32_MAX)
+		return -EINVAL;
+	bio = BIO_new_mem_buf(text, (int)len);
+	if (!bio)
+		return -ENOMEM;
+	for (;;) {
+		char *name = NULL, *header = NULL;
+		unsigned char *data = NULL;
+		long data_len = 0;
+
+		if (PEM_read_bio(bio, &name, &header, &data, &data_len) != 1)
+			break;
+		blocks++;
+		r = header[0] == '\0' && data_len > 0 ? fn(arg, name, data, (size_t)data_len)
+		                                      : -EINVAL;
+		OPENSSL_free(name);
+		OPENSSL_free(header);
+		OPENSSL_clear_free(data, data_len > 0 ? (size_t)data_len : 0);
+		if (r < 0)
+			break;
+	}
+	ERR_clear_error();
+	BIO_free(bio);
+	return r < 0 ? r : blocks ? 0 : -EINVAL;
+}
+
 void armor_free(uint8_t *data)
 {
 	OPENSSL_free(data);

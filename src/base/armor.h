@@ -15,6 +15,11 @@ int armor_encode(const char *label, const uint8_t *data, size_t len, char **ret_
  * data is freed with armor_free. -EINVAL otherwise. */
 int armor_decode(const char *label, const char *text, size_t len, uint8_t **ret_data,
 		 size_t *ret_len);
+/* Calls fn for every block of text in order, with its label and data
+ * (valid during the call); stops at fn's negative return, which it
+ * returns. -EINVAL for text that is not a sequence of PEM blocks. */
+int armor_each(const char *text, size_t len,
+               int (*fn)(void *arg, const char *label, const uint8_t *data, size_t len), void *arg);
 /* Frees what armor_decode returned (NULL is fine). */
 void armor_free(uint8_t *data);
 

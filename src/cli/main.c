@@ -468,6 +468,13 @@ static int cmd_node_key(const struct settings *s)
 	size_t len;
 	int r;
 
+	if (*s->answer) {
+		r = exchange_node_key_answer(s->state_dir, s->tcti, s->answer, &pem, &len);
+		if (r == 0)
+			r = write_output(s, pem, len, 0644);
+		free(pem);
+		return r;
+	}
 	if (*s->public_key)
 		r = exchange_node_key_public(s->public_key, &pem, &len, &n);
 	else
@@ -485,16 +492,19 @@ static int cmd_approve(const struct settings *s)
 	struct node n;
 	char *text = NULL;
 	size_t len;
+	bool challenge = false;
 	int r;
 
 	r = key_command_begin();
 	if (r < 0)
 		return r;
-	r = exchange_approve(s->admin_key, passphrase_file(s), s->args[0], &text, &len, &n);
+	r = exchange_approve(s->admin_key, passphrase_file(s), s->args[0],
+	                     *s->ek_ca ? s->ek_ca : NULL, *s->response ? s->response : NULL, &text,
+	                     &len, &n, &challenge);
 	if (r == 0)
 		r = write_output(s, text, len, 0644);
 	if (r == 0)
-		print_node("approved ", &n);
+		print_node(challenge ? "challenged " : "approved ", &n);
 	free(text);
 	key_command_end();
 	return r;

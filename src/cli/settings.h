@@ -89,6 +89,9 @@ struct settings {
 	char escrow_approval[4096];
 	char owner_auth_file[4096]; /* serve, init: the owner password, to provision */
 	char public_key[4096]; /* node-key --public */
+	char answer[4096];     /* node-key --answer: a challenge */
+	char ek_ca[4096];      /* approve: the TPM manufacturers' roots */
+	char response[4096];   /* approve: the node's answer */
 	/* approve NODE, import BUNDLE, recover BUNDLE...: pointers into argv */
 	const char *args[SETTINGS_MAX_ARGS];
 	size_t n_args;

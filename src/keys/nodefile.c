@@ -9,10 +9,11 @@
 #include "tpm/tpmobj.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define PEM_NAME "TPM2-KMS NODE"
+#define PEM_NODE "TPM2-KMS NODE"
 
 int nodefile_encode(const uint8_t *pub, size_t len, const uint8_t *sign_pub, size_t sign_len,
 		    char **ret_pem, size_t *ret_len)
@@ -24,7 +25,106 @@ int nodefile_encode(const uint8_t *pub, size_t len, const uint8_t *sign_pub, siz
 	memcpy(both, pub, len);
 	if (sign_len)
 		memcpy(both + len, sign_pub, sign_len);
-	return armor_encode(PEM_NAME, both, len + sign_len, ret_pem, ret_len);
+	return armor_encode(PEM_NODE, both, len + sign_len, ret_pem, ret_len);
+}
+
+#define PEM_EK   "TPM2-KMS EK"
+#define PEM_CERT "CERTIFICATE"
+
+static int append_block(const char *label, const uint8_t *data, size_t len, char **pem,
+                        size_t *pem_len)
+{
+	char *block = NULL, *all;
+	size_t block_len = 0;
+	int r;
+
+	r = armor_encode(label, data, len, &block, &block_len);
+	if (r < 0)
+		return r;
+	all = realloc(*pem, *pem_len + block_len + 1);
+	if (!all) {
+		free(block);
+		return -ENOMEM;
+	}
+	memcpy(all + *pem_len, block, block_len + 1);
+	*pem = all;
+	*pem_len += block_len;
+	free(block);
+	return 0;
+}
+
+int nodefile_append_ek(const struct tpm_ek *ek, char **pem, size_t *len)
+{
+	int r;
+
+	r = append_block(PEM_EK, ek->pub, ek->pub_len, pem, len);
+	if (r == 0)
+		r = append_block(PEM_CERT, ek->cert, ek->cert_len, pem, len);
+	for (size_t i = 0; r == 0 && i < ek->n_chain; i++)
+		r = append_block(PEM_CERT, ek->chain[i], ek->chain_len[i], pem, len);
+	return r;
+}
+
+struct ek_reader {
+	struct tpm_ek *ek;
+	const char *why;
+	bool have_pub;
+};
+
+static int read_ek_block(void *arg, const char *label, const uint8_t *data, size_t len)
+{
+	struct ek_reader *rd = arg;
+	struct tpm_ek *ek = rd->ek;
+
+	if (strcmp(label, PEM_NODE) == 0)
+		return 0;
+	if (strcmp(label, PEM_EK) == 0 && !rd->have_pub) {
+		if (len > sizeof(ek->pub))
+			goto bad;
+		memcpy(ek->pub, data, len);
+		ek->pub_len = len;
+		rd->have_pub = true;
+		return 0;
+	}
+	if (strcmp(label, PEM_CERT) != 0 || !rd->have_pub || len > TPM_EK_CERT_MAX)
+		goto bad;
+	if (!ek->cert_len) {
+		memcpy(ek->cert, data, len);
+		ek->cert_len = len;
+		return 0;
+	}
+	if (ek->n_chain == TPM_EK_MAX_CHAIN)
+		goto bad;
+	memcpy(ek->chain[ek->n_chain], data, len);
+	ek->chain_len[ek->n_chain++] = len;
+	return 0;
+bad:
+	rd->why = "its EK part is not a TPM2-KMS EK block and its certificates, as node-key "
+	          "writes them";
+	return -EINVAL;
+}
+
+int nodefile_ek(const char *pem, size_t len, struct tpm_ek *ret, const char **ret_why)
+{
+	struct tpm_ek *ek = calloc(1, sizeof(*ek));
+	struct ek_reader rd = {.ek = ek};
+	int r;
+
+	if (!ek)
+		return -ENOMEM;
+	r = armor_each(pem, len, read_ek_block, &rd);
+	if (r == 0 && !rd.have_pub)
+		r = -ENOENT;
+	else if (r == 0 && !ek->cert_len) {
+		rd.why = "its EK comes without a certificate";
+		r = -EINVAL;
+	}
+	if (r == 0)
+		*ret = *ek;
+	else if (r == -EINVAL)
+		*ret_why = rd.why ? rd.why : "not a node file";
+	free(ek);
+	return r;
 }
 
 /* The length of the TPM2B at the start of data, size field included. */
@@ -45,8 +145,8 @@ int nodefile_decode(const char *pem, size_t len, struct node *ret, const char **
 	struct node n = {0};
 	int r = -EINVAL;
 
-	*ret_why = "not a node file (PEM \"" PEM_NAME "\", as node-key writes)";
-	if (len > NODEFILE_MAX_BYTES || armor_decode(PEM_NAME, pem, len, &data, &data_len) < 0)
+	*ret_why = "not a node file (PEM \"" PEM_NODE "\", as node-key writes)";
+	if (len > NODEFILE_MAX_BYTES || armor_decode(PEM_NODE, pem, len, &data, &data_len) < 0)
 		goto out;
 	/* The storage key's TPM2B_PUBLIC, then the signing key's for a TPM
 	 * node (none for a recovery key). */

@@ -12,7 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define NODEFILE_MAX_BYTES 4096
+/* With a TPM's EK certificate and intermediates. */
+#define NODEFILE_MAX_BYTES   (24 * 1024)
 #define NODE_FINGERPRINT_MAX (2 * TPM_NAME_MAX + 1)
 
 struct node {
@@ -30,6 +31,16 @@ struct node {
  * none). */
 int nodefile_encode(const uint8_t *pub, size_t len, const uint8_t *sign_pub, size_t sign_len,
 		    char **ret_pem, size_t *ret_len);
+
+/* The EK material a TPM node file carries after its keys, for an attested
+ * join: a "TPM2-KMS EK" block (the EK's TPM2B_PUBLIC), then "CERTIFICATE"
+ * blocks (the EK certificate, then intermediates). Appended to pem (from
+ * nodefile_encode), which is reallocated. Older versions read the first
+ * block only. */
+int nodefile_append_ek(const struct tpm_ek *ek, char **pem, size_t *len);
+/* The EK material of a node file: -ENOENT when it carries none, -EINVAL
+ * with a reason when it is malformed. */
+int nodefile_ek(const char *pem, size_t len, struct tpm_ek *ret, const char **ret_why);
 
 /* -EINVAL with a reason for anything but one storage key's node file. */
 int nodefile_decode(const char *pem, size_t len, struct node *ret, const char **ret_why);

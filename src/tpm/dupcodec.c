@@ -163,6 +163,15 @@ out:
 	return r;
 }
 
+int dupcodec_public_key(const uint8_t *pub, size_t len, EVP_PKEY **ret)
+{
+	TPMT_PUBLIC a;
+
+	if (parent_parse(pub, len, &a) < 0)
+		return -EINVAL;
+	return parent_key(&a, ret);
+}
+
 static int oaep_setup(EVP_PKEY_CTX *ctx)
 {
 	/* The context takes ownership of the label. */

@@ -43,6 +43,9 @@ int dupcodec_unwrap(EVP_PKEY *parent_key, const uint8_t *parent_pub, size_t pare
 		   const struct tpm_duplicate *d, struct dupcodec_sensitive *ret_sensitive,
 		   uint8_t ret_kek[TPM_KEK_BYTES]);
 
+/* The OpenSSL public key of a storage key's public area (an EK, say). */
+int dupcodec_public_key(const uint8_t *pub, size_t len, EVP_PKEY **ret);
+
 /* Wraps the sensitive area of the object object_pub to the storage key
  * new_parent_pub with a fresh seed: a duplicate TPM2_Import takes. */
 int dupcodec_wrap(const uint8_t *new_parent_pub, size_t parent_len, const uint8_t *object_pub,

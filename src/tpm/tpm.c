@@ -1069,6 +1069,286 @@ out:
 	return r;
 }
 
+/* --- the endorsement key ------------------------------------------------ */
+
+#define EK_CHAIN_FIRST 0x01c00100u
+#define EK_CHAIN_LAST  0x01c001ffu
+/* NV_Read returns at most TPM2_PT_NV_BUFFER_MAX bytes; every TPM allows
+ * this many. */
+#define NV_CHUNK 512
+
+/* A DER certificate's length from its outer SEQUENCE: NV indices may be
+ * larger than what they hold. */
+static size_t der_length(const uint8_t *p, size_t len)
+{
+	size_t n, total;
+
+	if (len < 2 || p[0] != 0x30)
+		return 0;
+	if (p[1] < 0x80)
+		total = 2 + (size_t)p[1];
+	else if (p[1] == 0x81 && len >= 3)
+		total = 3 + (size_t)p[2];
+	else if (p[1] == 0x82 && len >= 4)
+		total = 4 + ((size_t)p[2] << 8 | p[3]);
+	else
+		return 0;
+	n = total;
+	return n <= len ? n : 0;
+}
+
+/* The whole of NV index, read in chunks, into out (max bytes). */
+static int nv_read_all(tpm *t, TPM2_HANDLE index, uint8_t *out, size_t max, size_t *ret_len)
+{
+	TPM2B_NV_PUBLIC *pub = NULL;
+	ESYS_TR nv = ESYS_TR_NONE;
+	size_t size, off = 0;
+	TSS2_RC rc;
+	int r;
+
+	r = tr_open(t, index, "look up an EK certificate index", &nv);
+	if (r < 0)
+		return r;
+	rc = Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "NV_ReadPublic (EK certificate)", rc);
+		goto out;
+	}
+	size = pub->nvPublic.dataSize;
+	if (size > max) {
+		r = -EFBIG;
+		goto out;
+	}
+	while (off < size) {
+		TPM2B_MAX_NV_BUFFER *data = NULL;
+		UINT16 n = (UINT16)(size - off < NV_CHUNK ? size - off : NV_CHUNK);
+
+		rc = Esys_NV_Read(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n,
+		                  (UINT16)off, &data);
+		if (rc != TSS2_RC_SUCCESS) {
+			r = fail(t, "NV_Read (EK certificate)", rc);
+			goto out;
+		}
+		memcpy(out + off, data->buffer, data->size < n ? data->size : n);
+		off += n;
+		Esys_Free(data);
+	}
+	*ret_len = size;
+	r = 0;
+out:
+	Esys_Free(pub);
+	Esys_TR_Close(t->esys, &nv);
+	return r;
+}
+
+static int ek_chain(tpm *t, struct tpm_ek *ek)
+{
+	TPMS_CAPABILITY_DATA *cap = NULL;
+	TPMI_YES_NO more;
+	TSS2_RC rc;
+	int r = 0;
+
+	rc = Esys_GetCapability(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES,
+	                        EK_CHAIN_FIRST, 64, &more, &cap);
+	if (rc != TSS2_RC_SUCCESS)
+		return fail(t, "GetCapability (NV indices)", rc);
+	for (UINT32 i = 0; i < cap->data.handles.count && ek->n_chain < TPM_EK_MAX_CHAIN; i++) {
+		TPM2_HANDLE h = cap->data.handles.handle[i];
+		size_t len = 0;
+
+		if (h > EK_CHAIN_LAST)
+			break;
+		r = nv_read_all(t, h, ek->chain[ek->n_chain], TPM_EK_CERT_MAX, &len);
+		if (r < 0)
+			break;
+		len = der_length(ek->chain[ek->n_chain], len);
+		if (len)
+			ek->chain_len[ek->n_chain++] = len;
+	}
+	Esys_Free(cap);
+	return r;
+}
+
+int tpm_ek_read(tpm *t, struct tpm_ek *ret)
+{
+	struct tpm_ek *ek = calloc(1, sizeof(*ek));
+	TPM2B_PUBLIC *pub = NULL;
+	ESYS_TR tr = ESYS_TR_NONE;
+	size_t off = 0, len = 0;
+	TSS2_RC rc;
+	int r;
+
+	t->last_rc = 0;
+	if (!ek)
+		return -ENOMEM;
+	r = tr_open(t, TPM_EK_RSA_HANDLE, "look up the EK 0x81010001", &tr);
+	if (r < 0)
+		goto out;
+	rc = Esys_ReadPublic(t->esys, tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL,
+	                     NULL);
+	if (rc == TSS2_RC_SUCCESS)
+		rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, ek->pub, sizeof(ek->pub), &off);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "ReadPublic (EK)", rc);
+		goto out;
+	}
+	ek->pub_len = off;
+	r = nv_read_all(t, TPM_EK_RSA_CERT_INDEX, ek->cert, sizeof(ek->cert), &len);
+	if (r < 0)
+		goto out;
+	ek->cert_len = der_length(ek->cert, len);
+	if (!ek->cert_len) {
+		log_error("tpm: NV 0x%08x does not hold a DER certificate",
+		          (unsigned)TPM_EK_RSA_CERT_INDEX);
+		r = -EBADMSG;
+		goto out;
+	}
+	r = ek_chain(t, ek);
+	if (r < 0)
+		goto out;
+	*ret = *ek;
+out:
+	Esys_Free(pub);
+	if (tr != ESYS_TR_NONE)
+		Esys_TR_Close(t->esys, &tr);
+	free(ek);
+	return r;
+}
+
+/* A policy session that satisfies the EK's policy, PolicySecret(TPM_RH_
+ * ENDORSEMENT), for one use of the EK. */
+static int ek_session(tpm *t, ESYS_TR *ret)
+{
+	ESYS_TR s = ESYS_TR_NONE;
+	TSS2_RC rc;
+	int r;
+
+	r = session_start(t, ESYS_TR_NONE, TPM2_SE_POLICY, 0, &s);
+	if (r < 0)
+		return r;
+	rc = Esys_PolicySecret(t->esys, ESYS_TR_RH_ENDORSEMENT, s, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+	                       ESYS_TR_NONE, NULL, NULL, NULL, 0, NULL, NULL);
+	if (rc != TSS2_RC_SUCCESS) {
+		Esys_FlushContext(t->esys, s);
+		return fail(t, "PolicySecret (endorsement hierarchy)", rc);
+	}
+	*ret = s;
+	return 0;
+}
+
+/* The verifier's HMAC key, imported and loaded under the EK. */
+static int ek_load_duplicate(tpm *t, const struct tpm_duplicate *d, ESYS_TR *ret)
+{
+	TPM2B_PUBLIC pub = {0};
+	TPM2B_PRIVATE dup = {0}, *priv = NULL;
+	TPM2B_ENCRYPTED_SECRET seed = {0};
+	TPM2B_DATA no_key = {0};
+	TPMT_SYM_DEF_OBJECT no_inner = {.algorithm = TPM2_ALG_NULL};
+	ESYS_TR ek = ESYS_TR_NONE, s = ESYS_TR_NONE;
+	size_t o1 = 0, o2 = 0, o3 = 0;
+	TSS2_RC rc;
+	int r;
+
+	if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(d->pub, d->pub_len, &o1, &pub) != TSS2_RC_SUCCESS ||
+	    Tss2_MU_TPM2B_PRIVATE_Unmarshal(d->dup, d->dup_len, &o2, &dup) != TSS2_RC_SUCCESS ||
+	    Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(d->seed, d->seed_len, &o3, &seed) !=
+	        TSS2_RC_SUCCESS)
+		return -EINVAL;
+	r = tr_open(t, TPM_EK_RSA_HANDLE, "look up the EK 0x81010001", &ek);
+	if (r == 0)
+		r = ek_session(t, &s);
+	if (r < 0)
+		goto out;
+	rc = Esys_Import(t->esys, ek, s, ESYS_TR_NONE, ESYS_TR_NONE, &no_key, &pub, &dup, &seed,
+	                 &no_inner, &priv);
+	Esys_FlushContext(t->esys, s);
+	s = ESYS_TR_NONE;
+	if (rc != TSS2_RC_SUCCESS) {
+		/* Wrapped to another TPM's EK, or altered. */
+		r = fail(t, "Import (the challenge, under the EK)", rc);
+		goto out;
+	}
+	r = ek_session(t, &s);
+	if (r < 0)
+		goto out;
+	rc = Esys_Load(t->esys, ek, s, ESYS_TR_NONE, ESYS_TR_NONE, priv, &pub, ret);
+	if (rc != TSS2_RC_SUCCESS)
+		r = fail(t, "Load (the challenge's HMAC key)", rc);
+out:
+	Esys_Free(priv);
+	if (s != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, s);
+	if (ek != ESYS_TR_NONE)
+		Esys_TR_Close(t->esys, &ek);
+	return r;
+}
+
+static int certify(tpm *t, ESYS_TR obj, ESYS_TR key, const uint8_t *nonce, size_t nonce_len,
+                   struct tpm_certification *ret)
+{
+	TPM2B_DATA qualifying = {.size = (UINT16)nonce_len};
+	TPMT_SIG_SCHEME scheme = {.scheme = TPM2_ALG_NULL};
+	TPM2B_ATTEST *attest = NULL;
+	TPMT_SIGNATURE *sig = NULL;
+	size_t off = 0;
+	TSS2_RC rc;
+	int r = -EPROTO;
+
+	if (nonce_len > sizeof(qualifying.buffer))
+		return -EINVAL;
+	memcpy(qualifying.buffer, nonce, nonce_len);
+	rc = Esys_Certify(t->esys, obj, key, ESYS_TR_PASSWORD, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+	                  &qualifying, &scheme, &attest, &sig);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "Certify", rc);
+		goto out;
+	}
+	if (sig->sigAlg != TPM2_ALG_HMAC || sig->signature.hmac.hashAlg != TPM2_ALG_SHA256 ||
+	    Tss2_MU_TPM2B_ATTEST_Marshal(attest, ret->attest, sizeof(ret->attest), &off) !=
+	        TSS2_RC_SUCCESS)
+		goto out;
+	ret->attest_len = off;
+	memcpy(ret->hmac, sig->signature.hmac.digest.sha256, 32);
+	r = 0;
+out:
+	Esys_Free(attest);
+	Esys_Free(sig);
+	return r;
+}
+
+int tpm_attest_answer(tpm *t, const struct tpm_name *pinned, const struct tpm_duplicate *hmac_key,
+                      const struct tpm_sealed *signkey, const uint8_t *nonce, size_t nonce_len,
+                      struct tpm_certification *ret_srk, struct tpm_certification *ret_sign)
+{
+	TPM2B_PUBLIC pub = {0};
+	TPM2B_PRIVATE priv = {0};
+	ESYS_TR key = ESYS_TR_NONE, srk = ESYS_TR_NONE, session = ESYS_TR_NONE, obj = ESYS_TR_NONE;
+	ESYS_TR srk2 = ESYS_TR_NONE;
+	int r;
+
+	t->last_rc = 0;
+	r = unmarshal_sealed(signkey, &pub, &priv);
+	if (r < 0)
+		return r;
+	r = ek_load_duplicate(t, hmac_key, &key);
+	if (r < 0)
+		return r;
+	r = srk_open_pinned(t, pinned, &srk2);
+	if (r == 0)
+		r = certify(t, srk2, key, nonce, nonce_len, ret_srk);
+	if (r == 0)
+		r = srk_load(t, &pub, &priv, "Load (signing key)", &srk, &session, &obj);
+	if (r == 0)
+		r = certify(t, obj, key, nonce, nonce_len, ret_sign);
+	if (obj != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, obj);
+	srk_session_end(t, &srk, &session);
+	if (srk2 != ESYS_TR_NONE)
+		Esys_TR_Close(t->esys, &srk2);
+	Esys_FlushContext(t->esys, key);
+	return r;
+}
+
 /* A policy command the TPM refused is a refused authorisation; transport
  * and transient failures keep their meaning. */
 static int policy_fail(tpm *t, const char *what, TSS2_RC rc)

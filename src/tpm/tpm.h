@@ -165,6 +165,45 @@ int tpm_srk_check(tpm *t, const struct tpm_name *pinned);
 int tpm_srk_public(tpm *t, const struct tpm_name *pinned, uint8_t out[TPM_BLOB_MAX],
 		   size_t *ret_len);
 
+/* The endorsement key and its certificates (TCG EK Credential Profile):
+ * RSA 2048 persistent at 0x81010001, its certificate (DER) in NV
+ * 0x01C00002; intermediates where the TPM keeps them, in NV 0x01C00100 to
+ * 0x01C001FF. What an admin verifies against the manufacturer's CA before
+ * approving the node. */
+#define TPM_EK_RSA_HANDLE     0x81010001u
+#define TPM_EK_RSA_CERT_INDEX 0x01c00002u
+#define TPM_EK_CERT_MAX       4096
+#define TPM_EK_MAX_CHAIN      4
+struct tpm_ek {
+	uint8_t pub[TPM_BLOB_MAX]; /* TPM2B_PUBLIC */
+	size_t pub_len;
+	uint8_t cert[TPM_EK_CERT_MAX]; /* DER */
+	size_t cert_len;
+	uint8_t chain[TPM_EK_MAX_CHAIN][TPM_EK_CERT_MAX]; /* intermediates, DER */
+	size_t chain_len[TPM_EK_MAX_CHAIN];
+	size_t n_chain;
+};
+/* -ENOENT when the TPM has no persistent RSA EK or no certificate for it. */
+int tpm_ek_read(tpm *t, struct tpm_ek *ret);
+
+/* EK-based key attestation (TCG), the node's side: imports the
+ * verifier's HMAC key, duplicated to the EK, under the EK (a
+ * PolicySecret(endorsement) session for each use of the EK: the
+ * endorsement hierarchy must have no password), and has it certify the SRK
+ * (checked against pinned when not NULL) and the signing key signkey with
+ * nonce as qualifying data. Each certification is the marshalled
+ * TPM2B_ATTEST and its HMAC-SHA256. Everything loaded is flushed. The host
+ * cannot forge one: a restricted HMAC key signs only what the TPM made. */
+#define TPM_ATTEST_MAX 1024
+struct tpm_certification {
+	uint8_t attest[TPM_ATTEST_MAX];
+	size_t attest_len;
+	uint8_t hmac[32];
+};
+int tpm_attest_answer(tpm *t, const struct tpm_name *pinned, const struct tpm_duplicate *hmac_key,
+                      const struct tpm_sealed *signkey, const uint8_t *nonce, size_t nonce_len,
+                      struct tpm_certification *ret_srk, struct tpm_certification *ret_sign);
+
 /* Draws 32 KEK bytes (TPM2_GetRandom XOR RAND_priv_bytes) into kek and
  * seals them under the SRK as an object of the given kind (auth_policy:
  * its authPolicy, ignored for TPM_KEK_NONE), both in a salted, encrypting

@@ -6,6 +6,7 @@
 #include <openssl/core_names.h>
 #include <openssl/ecdsa.h>
 #include <openssl/param_build.h>
+#include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <string.h>
 #include <tss2/tss2_mu.h>
@@ -459,4 +460,87 @@ out:
 	OSSL_PARAM_free(params);
 	OSSL_PARAM_BLD_free(bld);
 	return r;
+}
+
+int tpmobj_hmac_key(const uint8_t key[32], const uint8_t obfuscation[32], uint8_t pub[TPM_BLOB_MAX],
+                    size_t *ret_pub_len, uint8_t *sensitive, size_t sensitive_max,
+                    size_t *ret_sensitive_len)
+{
+	TPM2B_PUBLIC p = {0};
+	TPM2B_SENSITIVE sens = {0};
+	TPMT_PUBLIC *a = &p.publicArea;
+	uint8_t both[64];
+	size_t off = 0, soff = 0;
+
+	a->type = TPM2_ALG_KEYEDHASH;
+	a->nameAlg = TPM2_ALG_SHA256;
+	a->objectAttributes =
+	    TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT;
+	a->parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_HMAC;
+	a->parameters.keyedHashDetail.scheme.details.hmac.hashAlg = TPM2_ALG_SHA256;
+	/* unique = H(seedValue || key), as a TPM computes it. */
+	memcpy(both, obfuscation, 32);
+	memcpy(both + 32, key, 32);
+	SHA256(both, sizeof(both), a->unique.keyedHash.buffer);
+	a->unique.keyedHash.size = 32;
+	sens.sensitiveArea.sensitiveType = TPM2_ALG_KEYEDHASH;
+	sens.sensitiveArea.seedValue.size = 32;
+	memcpy(sens.sensitiveArea.seedValue.buffer, obfuscation, 32);
+	sens.sensitiveArea.sensitive.bits.size = 32;
+	memcpy(sens.sensitiveArea.sensitive.bits.buffer, key, 32);
+	if (Tss2_MU_TPM2B_PUBLIC_Marshal(&p, pub, TPM_BLOB_MAX, &off) != TSS2_RC_SUCCESS ||
+	    Tss2_MU_TPM2B_SENSITIVE_Marshal(&sens, sensitive, sensitive_max, &soff) !=
+	        TSS2_RC_SUCCESS) {
+		OPENSSL_cleanse(&sens, sizeof(sens));
+		return -EINVAL;
+	}
+	OPENSSL_cleanse(&sens, sizeof(sens));
+	*ret_pub_len = off;
+	*ret_sensitive_len = soff;
+	return 0;
+}
+
+int tpmobj_certify_check(const uint8_t *attest, size_t len, const uint8_t *nonce, size_t nonce_len,
+                         const struct tpm_name *name, const uint8_t **ret_signed,
+                         size_t *ret_signed_len, const char **ret_why)
+{
+	TPM2B_ATTEST b = {0};
+	TPMS_ATTEST a = {0};
+	size_t off = 0, aoff = 0;
+	const TPM2B_NAME *n;
+
+	if (Tss2_MU_TPM2B_ATTEST_Unmarshal(attest, len, &off, &b) != TSS2_RC_SUCCESS ||
+	    off != len ||
+	    Tss2_MU_TPMS_ATTEST_Unmarshal(b.attestationData, b.size, &aoff, &a) !=
+	        TSS2_RC_SUCCESS ||
+	    aoff != b.size) {
+		*ret_why = "not a TPM2_Certify result";
+		return -EINVAL;
+	}
+	if (a.magic != TPM2_GENERATED_VALUE || a.type != TPM2_ST_ATTEST_CERTIFY) {
+		*ret_why = "not a certification made by a TPM";
+		return -EINVAL;
+	}
+	if (a.extraData.size != nonce_len || memcmp(a.extraData.buffer, nonce, nonce_len) != 0) {
+		*ret_why = "it certifies for another challenge (wrong nonce)";
+		return -EINVAL;
+	}
+	n = &a.attested.certify.name;
+	if (n->size != name->len || memcmp(n->name, name->bytes, name->len) != 0) {
+		*ret_why = "the key it certifies is not the node file's";
+		return -EINVAL;
+	}
+	/* The HMAC covers the TPMS_ATTEST: the TPM2B's data. */
+	*ret_signed = attest + 2;
+	*ret_signed_len = b.size;
+	return 0;
+}
+
+bool tpmobj_tpm_resident(const uint8_t *pub, size_t len)
+{
+	const uint32_t need =
+	    TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN;
+	TPM2B_PUBLIC p;
+
+	return public_parse(pub, len, &p) == 0 && (p.publicArea.objectAttributes & need) == need;
 }

@@ -72,4 +72,25 @@ int tpmobj_signkey_public(const uint8_t *pub, size_t len, EVP_PKEY **ret);
 int tpmobj_signature(EVP_PKEY *key, const uint8_t *sig, size_t sig_len,
 		     uint8_t out[TPM_BLOB_MAX], size_t *ret_len);
 
+/* The verifier's key for EK-based attestation: an HMAC-SHA256 key made in
+ * software (key, with obfuscation as its seed value), restricted to sign
+ * what the TPM generates, userWithAuth, no fixedTPM or fixedParent (it is
+ * imported). Its public area, and its TPM2B_SENSITIVE for the duplicate
+ * (sensitive_max bytes). */
+int tpmobj_hmac_key(const uint8_t key[32], const uint8_t obfuscation[32], uint8_t pub[TPM_BLOB_MAX],
+                    size_t *ret_pub_len, uint8_t *sensitive, size_t sensitive_max,
+                    size_t *ret_sensitive_len);
+
+/* A TPM2_Certify result (marshalled TPM2B_ATTEST) checked: made by a TPM
+ * (magic), a certification (type), with nonce as its extraData, of the
+ * object named name. *ret_signed is the TPMS_ATTEST its HMAC covers
+ * (inside attest). -EINVAL with a reason. */
+int tpmobj_certify_check(const uint8_t *attest, size_t len, const uint8_t *nonce, size_t nonce_len,
+                         const struct tpm_name *name, const uint8_t **ret_signed,
+                         size_t *ret_signed_len, const char **ret_why);
+
+/* Whether an object's public area says it was made in a TPM and cannot
+ * leave it: fixedTPM, fixedParent and sensitiveDataOrigin. */
+bool tpmobj_tpm_resident(const uint8_t *pub, size_t len);
+
 #endif

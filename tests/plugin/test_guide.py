@@ -18,6 +18,7 @@ import sys
 import unittest
 
 from clusterlib import read_text
+from ektpm import HAVE_SETUP, ek_setup, make_ca_config, roots_dir
 from etcdlib import Apiserver, Etcd, have_etcd
 from kmsclient import Daemon, Swtpm, tempdir, tpm2_kms, wait_until
 
@@ -109,10 +110,12 @@ class Guide(unittest.TestCase):
             t.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def machine(self, name, with_tpm=True):
+    def machine(self, name, with_tpm=True, ek_ca=None):
         tpm = None
         if with_tpm:
             tpm = Swtpm(os.path.join(self.root, name + '-tpm'))
+            if ek_ca:                          # a TPM with EK certificates from ek_ca
+                ek_setup(tpm, ek_ca)
             tpm.start()
             self.tpms.append(tpm)
         return Machine(self.root, name, tpm)
@@ -130,10 +133,17 @@ class Guide(unittest.TestCase):
             ran.append('%s: %s' % (m.name, command))
         return ran
 
+    @unittest.skipUnless(HAVE_SETUP, 'swtpm_setup and swtpm_localca (swtpm-tools) are needed')
     def test_first_node_and_a_joining_node_as_written(self):
+        # Node B's TPM has EK certificates from a test manufacturer CA,
+        # whose root and intermediate the admin keeps in tpm-roots/: the
+        # attested join of §9.2, then its fallback for a TPM without them.
+        ca = os.path.join(self.root, 'manufacturer-ca')
+        make_ca_config(ca)
         admin = self.machine('admin', with_tpm=False)
         a = self.machine('node-a')
-        b = self.machine('node-b')
+        b = self.machine('node-b', ek_ca=ca)
+        roots_dir(ca, os.path.join(admin.dir, 'tpm-roots'))
         machines = {'admin': admin, 'node-a': a, 'node-b': b}
         ran = []
         # §9.1: the admin makes the key; node A's node file goes to the
@@ -152,17 +162,32 @@ class Guide(unittest.TestCase):
         self.assertTrue(os.path.exists(os.path.join(a.state, 'gen-000001.cert')))
         # §9.2, block by block, on the machine the guide names.
         join = guide_blocks('### 9.2 Joining a node')
-        self.assertEqual(len(join), 4, join)
+        self.assertEqual(len(join), 7, join)
         self.run_block(machines, 'node-b', join[0], ran)          # node-key
         self.carry('node-b.node', b, admin)
-        self.run_block(machines, 'admin', join[1], ran)           # approve
+        self.run_block(machines, 'admin', join[1], ran)           # approve --ek-ca: challenge
+        self.carry('node-b.challenge', admin, b)
+        self.run_block(machines, 'node-b', join[2], ran)          # node-key --answer
+        self.carry('node-b.response', b, admin)
+        self.run_block(machines, 'admin', join[3], ran)           # approve --response
+        approval = os.path.join(admin.dir, 'node-b.approval')
+        attested = read_text(approval)
+        self.assertIn('# attested: EK certificate chains to', attested)
+        # join[4] is the fallback for a TPM without an EK certificate: the
+        # same approval, unattested; run as written, it warns. The attested
+        # one is put back for the rest of the join.
+        code, out = admin.run(join[4][0][1])
+        self.assertEqual(code, 0, out)
+        self.assertIn('nothing was attested', out)
+        with open(approval, 'w') as f:
+            f.write(attested)
         self.carry('node-b.node', admin, a)
         self.carry('node-b.approval', admin, a)
         self.carry('node-b.approval', admin, b)
         self.carry('admin.pub.pem', admin, b)
-        self.run_block(machines, 'node-a', join[2], ran)          # export
+        self.run_block(machines, 'node-a', join[5], ran)          # export
         self.carry('node-b.bundle', a, b)
-        self.run_block(machines, 'node-b', join[3], ran)          # import, certify
+        self.run_block(machines, 'node-b', join[6], ran)          # import, certify
         self.assertTrue(os.path.exists(os.path.join(b.state, 'node-approval')))
         # Both nodes serve the same write key_id, and B's next generation is
         # certified by B.

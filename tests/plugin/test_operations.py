@@ -24,7 +24,8 @@ COMMANDS = ('serve', 'init', 'rotate', 'promote', 'keys', 'retire', 'node-key', 
             'audit', 'status')
 # Options that name one run's input or output: not in the configuration file.
 FLAG_ONLY = ('stage', 'to', 'approval', 'generation', 'output', 'public', 'recovery-key',
-             'write-generation', 'snapshot', 'legacy', 'epoch', 'passphrase-file')
+             'write-generation', 'snapshot', 'legacy', 'epoch', 'passphrase-file', 'answer',
+             'ek-ca', 'response')
 
 
 def make_admin(root, name):

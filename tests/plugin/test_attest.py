@@ -1,0 +1,252 @@
+#!/usr/bin/python3
+"""The attested join on swtpm TPMs with EK certificates made by swtpm_setup
+and swtpm_localca (a test manufacturer CA: root and intermediate): the join
+end to end, with openssl checking the chain and python3-cryptography the
+TPM's HMAC independently of our code, and each refusal."""
+
+import base64
+import glob
+import os
+import shutil
+import subprocess
+import unittest
+
+from cryptography.hazmat.primitives import hashes, hmac
+
+from ektpm import HAVE_SETUP, ek_tpm, make_ca_config, roots_dir
+from kmsclient import run_cli, tempdir
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def pem_blocks(path, label):
+    text = read(path)
+    out = []
+    for part in text.split('-----BEGIN %s-----' % label)[1:]:
+        out.append(base64.b64decode(part.split('-----END')[0]))
+    return out
+
+
+def fields(data):
+    out = []
+    while data:
+        n = int.from_bytes(data[:2], 'big')
+        out.append(data[2:2 + n])
+        data = data[2 + n:]
+    return out
+
+
+@unittest.skipUnless(HAVE_SETUP, 'swtpm_setup and swtpm_localca (swtpm-tools) are needed')
+class AttestedJoin(unittest.TestCase):
+    def setUp(self):
+        self.root = tempdir('kmsat-')
+        self.ca = os.path.join(self.root, 'ca-a')
+        make_ca_config(self.ca)
+        self.tpms = []
+        self.admin_dir = os.path.join(self.root, 'admin')
+        os.makedirs(self.admin_dir)
+        self.admin = os.path.join(self.admin_dir, 'admin.pem')
+        subprocess.run(['openssl', 'genpkey', '-algorithm', 'EC', '-pkeyopt',
+                        'ec_paramgen_curve:P-256', '-out', self.admin], check=True,
+                       capture_output=True)
+
+    def tearDown(self):
+        for t in self.tpms:
+            t.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def tpm(self, name, ca=None):
+        t = ek_tpm(self.root, name, ca or self.ca)
+        self.tpms.append(t)
+        return t
+
+    def p(self, *names):
+        return os.path.join(self.root, *names)
+
+    def node_key(self, t, name):
+        out = self.p(name + '.node')
+        run_cli('node-key', '--tcti', t.tcti, '--state-dir', self.p(name + '-state'), '-o', out)
+        return out
+
+    def approve(self, node, *extra, out=None, check=True):
+        return run_cli('approve', '--admin-key', self.admin, '--ek-ca',
+                       roots_dir(self.ca, self.p('roots')), *extra, node,
+                       '-o', out or self.p('out'), check=check)
+
+    def answer(self, t, name, challenge, out, check=True):
+        return run_cli('node-key', '--answer', challenge, '--tcti', t.tcti,
+                       '--state-dir', self.p(name + '-state'), '-o', out, check=check)
+
+    def test_attested_join_end_to_end(self):
+        t = self.tpm('node-a')
+        node = self.node_key(t, 'node-a')
+        # openssl, not our code, checks the EK certificate the node file carries.
+        r = subprocess.run(['openssl', 'verify', '-CAfile',
+                            os.path.join(self.ca, 'swtpm-localca-rootca-cert.pem'),
+                            '-untrusted', os.path.join(self.ca, 'issuercert.pem'), node],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+        challenge = self.p('a.challenge')
+        r = self.approve(node, out=challenge)
+        self.assertIn('chains to /CN=swtpm-localca-rootca', r.stderr)
+        response = self.p('a.response')
+        self.answer(t, 'node-a', challenge, response)
+
+        # The TPM's HMAC over each certification, checked by
+        # python3-cryptography with the key the challenge carried.
+        [journal] = glob.glob(os.path.join(self.admin_dir, 'tpm2-kms-challenges', '*'))
+        key = bytes.fromhex(read(journal).split()[3])
+        resp = fields(pem_blocks(response, 'TPM2-KMS RESPONSE')[0])
+        self.assertEqual(resp[0].hex(), os.path.basename(journal), 'the nonce')
+        for attest, mac in ((resp[1], resp[2]), (resp[3], resp[4])):
+            digest = hashes.Hash(hashes.SHA256())
+            digest.update(attest[2:])
+            h = hmac.HMAC(key, hashes.SHA256())
+            h.update(digest.finalize())
+            h.verify(mac)
+            self.assertEqual(attest[2:6], b'\xff\x54\x43\x47')  # TPM_GENERATED_VALUE
+            self.assertEqual(attest[6:8], b'\x80\x17')          # TPM_ST_ATTEST_CERTIFY
+
+        approval = self.p('a.approval')
+        r = self.approve(node, '--response', response, out=approval)
+        self.assertIn('attested: the node\'s storage and signing keys are in the TPM', r.stderr)
+        self.assertIn('# attested: EK certificate chains to /CN=swtpm-localca-rootca',
+                      read(approval))
+        self.assertEqual(os.listdir(os.path.join(self.admin_dir, 'tpm2-kms-challenges')), [],
+                         'the challenge is spent')
+        # A replay of the same response approves nothing.
+        r = self.approve(node, '--response', response, out=self.p('again'), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('answered already (a replay)', r.stderr)
+        self.assertFalse(os.path.exists(self.p('again')))
+
+    def test_without_ek_ca_nothing_is_attested(self):
+        t = self.tpm('node-a')
+        node = self.node_key(t, 'node-a')
+        r = run_cli('approve', '--admin-key', self.admin, node, '-o', self.p('a.approval'))
+        self.assertIn('nothing was attested', r.stderr)
+        self.assertNotIn('# attested', read(self.p('a.approval')))
+
+    def test_an_ek_of_another_manufacturer_is_refused(self):
+        self.tpm('node-a')                  # makes manufacturer A's CA
+        other_ca = os.path.join(self.root, 'ca-b')
+        make_ca_config(other_ca)
+        t = self.tpm('node-b', ca=other_ca)
+        node = self.node_key(t, 'node-b')
+        r = self.approve(node, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('the EK certificate does not chain to a root in', r.stderr)
+        self.assertFalse(os.path.exists(self.p('out')))
+
+    def test_an_ek_that_is_not_the_certificates_is_refused(self):
+        a = self.node_key(self.tpm('node-a'), 'node-a')
+        b = self.node_key(self.tpm('node-b'), 'node-b')
+        # A's keys and certificate, B's EK public area.
+        text_a, text_b = read(a), read(b)
+        ek_b = text_b[text_b.index('-----BEGIN TPM2-KMS EK-----'):
+                      text_b.index('-----BEGIN CERTIFICATE-----')]
+        mixed = (text_a[:text_a.index('-----BEGIN TPM2-KMS EK-----')] + ek_b +
+                 text_a[text_a.index('-----BEGIN CERTIFICATE-----'):])
+        with open(self.p('mixed.node'), 'w') as f:
+            f.write(mixed)
+        r = self.approve(self.p('mixed.node'), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('EK public area does not match its certificate', r.stderr)
+        self.assertFalse(os.path.exists(self.p('out')))
+
+    def test_keys_of_another_tpm_beside_a_genuine_ek_are_refused(self):
+        ta, tb = self.tpm('node-a'), self.tpm('node-b')
+        a = self.node_key(ta, 'node-a')
+        b = self.node_key(tb, 'node-b')
+        # B's storage and signing keys with A's genuine EK and certificate:
+        # the challenge goes to A's EK, which B's TPM cannot open.
+        text_a, text_b = read(a), read(b)
+        cut = '-----BEGIN TPM2-KMS EK-----'
+        with open(self.p('planted.node'), 'w') as f:
+            f.write(text_b[:text_b.index(cut)] + text_a[text_a.index(cut):])
+        challenge = self.p('planted.challenge')
+        self.approve(self.p('planted.node'), out=challenge)
+        r = self.answer(tb, 'node-b', challenge, self.p('b.response'), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('made for another TPM\'s EK', r.stderr)
+        # And A's TPM will not answer for keys that are not its own.
+        r = self.answer(ta, 'node-a', challenge, self.p('a.response'), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('this challenge is for another node', r.stderr)
+
+    def test_a_software_key_in_the_node_file_is_refused(self):
+        t = self.tpm('node-a')
+        node = self.node_key(t, 'node-a')
+        # An openssl-made storage key, with the TPM's genuine EK material.
+        soft = self.p('soft.pem')
+        subprocess.run('openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out %s'
+                       ' && openssl pkey -in %s -pubout -out %s.pub' % (soft, soft, soft),
+                       shell=True, check=True, capture_output=True)
+        run_cli('node-key', '--public', soft + '.pub', '-o', self.p('soft.node'))
+        text = read(node)
+        with open(self.p('soft.node'), 'a') as f:
+            f.write(text[text.index('-----BEGIN TPM2-KMS EK-----'):])
+        challenge = self.p('soft.challenge')
+        self.approve(self.p('soft.node'), out=challenge)
+        r = self.answer(t, 'node-a', challenge, self.p('soft.response'), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('this challenge is for another node', r.stderr)
+        # Whatever response comes back, the software key is not certified.
+        genuine = self.p('a.challenge')
+        self.approve(node, out=genuine)
+        self.answer(t, 'node-a', genuine, self.p('a.response'))
+        r = self.approve(self.p('soft.node'), '--response', self.p('a.response'),
+                         out=self.p('soft.approval'), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('another node', r.stderr)
+        self.assertFalse(os.path.exists(self.p('soft.approval')))
+
+    def write_response(self, path, resp):
+        data = b''.join(len(f).to_bytes(2, 'big') + f for f in resp)
+        with open(path, 'w') as f:
+            f.write('-----BEGIN TPM2-KMS RESPONSE-----\n%s\n-----END TPM2-KMS RESPONSE-----\n'
+                    % base64.encodebytes(data).decode().strip())
+
+    def test_a_certification_not_made_with_the_challenges_key_is_refused(self):
+        # What a host without the EK's TPM could send: genuine-looking
+        # certifications (here the TPM's own, for this nonce and these keys)
+        # whose HMAC is not the challenge key's.
+        t = self.tpm('node-a')
+        node = self.node_key(t, 'node-a')
+        self.approve(node, out=self.p('a.challenge'))
+        self.answer(t, 'node-a', self.p('a.challenge'), self.p('a.response'))
+        resp = fields(pem_blocks(self.p('a.response'), 'TPM2-KMS RESPONSE')[0])
+        for i in (2, 4):
+            forged = list(resp)
+            forged[i] = bytes([forged[i][0] ^ 1]) + forged[i][1:]
+            self.write_response(self.p('forged.response'), forged)
+            r = self.approve(node, '--response', self.p('forged.response'), check=False)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn('was not made with the challenge\'s key', r.stderr)
+            self.assertFalse(os.path.exists(self.p('out')))
+        # The genuine one still approves: the refusals spent nothing.
+        self.approve(node, '--response', self.p('a.response'))
+
+    def test_a_wrong_nonce_is_refused(self):
+        t = self.tpm('node-a')
+        node = self.node_key(t, 'node-a')
+        first, second = self.p('1.challenge'), self.p('2.challenge')
+        self.approve(node, out=first)
+        self.approve(node, out=second)
+        self.answer(t, 'node-a', first, self.p('1.response'))
+        # The answer to the first, presented under the second's nonce.
+        nonce2 = fields(pem_blocks(second, 'TPM2-KMS CHALLENGE')[0])[0]
+        resp = fields(pem_blocks(self.p('1.response'), 'TPM2-KMS RESPONSE')[0])
+        resp[0] = nonce2
+        self.write_response(self.p('forged.response'), resp)
+        r = self.approve(node, '--response', self.p('forged.response'), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('wrong nonce', r.stderr)
+        self.assertFalse(os.path.exists(self.p('out')))
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)
