@@ -1077,6 +1077,75 @@ out:
  * this many. */
 #define NV_CHUNK 512
 
+/* The TCG default EK template L-1 (RSA 2048): what the EK certificate of NV
+ * 0x01C00002 certifies. */
+static const uint8_t EK_POLICY[32] = {
+	0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc,
+	0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52,
+	0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa,
+}; /* PolicySecret(TPM_RH_ENDORSEMENT) */
+
+/* The EK: persistent at 0x81010001 where the TPM's maker put it there,
+ * else made again from the template (the endorsement seed gives the same
+ * key every time), transient: *ret_transient says it must be flushed. */
+static int ek_handle(tpm *t, ESYS_TR *ret, bool *ret_transient)
+{
+	TPM2B_SENSITIVE_CREATE sensitive = {0};
+	TPM2B_PUBLIC tmpl = {
+		.publicArea = {
+			.type = TPM2_ALG_RSA,
+			.nameAlg = TPM2_ALG_SHA256,
+			.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+					    TPMA_OBJECT_SENSITIVEDATAORIGIN |
+					    TPMA_OBJECT_ADMINWITHPOLICY | TPMA_OBJECT_RESTRICTED |
+					    TPMA_OBJECT_DECRYPT,
+			.authPolicy = {.size = 32},
+			.parameters.rsaDetail = {
+				.symmetric = {.algorithm = TPM2_ALG_AES,
+					      .keyBits.aes = 128,
+					      .mode.aes = TPM2_ALG_CFB},
+				.scheme = {.scheme = TPM2_ALG_NULL},
+				.keyBits = 2048,
+				.exponent = 0,
+			},
+			.unique.rsa = {.size = 256},
+		},
+	};
+	TPM2B_DATA outside = {0};
+	TPML_PCR_SELECTION pcrs = {0};
+	unsigned attempt = 0;
+	uint64_t deadline = patience();
+	TSS2_RC rc;
+	int r;
+
+	r = tr_open(t, TPM_EK_RSA_HANDLE, "look up the EK 0x81010001", ret);
+	if (r != -ENOENT) {
+		*ret_transient = false;
+		return r;
+	}
+	memcpy(tmpl.publicArea.authPolicy.buffer, EK_POLICY, sizeof(EK_POLICY));
+	do
+		rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD,
+					ESYS_TR_NONE, ESYS_TR_NONE, &sensitive, &tmpl, &outside,
+					&pcrs, ret, NULL, NULL, NULL, NULL);
+	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
+	if (rc != TSS2_RC_SUCCESS)
+		return fail(t, "CreatePrimary (EK, TCG template L-1)", rc);
+	*ret_transient = true;
+	return 0;
+}
+
+static void ek_release(tpm *t, ESYS_TR *ek, bool transient)
+{
+	if (*ek == ESYS_TR_NONE)
+		return;
+	if (transient)
+		Esys_FlushContext(t->esys, *ek);
+	else
+		Esys_TR_Close(t->esys, ek);
+	*ek = ESYS_TR_NONE;
+}
+
 /* A DER certificate's length from its outer SEQUENCE: NV indices may be
  * larger than what they hold. */
 static size_t der_length(const uint8_t *p, size_t len)
@@ -1174,6 +1243,7 @@ int tpm_ek_read(tpm *t, struct tpm_ek *ret)
 	struct tpm_ek *ek = calloc(1, sizeof(*ek));
 	TPM2B_PUBLIC *pub = NULL;
 	ESYS_TR tr = ESYS_TR_NONE;
+	bool transient = false;
 	size_t off = 0, len = 0;
 	TSS2_RC rc;
 	int r;
@@ -1181,7 +1251,10 @@ int tpm_ek_read(tpm *t, struct tpm_ek *ret)
 	t->last_rc = 0;
 	if (!ek)
 		return -ENOMEM;
-	r = tr_open(t, TPM_EK_RSA_HANDLE, "look up the EK 0x81010001", &tr);
+	r = nv_read_all(t, TPM_EK_RSA_CERT_INDEX, ek->cert, sizeof(ek->cert), &len);
+	if (r < 0)
+		goto out;
+	r = ek_handle(t, &tr, &transient);
 	if (r < 0)
 		goto out;
 	rc = Esys_ReadPublic(t->esys, tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL,
@@ -1193,9 +1266,6 @@ int tpm_ek_read(tpm *t, struct tpm_ek *ret)
 		goto out;
 	}
 	ek->pub_len = off;
-	r = nv_read_all(t, TPM_EK_RSA_CERT_INDEX, ek->cert, sizeof(ek->cert), &len);
-	if (r < 0)
-		goto out;
 	ek->cert_len = der_length(ek->cert, len);
 	if (!ek->cert_len) {
 		log_error("tpm: NV 0x%08x does not hold a DER certificate",
@@ -1209,8 +1279,7 @@ int tpm_ek_read(tpm *t, struct tpm_ek *ret)
 	*ret = *ek;
 out:
 	Esys_Free(pub);
-	if (tr != ESYS_TR_NONE)
-		Esys_TR_Close(t->esys, &tr);
+	ek_release(t, &tr, transient);
 	free(ek);
 	return r;
 }
@@ -1245,6 +1314,7 @@ static int ek_load_duplicate(tpm *t, const struct tpm_duplicate *d, ESYS_TR *ret
 	TPM2B_DATA no_key = {0};
 	TPMT_SYM_DEF_OBJECT no_inner = {.algorithm = TPM2_ALG_NULL};
 	ESYS_TR ek = ESYS_TR_NONE, s = ESYS_TR_NONE;
+	bool transient = false;
 	size_t o1 = 0, o2 = 0, o3 = 0;
 	TSS2_RC rc;
 	int r;
@@ -1254,7 +1324,7 @@ static int ek_load_duplicate(tpm *t, const struct tpm_duplicate *d, ESYS_TR *ret
 	    Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(d->seed, d->seed_len, &o3, &seed) !=
 	        TSS2_RC_SUCCESS)
 		return -EINVAL;
-	r = tr_open(t, TPM_EK_RSA_HANDLE, "look up the EK 0x81010001", &ek);
+	r = ek_handle(t, &ek, &transient);
 	if (r == 0)
 		r = ek_session(t, &s);
 	if (r < 0)
@@ -1278,8 +1348,7 @@ out:
 	Esys_Free(priv);
 	if (s != ESYS_TR_NONE)
 		Esys_FlushContext(t->esys, s);
-	if (ek != ESYS_TR_NONE)
-		Esys_TR_Close(t->esys, &ek);
+	ek_release(t, &ek, transient);
 	return r;
 }
 

@@ -166,7 +166,8 @@ int tpm_srk_public(tpm *t, const struct tpm_name *pinned, uint8_t out[TPM_BLOB_M
 		   size_t *ret_len);
 
 /* The endorsement key and its certificates (TCG EK Credential Profile):
- * RSA 2048 persistent at 0x81010001, its certificate (DER) in NV
+ * RSA 2048 (persistent at 0x81010001, or made from the TCG template), its
+ * certificate (DER) in NV
  * 0x01C00002; intermediates where the TPM keeps them, in NV 0x01C00100 to
  * 0x01C001FF. What an admin verifies against the manufacturer's CA before
  * approving the node. */
@@ -183,7 +184,9 @@ struct tpm_ek {
 	size_t chain_len[TPM_EK_MAX_CHAIN];
 	size_t n_chain;
 };
-/* -ENOENT when the TPM has no persistent RSA EK or no certificate for it. */
+/* An EK that is not persistent (many TPMs ship so) is made from the TCG
+ * template L-1 for the call, and flushed. -ENOENT when the TPM has no RSA
+ * EK certificate. */
 int tpm_ek_read(tpm *t, struct tpm_ek *ret);
 
 /* EK-based key attestation (TCG), the node's side: imports the

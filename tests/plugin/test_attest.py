@@ -123,6 +123,23 @@ class AttestedJoin(unittest.TestCase):
         self.assertIn('answered already (a replay)', r.stderr)
         self.assertFalse(os.path.exists(self.p('again')))
 
+    def test_an_ek_that_is_not_persistent_is_made_from_its_template(self):
+        # Many TPMs ship with the EK certificate in NV but no persistent EK:
+        # tpm2-tools evicts swtpm's, and the join must still go through,
+        # with the EK made again from the TCG template.
+        t = self.tpm('node-a')
+        subprocess.run(['tpm2_evictcontrol', '-T', t.tcti, '-C', 'o', '-c', '0x81010001'],
+                       check=True, capture_output=True)
+        node = self.node_key(t, 'node-a')
+        self.approve(node, out=self.p('a.challenge'))
+        r = self.answer(t, 'node-a', self.p('a.challenge'), self.p('a.response'))
+        self.assertNotIn('error', r.stderr)
+        self.approve(node, '--response', self.p('a.response'), out=self.p('a.approval'))
+        self.assertIn('# attested', read(self.p('a.approval')))
+        caps = subprocess.run(['tpm2_getcap', '-T', t.tcti, 'handles-transient'],
+                              capture_output=True, text=True, check=True).stdout
+        self.assertEqual(caps.strip(), '', 'the EK made for the call was not flushed')
+
     def test_without_ek_ca_nothing_is_attested(self):
         t = self.tpm('node-a')
         node = self.node_key(t, 'node-a')
