@@ -94,6 +94,7 @@ struct backend {
 	/* The last audit of etcd (tpm2-kms audit), for the metrics: read at
 	 * start and when the audit replaces its record. */
 	struct auditrec *audit;
+	uint64_t started_at; /* Unix time, for the metrics */
 
 	uv_fs_event_t watch;
 	bool watching;
@@ -923,6 +924,19 @@ static void collect(void *arg, struct metrics_out *out)
 {
 	backend *p = arg;
 
+	{
+		const char *healthz, *key_id;
+
+		status(p, &healthz, &key_id);
+		metrics_family(
+		    out, "tpm2kms_status_ok", "gauge",
+		    "1 while Status answers healthz \"ok\" (its reason is in the log and "
+		    "`tpm2-kms status`).");
+		metrics_printf(out, "tpm2kms_status_ok %d\n", strcmp(healthz, "ok") == 0);
+	}
+	metrics_family(out, "tpm2kms_start_time_seconds", "gauge",
+	               "When this daemon started, Unix time (restarts show as changes).");
+	metrics_printf(out, "tpm2kms_start_time_seconds %llu\n", (unsigned long long)p->started_at);
 	metrics_family(out, "tpm2kms_tpm_up", "gauge", "1 while the last TPM probe succeeded.");
 	metrics_printf(out, "tpm2kms_tpm_up %d\n", p->worker && tpm_worker_healthy(p->worker));
 	metrics_family(out, "tpm2kms_nonce_value", "gauge",
@@ -1015,6 +1029,7 @@ int backend_new(uv_loop_t *loop, const struct backend_config *cfg, const struct 
 	if (!p)
 		return -ENOMEM;
 	p->loop = loop;
+	p->started_at = util_now_realtime_s();
 	p->srk_name = st->srk_name;
 	p->on_ready = cfg->on_ready;
 	p->on_health_change = cfg->on_health;
