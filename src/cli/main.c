@@ -800,6 +800,58 @@ static int cmd_retire(const struct settings *s)
 	return keyadmin_retire(s->state_dir, s->generation, s->force);
 }
 
+/* kube-apiserver's EncryptionConfiguration for this node's socket. Turning
+ * encryption on takes two phases across the control plane: every
+ * apiserver first reads both (identity still writes), then all write with
+ * the plugin; leaving it is phase 1's order again, then rewriting every
+ * Secret, then removing the kms provider. */
+static int cmd_encryption_config(const struct settings *s)
+{
+	static const char *const notes[] = {
+		"# Phase 1 of 2: every kube-apiserver can read what the plugin encrypts;\n"
+		"# writes stay in plaintext. Roll it out to every control-plane node,\n"
+		"# then phase 2 (tpm2-kms encryption-config --phase 2).\n",
+		"# Phase 2 of 2: new Secrets are encrypted by the plugin; identity keeps\n"
+		"# those written before readable until they are rewritten:\n"
+		"#   kubectl get secrets --all-namespaces -o json | kubectl replace -f -\n",
+		"# Leaving encryption: writes go back to plaintext while the plugin still\n"
+		"# decrypts. Rewrite every Secret (as above), then remove the kms provider.\n",
+	};
+	struct listen_addr a;
+	int phase = strcmp(s->phase, "1") == 0 ? 0 : strcmp(s->phase, "2") == 0 ? 1 : 2;
+	int r;
+
+	r = listen_addr_parse(s->listen, &a);
+	if (r < 0 || a.abstract) {
+		log_error("--listen %s: kube-apiserver needs the plugin's socket as a path",
+			  s->listen);
+		return -EINVAL;
+	}
+	printf("# kube-apiserver --encryption-provider-config, by tpm2-kms encryption-config.\n%s"
+	       "apiVersion: apiserver.config.k8s.io/v1\n"
+	       "kind: EncryptionConfiguration\n"
+	       "resources:\n"
+	       "  - resources:\n"
+	       "      - secrets\n"
+	       "    providers:\n",
+	       notes[phase]);
+	if (phase != 1)
+		printf("      - identity: {}\n");
+	printf("      - kms:\n"
+	       "          apiVersion: v2\n"
+	       "          name: %s\n"
+	       "          endpoint: unix://%s\n"
+	       "          timeout: 3s\n",
+	       s->provider_name, a.name);
+	if (phase == 1)
+		printf("      - identity: {}\n");
+	if (fflush(stdout) != 0) {
+		log_error("cannot write to standard output");
+		return -EIO;
+	}
+	return 0;
+}
+
 /* Exit 0 when every KMS v2 object decrypts here, AUDIT_SOME_UNDECRYPTABLE
  * when the audit is complete but some do not, 1 when it could not be
  * completed. */
@@ -996,6 +1048,9 @@ int main(int argc, char **argv)
 		break;
 	case CMD_AUDIT:
 		r = cmd_audit(&s);
+		break;
+	case CMD_ENCRYPTION_CONFIG:
+		r = cmd_encryption_config(&s);
 		break;
 	}
 	if (r < 0 && s.command == CMD_SERVE)

@@ -11,7 +11,8 @@
 #define ALL_TPM     (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_NODE_KEY | CMD_EXPORT | CMD_IMPORT | \
 		     CMD_PCR_READ | CMD_CERTIFY | CMD_PCR_REVOKE)
 #define ALL_STATE   (ALL_TPM | CMD_KEYS | CMD_RETIRE | CMD_PROMOTE | CMD_AUDIT)
-#define ALL         (ALL_STATE | CMD_STATUS | CMD_APPROVE | CMD_RECOVER | CMD_PCR_SIGN)
+#define ALL         (ALL_STATE | CMD_STATUS | CMD_APPROVE | CMD_RECOVER | CMD_PCR_SIGN | \
+		     CMD_ENCRYPTION_CONFIG)
 /* Commands that may unseal a generation bound to PCRs. */
 #define ALL_UNSEAL  (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_EXPORT | CMD_IMPORT | CMD_CERTIFY)
 
@@ -42,115 +43,120 @@ struct option_def {
 #define NUM(field, max) offsetof(struct settings, field), (max)
 
 static const struct option_def options[] = {
-    {"listen", K_STRING, CMD_SERVE | CMD_STATUS | CMD_AUDIT, false, STR(listen), "ADDRESS",
-     "socket: PATH, unix:///PATH or unix:///@ABSTRACT (default /run/tpm2-kms/kms.sock)"},
-    {"tcti", K_STRING, ALL_TPM, false, STR(tcti), "TCTI",
-     "TPM access, as for the TCTI loader (default device:/dev/tpmrm0)"},
-    {"state-dir", K_STRING, ALL_STATE, false, STR(state_dir), "DIR",
-     "keys and state (default /var/lib/tpm2-kms)"},
-    {"nv-index", K_NV_INDEX, CMD_SERVE | CMD_INIT | CMD_IMPORT, false, NUM(nv_index, 0), "HANDLE",
-     "NV counter index for new state, 0x01800000-0x01BFFFFF (default 0x01800101)"},
-    {"admin-key", K_STRING, CMD_SERVE | CMD_INIT | CMD_APPROVE | CMD_IMPORT | CMD_RECOVER, false,
-     STR(admin_key), "PEM",
-     "admin key: its public half (serve, init: new generations become duplicable to "
-     "nodes it approves; import into an empty state directory, recover: the only admin key "
-     "trusted); its private half (approve)"},
-    {"pcr-key", K_STRING, CMD_SERVE | CMD_INIT, false, STR(pcr_key), "PEM",
-     "the PCR signer's public key: new generations unseal only for PCR values it signed"},
-    {"pcrs", K_STRING, CMD_SERVE | CMD_INIT | CMD_PCR_READ | CMD_PCR_SIGN, false, STR(pcrs), "LIST",
-     "PCRs (SHA-256 bank) the signatures cover, 7 or 7,11; pcr-sign: 7=HEX,..."},
-    {"pcr-literal", K_STRING, CMD_SERVE | CMD_INIT, false, STR(pcr_literal), "LIST",
-     "PCRs (SHA-256 bank) new generations also check as they are now, beside the signed "
-     "ones (7, say, with pcrs 11)"},
-    {"pcr-signatures", K_STRING, ALL_UNSEAL, false, STR(pcr_signatures), "DIR",
-     "signatures of PCR values (pcr-sign, systemd-measure) (default "
-     "/etc/tpm2-kms/pcr-signatures)"},
-    {"key", K_STRING, CMD_PCR_SIGN | CMD_AUDIT, false, STR(key), "PEM",
-     "pcr-sign: the PCR signer's private key; audit: the private key of --cert"},
-    {"endpoints", K_STRING, CMD_AUDIT, false, STR(endpoints), "URL[,URL]",
-     "etcd's client URLs (https://, http:// or unix://), tried in order"},
-    {"cacert", K_STRING, CMD_AUDIT, false, STR(cacert), "PEM",
-     "the CA that signed etcd's server certificate (default: the system's)"},
-    {"cert", K_STRING, CMD_AUDIT, false, STR(cert), "PEM",
-     "the client certificate etcd asks for (kubeadm: apiserver-etcd-client.crt)"},
-    {"prefix", K_STRING, CMD_AUDIT, false, STR(prefix), "PREFIX",
-     "kube-apiserver's --etcd-prefix (default /registry)"},
-    {"snapshot", K_STRING, CMD_AUDIT, true, STR(snapshot), "FILE",
-     "audit an etcd snapshot (a backup) by restoring it into a private etcd"},
-    {"passphrase-file", K_STRING, CMD_APPROVE | CMD_RECOVER | CMD_PCR_SIGN, true,
-     STR(passphrase_file), "FILE",
-     "the private key file's passphrase (default: the systemd credential passphrase, else "
-     "asked on the terminal)"},
-    {"legacy", K_FLAG, CMD_PCR_SIGN, true, offsetof(struct settings, legacy), 0, NULL,
-     "sign for generations made before 0.3.0, whose policy does not name the PCRs"},
-    {"epoch", K_U32, CMD_PCR_SIGN | CMD_PCR_REVOKE, true, NUM(epoch, 64), "N",
-     "pcr-sign: the epoch the signature is for, valid until a node's epoch passes it "
-     "(default 0; pcr-read prints a node's); pcr-revoke: the epoch to raise the node to "
-     "(default: one more than now)"},
-    {"escrow-to", K_STRING, CMD_SERVE | CMD_INIT | CMD_ROTATE, false, STR(escrow_to), "NODE",
-     "escrow every new dup generation to this recovery node (from node-key --public)"},
-    {"escrow-approval", K_STRING, CMD_SERVE | CMD_INIT | CMD_ROTATE, false, STR(escrow_approval),
-     "APPROVAL", "the admin key's approval of the recovery node"},
-    {"owner-auth-file", K_STRING, CMD_SERVE | CMD_INIT | CMD_PCR_REVOKE, false,
-     STR(owner_auth_file), "FILE",
-     "the TPM owner hierarchy's password, if it has one, used only to provision (default: "
-     "systemd credential owner-auth)"},
-    {"stage", K_FLAG, CMD_ROTATE, true, offsetof(struct settings, stage), 0, NULL,
-     "add the new generation decrypt-only, for promote once every node has it"},
-    {"to", K_STRING, CMD_EXPORT | CMD_RECOVER, true, STR(to), "NODE",
-     "the node file (from node-key) of the node to export (or recover) to"},
-    {"approval", K_STRING, CMD_EXPORT | CMD_INIT | CMD_CERTIFY, true, STR(approval), "APPROVAL",
-     "the admin key's approval of that node (export), or of this node: recorded, so that "
-     "it certifies the generations it makes (init, certify)"},
-    {"generation", K_GENERATION, CMD_EXPORT, true, 0, 0, "N",
-     "export this generation (repeatable; default: every dup generation)"},
-    {"public", K_STRING, CMD_NODE_KEY, true, STR(public_key), "PEM",
-     "make the node file from this public key (an offline recovery key) instead of the TPM"},
-    {"answer", K_STRING, CMD_NODE_KEY, true, STR(answer), "CHALLENGE",
-     "answer an attestation challenge (approve --ek-ca) with this TPM, as the response"},
-    {"ek-ca", K_STRING, CMD_APPROVE, true, STR(ek_ca), "FILE|DIR",
-     "TPM manufacturers' CA certificates: check the node's EK certificate and write a "
-     "challenge (with --response: approve once it is answered)"},
-    {"response", K_STRING, CMD_APPROVE, true, STR(response), "RESPONSE",
-     "the node's answer to the challenge (node-key --answer), with --ek-ca"},
-    {"recovery-key", K_STRING, CMD_RECOVER, true, STR(recovery_key), "PEM",
-     "the recovery private key the bundles were exported to"},
-    {"write-generation", K_U32, CMD_RECOVER, true, NUM(write_generation, UINT32_MAX), "N",
-     "the generation the new node writes with (default: the highest)"},
-    {"output", K_STRING,
-     CMD_NODE_KEY | CMD_APPROVE | CMD_EXPORT | CMD_RECOVER | CMD_PCR_SIGN | CMD_AUDIT, true,
-     STR(output), "FILE",
-     "write to FILE (atomically, mode 0600) instead of standard output; also -o (audit: "
-     "text or json, the report's form)"},
-    {"socket-mode", K_MODE, CMD_SERVE, false, NUM(socket_mode, 0777), "MODE",
-     "permissions of the socket (default 0600)"},
-    {"socket-group", K_STRING, CMD_SERVE, false, STR(socket_group), "GROUP",
-     "group of the socket (default: unchanged)"},
-    {"metrics-listen", K_STRING, CMD_SERVE, false, STR(metrics_listen), "ADDRESS",
-     "serve Prometheus metrics on 127.0.0.1:PORT, [::1]:PORT or a socket path (default off)"},
-    {"allow-uid", K_UID, CMD_SERVE, false, 0, 0, "UID",
-     "only this peer uid may connect (repeatable; default: anyone the socket mode allows)"},
-    {"max-connections", K_U32, CMD_SERVE, false, NUM(max_connections, 1u << 20), "N",
-     "connections at once (default 1024)"},
-    {"max-streams", K_U32, CMD_SERVE, false, NUM(max_streams, 1u << 16), "N",
-     "concurrent streams per connection (default 128)"},
-    {"max-inflight", K_U32, CMD_SERVE, false, NUM(max_inflight, 1u << 20), "N",
-     "calls being answered at once, server-wide (default 4096)"},
-    {"idle-timeout", K_U32, CMD_SERVE, false, NUM(idle_timeout_s, 86400), "SECONDS",
-     "close connections idle this long (default 300)"},
-    {"probe-interval", K_U32, CMD_SERVE, false, NUM(probe_interval_ms, 3600000), "MS",
-     "TPM health probe interval (default 5000)"},
-    {"tpm-command-timeout", K_U32, CMD_SERVE, false, NUM(tpm_command_timeout_ms, 3600000), "MS",
-     "a TPM command unanswered this long makes the TPM unhealthy (default 10000)"},
-    {"timeout", K_U32, CMD_STATUS | CMD_AUDIT, false, NUM(timeout_ms, 3600000), "MS",
-     "how long to wait for the answer; a starting daemon holds it up to 10 s (default "
-     "12000)"},
-    {"log-format", K_LOG_FORMAT, ALL, false, 0, 0, "FORMAT", "text or json (default text)"},
-    {"log-level", K_LOG_LEVEL, ALL, false, 0, 0, "LEVEL",
-     "error, warning, info or debug (default info)"},
-    {"force", K_FLAG, CMD_RETIRE | CMD_PROMOTE, false, offsetof(struct settings, force), 0, NULL,
-     "retire: even a generation used since the daemon started; promote: even one never "
-     "exported to a node this node exports to"},
+	{"listen", K_STRING, CMD_SERVE | CMD_STATUS | CMD_AUDIT | CMD_ENCRYPTION_CONFIG, false, STR(listen), "ADDRESS",
+	 "socket: PATH, unix:///PATH or unix:///@ABSTRACT (default /run/tpm2-kms/kms.sock)"},
+	{"tcti", K_STRING, ALL_TPM, false, STR(tcti), "TCTI",
+	 "TPM access, as for the TCTI loader (default device:/dev/tpmrm0)"},
+	{"state-dir", K_STRING, ALL_STATE, false, STR(state_dir), "DIR",
+	 "keys and state (default /var/lib/tpm2-kms)"},
+	{"nv-index", K_NV_INDEX, CMD_SERVE | CMD_INIT | CMD_IMPORT, false, NUM(nv_index, 0),
+	 "HANDLE", "NV counter index for new state, 0x01800000-0x01BFFFFF (default 0x01800101)"},
+	{"admin-key", K_STRING, CMD_SERVE | CMD_INIT | CMD_APPROVE | CMD_IMPORT | CMD_RECOVER, false,
+	 STR(admin_key), "PEM",
+	 "admin key: its public half (serve, init: new generations become duplicable to "
+	 "nodes it approves; import into an empty state directory, recover: the only admin key "
+	 "trusted); its private half (approve)"},
+	{"pcr-key", K_STRING, CMD_SERVE | CMD_INIT, false, STR(pcr_key), "PEM",
+	 "the PCR signer's public key: new generations unseal only for PCR values it signed"},
+	{"pcrs", K_STRING, CMD_SERVE | CMD_INIT | CMD_PCR_READ | CMD_PCR_SIGN, false, STR(pcrs),
+	 "LIST", "PCRs (SHA-256 bank) the signatures cover, 7 or 7,11; pcr-sign: 7=HEX,..."},
+	{"pcr-literal", K_STRING, CMD_SERVE | CMD_INIT, false, STR(pcr_literal), "LIST",
+	 "PCRs (SHA-256 bank) new generations also check as they are now, beside the signed "
+	 "ones (7, say, with pcrs 11)"},
+	{"pcr-signatures", K_STRING, ALL_UNSEAL, false, STR(pcr_signatures), "DIR",
+	 "signatures of PCR values (pcr-sign, systemd-measure) (default "
+	 "/etc/tpm2-kms/pcr-signatures)"},
+	{"key", K_STRING, CMD_PCR_SIGN | CMD_AUDIT, false, STR(key), "PEM",
+	 "pcr-sign: the PCR signer's private key; audit: the private key of --cert"},
+	{"endpoints", K_STRING, CMD_AUDIT, false, STR(endpoints), "URL[,URL]",
+	 "etcd's client URLs (https://, http:// or unix://), tried in order"},
+	{"cacert", K_STRING, CMD_AUDIT, false, STR(cacert), "PEM",
+	 "the CA that signed etcd's server certificate (default: the system's)"},
+	{"cert", K_STRING, CMD_AUDIT, false, STR(cert), "PEM",
+	 "the client certificate etcd asks for (kubeadm: apiserver-etcd-client.crt)"},
+	{"prefix", K_STRING, CMD_AUDIT, false, STR(prefix), "PREFIX",
+	 "kube-apiserver's --etcd-prefix (default /registry)"},
+	{"name", K_STRING, CMD_ENCRYPTION_CONFIG, true, STR(provider_name), "NAME",
+	 "the KMS provider's name in the configuration (default tpm2-kms; no ':')"},
+	{"phase", K_STRING, CMD_ENCRYPTION_CONFIG, true, STR(phase), "1|2|off",
+	 "1: read both, write plaintext (every apiserver first); 2: write encrypted (the "
+	 "default); off: write plaintext again, to leave encryption"},
+	{"snapshot", K_STRING, CMD_AUDIT, true, STR(snapshot), "FILE",
+	 "audit an etcd snapshot (a backup) by restoring it into a private etcd"},
+	{"passphrase-file", K_STRING, CMD_APPROVE | CMD_RECOVER | CMD_PCR_SIGN, true,
+	 STR(passphrase_file), "FILE",
+	 "the private key file's passphrase (default: the systemd credential passphrase, else "
+	 "asked on the terminal)"},
+	{"legacy", K_FLAG, CMD_PCR_SIGN, true, offsetof(struct settings, legacy), 0, NULL,
+	 "sign for generations made before 0.3.0, whose policy does not name the PCRs"},
+	{"epoch", K_U32, CMD_PCR_SIGN | CMD_PCR_REVOKE, true, NUM(epoch, 64), "N",
+	 "pcr-sign: the epoch the signature is for, valid until a node's epoch passes it "
+	 "(default 0; pcr-read prints a node's); pcr-revoke: the epoch to raise the node to "
+	 "(default: one more than now)"},
+	{"escrow-to", K_STRING, CMD_SERVE | CMD_INIT | CMD_ROTATE, false, STR(escrow_to), "NODE",
+	 "escrow every new dup generation to this recovery node (from node-key --public)"},
+	{"escrow-approval", K_STRING, CMD_SERVE | CMD_INIT | CMD_ROTATE, false,
+	 STR(escrow_approval), "APPROVAL", "the admin key's approval of the recovery node"},
+	{"owner-auth-file", K_STRING, CMD_SERVE | CMD_INIT | CMD_PCR_REVOKE, false,
+	 STR(owner_auth_file), "FILE",
+	 "the TPM owner hierarchy's password, if it has one, used only to provision (default: "
+	 "systemd credential owner-auth)"},
+	{"stage", K_FLAG, CMD_ROTATE, true, offsetof(struct settings, stage), 0, NULL,
+	 "add the new generation decrypt-only, for promote once every node has it"},
+	{"to", K_STRING, CMD_EXPORT | CMD_RECOVER, true, STR(to), "NODE",
+	 "the node file (from node-key) of the node to export (or recover) to"},
+	{"approval", K_STRING, CMD_EXPORT | CMD_INIT | CMD_CERTIFY, true, STR(approval), "APPROVAL",
+	 "the admin key's approval of that node (export), or of this node: recorded, so that "
+	 "it certifies the generations it makes (init, certify)"},
+	{"generation", K_GENERATION, CMD_EXPORT, true, 0, 0, "N",
+	 "export this generation (repeatable; default: every dup generation)"},
+	{"public", K_STRING, CMD_NODE_KEY, true, STR(public_key), "PEM",
+	 "make the node file from this public key (an offline recovery key) instead of the TPM"},
+	{"answer", K_STRING, CMD_NODE_KEY, true, STR(answer), "CHALLENGE",
+	 "answer an attestation challenge (approve --ek-ca) with this TPM, as the response"},
+	{"ek-ca", K_STRING, CMD_APPROVE, true, STR(ek_ca), "FILE|DIR",
+	 "TPM manufacturers' CA certificates: check the node's EK certificate and write a "
+	 "challenge (with --response: approve once it is answered)"},
+	{"response", K_STRING, CMD_APPROVE, true, STR(response), "RESPONSE",
+	 "the node's answer to the challenge (node-key --answer), with --ek-ca"},
+	{"recovery-key", K_STRING, CMD_RECOVER, true, STR(recovery_key), "PEM",
+	 "the recovery private key the bundles were exported to"},
+	{"write-generation", K_U32, CMD_RECOVER, true, NUM(write_generation, UINT32_MAX), "N",
+	 "the generation the new node writes with (default: the highest)"},
+	{"output", K_STRING,
+	 CMD_NODE_KEY | CMD_APPROVE | CMD_EXPORT | CMD_RECOVER | CMD_PCR_SIGN | CMD_AUDIT, true,
+	 STR(output), "FILE",
+	 "write to FILE (atomically, mode 0600) instead of standard output; also -o (audit: "
+	 "text or json, the report's form)"},
+	{"socket-mode", K_MODE, CMD_SERVE, false, NUM(socket_mode, 0777), "MODE",
+	 "permissions of the socket (default 0600)"},
+	{"socket-group", K_STRING, CMD_SERVE, false, STR(socket_group), "GROUP",
+	 "group of the socket (default: unchanged)"},
+	{"metrics-listen", K_STRING, CMD_SERVE, false, STR(metrics_listen), "ADDRESS",
+	 "serve Prometheus metrics on 127.0.0.1:PORT, [::1]:PORT or a socket path (default off)"},
+	{"allow-uid", K_UID, CMD_SERVE, false, 0, 0, "UID",
+	 "only this peer uid may connect (repeatable; default: anyone the socket mode allows)"},
+	{"max-connections", K_U32, CMD_SERVE, false, NUM(max_connections, 1u << 20), "N",
+	 "connections at once (default 1024)"},
+	{"max-streams", K_U32, CMD_SERVE, false, NUM(max_streams, 1u << 16), "N",
+	 "concurrent streams per connection (default 128)"},
+	{"max-inflight", K_U32, CMD_SERVE, false, NUM(max_inflight, 1u << 20), "N",
+	 "calls being answered at once, server-wide (default 4096)"},
+	{"idle-timeout", K_U32, CMD_SERVE, false, NUM(idle_timeout_s, 86400), "SECONDS",
+	 "close connections idle this long (default 300)"},
+	{"probe-interval", K_U32, CMD_SERVE, false, NUM(probe_interval_ms, 3600000), "MS",
+	 "TPM health probe interval (default 5000)"},
+	{"tpm-command-timeout", K_U32, CMD_SERVE, false, NUM(tpm_command_timeout_ms, 3600000),
+	 "MS", "a TPM command unanswered this long makes the TPM unhealthy (default 10000)"},
+	{"timeout", K_U32, CMD_STATUS | CMD_AUDIT, false, NUM(timeout_ms, 3600000), "MS",
+	 "how long to wait for the answer; a starting daemon holds it up to 10 s (default "
+	 "12000)"},
+	{"log-format", K_LOG_FORMAT, ALL, false, 0, 0, "FORMAT", "text or json (default text)"},
+	{"log-level", K_LOG_LEVEL, ALL, false, 0, 0, "LEVEL",
+	 "error, warning, info or debug (default info)"},
+	{"force", K_FLAG, CMD_RETIRE | CMD_PROMOTE, false, offsetof(struct settings, force), 0, NULL,
+	 "retire: even a generation used since the daemon started; promote: even one never "
+	 "exported to a node this node exports to"},
 };
 
 /* What a command takes besides options. */
@@ -202,6 +208,9 @@ static const struct {
 	{"audit", CMD_AUDIT, POS_NONE, false, "",
 	 "read etcd (or a snapshot) and prove which generations its objects need; retire relies "
 	 "on it"},
+	{"encryption-config", CMD_ENCRYPTION_CONFIG, POS_NONE, false, "",
+	 "print kube-apiserver's EncryptionConfiguration for this plugin, for each phase of "
+	 "turning encryption on or off"},
 	{"status", CMD_STATUS, POS_NONE, false, "",
 	 "ask a running daemon for Status; exit 0 iff healthz is ok"},
 };
@@ -259,6 +268,8 @@ static void defaults(struct settings *s)
 	strcpy(s->tcti, "device:/dev/tpmrm0");
 	strcpy(s->state_dir, "/var/lib/tpm2-kms");
 	strcpy(s->prefix, "/registry");
+	strcpy(s->provider_name, "tpm2-kms");
+	strcpy(s->phase, "2");
 	s->socket_mode = 0600;
 	s->log_format = LOG_FORMAT_TEXT;
 	s->log_level = LOG_LEVEL_INFO;
@@ -596,6 +607,19 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 		if (r < 0)
 			return r;
 	}
+	if (s.command == CMD_ENCRYPTION_CONFIG &&
+	    ((strcmp(s.phase, "1") != 0 && strcmp(s.phase, "2") != 0 && strcmp(s.phase, "off") != 0) ||
+	     !*s.provider_name || strpbrk(s.provider_name, ": \t\"'\\#") != NULL)) {
+		fprintf(stderr, "tpm2-kms: encryption-config: %s\n",
+			!*s.provider_name || strpbrk(s.provider_name, ": \t\"'\\#")
+				? "--name must be a plain name without ':' (kube-apiserver refuses one)"
+				: "--phase is 1, 2 or off");
+		return -EINVAL;
+	}
+	if (s.command == CMD_APPROVE && *s.response && !*s.ek_ca) {
+		fprintf(stderr, "tpm2-kms: approve --response needs --ek-ca\n");
+		return -EINVAL;
+	}
 	if (s.command == CMD_AUDIT && *s.output && strcmp(s.output, "text") != 0 &&
 	    strcmp(s.output, "json") != 0) {
 		fprintf(stderr, "tpm2-kms: audit --output: \"%s\" is not text or json\n", s.output);
@@ -605,10 +629,6 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 		fprintf(stderr, "tpm2-kms: audit: %s\n",
 			s.prefix[0] != '/' ? "--prefix must start with /"
 					   : "--cert and --key go together");
-		return -EINVAL;
-	}
-	if (s.command == CMD_APPROVE && *s.response && !*s.ek_ca) {
-		fprintf(stderr, "tpm2-kms: approve --response needs --ek-ca\n");
 		return -EINVAL;
 	}
 	if ((s.command == CMD_APPROVE && !*s.admin_key) ||

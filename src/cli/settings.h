@@ -34,6 +34,7 @@ enum command {
 	CMD_CERTIFY = 1 << 14,
 	CMD_PCR_REVOKE = 1 << 15,
 	CMD_AUDIT = 1 << 16,
+	CMD_ENCRYPTION_CONFIG = 1 << 17,
 };
 
 #define SETTINGS_MAX_GENERATIONS 64
@@ -85,6 +86,8 @@ struct settings {
 	char cacert[4096], cert[4096];
 	char prefix[256];    /* audit: the etcd prefix, /registry */
 	char snapshot[4096]; /* audit: an etcd snapshot file */
+	char provider_name[64]; /* encryption-config --name */
+	char phase[8];          /* encryption-config: 1, 2 or off */
 	char escrow_to[4096];
 	char escrow_approval[4096];
 	char owner_auth_file[4096]; /* serve, init: the owner password, to provision */

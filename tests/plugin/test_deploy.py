@@ -62,6 +62,58 @@ class EncryptionConfiguration(unittest.TestCase):
             shutil.rmtree(root, ignore_errors=True)
 
 
+class EncryptionConfigCommand(unittest.TestCase):
+    """`tpm2-kms encryption-config`: each phase parsed by a YAML parser and
+    checked against the rules kube-apiserver applies to the file."""
+
+    def config(self, *args):
+        return yaml.safe_load(run_cli('encryption-config', '--config', '/dev/null', *args).stdout)
+
+    def check(self, cfg, name, socket):
+        self.assertEqual(cfg['apiVersion'], 'apiserver.config.k8s.io/v1')
+        self.assertEqual(cfg['kind'], 'EncryptionConfiguration')
+        [res] = cfg['resources']
+        self.assertEqual(res['resources'], ['secrets'])
+        [kms] = [p['kms'] for p in res['providers'] if 'kms' in p]
+        self.assertEqual(set(kms), {'apiVersion', 'name', 'endpoint', 'timeout'})
+        self.assertEqual(kms['apiVersion'], 'v2')
+        self.assertEqual(kms['name'], name)
+        self.assertNotIn(':', kms['name'])
+        self.assertEqual(kms['endpoint'], 'unix://' + socket)
+        m = re.fullmatch(r'(\d+)s', kms['timeout'])
+        self.assertTrue(m and 0 < int(m.group(1)) <= 10)
+        self.assertEqual(len(res['providers']), 2)
+        self.assertIn({'identity': {}}, res['providers'])
+        return [next(iter(p)) for p in res['providers']]
+
+    def test_the_phases(self):
+        default = self.config()
+        self.assertEqual(self.check(default, 'tpm2-kms', '/run/tpm2-kms/kms.sock'),
+                         ['kms', 'identity'])
+        # The shipped file is phase 2 with the defaults.
+        with open(os.path.join(SRC, 'deploy', 'encryption-configuration.yaml')) as f:
+            self.assertEqual(default, yaml.safe_load(f))
+        self.assertEqual(self.config('--phase', '2'), default)
+        for phase in ('1', 'off'):
+            self.assertEqual(self.check(self.config('--phase', phase), 'tpm2-kms',
+                                        '/run/tpm2-kms/kms.sock'), ['identity', 'kms'])
+        self.assertEqual(self.check(self.config('--listen', 'unix:///var/run/k.sock', '--name',
+                                                'node-a'), 'node-a', '/var/run/k.sock'),
+                         ['kms', 'identity'])
+
+    def test_refusals(self):
+        for args, why in ((['--name', 'a:b'], "without ':'"), (['--name', ''], 'is empty'),
+                          (['--phase', '3'], '1, 2 or off')):
+            r = run_cli('encryption-config', '--config', '/dev/null', *args, check=False)
+            self.assertEqual(r.returncode, 2, args)
+            self.assertIn(why, r.stderr)
+            self.assertEqual(r.stdout, '')
+        r = run_cli('encryption-config', '--config', '/dev/null', '--listen', '@kms',
+                    check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('as a path', r.stderr)
+
+
 if __name__ == '__main__':
     r = unittest.main(verbosity=2, exit=False).result
     print('%d passed, %d failed' % (r.testsRun - len(r.failures) - len(r.errors),

@@ -246,6 +246,24 @@ class Guide(unittest.TestCase):
         self.assertTrue(os.path.exists(os.path.join(a.state, 'escrow', 'gen-000001.pem')))
         print('ran as written:\n  ' + '\n  '.join(ran))
 
+    def test_encryption_configuration_as_written(self):
+        # §3's commands, with /etc/kubernetes/enc mapped to the machine's
+        # directory; what they write is parsed and its provider order checked.
+        import yaml
+        a = self.machine('node-a')
+        blocks = guide_blocks('## 3. Point kube-apiserver at it')
+        commands = [c for b in blocks for _, c in b if 'encryption-config' in c]
+        self.assertEqual(len(commands), 3, commands)
+        orders = []
+        for command in commands:
+            code, out = a.run(command.replace('/etc/kubernetes/enc/', a.dir + '/'))
+            self.assertEqual(code, 0, out)
+            with open(os.path.join(a.dir, 'encryption-configuration.yaml')) as f:
+                cfg = yaml.safe_load(f)
+            orders.append([next(iter(p)) for p in cfg['resources'][0]['providers']])
+        self.assertEqual(orders, [['kms', 'identity'], ['identity', 'kms'],
+                                  ['kms', 'identity']])
+
     @unittest.skipUnless(have_etcd(), 'etcd-server and etcd-client are not installed')
     def test_rotation_loop_and_a_backup_audit_as_written(self):
         # §5 and §6 against a real etcd (TLS, client certificates), with the

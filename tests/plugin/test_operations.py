@@ -21,11 +21,11 @@ SRC = os.environ.get('TOP_SRCDIR', os.getcwd())
 BUILD = os.environ.get('TOP_BUILDDIR', os.getcwd())
 COMMANDS = ('serve', 'init', 'rotate', 'promote', 'keys', 'retire', 'node-key', 'approve',
             'export', 'import', 'recover', 'certify', 'pcr-read', 'pcr-sign', 'pcr-revoke',
-            'audit', 'status')
+            'audit', 'encryption-config', 'status')
 # Options that name one run's input or output: not in the configuration file.
 FLAG_ONLY = ('stage', 'to', 'approval', 'generation', 'output', 'public', 'recovery-key',
              'write-generation', 'snapshot', 'legacy', 'epoch', 'passphrase-file', 'answer',
-             'ek-ca', 'response')
+             'ek-ca', 'response', 'name', 'phase')
 
 
 def make_admin(root, name):
