@@ -2,8 +2,10 @@
 """dist/prometheus/tpm2-kms-rules.yml with Debian's promtool: the rules
 check, every alert fires on the series it is for and stays silent on the
 ones it is not (each case below, run by `promtool test rules`), and every
-metric the rules name is one the daemon exports (a live /metrics)."""
+metric the rules and the Grafana dashboard (dist/grafana/tpm2-kms.json)
+name is one the daemon exports (a live /metrics)."""
 
+import json
 import os
 import re
 import shutil
@@ -17,6 +19,7 @@ from kmsclient import Daemon, Swtpm, scrape_metrics, tempdir
 
 SRC = os.environ.get('TOP_SRCDIR', os.getcwd())
 RULES = os.path.join(SRC, 'dist', 'prometheus', 'tpm2-kms-rules.yml')
+DASHBOARD = os.path.join(SRC, 'dist', 'grafana', 'tpm2-kms.json')
 PROMTOOL = shutil.which('promtool')
 
 # (alert, interval, series, [(eval time, [(labels, value)] expected firing)])
@@ -168,7 +171,7 @@ class Alerts(unittest.TestCase):
                                    text=True)
                 self.assertEqual(r.returncode, 0, r.stdout[-6000:] + r.stderr[-3000:])
 
-    def test_the_rules_name_only_metrics_the_daemon_exports(self):
+    def test_the_rules_and_the_dashboard_name_only_metrics_the_daemon_exports(self):
         root = tempdir('kmsal-')
         tpm = Swtpm(root)
         tpm.start()
@@ -182,10 +185,17 @@ class Alerts(unittest.TestCase):
             tpm.kill()
             shutil.rmtree(root, ignore_errors=True)
         exported = set(re.findall(r'^# TYPE (\w+) ', text, re.M))
+        with open(DASHBOARD) as f:
+            dash = json.load(f)
+        exprs = [r['expr'] for r in rules().values()]
+        exprs += [t['expr'] for p in dash['panels'] for t in p['targets']]
+        exprs.append(dash['templating']['list'][1]['query'])
         named = set()
-        for rule in rules().values():
-            named |= set(re.findall(r'\b(tpm2kms_\w+?)(?:_bucket|_sum|_count)?\b', rule['expr']))
+        for expr in exprs:
+            named |= set(re.findall(r'\b(tpm2kms_\w+?)(?:_bucket|_sum|_count)?\b', expr))
+        self.assertGreater(len(named), 15)
         self.assertEqual(sorted(named - exported), [])
+        self.assertEqual(len({p['id'] for p in dash['panels']}), len(dash['panels']))
 
 
 if __name__ == '__main__':
