@@ -87,12 +87,18 @@ def free_port():
 
 class Etcd:
     """One etcd member on loopback: https with client certificates, or
-    plain http (tls=False)."""
+    plain http (tls=False); extra: more etcd flags."""
 
-    def __init__(self, root, tls=True):
+    # Large values for the tests that need them (etcd's own limit is its
+    # --max-request-bytes).
+    OPTIONS = [('grpc.max_send_message_length', 64 << 20),
+               ('grpc.max_receive_message_length', 64 << 20)]
+
+    def __init__(self, root, tls=True, extra=()):
         self.dir = os.path.join(root, 'etcd')
         os.makedirs(self.dir, exist_ok=True)
         self.tls = tls
+        self.extra = list(extra)
         self.pki = make_pki(os.path.join(self.dir, 'pki')) if tls else None
         self.proc = None
         self.channel = None
@@ -109,6 +115,7 @@ class Etcd:
                     '--listen-peer-urls', 'http://127.0.0.1:%d' % peer,
                     '--initial-advertise-peer-urls', 'http://127.0.0.1:%d' % peer,
                     '--initial-cluster', 'test=http://127.0.0.1:%d' % peer]
+            args += self.extra
             if self.tls:
                 args += ['--client-cert-auth', '--trusted-ca-file', self.pki['ca.crt'],
                          '--cert-file', self.pki['server.crt'],
@@ -128,9 +135,9 @@ class Etcd:
                     pem[n] = f.read()
             creds = grpc.ssl_channel_credentials(pem['ca.crt'], pem['client.key'],
                                                  pem['client.crt'])
-            self.channel = grpc.secure_channel(target, creds)
+            self.channel = grpc.secure_channel(target, creds, options=self.OPTIONS)
         else:
-            self.channel = grpc.insecure_channel(target)
+            self.channel = grpc.insecure_channel(target, options=self.OPTIONS)
         self._put = self.channel.unary_unary('/etcdserverpb.KV/Put')
         self._txn = self.channel.unary_unary('/etcdserverpb.KV/Txn')
 

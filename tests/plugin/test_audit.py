@@ -285,6 +285,44 @@ class AuditTest(unittest.TestCase):
 
 
 @unittest.skipUnless(have_etcd(), NO_ETCD)
+class IncompleteAudit(unittest.TestCase):
+    def test_an_audit_that_cannot_read_everything_proves_nothing(self):
+        # A value over the audit's 16 MiB page limit (etcd takes it with a
+        # raised --max-request-bytes): the walk stops there, the record
+        # says incomplete, and retire trusts none of it.
+        root = tempdir('kmsc-')
+        stack = AuditStack(root, tls=False)
+        try:
+            api = Apiserver(stack.daemon.client())
+            stack.etcd.stop()
+            stack.etcd = Etcd(root + '/big', tls=False, extra=['--max-request-bytes', str(20 << 20)])
+            stack.etcd.start()
+            for name in ('a', 'b'):
+                k = b'/registry/secrets/default/' + name.encode()
+                stack.etcd.put(k, api.value(k, b'v'))
+            stack.etcd.put(b'/registry/configmaps/default/huge', b'x' * (17 << 20))
+            run_cli('rotate', '--tcti', stack.tpm.tcti, '--state-dir', stack.daemon.state_dir)
+            with open(os.path.join(stack.daemon.state_dir, 'write-since'), 'w') as f:
+                f.write('generation 2 since 1\n')
+            r = run_cli('audit', *stack.audit_args()[:2], '--listen', stack.daemon.sock,
+                        '--state-dir', stack.daemon.state_dir, '--output', 'json', check=False)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn('is over 16 MiB, the audit\'s limit', r.stderr)
+            self.assertIn('the audit stopped after 0 objects', r.stderr)
+            rep = json.loads(r.stdout)
+            self.assertEqual((rep['complete'], rep['all_decrypt']), (False, False))
+            self.assertFalse(any(g['retirable'] for g in rep['generations']))
+            with open(os.path.join(stack.daemon.state_dir, 'audit')) as f:
+                self.assertIn('complete no\n', f.read())
+            r = run_cli('retire', '1', '--state-dir', stack.daemon.state_dir, check=False)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn('is incomplete: run tpm2-kms audit again', r.stderr)
+        finally:
+            stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@unittest.skipUnless(have_etcd(), NO_ETCD)
 class PlainEtcd(unittest.TestCase):
     def test_plain_http_etcd_and_an_empty_prefix(self):
         root = tempdir('kmsb-')
