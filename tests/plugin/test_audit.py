@@ -8,6 +8,7 @@ that relies on it."""
 import glob
 import json
 import os
+import pty
 import re
 import shutil
 import sys
@@ -15,7 +16,7 @@ import time
 import unittest
 
 from etcdlib import Apiserver, AuditStack, Etcd, have_etcd
-from kmsclient import Daemon, Swtpm, run_cli, scrape_metrics, tempdir, wait_until
+from kmsclient import Daemon, Swtpm, run_cli, scrape_metrics, tempdir, tpm2_kms, wait_until
 
 NO_ETCD = 'etcd-server and etcd-client are not installed (scripts/install-deps.sh --test)'
 
@@ -258,6 +259,29 @@ class AuditTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn('etcdctl snapshot restore', r.stderr)
         self.assertEqual(os.listdir(tmp), [])
+
+    def test_a_terminal_gets_a_progress_line(self):
+        api = Apiserver(self.kms)
+        self.etcd.put_many((k, api.value(k, b'v')) for k in
+                           (b'/registry/secrets/ns/s%05d' % i for i in range(2000)))
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(tpm2_kms(), [tpm2_kms(), 'audit'] + self.stack.audit_args())
+        out = b''
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0, out)
+        self.assertRegex(out, rb'\raudit: 2000 objects read, 1 DEK sources decrypted\r?\n')
+        # Not on a pipe: the report alone.
+        self.assertNotIn('objects read', self.audit(check_exit=0).stderr)
 
     def test_tls_is_required_as_etcd_asks(self):
         r = run_cli('audit', *self.etcd.cli_args(with_client_cert=False),
