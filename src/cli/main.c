@@ -808,14 +808,14 @@ static int cmd_retire(const struct settings *s)
 static int cmd_encryption_config(const struct settings *s)
 {
 	static const char *const notes[] = {
-		"# Phase 1 of 2: every kube-apiserver can read what the plugin encrypts;\n"
-		"# writes stay in plaintext. Roll it out to every control-plane node,\n"
-		"# then phase 2 (tpm2-kms encryption-config --phase 2).\n",
-		"# Phase 2 of 2: new Secrets are encrypted by the plugin; identity keeps\n"
-		"# those written before readable until they are rewritten:\n"
-		"#   kubectl get secrets --all-namespaces -o json | kubectl replace -f -\n",
-		"# Leaving encryption: writes go back to plaintext while the plugin still\n"
-		"# decrypts. Rewrite every Secret (as above), then remove the kms provider.\n",
+		("# Phase 1 of 2: every kube-apiserver can read what the plugin encrypts;\n"
+		 "# writes stay in plaintext. Roll it out to every control-plane node,\n"
+		 "# then phase 2 (tpm2-kms encryption-config --phase 2).\n"),
+		("# Phase 2 of 2: new Secrets are encrypted by the plugin; identity keeps\n"
+		 "# those written before readable until they are rewritten:\n"
+		 "#   kubectl get secrets --all-namespaces -o json | kubectl replace -f -\n"),
+		("# Leaving encryption: writes go back to plaintext while the plugin still\n"
+		 "# decrypts. Rewrite every Secret (as above), then remove the kms provider.\n"),
 	};
 	struct listen_addr a;
 	int phase = strcmp(s->phase, "1") == 0 ? 0 : strcmp(s->phase, "2") == 0 ? 1 : 2;
