@@ -964,6 +964,16 @@ static void collect(void *arg, struct metrics_out *out)
 		if (tpm_kek_duplicable(g->kind) && p->escrow_configured)
 			metrics_printf(out, "tpm2kms_kek_generation_escrowed{generation=\"%u\"} %d\n",
 				       (unsigned)g->number, g->escrowed);
+	metrics_family(out, "tpm2kms_pcr_approval_missing", "gauge",
+		       "Boot-state-bound generations waiting for a signature that approves the "
+		       "current PCR values.");
+	{
+		unsigned n = 0;
+
+		for (struct generation *g = p->gens; g; g = g->next)
+			n += !g->kek && g->problem != NULL;
+		metrics_printf(out, "tpm2kms_pcr_approval_missing %u\n", n);
+	}
 	metrics_family(out, "tpm2kms_kek_generations_not_loaded", "gauge",
 		       "Key generations known but not unsealed (loading or unusable).");
 	{

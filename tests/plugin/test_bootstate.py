@@ -18,7 +18,7 @@ import grpc
 
 from clusterlib import (ClusterTest, der_items, make_key, openssl, pem_blocks, read_text,
                         write_file)
-from kmsclient import Daemon, Swtpm, run_cli, wait_until
+from kmsclient import Daemon, Swtpm, run_cli, scrape_metrics, wait_until
 
 SYSTEMD_MEASURE = '/usr/lib/systemd/systemd-measure'
 
@@ -49,8 +49,13 @@ class BootTest(ClusterTest):
         return values, path
 
     def serve(self, node):
-        node.daemon.extra = ['--pcr-signatures', self.sigdir(node)]
+        node.daemon.extra = ['--pcr-signatures', self.sigdir(node),
+                             '--metrics-listen', os.path.join(node.root, 'metrics.sock')]
         node.daemon.start(wait_healthy=False)
+
+    def approval_missing(self, node):
+        m = scrape_metrics(os.path.join(node.root, 'metrics.sock'))
+        return int(re.search(r'^tpm2kms_pcr_approval_missing (\d+)$', m, re.M).group(1))
 
     def status(self, node):
         c = node.daemon.client()
@@ -83,6 +88,7 @@ class RebootIntoAnotherOs(BootTest):
         now = run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '7').stdout.strip()
         self.assertIn('pcr ' + now, self.status(a).healthz)
         self.assertEqual(self.status(a).key_id, first)
+        self.assertEqual(self.approval_missing(a), 1)
         c = a.daemon.client()
         with self.assertRaises(grpc.RpcError) as cm:
             c.decrypt(made[0][1].ciphertext, first)
@@ -102,6 +108,7 @@ class RebootIntoAnotherOs(BootTest):
         # The operator checks the new values and signs them: no restart.
         self.sign_current(a, name='after-update.sig')
         wait_until(lambda: self.status(a).healthz == 'ok', 'healthy with the new signature')
+        self.assertEqual(self.approval_missing(a), 0)
         for seed, e in made:
             self.assertEqual(c.decrypt(e.ciphertext, e.key_id).plaintext, seed)
         self.assertEqual(c.encrypt(b'after').key_id, first)
