@@ -44,24 +44,31 @@ static int node_open(const char *dir, const char *tcti, int *ret_lock, struct st
 	return tpm_open(tcti, ret_tpm);
 }
 
-/* The EK and its certificates, for an attested join, when the TPM has
+/* The EKs and their certificates, for an attested join, where the TPM has
  * them; a TPM without is said so, and its node file is as before. */
-static int append_ek(tpm *t, char **pem, size_t *len)
+static int append_eks(tpm *t, char **pem, size_t *len)
 {
 	struct tpm_ek *ek = calloc(1, sizeof(*ek));
-	int r;
+	size_t found = 0;
+	int r = ek ? 0 : -ENOMEM;
 
-	if (!ek)
-		return -ENOMEM;
-	r = tpm_ek_read(t, ek);
-	if (r == -ENOENT) {
-		log_info("this TPM has no RSA endorsement key with a certificate (0x%08x, NV "
-		         "0x%08x): the node file cannot be attested",
-		         (unsigned)TPM_EK_RSA_HANDLE, (unsigned)TPM_EK_RSA_CERT_INDEX);
-		r = 0;
-	} else if (r == 0) {
-		r = nodefile_append_ek(ek, pem, len);
+	for (size_t i = 0; r == 0 && i < TPM_EK_KINDS; i++) {
+		r = tpm_ek_read(t, tpm_ek_cert_indices[i], ek);
+		if (r == -ENOENT) {
+			r = 0;
+			continue;
+		}
+		if (r == 0)
+			r = nodefile_append_ek(ek, pem, len);
+		if (r == 0) {
+			log_info("the node file carries the %s and its certificate",
+			         tpm_ek_describe(ek->cert_index));
+			found++;
+		}
 	}
+	if (r == 0 && !found)
+		log_info("this TPM has no endorsement key certificate (NV 0x01c00002, 0x01c0000a, "
+		         "0x01c00016): the node file cannot be attested");
 	free(ek);
 	return r;
 }
@@ -108,7 +115,7 @@ int exchange_node_key(const char *dir, const char *tcti, char **ret_pem, size_t 
 	if (r == 0)
 		r = nodefile_encode(n.pub, n.pub_len, n.sign_pub, n.sign_pub_len, ret_pem, ret_len);
 	if (r == 0)
-		r = append_ek(t, ret_pem, ret_len);
+		r = append_eks(t, ret_pem, ret_len);
 	if (r == 0)
 		*ret_node = n;
 out:
@@ -151,28 +158,36 @@ static void journal_dir(const char *admin_key_path, char out[PATH_MAX])
 		snprintf(out, PATH_MAX, "tpm2-kms-challenges");
 }
 
-/* The node file's EK, checked against the manufacturer roots. */
+/* The node file's EKs, every one checked against the manufacturer roots
+ * (a node file with one that does not is refused: it was tampered with,
+ * or the roots given lack one of the TPM maker's); the first is the one
+ * challenged. */
 static int node_ek_checked(const char *node_path, const char *ek_ca, struct tpm_ek *ek,
                            char root[ATTEST_ROOT_MAX])
 {
+	struct tpm_ek *eks = calloc(TPM_EK_KINDS, sizeof(*eks));
 	const char *why = NULL;
 	char *text = NULL;
-	size_t len;
+	size_t len, n = 0;
 	int r;
 
+	if (!eks)
+		return -ENOMEM;
 	r = files_read_input(node_path, NODEFILE_MAX_BYTES, &text, &len);
-	if (r < 0)
-		return r;
-	r = nodefile_ek(text, len, ek, &why);
+	if (r == 0)
+		r = nodefile_eks(text, len, eks, TPM_EK_KINDS, &n, &why);
 	free(text);
 	if (r == -ENOENT)
 		log_error("node file %s carries no EK certificate: nothing to attest (node-key "
 		          "writes it where the TPM has one; see docs/operations.md 9.2)",
 		          node_path);
-	else if (r < 0)
+	else if (r == -EINVAL)
 		log_error("node file %s: %s", node_path, why);
+	for (size_t i = n; r == 0 && i > 0; i--)
+		r = attest_ek_check(&eks[i - 1], ek_ca, root);
 	if (r == 0)
-		r = attest_ek_check(ek, ek_ca, root);
+		*ek = eks[0];
+	free(eks);
 	return r;
 }
 
@@ -306,7 +321,8 @@ int exchange_node_key_answer(const char *dir, const char *tcti, const char *chal
 	}
 	r = provenance_signkey(t, dir, false, &signkey);
 	if (r == 0)
-		r = tpm_attest_answer(t, &srk, &req->key, &signkey, req->nonce, sizeof(req->nonce),
+		r = tpm_attest_answer(t, &srk, &req->ek, &req->key, &signkey, req->nonce,
+		                      sizeof(req->nonce),
 		                      &c[0], &c[1]);
 	if (r == -EPROTO || r == -EKEYREJECTED)
 		log_error("this TPM cannot open the challenge: it was made for another TPM's EK");

@@ -122,6 +122,13 @@ static X509 *der_cert(const uint8_t *der, size_t len)
 	return d2i_X509(NULL, &p, (long)len);
 }
 
+/* "RSA 2048" or "ECC 384" for messages. */
+static void key_label(EVP_PKEY *key, char out[32])
+{
+	snprintf(out, 32, "%s %d", EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA ? "RSA" : "ECC",
+	         EVP_PKEY_get_bits(key));
+}
+
 int attest_ek_check(const struct tpm_ek *ek, const char *ca_path, char ret_root[ATTEST_ROOT_MAX])
 {
 	X509_STORE *store = X509_STORE_new();
@@ -129,6 +136,7 @@ int attest_ek_check(const struct tpm_ek *ek, const char *ca_path, char ret_root[
 	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
 	X509 *cert = der_cert(ek->cert, ek->cert_len);
 	EVP_PKEY *key = NULL;
+	char what[32];
 	int r = -ENOMEM;
 
 	if (!store || !untrusted || !ctx)
@@ -138,6 +146,12 @@ int attest_ek_check(const struct tpm_ek *ek, const char *ca_path, char ret_root[
 		log_error("the node file's EK certificate is not an X.509 certificate");
 		goto out;
 	}
+	if (dupcodec_public_key(ek->pub, ek->pub_len, &key) < 0 ||
+	    !tpmobj_tpm_resident(ek->pub, ek->pub_len)) {
+		log_error("the node file's EK is not a TPM-resident storage key");
+		goto out;
+	}
+	key_label(key, what);
 	for (size_t i = 0; i < ek->n_chain; i++) {
 		X509 *x = der_cert(ek->chain[i], ek->chain_len[i]);
 
@@ -151,24 +165,21 @@ int attest_ek_check(const struct tpm_ek *ek, const char *ca_path, char ret_root[
 	if (X509_STORE_CTX_init(ctx, store, cert, untrusted) != 1)
 		goto out;
 	if (X509_verify_cert(ctx) != 1) {
-		log_error("the EK certificate does not chain to a root in %s: %s", ca_path,
-		          X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+		log_error("the %s EK's certificate does not chain to a root in %s: %s", what,
+		          ca_path, X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
 		r = -EPERM;
 		goto out;
 	}
 	if (!has_ek_usage(cert)) {
-		log_error("the EK certificate is not for an endorsement key (its extended key "
-		          "usage lacks tcg-kp-EKCertificate)");
+		log_error("the %s EK's certificate is not for an endorsement key (its extended "
+		          "key usage lacks tcg-kp-EKCertificate)",
+		          what);
 		r = -EPERM;
 		goto out;
 	}
-	if (dupcodec_public_key(ek->pub, ek->pub_len, &key) < 0 ||
-	    !tpmobj_tpm_resident(ek->pub, ek->pub_len)) {
-		log_error("the node file's EK is not a TPM-resident storage key");
-		goto out;
-	}
 	if (EVP_PKEY_eq(X509_get0_pubkey(cert), key) != 1) {
-		log_error("the node file's EK public area does not match its certificate's key");
+		log_error("the node file's %s EK public area does not match its certificate's key",
+		          what);
 		r = -EPERM;
 		goto out;
 	}
@@ -250,9 +261,13 @@ int attest_challenge(const struct node *node, const struct tpm_ek *ek, const cha
 	struct writer *w = calloc(1, sizeof(*w));
 	char path[PATH_MAX], record[256], name_hex[NODE_FINGERPRINT_MAX],
 	    key_hex[2 * KEY_BYTES + 1];
+	struct tpm_name ek_name;
 	int r = -ENOMEM;
 
 	if (!s || !d || !w)
+		goto out;
+	r = tpmobj_name(ek->pub, ek->pub_len, &ek_name);
+	if (r < 0)
 		goto out;
 	r = -EIO;
 	if (RAND_priv_bytes(key, sizeof(key)) != 1 || RAND_bytes(obf, sizeof(obf)) != 1 ||
@@ -287,6 +302,7 @@ int attest_challenge(const struct node *node, const struct tpm_ek *ek, const cha
 	put(w, d->pub, d->pub_len);
 	put(w, d->dup, d->dup_len);
 	put(w, d->seed, d->seed_len);
+	put(w, ek_name.bytes, ek_name.len);
 	r = w->overflow ? -EMSGSIZE : armor_encode(PEM_CHALLENGE, w->buf, w->len, ret_pem, ret_len);
 out:
 	util_wipe(key, sizeof(key));
@@ -316,7 +332,8 @@ int attest_challenge_decode(const char *pem, size_t len, struct attest_request *
 	    get(&rd, q->node.bytes, sizeof(q->node.bytes), &q->node.len) < 0 ||
 	    get(&rd, q->key.pub, sizeof(q->key.pub), &q->key.pub_len) < 0 ||
 	    get(&rd, q->key.dup, sizeof(q->key.dup), &q->key.dup_len) < 0 ||
-	    get(&rd, q->key.seed, sizeof(q->key.seed), &q->key.seed_len) < 0 || rd.left)
+	    get(&rd, q->key.seed, sizeof(q->key.seed), &q->key.seed_len) < 0 ||
+	    get(&rd, q->ek.bytes, sizeof(q->ek.bytes), &q->ek.len) < 0 || rd.left)
 		goto out;
 	*ret = *q;
 	r = 0;

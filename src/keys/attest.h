@@ -1,7 +1,8 @@
 /* The attested join (brief section 11, TCG EK-based key attestation): the
  * admin approves only keys a genuine TPM holds.
- *   1. attest_ek_check: the node file's EK certificate chains to the given
- *      manufacturer roots, offline, and its key is the EK's.
+ *   1. attest_ek_check: an EK certificate of the node file chains to the
+ *      given manufacturer roots, offline, and its key is the EK's (RSA,
+ *      ECC P-256 or P-384: the first of the node file's EKs that passes).
  *   2. attest_challenge: a restricted HMAC key, duplicated to the EK, and a
  *      nonce. The key stays with the admin, in a file of open challenges.
  *   3. (tpm.h, tpm_attest_answer) the node's TPM imports it under the EK
@@ -38,6 +39,7 @@ struct attest_request {
 	uint8_t nonce[ATTEST_NONCE_BYTES];
 	struct tpm_name node;
 	struct tpm_duplicate key;
+	struct tpm_name ek; /* the EK it is wrapped to */
 };
 int attest_challenge_decode(const char *pem, size_t len, struct attest_request *ret);
 int attest_response_encode(const struct attest_request *req, const struct tpm_certification *srk,

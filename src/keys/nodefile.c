@@ -66,27 +66,27 @@ int nodefile_append_ek(const struct tpm_ek *ek, char **pem, size_t *len)
 }
 
 struct ek_reader {
-	struct tpm_ek *ek;
+	struct tpm_ek *eks;
+	size_t max, n;
 	const char *why;
-	bool have_pub;
 };
 
 static int read_ek_block(void *arg, const char *label, const uint8_t *data, size_t len)
 {
 	struct ek_reader *rd = arg;
-	struct tpm_ek *ek = rd->ek;
+	struct tpm_ek *ek = rd->n ? &rd->eks[rd->n - 1] : NULL;
 
 	if (strcmp(label, PEM_NODE) == 0)
 		return 0;
-	if (strcmp(label, PEM_EK) == 0 && !rd->have_pub) {
-		if (len > sizeof(ek->pub))
+	if (strcmp(label, PEM_EK) == 0) {
+		if ((ek && !ek->cert_len) || rd->n == rd->max || len > sizeof(ek->pub))
 			goto bad;
+		ek = &rd->eks[rd->n++];
 		memcpy(ek->pub, data, len);
 		ek->pub_len = len;
-		rd->have_pub = true;
 		return 0;
 	}
-	if (strcmp(label, PEM_CERT) != 0 || !rd->have_pub || len > TPM_EK_CERT_MAX)
+	if (strcmp(label, PEM_CERT) != 0 || !ek || len > TPM_EK_CERT_MAX)
 		goto bad;
 	if (!ek->cert_len) {
 		memcpy(ek->cert, data, len);
@@ -104,26 +104,29 @@ bad:
 	return -EINVAL;
 }
 
-int nodefile_ek(const char *pem, size_t len, struct tpm_ek *ret, const char **ret_why)
+int nodefile_eks(const char *pem, size_t len, struct tpm_ek *ret, size_t max, size_t *ret_n,
+		 const char **ret_why)
 {
-	struct tpm_ek *ek = calloc(1, sizeof(*ek));
-	struct ek_reader rd = {.ek = ek};
+	struct tpm_ek *eks = calloc(max, sizeof(*eks));
+	struct ek_reader rd = {.eks = eks, .max = max};
 	int r;
 
-	if (!ek)
+	if (!eks)
 		return -ENOMEM;
 	r = armor_each(pem, len, read_ek_block, &rd);
-	if (r == 0 && !rd.have_pub)
+	if (r == 0 && !rd.n)
 		r = -ENOENT;
-	else if (r == 0 && !ek->cert_len) {
+	else if (r == 0 && !eks[rd.n - 1].cert_len) {
 		rd.why = "its EK comes without a certificate";
 		r = -EINVAL;
 	}
-	if (r == 0)
-		*ret = *ek;
-	else if (r == -EINVAL)
+	if (r == 0) {
+		memcpy(ret, eks, rd.n * sizeof(*eks));
+		*ret_n = rd.n;
+	} else if (r == -EINVAL) {
 		*ret_why = rd.why ? rd.why : "not a node file";
-	free(ek);
+	}
+	free(eks);
 	return r;
 }
 

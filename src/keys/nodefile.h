@@ -33,14 +33,16 @@ int nodefile_encode(const uint8_t *pub, size_t len, const uint8_t *sign_pub, siz
 		    char **ret_pem, size_t *ret_len);
 
 /* The EK material a TPM node file carries after its keys, for an attested
- * join: a "TPM2-KMS EK" block (the EK's TPM2B_PUBLIC), then "CERTIFICATE"
- * blocks (the EK certificate, then intermediates). Appended to pem (from
- * nodefile_encode), which is reallocated. Older versions read the first
- * block only. */
+ * join, for each EK the TPM has a certificate of: a "TPM2-KMS EK" block
+ * (the EK's TPM2B_PUBLIC), then "CERTIFICATE" blocks (the EK certificate,
+ * then intermediates). Appended to pem (from nodefile_encode), which is
+ * reallocated. Older versions read the first block only. */
 int nodefile_append_ek(const struct tpm_ek *ek, char **pem, size_t *len);
-/* The EK material of a node file: -ENOENT when it carries none, -EINVAL
- * with a reason when it is malformed. */
-int nodefile_ek(const char *pem, size_t len, struct tpm_ek *ret, const char **ret_why);
+/* The EKs of a node file, at most max, into ret[0..*ret_n): -ENOENT when
+ * it carries none, -EINVAL with a reason when it is malformed or carries
+ * more than max. */
+int nodefile_eks(const char *pem, size_t len, struct tpm_ek *ret, size_t max, size_t *ret_n,
+		 const char **ret_why);
 
 /* -EINVAL with a reason for anything but one storage key's node file. */
 int nodefile_decode(const char *pem, size_t len, struct node *ret, const char **ret_why);

@@ -15,17 +15,25 @@
 #include <tss2/tss2_mu.h>
 #include <tss2/tss2_tpm2_types.h>
 
-#define SEED_BYTES 32 /* the digest size of the parent's nameAlg, SHA-256 */
-#define HMAC_BYTES 32
+/* The parent's nameAlg is the wrapper's hash: the seed and the outer
+ * HMAC are its digest size, SHA-256 or SHA-384. */
+#define SEED_MAX 48
 
 /* The label, with its terminating NUL as the KDFs and OAEP take it. */
 static const char DUPLICATE[] = "DUPLICATE";
 
-int dupcodec_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, size_t a_len,
-			const uint8_t *b, size_t b_len, uint8_t out[32])
+static const EVP_MD *parent_md(const TPMT_PUBLIC *parent)
 {
+	return parent->nameAlg == TPM2_ALG_SHA384 ? EVP_sha384() : EVP_sha256();
+}
+
+/* HMAC of a || b with md; out holds md's digest size. */
+static int hmac(const EVP_MD *md, const uint8_t *key, size_t key_len, const uint8_t *a,
+		size_t a_len, const uint8_t *b, size_t b_len, uint8_t *out)
+{
+	size_t want = (size_t)EVP_MD_get_size(md);
 	OSSL_PARAM params[] = {
-		OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+		OSSL_PARAM_construct_utf8_string("digest", (char *)EVP_MD_get0_name(md), 0),
 		OSSL_PARAM_construct_end(),
 	};
 	EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
@@ -34,24 +42,31 @@ int dupcodec_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, s
 	int r = -ENOMEM;
 
 	if (c && EVP_MAC_init(c, key, key_len, params) == 1 && EVP_MAC_update(c, a, a_len) == 1 &&
-	    EVP_MAC_update(c, b, b_len) == 1 && EVP_MAC_final(c, out, &n, 32) == 1 && n == 32)
+	    EVP_MAC_update(c, b, b_len) == 1 && EVP_MAC_final(c, out, &n, want) == 1 && n == want)
 		r = 0;
 	EVP_MAC_CTX_free(c);
 	EVP_MAC_free(m);
 	return r;
 }
 
-/* KDFa (SP 800-108 counter mode with HMAC-SHA256): bits of output, at
- * most 256 here, so one round:
- * HMAC(key, [1]_32 || label || 0 || context_u || context_v || [bits]_32). */
-static int kdfa(const uint8_t *key, size_t key_len, const char *label, const uint8_t *u,
-		size_t u_len, size_t bits, uint8_t *out)
+int dupcodec_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, size_t a_len,
+			const uint8_t *b, size_t b_len, uint8_t out[32])
 {
-	uint8_t msg[4 + 16 + TPM_NAME_MAX + 4], mac[32];
+	return hmac(EVP_sha256(), key, key_len, a, a_len, b, b_len, out);
+}
+
+/* KDFa (SP 800-108 counter mode with HMAC over md): bits of output, at
+ * most md's digest size here, so one round:
+ * HMAC(key, [1]_32 || label || 0 || context_u || context_v || [bits]_32). */
+static int kdfa(const EVP_MD *md, const uint8_t *key, size_t key_len, const char *label,
+		const uint8_t *u, size_t u_len, size_t bits, uint8_t *out)
+{
+	uint8_t msg[4 + 16 + TPM_NAME_MAX + 4], mac[SEED_MAX];
 	size_t n = 0, label_len = strlen(label) + 1;
 	int r;
 
-	if (bits > 256 || bits % 8 || label_len > 16 || u_len > TPM_NAME_MAX)
+	if (bits > 8 * (size_t)EVP_MD_get_size(md) || bits % 8 || label_len > 16 ||
+	    u_len > TPM_NAME_MAX)
 		return -EINVAL;
 	util_put_be32(msg, 1);
 	n += 4;
@@ -62,24 +77,24 @@ static int kdfa(const uint8_t *key, size_t key_len, const char *label, const uin
 	n += u_len;
 	util_put_be32(msg + n, (uint32_t)bits);
 	n += 4;
-	r = dupcodec_hmac_sha256(key, key_len, msg, n, NULL, 0, mac);
+	r = hmac(md, key, key_len, msg, n, NULL, 0, mac);
 	if (r == 0)
 		memcpy(out, mac, bits / 8);
 	util_wipe(mac, sizeof(mac));
 	return r;
 }
 
-/* KDFe (SP 800-56A concatenation KDF with SHA-256), 256 bits:
- * SHA-256([1]_32 || Z || label || 0 || party_u || party_v). */
-static int kdfe(const uint8_t *z, size_t z_len, const uint8_t *u, size_t u_len, const uint8_t *v,
-		size_t v_len, uint8_t out[SEED_BYTES])
+/* KDFe (SP 800-56A concatenation KDF with md), one digest of output:
+ * H([1]_32 || Z || label || 0 || party_u || party_v). */
+static int kdfe(const EVP_MD *md, const uint8_t *z, size_t z_len, const uint8_t *u, size_t u_len,
+		const uint8_t *v, size_t v_len, uint8_t *out)
 {
 	EVP_MD_CTX *c = EVP_MD_CTX_new();
 	uint8_t counter[4];
 	int r = -ENOMEM;
 
 	util_put_be32(counter, 1);
-	if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+	if (c && EVP_DigestInit_ex(c, md, NULL) == 1 &&
 	    EVP_DigestUpdate(c, counter, 4) == 1 && EVP_DigestUpdate(c, z, z_len) == 1 &&
 	    EVP_DigestUpdate(c, DUPLICATE, sizeof(DUPLICATE)) == 1 &&
 	    EVP_DigestUpdate(c, u, u_len) == 1 && EVP_DigestUpdate(c, v, v_len) == 1 &&
@@ -96,7 +111,7 @@ static int parent_parse(const uint8_t *pub, size_t len, TPMT_PUBLIC *ret)
 	const char *why;
 	size_t off = 0;
 
-	if (tpmobj_storage_key_check(pub, len, &why) < 0 ||
+	if (tpmobj_parent_check(pub, len, &why) < 0 ||
 	    Tss2_MU_TPM2B_PUBLIC_Unmarshal(pub, len, &off, &p) != TSS2_RC_SUCCESS)
 		return -EINVAL;
 	*ret = p.publicArea;
@@ -172,7 +187,7 @@ int dupcodec_public_key(const uint8_t *pub, size_t len, EVP_PKEY **ret)
 	return parent_key(&a, ret);
 }
 
-static int oaep_setup(EVP_PKEY_CTX *ctx)
+static int oaep_setup(EVP_PKEY_CTX *ctx, const EVP_MD *md)
 {
 	/* The context takes ownership of the label. */
 	unsigned char *label = OPENSSL_memdup(DUPLICATE, sizeof(DUPLICATE));
@@ -180,8 +195,8 @@ static int oaep_setup(EVP_PKEY_CTX *ctx)
 	if (!label)
 		return -ENOMEM;
 	if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) != 1 ||
-	    EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_sha256()) != 1 ||
-	    EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) != 1 ||
+	    EVP_PKEY_CTX_set_rsa_oaep_md(ctx, md) != 1 ||
+	    EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, md) != 1 ||
 	    EVP_PKEY_CTX_set0_rsa_oaep_label(ctx, label, sizeof(DUPLICATE)) != 1) {
 		OPENSSL_free(label);
 		return -EINVAL;
@@ -223,8 +238,10 @@ static int ec_point(EVP_PKEY *key, size_t k, TPMS_ECC_POINT *ret)
 
 /* The seed from the encrypted secret, with the parent's private key. */
 static int seed_open(EVP_PKEY *key, const TPMT_PUBLIC *parent, const TPM2B_ENCRYPTED_SECRET *in,
-		     uint8_t seed[SEED_BYTES])
+		     uint8_t seed[SEED_MAX])
 {
+	const EVP_MD *md = parent_md(parent);
+	size_t seed_len = (size_t)EVP_MD_get_size(md);
 	EVP_PKEY_CTX *ctx = NULL;
 	EVP_PKEY *peer = NULL;
 	uint8_t buf[512];
@@ -233,11 +250,11 @@ static int seed_open(EVP_PKEY *key, const TPMT_PUBLIC *parent, const TPM2B_ENCRY
 
 	if (parent->type == TPM2_ALG_RSA) {
 		ctx = EVP_PKEY_CTX_new(key, NULL);
-		if (!ctx || EVP_PKEY_decrypt_init(ctx) != 1 || oaep_setup(ctx) < 0)
+		if (!ctx || EVP_PKEY_decrypt_init(ctx) != 1 || oaep_setup(ctx, md) < 0)
 			goto out;
-		if (EVP_PKEY_decrypt(ctx, buf, &n, in->secret, in->size) != 1 || n != SEED_BYTES)
+		if (EVP_PKEY_decrypt(ctx, buf, &n, in->secret, in->size) != 1 || n != seed_len)
 			goto out;
-		memcpy(seed, buf, SEED_BYTES);
+		memcpy(seed, buf, seed_len);
 		r = 0;
 	} else {
 		TPMT_PUBLIC eph = *parent;
@@ -252,7 +269,7 @@ static int seed_open(EVP_PKEY *key, const TPMT_PUBLIC *parent, const TPM2B_ENCRY
 		eph.unique.ecc = q;
 		if (parent_key(&eph, &peer) < 0 || ecdh(key, peer, buf, &n) < 0)
 			goto out;
-		r = kdfe(buf, n, q.x.buffer, q.x.size, parent->unique.ecc.x.buffer,
+		r = kdfe(md, buf, n, q.x.buffer, q.x.size, parent->unique.ecc.x.buffer,
 			 parent->unique.ecc.x.size, seed);
 	}
 out:
@@ -264,9 +281,11 @@ out:
 }
 
 /* A fresh seed and its encryption to the parent. */
-static int seed_make(const TPMT_PUBLIC *parent, uint8_t seed[SEED_BYTES],
+static int seed_make(const TPMT_PUBLIC *parent, uint8_t seed[SEED_MAX],
 		     TPM2B_ENCRYPTED_SECRET *ret)
 {
+	const EVP_MD *md = parent_md(parent);
+	size_t seed_len = (size_t)EVP_MD_get_size(md);
 	EVP_PKEY *pub = NULL, *eph = NULL;
 	EVP_PKEY_CTX *ctx = NULL;
 	uint8_t z[64];
@@ -276,11 +295,11 @@ static int seed_make(const TPMT_PUBLIC *parent, uint8_t seed[SEED_BYTES],
 	if (parent_key(parent, &pub) < 0)
 		return -EINVAL;
 	if (parent->type == TPM2_ALG_RSA) {
-		if (RAND_priv_bytes(seed, SEED_BYTES) != 1)
+		if (RAND_priv_bytes(seed, (int)seed_len) != 1)
 			goto out;
 		ctx = EVP_PKEY_CTX_new(pub, NULL);
-		if (!ctx || EVP_PKEY_encrypt_init(ctx) != 1 || oaep_setup(ctx) < 0 ||
-		    EVP_PKEY_encrypt(ctx, ret->secret, &n, seed, SEED_BYTES) != 1)
+		if (!ctx || EVP_PKEY_encrypt_init(ctx) != 1 || oaep_setup(ctx, md) < 0 ||
+		    EVP_PKEY_encrypt(ctx, ret->secret, &n, seed, seed_len) != 1)
 			goto out;
 		ret->size = (UINT16)n;
 		r = 0;
@@ -290,7 +309,7 @@ static int seed_make(const TPMT_PUBLIC *parent, uint8_t seed[SEED_BYTES],
 
 		eph = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve_name(parent->parameters.eccDetail.curveID));
 		if (!eph || ecdh(eph, pub, z, &z_len) < 0 || ec_point(eph, k, &q) < 0 ||
-		    kdfe(z, z_len, q.x.buffer, k, parent->unique.ecc.x.buffer, k, seed) < 0 ||
+		    kdfe(md, z, z_len, q.x.buffer, k, parent->unique.ecc.x.buffer, k, seed) < 0 ||
 		    Tss2_MU_TPMS_ECC_POINT_Marshal(&q, ret->secret, sizeof(ret->secret), &off) !=
 			    TSS2_RC_SUCCESS)
 			goto out;
@@ -323,14 +342,16 @@ static int aes_cfb(const uint8_t *key, uint16_t bits, int encrypt, const uint8_t
 	return r;
 }
 
-/* symKey and hmacKey from the seed. */
-static int wrapper_keys(const uint8_t seed[SEED_BYTES], const struct tpm_name *object,
-			uint16_t sym_bits, uint8_t sym[32], uint8_t hmac_key[HMAC_BYTES])
+/* symKey and hmacKey (one digest) from the seed (one digest). */
+static int wrapper_keys(const EVP_MD *md, const uint8_t seed[SEED_MAX],
+			const struct tpm_name *object, uint16_t sym_bits, uint8_t sym[32],
+			uint8_t hmac_key[SEED_MAX])
 {
-	int r = kdfa(seed, SEED_BYTES, "STORAGE", object->bytes, object->len, sym_bits, sym);
+	size_t d = (size_t)EVP_MD_get_size(md);
+	int r = kdfa(md, seed, d, "STORAGE", object->bytes, object->len, sym_bits, sym);
 
 	if (r == 0)
-		r = kdfa(seed, SEED_BYTES, "INTEGRITY", NULL, 0, 8 * HMAC_BYTES, hmac_key);
+		r = kdfa(md, seed, d, "INTEGRITY", NULL, 0, 8 * d, hmac_key);
 	return r;
 }
 
@@ -343,10 +364,11 @@ int dupcodec_unwrap(EVP_PKEY *parent_key_priv, const uint8_t *parent_pub, size_t
 	TPM2B_ENCRYPTED_SECRET secret = {0};
 	TPM2B_SENSITIVE sens = {0};
 	struct tpm_name name;
-	uint8_t seed[SEED_BYTES], sym[32], hmac_key[HMAC_BYTES], mac[HMAC_BYTES];
+	uint8_t seed[SEED_MAX], sym[32], hmac_key[SEED_MAX], mac[SEED_MAX];
 	uint8_t plain[TPM_BLOB_MAX];
 	const uint8_t *enc;
-	size_t off = 0, enc_len, hmac_len;
+	const EVP_MD *md;
+	size_t off = 0, enc_len, hmac_len, hl;
 	int r = -EINVAL;
 
 	if (parent_parse(parent_pub, parent_len, &parent) < 0 ||
@@ -360,22 +382,24 @@ int dupcodec_unwrap(EVP_PKEY *parent_key_priv, const uint8_t *parent_pub, size_t
 	    off != d->seed_len)
 		goto out;
 	/* duplicate = TPM2B(outer HMAC) || encrypted TPM2B_SENSITIVE */
+	md = parent_md(&parent);
+	hl = (size_t)EVP_MD_get_size(md);
 	if (dup.size < 2)
 		goto out;
 	hmac_len = (size_t)dup.buffer[0] << 8 | dup.buffer[1];
-	if (hmac_len != HMAC_BYTES || dup.size < 2 + HMAC_BYTES + 2)
+	if (hmac_len != hl || dup.size < 2 + hl + 2)
 		goto out;
-	enc = dup.buffer + 2 + HMAC_BYTES;
-	enc_len = dup.size - 2 - HMAC_BYTES;
+	enc = dup.buffer + 2 + hl;
+	enc_len = dup.size - 2 - hl;
 
 	r = seed_open(parent_key_priv, &parent, &secret, seed);
 	if (r == 0)
-		r = wrapper_keys(seed, &name, parent_sym_bits(&parent), sym, hmac_key);
+		r = wrapper_keys(md, seed, &name, parent_sym_bits(&parent), sym, hmac_key);
 	if (r == 0)
-		r = dupcodec_hmac_sha256(hmac_key, sizeof(hmac_key), enc, enc_len, name.bytes, name.len, mac);
+		r = hmac(md, hmac_key, hl, enc, enc_len, name.bytes, name.len, mac);
 	if (r < 0)
 		goto out;
-	if (CRYPTO_memcmp(mac, dup.buffer + 2, HMAC_BYTES) != 0) {
+	if (CRYPTO_memcmp(mac, dup.buffer + 2, hl) != 0) {
 		r = -EBADMSG;
 		goto out;
 	}
@@ -409,28 +433,30 @@ int dupcodec_wrap(const uint8_t *new_parent_pub, size_t parent_len, const uint8_
 	TPM2B_ENCRYPTED_SECRET secret = {0};
 	struct tpm_name name;
 	struct tpm_duplicate d;
-	uint8_t seed[SEED_BYTES], sym[32], hmac_key[HMAC_BYTES];
-	uint8_t *enc = dup.buffer + 2 + HMAC_BYTES;
-	size_t off = 0;
+	uint8_t seed[SEED_MAX], sym[32], hmac_key[SEED_MAX], *enc;
+	const EVP_MD *md;
+	size_t off = 0, hl;
 	int r = -EINVAL;
 
 	if (parent_parse(new_parent_pub, parent_len, &parent) < 0 ||
-	    tpmobj_name(object_pub, object_len, &name) < 0 || object_len > sizeof(d.pub) ||
-	    s->len > sizeof(dup.buffer) - 2 - HMAC_BYTES)
+	    tpmobj_name(object_pub, object_len, &name) < 0 || object_len > sizeof(d.pub))
+		goto out;
+	md = parent_md(&parent);
+	hl = (size_t)EVP_MD_get_size(md);
+	enc = dup.buffer + 2 + hl;
+	if (s->len > sizeof(dup.buffer) - 2 - hl)
 		goto out;
 	r = seed_make(&parent, seed, &secret);
 	if (r == 0)
-		r = wrapper_keys(seed, &name, parent_sym_bits(&parent), sym, hmac_key);
+		r = wrapper_keys(md, seed, &name, parent_sym_bits(&parent), sym, hmac_key);
 	if (r == 0)
 		r = aes_cfb(sym, parent_sym_bits(&parent), 1, s->buf, s->len, enc);
 	if (r == 0)
-		r = dupcodec_hmac_sha256(hmac_key, sizeof(hmac_key), enc, s->len, name.bytes, name.len,
-				dup.buffer + 2);
+		r = hmac(md, hmac_key, hl, enc, s->len, name.bytes, name.len, dup.buffer + 2);
 	if (r < 0)
 		goto out;
-	dup.buffer[0] = 0;
-	dup.buffer[1] = HMAC_BYTES;
-	dup.size = (UINT16)(2 + HMAC_BYTES + s->len);
+	util_put_be16(dup.buffer, (uint16_t)hl);
+	dup.size = (UINT16)(2 + hl + s->len);
 	memcpy(d.pub, object_pub, object_len);
 	d.pub_len = object_len;
 	r = -EINVAL;

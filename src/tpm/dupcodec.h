@@ -3,12 +3,13 @@
  * and TPM2_Duplicate, done by `recover` with an offline recovery key. No
  * TPM is involved.
  *
- *   seed     RSA: RSA-OAEP(SHA-256, label "DUPLICATE\0") to the parent;
- *            ECC: KDFe(SHA-256, ECDH(ephemeral, parent).x, "DUPLICATE",
+ *   H        the parent's nameAlg, SHA-256 or SHA-384 (a high-range EK)
+ *   seed     RSA: RSA-OAEP(H, label "DUPLICATE\0") to the parent;
+ *            ECC: KDFe(H, ECDH(ephemeral, parent).x, "DUPLICATE",
  *                 ephemeral.x, parent.x), the ephemeral point sent along
- *   symKey   KDFa(SHA-256, seed, "STORAGE", object Name, -, parent's AES bits)
- *   hmacKey  KDFa(SHA-256, seed, "INTEGRITY", -, -, 256)
- *   duplicate = TPM2B(HMAC(hmacKey, enc || object Name)) || enc,
+ *   symKey   KDFa(H, seed, "STORAGE", object Name, -, parent's AES bits)
+ *   hmacKey  KDFa(H, seed, "INTEGRITY", -, -, H's digest size)
+ *   duplicate = TPM2B(HMAC-H(hmacKey, enc || object Name)) || enc,
  *            enc = AES-CFB(symKey, IV 0, TPM2B_SENSITIVE)
  *
  * Part of the TPM layer's software half (tss2-mu marshals the structures).

@@ -1077,40 +1077,100 @@ out:
  * this many. */
 #define NV_CHUNK 512
 
-/* The TCG default EK template L-1 (RSA 2048): what the EK certificate of NV
- * 0x01C00002 certifies. */
-static const uint8_t EK_POLICY[32] = {
+/* PolicySecret(TPM_RH_ENDORSEMENT) in SHA-256: the authPolicy of the
+ * low-range templates L-1 and L-2. */
+static const uint8_t EK_POLICY_A_SHA256[32] = {
 	0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc,
 	0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52,
 	0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa,
-}; /* PolicySecret(TPM_RH_ENDORSEMENT) */
+};
+/* PolicyB in SHA-384 (PolicyOR of PolicySecret(endorsement) and
+ * PolicyAuthorizeNV): the authPolicy of the high-range template H-3.
+ * Those EKs set userWithAuth, so their empty authValue serves as well,
+ * which is what we use. */
+static const uint8_t EK_POLICY_B_SHA384[48] = {
+	0xb2, 0x6e, 0x7d, 0x28, 0xd1, 0x1a, 0x50, 0xbc, 0x53, 0xd8, 0x82, 0xbc,
+	0xf5, 0xfd, 0x3a, 0x1a, 0x07, 0x41, 0x48, 0xbb, 0x35, 0xd3, 0xb4, 0xe4,
+	0xcb, 0x1c, 0x0a, 0xd9, 0xbd, 0xe4, 0x19, 0xca, 0xcb, 0x47, 0xba, 0x09,
+	0x69, 0x96, 0x46, 0x15, 0x0f, 0x9f, 0xc0, 0x00, 0xf3, 0xf8, 0x0e, 0x12,
+};
 
-/* The EK: persistent at 0x81010001 where the TPM's maker put it there,
- * else made again from the template (the endorsement seed gives the same
- * key every time), transient: *ret_transient says it must be flushed. */
-static int ek_handle(tpm *t, ESYS_TR *ret, bool *ret_transient)
+#define EK_ATTRIBUTES                                                                        \
+	(TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |  \
+	 TPMA_OBJECT_ADMINWITHPOLICY | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT)
+
+/* The EKs read, in order of preference (TCG EK Credential Profile 2.5):
+ * the certificate's NV index, where TPM makers (and swtpm_setup) persist
+ * the key, and the template its certificate certifies, from which the
+ * endorsement seed makes the same key again when it is not persistent.
+ * The high-range RSA EK (0x01C00012) is not read: its template's PolicyB
+ * in SHA-256 could not be checked against a TPM here. */
+enum ek_template { EK_L1_RSA2048, EK_L2_P256, EK_H3_P384 };
+static const struct {
+	uint32_t cert_index;
+	uint32_t handle;
+	enum ek_template tmpl;
+	const char *what;
+} EK_KINDS[TPM_EK_KINDS] = {
+	{TPM_EK_RSA_CERT_INDEX, 0x81010001u, EK_L1_RSA2048, "RSA 2048 EK (template L-1)"},
+	{0x01c0000au, 0x81010002u, EK_L2_P256, "ECC P-256 EK (template L-2)"},
+	{0x01c00016u, 0x81010016u, EK_H3_P384, "ECC P-384 EK (template H-3)"},
+};
+
+const uint32_t tpm_ek_cert_indices[TPM_EK_KINDS] = {
+	TPM_EK_RSA_CERT_INDEX,
+	0x01c0000au,
+	0x01c00016u,
+};
+
+static void ek_template(enum ek_template which, TPM2B_PUBLIC *ret)
+{
+	TPMT_PUBLIC *a = &ret->publicArea;
+
+	memset(ret, 0, sizeof(*ret));
+	a->objectAttributes = EK_ATTRIBUTES;
+	if (which == EK_L1_RSA2048) {
+		a->type = TPM2_ALG_RSA;
+		a->nameAlg = TPM2_ALG_SHA256;
+		a->parameters.rsaDetail.symmetric =
+		    (TPMT_SYM_DEF_OBJECT){.algorithm = TPM2_ALG_AES, .keyBits.aes = 128,
+		                          .mode.aes = TPM2_ALG_CFB};
+		a->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+		a->parameters.rsaDetail.keyBits = 2048;
+		a->unique.rsa.size = 256;
+	} else {
+		bool h3 = which == EK_H3_P384;
+
+		a->type = TPM2_ALG_ECC;
+		a->nameAlg = h3 ? TPM2_ALG_SHA384 : TPM2_ALG_SHA256;
+		if (h3)
+			a->objectAttributes |= TPMA_OBJECT_USERWITHAUTH;
+		a->parameters.eccDetail.symmetric =
+		    (TPMT_SYM_DEF_OBJECT){.algorithm = TPM2_ALG_AES, .keyBits.aes = h3 ? 256 : 128,
+		                          .mode.aes = TPM2_ALG_CFB};
+		a->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
+		a->parameters.eccDetail.curveID = h3 ? TPM2_ECC_NIST_P384 : TPM2_ECC_NIST_P256;
+		a->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+		/* L-2 fills unique with zeros; the high range leaves it empty. */
+		a->unique.ecc.x.size = h3 ? 0 : 32;
+		a->unique.ecc.y.size = h3 ? 0 : 32;
+	}
+	if (which == EK_H3_P384) {
+		a->authPolicy.size = sizeof(EK_POLICY_B_SHA384);
+		memcpy(a->authPolicy.buffer, EK_POLICY_B_SHA384, sizeof(EK_POLICY_B_SHA384));
+	} else {
+		a->authPolicy.size = sizeof(EK_POLICY_A_SHA256);
+		memcpy(a->authPolicy.buffer, EK_POLICY_A_SHA256, sizeof(EK_POLICY_A_SHA256));
+	}
+}
+
+/* EK kind k: persistent where the TPM's maker put it, else made again
+ * from its template (transient: *ret_transient says it must be
+ * flushed). */
+static int ek_handle(tpm *t, size_t k, ESYS_TR *ret, bool *ret_transient)
 {
 	TPM2B_SENSITIVE_CREATE sensitive = {0};
-	TPM2B_PUBLIC tmpl = {
-		.publicArea = {
-			.type = TPM2_ALG_RSA,
-			.nameAlg = TPM2_ALG_SHA256,
-			.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-					    TPMA_OBJECT_SENSITIVEDATAORIGIN |
-					    TPMA_OBJECT_ADMINWITHPOLICY | TPMA_OBJECT_RESTRICTED |
-					    TPMA_OBJECT_DECRYPT,
-			.authPolicy = {.size = 32},
-			.parameters.rsaDetail = {
-				.symmetric = {.algorithm = TPM2_ALG_AES,
-					      .keyBits.aes = 128,
-					      .mode.aes = TPM2_ALG_CFB},
-				.scheme = {.scheme = TPM2_ALG_NULL},
-				.keyBits = 2048,
-				.exponent = 0,
-			},
-			.unique.rsa = {.size = 256},
-		},
-	};
+	TPM2B_PUBLIC tmpl;
 	TPM2B_DATA outside = {0};
 	TPML_PCR_SELECTION pcrs = {0};
 	unsigned attempt = 0;
@@ -1118,19 +1178,21 @@ static int ek_handle(tpm *t, ESYS_TR *ret, bool *ret_transient)
 	TSS2_RC rc;
 	int r;
 
-	r = tr_open(t, TPM_EK_RSA_HANDLE, "look up the EK 0x81010001", ret);
+	r = tr_open(t, EK_KINDS[k].handle, "look up a persistent EK", ret);
 	if (r != -ENOENT) {
 		*ret_transient = false;
 		return r;
 	}
-	memcpy(tmpl.publicArea.authPolicy.buffer, EK_POLICY, sizeof(EK_POLICY));
+	ek_template(EK_KINDS[k].tmpl, &tmpl);
 	do
 		rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD,
 					ESYS_TR_NONE, ESYS_TR_NONE, &sensitive, &tmpl, &outside,
 					&pcrs, ret, NULL, NULL, NULL, NULL);
 	while (rc != TSS2_RC_SUCCESS && retry_later(t, rc, deadline, &attempt));
-	if (rc != TSS2_RC_SUCCESS)
-		return fail(t, "CreatePrimary (EK, TCG template L-1)", rc);
+	if (rc != TSS2_RC_SUCCESS) {
+		log_error("tpm: cannot make the %s from its template", EK_KINDS[k].what);
+		return fail(t, "CreatePrimary (EK)", rc);
+	}
 	*ret_transient = true;
 	return 0;
 }
@@ -1238,38 +1300,54 @@ static int ek_chain(tpm *t, struct tpm_ek *ek)
 	return r;
 }
 
-int tpm_ek_read(tpm *t, struct tpm_ek *ret)
+static int ek_kind_of(uint32_t cert_index, size_t *ret)
+{
+	for (size_t k = 0; k < TPM_EK_KINDS; k++)
+		if (EK_KINDS[k].cert_index == cert_index) {
+			*ret = k;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+static int ek_public(tpm *t, ESYS_TR ek, TPM2B_PUBLIC **ret)
+{
+	TSS2_RC rc = Esys_ReadPublic(t->esys, ek, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ret,
+	                             NULL, NULL);
+
+	return rc == TSS2_RC_SUCCESS ? 0 : fail(t, "ReadPublic (EK)", rc);
+}
+
+int tpm_ek_read(tpm *t, uint32_t cert_index, struct tpm_ek *ret)
 {
 	struct tpm_ek *ek = calloc(1, sizeof(*ek));
 	TPM2B_PUBLIC *pub = NULL;
 	ESYS_TR tr = ESYS_TR_NONE;
 	bool transient = false;
-	size_t off = 0, len = 0;
-	TSS2_RC rc;
+	size_t off = 0, len = 0, k = 0;
 	int r;
 
 	t->last_rc = 0;
 	if (!ek)
 		return -ENOMEM;
-	r = nv_read_all(t, TPM_EK_RSA_CERT_INDEX, ek->cert, sizeof(ek->cert), &len);
+	r = ek_kind_of(cert_index, &k);
+	if (r == 0)
+		r = nv_read_all(t, cert_index, ek->cert, sizeof(ek->cert), &len);
+	if (r == 0)
+		r = ek_handle(t, k, &tr, &transient);
+	if (r == 0)
+		r = ek_public(t, tr, &pub);
 	if (r < 0)
 		goto out;
-	r = ek_handle(t, &tr, &transient);
-	if (r < 0)
-		goto out;
-	rc = Esys_ReadPublic(t->esys, tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL,
-	                     NULL);
-	if (rc == TSS2_RC_SUCCESS)
-		rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, ek->pub, sizeof(ek->pub), &off);
-	if (rc != TSS2_RC_SUCCESS) {
-		r = fail(t, "ReadPublic (EK)", rc);
+	if (Tss2_MU_TPM2B_PUBLIC_Marshal(pub, ek->pub, sizeof(ek->pub), &off) != TSS2_RC_SUCCESS) {
+		r = -EPROTO;
 		goto out;
 	}
 	ek->pub_len = off;
+	ek->cert_index = cert_index;
 	ek->cert_len = der_length(ek->cert, len);
 	if (!ek->cert_len) {
-		log_error("tpm: NV 0x%08x does not hold a DER certificate",
-		          (unsigned)TPM_EK_RSA_CERT_INDEX);
+		log_error("tpm: NV 0x%08x does not hold a DER certificate", (unsigned)cert_index);
 		r = -EBADMSG;
 		goto out;
 	}
@@ -1284,17 +1362,33 @@ out:
 	return r;
 }
 
-/* A policy session that satisfies the EK's policy, PolicySecret(TPM_RH_
- * ENDORSEMENT), for one use of the EK. */
-static int ek_session(tpm *t, ESYS_TR *ret)
+const char *tpm_ek_describe(uint32_t cert_index)
 {
+	size_t k;
+
+	return ek_kind_of(cert_index, &k) == 0 ? EK_KINDS[k].what : "EK";
+}
+
+/* The authorisation for one use of the EK: its empty authValue where it
+ * allows that (userWithAuth, the high-range templates), else a policy
+ * session that satisfies PolicySecret(TPM_RH_ENDORSEMENT) in the EK's
+ * hash (the low-range templates). *ret is ESYS_TR_PASSWORD or a session
+ * to flush. */
+static int ek_session(tpm *t, const TPM2B_PUBLIC *ek, ESYS_TR *ret)
+{
+	TPMT_SYM_DEF none = {.algorithm = TPM2_ALG_NULL};
 	ESYS_TR s = ESYS_TR_NONE;
 	TSS2_RC rc;
-	int r;
 
-	r = session_start(t, ESYS_TR_NONE, TPM2_SE_POLICY, 0, &s);
-	if (r < 0)
-		return r;
+	if (ek->publicArea.objectAttributes & TPMA_OBJECT_USERWITHAUTH) {
+		*ret = ESYS_TR_PASSWORD;
+		return 0;
+	}
+	rc = Esys_StartAuthSession(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+	                           ESYS_TR_NONE, NULL, TPM2_SE_POLICY, &none,
+	                           ek->publicArea.nameAlg, &s);
+	if (rc != TSS2_RC_SUCCESS)
+		return fail(t, "StartAuthSession (EK policy)", rc);
 	rc = Esys_PolicySecret(t->esys, ESYS_TR_RH_ENDORSEMENT, s, ESYS_TR_PASSWORD, ESYS_TR_NONE,
 	                       ESYS_TR_NONE, NULL, NULL, NULL, 0, NULL, NULL);
 	if (rc != TSS2_RC_SUCCESS) {
@@ -1305,10 +1399,57 @@ static int ek_session(tpm *t, ESYS_TR *ret)
 	return 0;
 }
 
-/* The verifier's HMAC key, imported and loaded under the EK. */
-static int ek_load_duplicate(tpm *t, const struct tpm_duplicate *d, ESYS_TR *ret)
+static void ek_session_end(tpm *t, ESYS_TR *s)
 {
-	TPM2B_PUBLIC pub = {0};
+	if (*s != ESYS_TR_NONE && *s != ESYS_TR_PASSWORD)
+		Esys_FlushContext(t->esys, *s);
+	*s = ESYS_TR_NONE;
+}
+
+/* This TPM's EK whose Name is want, with its public area: persistent ones
+ * first (cheap), then those made from templates. -ENOENT when none is. */
+static int ek_find(tpm *t, const struct tpm_name *want, ESYS_TR *ret, bool *ret_transient,
+                   TPM2B_PUBLIC **ret_pub)
+{
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t k = 0; k < TPM_EK_KINDS; k++) {
+			TPM2B_PUBLIC *pub = NULL;
+			ESYS_TR tr = ESYS_TR_NONE;
+			bool transient = false;
+			struct tpm_name name;
+			int r;
+
+			if (pass == 0)
+				r = tr_open(t, EK_KINDS[k].handle, "look up a persistent EK", &tr);
+			else if (tr_open(t, EK_KINDS[k].handle, "look up a persistent EK", &tr) == 0)
+				r = -EEXIST; /* seen in the first pass */
+			else
+				r = ek_handle(t, k, &tr, &transient);
+			if (r == 0)
+				r = tr_name(t, tr, &name);
+			if (r == 0 && tpm_name_equal(&name, want))
+				r = ek_public(t, tr, &pub);
+			else if (r == 0)
+				r = -ENOENT;
+			if (r == 0) {
+				*ret = tr;
+				*ret_transient = transient;
+				*ret_pub = pub;
+				return 0;
+			}
+			ek_release(t, &tr, transient);
+			if (r != -ENOENT && r != -EEXIST)
+				return r;
+		}
+	return -ENOENT;
+}
+
+/* The verifier's HMAC key, imported and loaded under the EK named
+ * ek_name. */
+static int ek_load_duplicate(tpm *t, const struct tpm_name *ek_name, const struct tpm_duplicate *d,
+                             ESYS_TR *ret)
+{
+	TPM2B_PUBLIC pub = {0}, *ek_pub = NULL;
 	TPM2B_PRIVATE dup = {0}, *priv = NULL;
 	TPM2B_ENCRYPTED_SECRET seed = {0};
 	TPM2B_DATA no_key = {0};
@@ -1324,21 +1465,23 @@ static int ek_load_duplicate(tpm *t, const struct tpm_duplicate *d, ESYS_TR *ret
 	    Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(d->seed, d->seed_len, &o3, &seed) !=
 	        TSS2_RC_SUCCESS)
 		return -EINVAL;
-	r = ek_handle(t, &ek, &transient);
+	r = ek_find(t, ek_name, &ek, &transient, &ek_pub);
+	if (r == -ENOENT)
+		log_error("tpm: this TPM has no EK of the challenge's Name: it was made for "
+		          "another TPM");
 	if (r == 0)
-		r = ek_session(t, &s);
+		r = ek_session(t, ek_pub, &s);
 	if (r < 0)
 		goto out;
 	rc = Esys_Import(t->esys, ek, s, ESYS_TR_NONE, ESYS_TR_NONE, &no_key, &pub, &dup, &seed,
 	                 &no_inner, &priv);
-	Esys_FlushContext(t->esys, s);
-	s = ESYS_TR_NONE;
+	ek_session_end(t, &s);
 	if (rc != TSS2_RC_SUCCESS) {
-		/* Wrapped to another TPM's EK, or altered. */
+		/* Altered on the way. */
 		r = fail(t, "Import (the challenge, under the EK)", rc);
 		goto out;
 	}
-	r = ek_session(t, &s);
+	r = ek_session(t, ek_pub, &s);
 	if (r < 0)
 		goto out;
 	rc = Esys_Load(t->esys, ek, s, ESYS_TR_NONE, ESYS_TR_NONE, priv, &pub, ret);
@@ -1346,8 +1489,8 @@ static int ek_load_duplicate(tpm *t, const struct tpm_duplicate *d, ESYS_TR *ret
 		r = fail(t, "Load (the challenge's HMAC key)", rc);
 out:
 	Esys_Free(priv);
-	if (s != ESYS_TR_NONE)
-		Esys_FlushContext(t->esys, s);
+	Esys_Free(ek_pub);
+	ek_session_end(t, &s);
 	ek_release(t, &ek, transient);
 	return r;
 }
@@ -1385,7 +1528,8 @@ out:
 	return r;
 }
 
-int tpm_attest_answer(tpm *t, const struct tpm_name *pinned, const struct tpm_duplicate *hmac_key,
+int tpm_attest_answer(tpm *t, const struct tpm_name *pinned, const struct tpm_name *ek_name,
+                      const struct tpm_duplicate *hmac_key,
                       const struct tpm_sealed *signkey, const uint8_t *nonce, size_t nonce_len,
                       struct tpm_certification *ret_srk, struct tpm_certification *ret_sign)
 {
@@ -1399,7 +1543,7 @@ int tpm_attest_answer(tpm *t, const struct tpm_name *pinned, const struct tpm_du
 	r = unmarshal_sealed(signkey, &pub, &priv);
 	if (r < 0)
 		return r;
-	r = ek_load_duplicate(t, hmac_key, &key);
+	r = ek_load_duplicate(t, ek_name, hmac_key, &key);
 	if (r < 0)
 		return r;
 	r = srk_open_pinned(t, pinned, &srk2);

@@ -165,17 +165,19 @@ int tpm_srk_check(tpm *t, const struct tpm_name *pinned);
 int tpm_srk_public(tpm *t, const struct tpm_name *pinned, uint8_t out[TPM_BLOB_MAX],
 		   size_t *ret_len);
 
-/* The endorsement key and its certificates (TCG EK Credential Profile):
- * RSA 2048 (persistent at 0x81010001, or made from the TCG template), its
- * certificate (DER) in NV
- * 0x01C00002; intermediates where the TPM keeps them, in NV 0x01C00100 to
- * 0x01C001FF. What an admin verifies against the manufacturer's CA before
- * approving the node. */
-#define TPM_EK_RSA_HANDLE     0x81010001u
+/* The endorsement keys and their certificates (TCG EK Credential
+ * Profile): RSA 2048 (certificate in NV 0x01C00002), ECC P-256
+ * (0x01C0000A) and ECC P-384 (high range, 0x01C00016), each persistent
+ * where the TPM's maker put it or made from the TCG template its
+ * certificate certifies; intermediates where the TPM keeps them, in NV
+ * 0x01C00100 to 0x01C001FF. What an admin verifies against the
+ * manufacturer's CA before approving the node. */
+#define TPM_EK_KINDS          3
 #define TPM_EK_RSA_CERT_INDEX 0x01c00002u
 #define TPM_EK_CERT_MAX       4096
 #define TPM_EK_MAX_CHAIN      4
 struct tpm_ek {
+	uint32_t cert_index;
 	uint8_t pub[TPM_BLOB_MAX]; /* TPM2B_PUBLIC */
 	size_t pub_len;
 	uint8_t cert[TPM_EK_CERT_MAX]; /* DER */
@@ -184,15 +186,20 @@ struct tpm_ek {
 	size_t chain_len[TPM_EK_MAX_CHAIN];
 	size_t n_chain;
 };
-/* An EK that is not persistent (many TPMs ship so) is made from the TCG
- * template L-1 for the call, and flushed. -ENOENT when the TPM has no RSA
- * EK certificate. */
-int tpm_ek_read(tpm *t, struct tpm_ek *ret);
+/* The certificate indices read, in order of preference. */
+extern const uint32_t tpm_ek_cert_indices[TPM_EK_KINDS];
+/* The EK whose certificate is in NV cert_index. An EK that is not
+ * persistent (many TPMs ship so) is made from its template for the call,
+ * and flushed. -ENOENT when the TPM has no such certificate. */
+int tpm_ek_read(tpm *t, uint32_t cert_index, struct tpm_ek *ret);
+/* "ECC P-384 EK (template H-3)" and the like. */
+const char *tpm_ek_describe(uint32_t cert_index);
 
 /* EK-based key attestation (TCG), the node's side: imports the
- * verifier's HMAC key, duplicated to the EK, under the EK (a
- * PolicySecret(endorsement) session for each use of the EK: the
- * endorsement hierarchy must have no password), and has it certify the SRK
+ * verifier's HMAC key, duplicated to the EK of Name ek_name, under that
+ * EK (a PolicySecret(endorsement) session for each use of a low-range EK:
+ * the endorsement hierarchy must have no password; the empty authValue of
+ * a high-range one), and has it certify the SRK
  * (checked against pinned when not NULL) and the signing key signkey with
  * nonce as qualifying data. Each certification is the marshalled
  * TPM2B_ATTEST and its HMAC-SHA256. Everything loaded is flushed. The host
@@ -203,7 +210,8 @@ struct tpm_certification {
 	size_t attest_len;
 	uint8_t hmac[32];
 };
-int tpm_attest_answer(tpm *t, const struct tpm_name *pinned, const struct tpm_duplicate *hmac_key,
+int tpm_attest_answer(tpm *t, const struct tpm_name *pinned, const struct tpm_name *ek_name,
+                      const struct tpm_duplicate *hmac_key,
                       const struct tpm_sealed *signkey, const uint8_t *nonce, size_t nonce_len,
                       struct tpm_certification *ret_srk, struct tpm_certification *ret_sign);
 

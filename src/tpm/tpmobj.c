@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include "tpm/tpmobj.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <openssl/core_names.h>
@@ -68,13 +69,18 @@ int tpmobj_name(const uint8_t *pub, size_t len, struct tpm_name *ret)
 	r = public_parse(pub, len, &p);
 	if (r < 0)
 		return r;
-	if (p.publicArea.nameAlg != TPM2_ALG_SHA256)
+	/* The Name hashes the TPMT_PUBLIC: the TPM2B without its size.
+	 * SHA-384 for the high-range EKs; everything we make is SHA-256. */
+	if (p.publicArea.nameAlg == TPM2_ALG_SHA256) {
+		SHA256(pub + 2, len - 2, ret->bytes + 2);
+		ret->len = 2 + SHA256_DIGEST_LENGTH;
+	} else if (p.publicArea.nameAlg == TPM2_ALG_SHA384) {
+		SHA384(pub + 2, len - 2, ret->bytes + 2);
+		ret->len = 2 + SHA384_DIGEST_LENGTH;
+	} else {
 		return -EINVAL;
-	/* The Name hashes the TPMT_PUBLIC: the TPM2B without its size. */
-	ret->bytes[0] = (uint8_t)(TPM2_ALG_SHA256 >> 8);
-	ret->bytes[1] = (uint8_t)TPM2_ALG_SHA256;
-	SHA256(pub + 2, len - 2, ret->bytes + 2);
-	ret->len = 2 + SHA256_DIGEST_LENGTH;
+	}
+	util_put_be16(ret->bytes, p.publicArea.nameAlg);
 	return 0;
 }
 
@@ -92,6 +98,21 @@ int tpmobj_auth_policy(const uint8_t *pub, size_t len, uint8_t out[32])
 
 int tpmobj_storage_key_check(const uint8_t *pub, size_t len, const char **ret_why)
 {
+	TPM2B_PUBLIC p;
+
+	if (public_parse(pub, len, &p) < 0) {
+		*ret_why = "not a TPM2B_PUBLIC";
+		return -EINVAL;
+	}
+	if (p.publicArea.nameAlg != TPM2_ALG_SHA256) {
+		*ret_why = "its Name is not SHA-256";
+		return -EINVAL;
+	}
+	return tpmobj_parent_check(pub, len, ret_why);
+}
+
+int tpmobj_parent_check(const uint8_t *pub, size_t len, const char **ret_why)
+{
 	const TPMT_PUBLIC *a;
 	TPM2B_PUBLIC p;
 	const TPMT_SYM_DEF_OBJECT *sym;
@@ -101,8 +122,8 @@ int tpmobj_storage_key_check(const uint8_t *pub, size_t len, const char **ret_wh
 		return -EINVAL;
 	}
 	a = &p.publicArea;
-	if (a->nameAlg != TPM2_ALG_SHA256) {
-		*ret_why = "its Name is not SHA-256";
+	if (a->nameAlg != TPM2_ALG_SHA256 && a->nameAlg != TPM2_ALG_SHA384) {
+		*ret_why = "its Name is neither SHA-256 nor SHA-384";
 		return -EINVAL;
 	}
 	if (!(a->objectAttributes & TPMA_OBJECT_RESTRICTED) ||

@@ -12,9 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The Name of an object from its marshalled TPM2B_PUBLIC: nameAlg (always
- * SHA-256 here) || SHA-256(TPMT_PUBLIC). -EINVAL unless pub is exactly one
- * canonical TPM2B_PUBLIC with a SHA-256 nameAlg. */
+/* The Name of an object from its marshalled TPM2B_PUBLIC: nameAlg (2
+ * bytes) || the nameAlg's digest of the TPMT_PUBLIC. SHA-256 for all we
+ * make, SHA-384 for high-range EKs. -EINVAL unless pub is exactly one
+ * canonical TPM2B_PUBLIC with either nameAlg. */
 int tpmobj_name(const uint8_t *pub, size_t len, struct tpm_name *ret);
 
 /* 0 when pub is a storage key a KEK may be duplicated to: a restricted
@@ -22,6 +23,9 @@ int tpmobj_name(const uint8_t *pub, size_t len, struct tpm_name *ret);
  * symmetric. This also rules out TPM_RH_NULL, whose Name is a handle (a
  * duplicate "to" it carries the KEK in clear). -EINVAL with a reason. */
 int tpmobj_storage_key_check(const uint8_t *pub, size_t len, const char **ret_why);
+/* The same, with a SHA-256 or SHA-384 nameAlg: the parents the software
+ * duplicate codec wraps to (a high-range EK, say). */
+int tpmobj_parent_check(const uint8_t *pub, size_t len, const char **ret_why);
 
 /* 0 when s is a sealed KEK object of the given kind: keyed-hash sealed
  * data, SHA-256, exactly the kind's attributes, and an authPolicy that is

@@ -50,3 +50,17 @@ def roots_dir(ca, out):
     shutil.copy(os.path.join(ca, 'swtpm-localca-rootca-cert.pem'), out)
     shutil.copy(os.path.join(ca, 'issuercert.pem'), out)
     return out
+
+
+def tpm2(t, *args):
+    """A tpm2-tools command on swtpm t."""
+    return subprocess.run(['tpm2_' + args[0], '-T', t.tcti] + list(args[1:]), check=True,
+                          capture_output=True, text=True).stdout
+
+
+def drop_ek(t, cert_index, handle):
+    """Takes an EK and its certificate out of t (the platform hierarchy
+    owns EK certificate indices; swtpm leaves its authValue empty), as a
+    TPM made with other EKs would be."""
+    tpm2(t, 'nvundefine', '-C', 'p', hex(cert_index))
+    tpm2(t, 'evictcontrol', '-C', 'o', '-c', hex(handle))

@@ -13,7 +13,7 @@ import unittest
 
 from cryptography.hazmat.primitives import hashes, hmac
 
-from ektpm import HAVE_SETUP, ek_tpm, make_ca_config, roots_dir
+from ektpm import HAVE_SETUP, drop_ek, ek_tpm, make_ca_config, roots_dir, tpm2
 from kmsclient import run_cli, tempdir
 
 def read(path):
@@ -140,6 +140,117 @@ class AttestedJoin(unittest.TestCase):
                               capture_output=True, text=True, check=True).stdout
         self.assertEqual(caps.strip(), '', 'the EK made for the call was not flushed')
 
+    def join(self, t, name):
+        """node-key, approve, answer, approve: the attested approval's path,
+        with the TPM's HMACs checked by python3-cryptography on the way."""
+        node = self.node_key(t, name)
+        challenge, response = self.p(name + '.challenge'), self.p(name + '.response')
+        self.approve(node, out=challenge)
+        self.answer(t, name, challenge, response)
+        self.check_hmacs(response)
+        approval = self.p(name + '.approval')
+        self.approve(node, '--response', response, out=approval)
+        return node, challenge, response, approval
+
+    def check_hmacs(self, response):
+        [journal] = glob.glob(os.path.join(self.admin_dir, 'tpm2-kms-challenges', '*'))
+        key = bytes.fromhex(read(journal).split()[3])
+        resp = fields(pem_blocks(response, 'TPM2-KMS RESPONSE')[0])
+        for attest, mac in ((resp[1], resp[2]), (resp[3], resp[4])):
+            digest = hashes.Hash(hashes.SHA256())
+            digest.update(attest[2:])
+            h = hmac.HMAC(key, hashes.SHA256())
+            h.update(digest.finalize())
+            h.verify(mac)
+
+    def test_an_ecc_p384_ek_joins(self):
+        # A TPM whose only EK is ECC P-384 (high range, SHA-384 Names,
+        # AES-256): the challenge is wrapped to it with ECDH and the
+        # SHA-384 KDFs, and the TPM opens it.
+        t = self.tpm('node-a')
+        drop_ek(t, 0x01c00002, 0x81010001)
+        node = self.node_key(t, 'node-a')
+        self.assertEqual(len(pem_blocks(node, 'TPM2-KMS EK')), 1)
+        ek_pub = pem_blocks(node, 'TPM2-KMS EK')[0]
+        self.assertEqual(ek_pub[2:6], b'\x00\x23\x00\x0c', 'ECC, nameAlg SHA-384')
+        challenge = self.p('a.challenge')
+        r = self.approve(node, out=challenge)
+        self.assertIn('chains to /CN=swtpm-localca-rootca', r.stderr)
+        ch = fields(pem_blocks(challenge, 'TPM2-KMS CHALLENGE')[0])
+        self.assertEqual(ch[5][:2], b'\x00\x0c', 'wrapped to the SHA-384 EK')
+        self.assertEqual(int.from_bytes(ch[4][2:4], 'big'), 48, 'an ephemeral P-384 point')
+        self.answer(t, 'node-a', challenge, self.p('a.response'))
+        self.check_hmacs(self.p('a.response'))
+        self.approve(node, '--response', self.p('a.response'), out=self.p('a.approval'))
+        self.assertIn('attested', read(self.p('a.approval')))
+
+    def test_an_ecc_p384_ek_that_is_not_persistent_is_made_from_template_h3(self):
+        t = self.tpm('node-a')
+        drop_ek(t, 0x01c00002, 0x81010001)
+        tpm2(t, 'evictcontrol', '-C', 'o', '-c', '0x81010016')
+        _, _, response, approval = self.join(t, 'node-a')
+        self.assertIn('attested', read(approval))
+        self.assertEqual(tpm2(t, 'getcap', 'handles-transient').strip(), '')
+
+    def test_an_ecc_p256_ek_joins(self):
+        # swtpm_setup makes no P-256 EK: tpm2-tools makes one from its own
+        # copy of the TCG template L-2 and persists it, the test CA
+        # certifies its key, and the certificate goes where a maker puts
+        # it (NV 0x01C0000A). Evicted again, our template must make the
+        # same key.
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.x509.oid import ObjectIdentifier
+        import datetime
+        t = self.tpm('node-a')
+        drop_ek(t, 0x01c00002, 0x81010001)
+        drop_ek(t, 0x01c00016, 0x81010016)
+        tpm2(t, 'createek', '-G', 'ecc', '-c', '0x81010002', '-u', self.p('ek.pub'),
+             '-f', 'pem')
+        with open(self.p('ek.pub'), 'rb') as f:
+            ek_key = serialization.load_pem_public_key(f.read())
+        with open(os.path.join(self.ca, 'signkey.pem'), 'rb') as f:
+            ca_key = serialization.load_pem_private_key(f.read(), None)
+        with open(os.path.join(self.ca, 'issuercert.pem'), 'rb') as f:
+            issuer = x509.load_pem_x509_certificate(f.read())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(x509.Name([]))
+                .issuer_name(issuer.subject).public_key(ek_key).serial_number(7)
+                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
+                .add_extension(x509.ExtendedKeyUsage([ObjectIdentifier('2.23.133.8.1')]),
+                               critical=False)
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.DirectoryName(x509.Name([x509.NameAttribute(
+                        ObjectIdentifier('2.23.133.2.1'), 'id:00001014')]))]), critical=True)
+                .sign(ca_key, hashes.SHA256()))
+        der = cert.public_bytes(serialization.Encoding.DER)
+        with open(self.p('ek.der'), 'wb') as f:
+            f.write(der)
+        tpm2(t, 'nvdefine', '-C', 'p', '-s', str(len(der)), '-a',
+             'ppwrite|ppread|ownerread|authread|no_da|platformcreate', '0x01c0000a')
+        tpm2(t, 'nvwrite', '-C', 'p', '-i', self.p('ek.der'), '0x01c0000a')
+        tpm2(t, 'evictcontrol', '-C', 'o', '-c', '0x81010002')
+        node, _, response, approval = self.join(t, 'node-a')
+        self.assertEqual(pem_blocks(node, 'CERTIFICATE')[0], der)
+        self.assertIn('attested', read(approval))
+
+    def test_every_ek_in_the_node_file_must_check(self):
+        # One EK of another maker beside a genuine one: refused, and the
+        # refusal names which EK.
+        ta = self.tpm('node-a')
+        other_ca = os.path.join(self.root, 'ca-b')
+        make_ca_config(other_ca)
+        tb = self.tpm('node-b', ca=other_ca)
+        a, b = self.node_key(ta, 'node-a'), self.node_key(tb, 'node-b')
+        text_a, text_b = read(a), read(b)
+        ecc_b = text_b[text_b.rindex('-----BEGIN TPM2-KMS EK-----'):]
+        with open(self.p('mixed.node'), 'w') as f:
+            f.write(text_a[:text_a.rindex('-----BEGIN TPM2-KMS EK-----')] + ecc_b)
+        r = self.approve(self.p('mixed.node'), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('the ECC 384 EK\'s certificate does not chain', r.stderr)
+        self.assertFalse(os.path.exists(self.p('out')))
+
     def test_without_ek_ca_nothing_is_attested(self):
         t = self.tpm('node-a')
         node = self.node_key(t, 'node-a')
@@ -155,7 +266,7 @@ class AttestedJoin(unittest.TestCase):
         node = self.node_key(t, 'node-b')
         r = self.approve(node, check=False)
         self.assertEqual(r.returncode, 1)
-        self.assertIn('the EK certificate does not chain to a root in', r.stderr)
+        self.assertIn('EK\'s certificate does not chain to a root in', r.stderr)
         self.assertFalse(os.path.exists(self.p('out')))
 
     def test_an_ek_that_is_not_the_certificates_is_refused(self):
@@ -188,7 +299,7 @@ class AttestedJoin(unittest.TestCase):
         self.approve(self.p('planted.node'), out=challenge)
         r = self.answer(tb, 'node-b', challenge, self.p('b.response'), check=False)
         self.assertEqual(r.returncode, 1)
-        self.assertIn('made for another TPM\'s EK', r.stderr)
+        self.assertIn('it was made for another TPM', r.stderr)
         # And A's TPM will not answer for keys that are not its own.
         r = self.answer(ta, 'node-a', challenge, self.p('a.response'), check=False)
         self.assertEqual(r.returncode, 1)
