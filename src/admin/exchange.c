@@ -191,29 +191,6 @@ static int node_ek_checked(const char *node_path, const char *ek_ca, struct tpm_
 	return r;
 }
 
-/* An approval made after attestation says so, in a comment after its
- * first line. */
-static int note_attested(const char *root, char **text, size_t *len)
-{
-	char note[ATTEST_ROOT_MAX + 128], *nl = strchr(*text, '\n'), *out;
-	size_t n, head;
-
-	n = (size_t)snprintf(
-	    note, sizeof(note),
-	    "# attested: EK certificate chains to %s; the TPM certified both keys\n", root);
-	head = nl ? (size_t)(nl - *text) + 1 : 0;
-	out = malloc(*len + n + 1);
-	if (!out)
-		return -ENOMEM;
-	memcpy(out, *text, head);
-	memcpy(out + head, note, n);
-	memcpy(out + head + n, *text + head, *len - head + 1);
-	free(*text);
-	*text = out;
-	*len += n;
-	return 0;
-}
-
 int exchange_approve(const char *admin_key_path, const char *passphrase_file, const char *node_path,
                      const char *ek_ca, const char *response_path, char **ret_text, size_t *ret_len,
                      struct node *ret_node, bool *ret_challenge)
@@ -258,13 +235,13 @@ int exchange_approve(const char *admin_key_path, const char *passphrase_file, co
 	if (r < 0)
 		goto out;
 	r = approval_sign(admin, &n.name, &n.sign_name, &a);
+	if (r == 0 && ek)
+		r = approval_attest(admin, root, &a);
 	if (r < 0) {
 		log_error("cannot sign with the admin key %s", admin_key_path);
 		goto out;
 	}
 	r = approval_encode(&a, ret_text, ret_len);
-	if (r == 0 && ek)
-		r = note_attested(root, ret_text, ret_len);
 	if (r < 0)
 		goto out;
 	if (ek)
@@ -400,7 +377,7 @@ static void free_keks(uint8_t **keks, size_t n)
  * state's admin key signed. Logs. */
 static int export_target(const char *dir, const struct state *s, const char *node_path,
                          const char *approval_path, EVP_PKEY **ret_admin, struct node *ret_node,
-                         struct tpm_approval *ret_ta)
+                         struct tpm_approval *ret_ta, bool *ret_attested)
 {
 	char fp[NODE_FINGERPRINT_MAX];
 	struct tpm_approval ta;
@@ -436,6 +413,14 @@ static int export_target(const char *dir, const struct state *s, const char *nod
 	r = approval_to_tpm(&a, admin, &ta);
 	if (r < 0)
 		goto out;
+	if (a.attestation_len)
+		log_info("node %s: attested, its EK certificate chains to %s", fp,
+		         a.attested_root);
+	else
+		log_warning("node %s was approved without attestation: the admin trusted its node "
+		            "file as it came (approve --ek-ca)",
+		            fp);
+	*ret_attested = a.attestation_len > 0;
 	*ret_admin = admin;
 	admin = NULL;
 	*ret_node = node;
@@ -487,7 +472,7 @@ static int export_one(tpm *t, const char *dir, const struct state *s,
 }
 
 /* What went to node fp, for promote (sharelog.h). */
-static int export_record(const char *dir, const struct tpm_name *node,
+static int export_record(const char *dir, const struct tpm_name *node, bool attested,
                          const struct state_generation *const *gens, size_t n)
 {
 	char fp[NODE_FINGERPRINT_MAX];
@@ -497,7 +482,7 @@ static int export_record(const char *dir, const struct tpm_name *node,
 	for (size_t i = 0; i < n && k < SHARELOG_MAX_GENS; i++)
 		numbers[k++] = gens[i]->number;
 	node_fingerprint(node, fp);
-	return sharelog_record(dir, fp, numbers, k);
+	return sharelog_record(dir, fp, attested, numbers, k);
 }
 
 int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, const char *node_path,
@@ -512,6 +497,7 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 	struct node node;
 	char fp[NODE_FINGERPRINT_MAX], *text = NULL;
 	size_t text_len = 0;
+	bool attested = false;
 	EVP_PKEY *admin = NULL;
 	uint8_t **keks = NULL;
 	size_t n = 0;
@@ -521,7 +507,7 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 	r = keyadmin_open(dir, false, 0, &lock, &s, NULL);
 	if (r < 0)
 		return r;
-	r = export_target(dir, &s, node_path, approval_path, &admin, &node, &ta);
+	r = export_target(dir, &s, node_path, approval_path, &admin, &node, &ta, &attested);
 	if (r == 0)
 		r = pick_generations(dir, &s, want, n_want, &gens, &n);
 	if (r == 0 && s.anchors.pcr_key_len)
@@ -547,7 +533,7 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 	if (r == 0)
 		r = bundle_encode(&b, (const uint8_t *const *)keks, &text, &text_len);
 	if (r == 0)
-		r = export_record(dir, &node.name, gens, n);
+		r = export_record(dir, &node.name, attested, gens, n);
 	if (r < 0)
 		goto out;
 	node_fingerprint(&node.name, fp);

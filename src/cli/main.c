@@ -660,6 +660,7 @@ static void print_anchors(const char *dir, const struct state *st)
 {
 	char path[PATH_MAX], fp[NODE_FINGERPRINT_MAX];
 	struct tpm_name sign;
+	char root[APPROVAL_ROOT_MAX];
 	struct node n;
 
 	printf("\n");
@@ -707,10 +708,15 @@ static void print_anchors(const char *dir, const struct state *st)
 	printf("\n");
 	node_fingerprint(&st->srk_name, fp);
 	printf("%-13s %s\n", "this node:", fp);
-	if (provenance_approved_signing_key(dir, st, &sign) == 0) {
+	if (provenance_approved_signing_key(dir, st, &sign, root) == 0) {
 		node_fingerprint(&sign, fp);
 		printf("%-13s %s (approval recorded: it certifies what it makes)\n", "signing key:",
 		       fp);
+		if (*root)
+			printf("%-13s yes: the EK certificate chains to %s\n", "attested:", root);
+		else
+			printf("%-13s no: the admin approved this node's keys as they came\n",
+			       "attested:");
 	} else {
 		printf("%-13s no approval of this node recorded (tpm2-kms certify --approval)\n",
 		       "signing key:");

@@ -26,10 +26,9 @@ static size_t message(const struct approval *a, uint8_t out[POLICY_DIGEST_BYTES 
 
 /* The node statement (design brief §9.1): "tpm2-kms node v1\n" || the
  * storage key's Name || the signing key's Name, each with a 2-byte length. */
-static size_t statement(const struct approval *a, uint8_t *out)
+static size_t tagged_names(const struct approval *a, const char *tag, uint8_t *out)
 {
-	static const char tag[] = "tpm2-kms node v1\n";
-	size_t n = sizeof(tag) - 1;
+	size_t n = strlen(tag);
 
 	memcpy(out, tag, n);
 	util_put_be16(out + n, (uint16_t)a->node.len);
@@ -38,6 +37,11 @@ static size_t statement(const struct approval *a, uint8_t *out)
 	util_put_be16(out + n, (uint16_t)a->sign_name.len);
 	memcpy(out + n + 2, a->sign_name.bytes, a->sign_name.len);
 	return n + 2 + a->sign_name.len;
+}
+
+static size_t statement(const struct approval *a, uint8_t *out)
+{
+	return tagged_names(a, "tpm2-kms node v1\n", out);
 }
 
 #define STATEMENT_MAX (32 + 4 + 2 * TPM_NAME_MAX)
@@ -66,6 +70,35 @@ int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, const struct tpm
 	}
 	*ret = a;
 	return 0;
+}
+
+/* The attestation record: "tpm2-kms attested v1\n" || node Name ||
+ * signing key Name || root subject, each with a 2-byte length. */
+static size_t attestation(const struct approval *a, uint8_t *out)
+{
+	size_t n = tagged_names(a, "tpm2-kms attested v1\n", out),
+	       root_len = strlen(a->attested_root);
+
+	util_put_be16(out + n, (uint16_t)root_len);
+	memcpy(out + n + 2, a->attested_root, root_len);
+	return n + 2 + root_len;
+}
+
+#define ATTESTATION_MAX (32 + 6 + 2 * TPM_NAME_MAX + APPROVAL_ROOT_MAX)
+
+int approval_attest(EVP_PKEY *admin, const char *root, struct approval *a)
+{
+	uint8_t msg[ATTESTATION_MAX];
+	struct approval b = *a;
+	int r;
+
+	if (!a->statement_len || !*root || strlen(root) >= sizeof(b.attested_root))
+		return -EINVAL;
+	strcpy(b.attested_root, root);
+	r = signer_sign(admin, msg, attestation(&b, msg), b.attestation, &b.attestation_len);
+	if (r == 0)
+		*a = b;
+	return r;
 }
 
 int approval_statement_verify(EVP_PKEY *admin, const struct tpm_name *node,
@@ -144,7 +177,8 @@ int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 	char node[POLICY_PCR_MAX * 80], signer[2 * TPM_NAME_MAX + 1];
 	char policy[2 * POLICY_DIGEST_BYTES + 1], sig[2 * SIGNER_SIG_MAX + 1];
 	char sign_name[2 * TPM_NAME_MAX + 1] = "", statement_hex[2 * SIGNER_SIG_MAX + 1] = "";
-	size_t cap = 1024 + 2 * sizeof(sig) + sizeof(node) + sizeof(sign_name);
+	char attested[4 * APPROVAL_ROOT_MAX + 4 * SIGNER_SIG_MAX + 128] = "";
+	size_t cap = 1024 + 2 * sizeof(sig) + sizeof(node) + sizeof(sign_name) + sizeof(attested);
 	char *buf = malloc(cap);
 	int n;
 
@@ -158,6 +192,16 @@ int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 	}
 	if (a->has_epoch)
 		snprintf(epoch_line, sizeof(epoch_line), "epoch %u\n", a->epoch);
+	if (a->attestation_len) {
+		char root_hex[2 * APPROVAL_ROOT_MAX + 1], att_hex[2 * SIGNER_SIG_MAX + 1];
+
+		util_hex((const uint8_t *)a->attested_root, strlen(a->attested_root), root_hex);
+		util_hex(a->attestation, a->attestation_len, att_hex);
+		snprintf(attested, sizeof(attested),
+			 "# attested: EK certificate chains to %s; the TPM certified both keys\n"
+			 "attested-root %s\nattestation %s\n",
+			 a->attested_root, root_hex, att_hex);
+	}
 	if (a->pcr)
 		policy_pcr_values_format(&a->pcrs, (const uint8_t(*)[POLICY_DIGEST_BYTES])a->values,
 					 node, sizeof(node));
@@ -168,7 +212,7 @@ int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 	util_hex(a->sig, a->sig_len, sig);
 	n = snprintf(buf, cap,
 		     "%s\nformat %d\n%s %s\npolicy-ref %s\napproved-policy %s\nsigner %s\n"
-		     "signature %s\n%s%s%s%s%s%s",
+		     "signature %s\n%s%s%s%s%s%s%s",
 		     a->pcr ? "# tpm2-kms PCR signature: the PCR signer approves these PCR values "
 			      "for unsealing"
 			    : "# tpm2-kms approval: the admin key allows key generations to be "
@@ -176,7 +220,7 @@ int approval_encode(const struct approval *a, char **ret, size_t *ret_len)
 		     APPROVAL_FORMAT, a->pcr ? "pcrs" : "node", node, a->policy_ref, policy, signer,
 		     sig, a->statement_len ? "node-signing-key " : "", sign_name,
 		     a->statement_len ? "\nnode-statement " : "", statement_hex,
-		     a->statement_len ? "\n" : "", epoch_line);
+		     a->statement_len ? "\n" : "", attested, epoch_line);
 	if (n < 0 || (size_t)n >= cap) {
 		free(buf);
 		return -EOVERFLOW;
@@ -198,13 +242,26 @@ static int parse_name(const char *hex, struct tpm_name *ret)
 	return 0;
 }
 
+/* A signature in hex, at most SIGNER_SIG_MAX bytes. */
+static int parse_sig(const char *hex, uint8_t out[SIGNER_SIG_MAX], size_t *ret_len)
+{
+	size_t n = strlen(hex) / 2;
+
+	if (n == 0 || n > SIGNER_SIG_MAX || util_unhex(hex, out, n) < 0)
+		return -EBADMSG;
+	*ret_len = n;
+	return 0;
+}
+
 int approval_parse(const char *text, size_t len, struct approval *ret, const char **ret_why)
 {
-	/* The last two only in a node's approval that covers its signing key
-	 * (both or neither). */
-	static const char *const keys[] = {"format", "node",	  "policy-ref",
-					   "approved-policy", "signer", "signature",
-					   "node-signing-key", "node-statement"};
+	/* node-signing-key and node-statement only in a node's approval that
+	 * covers its signing key (both or neither); the attestation record
+	 * only after them (both or neither). */
+	static const char *const keys[] = {"format",	     "node",	       "policy-ref",
+					   "approved-policy", "signer",	       "signature",
+					   "node-signing-key", "node-statement", "attested-root",
+					   "attestation"};
 	const char *why = "not an approval (as tpm2-kms approve writes)";
 	struct approval a = {0};
 	char *copy = NULL, *line, *save = NULL;
@@ -274,9 +331,7 @@ int approval_parse(const char *text, size_t len, struct approval *ret, const cha
 				goto out;
 			break;
 		case 5:
-			a.sig_len = strlen(val) / 2;
-			if (a.sig_len == 0 || a.sig_len > sizeof(a.sig) ||
-			    util_unhex(val, a.sig, a.sig_len) < 0)
+			if (parse_sig(val, a.sig, &a.sig_len) < 0)
 				goto out;
 			break;
 		case 6:
@@ -284,14 +339,26 @@ int approval_parse(const char *text, size_t len, struct approval *ret, const cha
 				goto out;
 			break;
 		case 7:
-			a.statement_len = strlen(val) / 2;
-			if (a.statement_len == 0 || a.statement_len > sizeof(a.statement) ||
-			    util_unhex(val, a.statement, a.statement_len) < 0)
+			if (parse_sig(val, a.statement, &a.statement_len) < 0)
+				goto out;
+			break;
+		case 8: {
+			size_t n = strlen(val) / 2;
+
+			if (n == 0 || n >= sizeof(a.attested_root) ||
+			    util_unhex(val, (uint8_t *)a.attested_root, n) < 0 ||
+			    memchr(a.attested_root, '\0', n))
+				goto out;
+			a.attested_root[n] = '\0';
+			break;
+		}
+		case 9:
+			if (parse_sig(val, a.attestation, &a.attestation_len) < 0)
 				goto out;
 			break;
 		}
 	}
-	if (k != 6 && k != ARRAY_SIZE(keys))
+	if (k != 6 && k != 8 && k != ARRAY_SIZE(keys))
 		goto out;
 	*ret = a;
 	r = 0;
@@ -348,6 +415,15 @@ int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_n
 	if (signer_verify(admin, msg, message(a, msg), a->sig, a->sig_len) < 0) {
 		*ret_why = "its signature is not the admin key's";
 		return -EACCES;
+	}
+	if (a->attestation_len) {
+		uint8_t att[ATTESTATION_MAX];
+
+		if (signer_verify(admin, att, attestation(a, att), a->attestation,
+				  a->attestation_len) < 0) {
+			*ret_why = "its attestation record is not signed by the admin key";
+			return -EACCES;
+		}
 	}
 	return 0;
 }

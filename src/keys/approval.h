@@ -14,6 +14,12 @@
  *   node-statement <hex>      the admin's signature over "tpm2-kms node
  *                             v1\n" || len || node Name || len || signing
  *                             key Name (2-byte lengths)
+ *   attested-root <hex>       after an attested join (approve --ek-ca): the
+ *                             subject of the manufacturer root the EK
+ *                             certificate chained to, and
+ *   attestation <hex>         the admin's signature over "tpm2-kms
+ *                             attested v1\n" || len || node Name || len ||
+ *                             signing key Name || len || that subject
  *
  * A PCR approval has "pcrs 7=<hex>,11=<hex>" in place of "node", policy-ref
  * tpm2-kms/unseal, and the PolicyPCR digest of those values.
@@ -36,6 +42,7 @@
 #include <stdint.h>
 
 #define APPROVAL_MAX_BYTES 8192
+#define APPROVAL_ROOT_MAX  256
 
 struct approval {
 	bool pcr;                           /* a PCR approval: pcrs, values */
@@ -60,12 +67,21 @@ struct approval {
 	 * node's epoch passes N (tpm.h). */
 	bool has_epoch;
 	unsigned epoch;
+	/* An attested join's record (attestation_len 0: not attested). */
+	char attested_root[APPROVAL_ROOT_MAX];
+	uint8_t attestation[SIGNER_SIG_MAX];
+	size_t attestation_len;
 };
 
 /* Signs node with the admin key and, when sign_name is given (a TPM node's
  * signing key), the node statement too. */
 int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, const struct tpm_name *sign_name,
 		  struct approval *ret);
+
+/* Records in a (signed by approval_sign with a signing key) that the
+ * node's keys were attested by a TPM whose EK certificate chains to the
+ * root of subject root. */
+int approval_attest(EVP_PKEY *admin, const char *root, struct approval *a);
 
 /* 0 when a's node statement is the admin's signature over its node and
  * signing key; -EACCES with the reason otherwise (none, another signer, a
@@ -92,8 +108,9 @@ int approval_parse(const char *text, size_t len, struct approval *ret, const cha
 /* Reads and parses; logs. */
 int approval_load(const char *path, struct approval *ret);
 
-/* 0 when a approves node and is signed by admin; -EACCES with the reason
- * otherwise (another node, another signer, a bad signature). */
+/* 0 when a approves node and is signed by admin, its attestation record
+ * too where it has one; -EACCES with the reason otherwise (another node,
+ * another signer, a bad signature). */
 int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_name *node,
 		   const char **ret_why);
 

@@ -293,6 +293,8 @@ int provenance_certifier(const char *dir, const struct state *s, struct certifie
 	c.self.storage = s->srk_name;
 	memcpy(c.self.statement, a.statement, a.statement_len);
 	c.self.statement_len = a.statement_len;
+	if (a.attestation_len)
+		strcpy(c.attested_root, a.attested_root);
 	*ret = c;
 	return 0;
 }
@@ -353,7 +355,8 @@ int provenance_certify(tpm *t, const struct certifier *c, const struct state_gen
 	return 0;
 }
 
-int provenance_approved_signing_key(const char *dir, const struct state *s, struct tpm_name *ret)
+int provenance_approved_signing_key(const char *dir, const struct state *s, struct tpm_name *ret,
+				    char ret_root[APPROVAL_ROOT_MAX])
 {
 	struct certifier *c = calloc(1, sizeof(*c));
 	int r;
@@ -363,6 +366,8 @@ int provenance_approved_signing_key(const char *dir, const struct state *s, stru
 	r = provenance_certifier(dir, s, c);
 	if (r == 0)
 		r = tpmobj_name(c->key.pub, c->key.pub_len, ret);
+	if (r == 0)
+		strcpy(ret_root, c->attested_root);
 	util_freezero(c, sizeof(*c));
 	return r;
 }

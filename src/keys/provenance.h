@@ -29,6 +29,7 @@
 #ifndef TPM2KMS_PROVENANCE_H
 #define TPM2KMS_PROVENANCE_H
 
+#include "keys/approval.h"
 #include "keys/signer.h"
 #include "keys/statedir.h"
 #include "tpm/tpm.h"
@@ -85,13 +86,16 @@ int provenance_signkey(tpm *t, const char *dir, bool create, struct tpm_sealed *
 struct certifier {
 	struct tpm_sealed key;
 	struct provenance self; /* signing key, storage Name, statement */
+	char attested_root[APPROVAL_ROOT_MAX]; /* "" unless the join was attested */
 };
 int provenance_certifier(const char *dir, const struct state *s, struct certifier *ret);
 
 /* The Name of this node's signing key when its approval is recorded and
- * checks out (provenance_certifier); -ENOENT when none is recorded. */
+ * checks out (provenance_certifier), and the root its attested join
+ * chained to ("" when it was not attested); -ENOENT when none is
+ * recorded. */
 int provenance_approved_signing_key(const char *dir, const struct state *s,
-				    struct tpm_name *ret);
+				    struct tpm_name *ret, char ret_root[APPROVAL_ROOT_MAX]);
 
 /* Checks an approval of this node (its SRK s->srk_name and its signing
  * key) against the state's admin key, then records it. */

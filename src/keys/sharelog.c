@@ -13,6 +13,7 @@
 
 struct shared {
 	char fp[NODE_FINGERPRINT_MAX];
+	bool attested; /* by the approval the last export checked */
 	uint32_t gens[SHARELOG_MAX_GENS];
 	size_t n;
 };
@@ -30,7 +31,7 @@ static bool has(const struct shared *sh, uint32_t g)
 	return false;
 }
 
-/* "node FP G G ...", one per line; anything else is damage. */
+/* "node FP [attested] G G ...", one per line; anything else is damage. */
 static int parse(const char *dir, const char *text, struct sharelog *log_)
 {
 	const char *line = text;
@@ -58,9 +59,16 @@ static int parse(const char *dir, const char *text, struct sharelog *log_)
 		sh = &log_->nodes[log_->n++];
 		strcpy(sh->fp, tok);
 		sh->n = 0;
+		sh->attested = false;
 		while ((tok = strtok_r(NULL, " ", &save))) {
 			char *e;
-			unsigned long g = strtoul(tok, &e, 10);
+			unsigned long g;
+
+			if (sh->n == 0 && !sh->attested && strcmp(tok, "attested") == 0) {
+				sh->attested = true;
+				continue;
+			}
+			g = strtoul(tok, &e, 10);
 
 			if (*e || g == 0 || g > UINT32_MAX || sh->n == SHARELOG_MAX_GENS)
 				goto bad;
@@ -101,7 +109,8 @@ static int load(const char *dir, struct sharelog *ret)
 	return 0;
 }
 
-int sharelog_record(const char *dir, const char *fp, const uint32_t *gens, size_t n)
+int sharelog_record(const char *dir, const char *fp, bool attested, const uint32_t *gens,
+		    size_t n)
 {
 	struct sharelog l;
 	struct shared *sh = NULL;
@@ -124,6 +133,7 @@ int sharelog_record(const char *dir, const char *fp, const uint32_t *gens, size_
 		sh = &l.nodes[l.n++];
 		snprintf(sh->fp, sizeof(sh->fp), "%s", fp);
 	}
+	sh->attested = attested;
 	for (size_t i = 0; i < n; i++) {
 		if (has(sh, gens[i]))
 			continue;
@@ -141,7 +151,8 @@ int sharelog_record(const char *dir, const char *fp, const uint32_t *gens, size_
 	pos = (size_t)snprintf(text, cap, "# generations this node exported, by node (promote "
 					  "checks it)\n");
 	for (size_t i = 0; i < l.n; i++) {
-		pos += (size_t)snprintf(text + pos, cap - pos, "node %s", l.nodes[i].fp);
+		pos += (size_t)snprintf(text + pos, cap - pos, "node %s%s", l.nodes[i].fp,
+					l.nodes[i].attested ? " attested" : "");
 		for (size_t k = 0; k < l.nodes[i].n; k++)
 			pos += (size_t)snprintf(text + pos, cap - pos, " %u",
 						(unsigned)l.nodes[i].gens[k]);
@@ -195,8 +206,10 @@ int sharelog_describe(const char *dir, char **ret_text)
 	}
 	text[0] = '\0';
 	for (size_t i = 0; i < l.n; i++) {
-		pos += (size_t)snprintf(text + pos, cap - pos, "%-13s node %s, generation%s",
-					"exported to:", l.nodes[i].fp, l.nodes[i].n == 1 ? "" : "s");
+		pos += (size_t)snprintf(text + pos, cap - pos, "%-13s node %s (%s), generation%s",
+					"exported to:", l.nodes[i].fp,
+					l.nodes[i].attested ? "attested" : "not attested",
+					l.nodes[i].n == 1 ? "" : "s");
 		for (size_t k = 0; k < l.nodes[i].n; k++)
 			pos += (size_t)snprintf(text + pos, cap - pos, "%s %u", k ? "," : "",
 						(unsigned)l.nodes[i].gens[k]);

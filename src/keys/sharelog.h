@@ -8,6 +8,7 @@
 
 #include "keys/nodefile.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,9 +16,11 @@
 #define SHARELOG_MAX_NODES 256
 #define SHARELOG_MAX_GENS  512 /* per node */
 
-/* Adds gens to what node fp has been sent; with the state's lock held.
+/* Adds gens to what node fp has been sent, and whether the approval it
+ * was sent under records an attested join; with the state's lock held.
  * Logs. */
-int sharelog_record(const char *dir, const char *fp, const uint32_t *gens, size_t n);
+int sharelog_record(const char *dir, const char *fp, bool attested, const uint32_t *gens,
+		    size_t n);
 
 /* The nodes this node has exported to that were never sent generation:
  * their fingerprints, comma-separated, into out; their number in *ret_n.
@@ -25,7 +28,8 @@ int sharelog_record(const char *dir, const char *fp, const uint32_t *gens, size_
 int sharelog_missing(const char *dir, uint32_t generation, char *out, size_t size,
 		     size_t *ret_n);
 
-/* One line per node for `keys`: "exported to:  node FP, generations 1, 2". */
+/* One line per node for `keys`: "exported to:  node FP (attested),
+ * generations 1, 2". */
 int sharelog_describe(const char *dir, char **ret_text);
 
 #endif

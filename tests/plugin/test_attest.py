@@ -256,7 +256,72 @@ class AttestedJoin(unittest.TestCase):
         node = self.node_key(t, 'node-a')
         r = run_cli('approve', '--admin-key', self.admin, node, '-o', self.p('a.approval'))
         self.assertIn('nothing was attested', r.stderr)
-        self.assertNotIn('# attested', read(self.p('a.approval')))
+        self.assertNotIn('attest', read(self.p('a.approval')))
+
+    def approval_field(self, path, key):
+        for line in read(path).splitlines():
+            if line.startswith(key + ' '):
+                return bytes.fromhex(line.split(' ', 1)[1])
+        return None
+
+    def test_the_attestation_is_signed_recorded_and_shown(self):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        admin_pub = self.admin + '.pub'
+        subprocess.run(['openssl', 'pkey', '-in', self.admin, '-pubout', '-out', admin_pub],
+                       check=True, capture_output=True)
+        ta, tb = self.tpm('node-a'), self.tpm('node-b')
+        _, _, _, approval_a = self.join(ta, 'node-a')
+        node_b, _, _, approval_b = self.join(tb, 'node-b')
+
+        # python3-cryptography checks the admin's signature of the record:
+        # "tpm2-kms attested v1\n" || node Name || signing Name || root.
+        root = self.approval_field(approval_a, 'attested-root')
+        self.assertEqual(root, b'/CN=swtpm-localca-rootca')
+        msg = b'tpm2-kms attested v1\n'
+        for v in (self.approval_field(approval_a, 'node'),
+                  self.approval_field(approval_a, 'node-signing-key'), root):
+            msg += len(v).to_bytes(2, 'big') + v
+        with open(admin_pub, 'rb') as f:
+            key = serialization.load_pem_public_key(f.read())
+        key.verify(self.approval_field(approval_a, 'attestation'), msg,
+                   ec.ECDSA(hashes.SHA256()))
+
+        state_a = self.p('node-a-state')
+        run_cli('init', '--tcti', ta.tcti, '--state-dir', state_a, '--admin-key', admin_pub,
+                '--approval', approval_a)
+        out = run_cli('keys', '--state-dir', state_a).stdout
+        self.assertIn('attested:     yes: the EK certificate chains to /CN=swtpm-localca-rootca',
+                      out)
+
+        # A record whose root was changed is not the admin's: refused.
+        text = read(approval_a)
+        forged = text.replace('attested-root ' + root.hex(),
+                              'attested-root ' + b'/CN=Some Other Root'.hex())
+        self.assertNotEqual(forged, text)
+        with open(self.p('forged.approval'), 'w') as f:
+            f.write(forged)
+        r = run_cli('certify', '--tcti', ta.tcti, '--state-dir', state_a, '--approval',
+                    self.p('forged.approval'), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('its attestation record is not signed by the admin key', r.stderr)
+
+        # Exports say whether the node they go to was attested; keys lists it.
+        r = run_cli('export', '--tcti', ta.tcti, '--state-dir', state_a, '--to', node_b,
+                    '--approval', approval_b, '-o', self.p('b.bundle'))
+        self.assertIn('attested, its EK certificate chains to /CN=swtpm-localca-rootca',
+                      r.stderr)
+        tc = self.tpm('node-c')
+        node_c = self.node_key(tc, 'node-c')
+        run_cli('approve', '--admin-key', self.admin, node_c, '-o', self.p('c.approval'))
+        r = run_cli('export', '--tcti', ta.tcti, '--state-dir', state_a, '--to', node_c,
+                    '--approval', self.p('c.approval'), '-o', self.p('c.bundle'))
+        self.assertIn('was approved without attestation', r.stderr)
+        out = run_cli('keys', '--state-dir', state_a).stdout
+        fp_b = self.approval_field(approval_b, 'node').hex()
+        fp_c = self.approval_field(self.p('c.approval'), 'node').hex()
+        self.assertIn('node %s (attested), generation 1' % fp_b, out)
+        self.assertIn('node %s (not attested), generation 1' % fp_c, out)
 
     def test_an_ek_of_another_manufacturer_is_refused(self):
         self.tpm('node-a')                  # makes manufacturer A's CA

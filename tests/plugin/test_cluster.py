@@ -214,7 +214,7 @@ class Refusals(NodesBC):
         bundle = os.path.join(self.root, 'b1')
         a.cli(*self.export_args(self.b_file, self.b_approval, bundle))
         b.cli('import', '--admin-key', self.admin_pub, bundle)
-        self.assertIn('exported to:  node %s, generation 1\n' % self.b_fp,
+        self.assertIn('exported to:  node %s (not attested), generation 1\n' % self.b_fp,
                       a.offline('keys').stdout)
         a.cli('rotate', '--stage')
         before = snapshot(a.state)
@@ -228,7 +228,7 @@ class Refusals(NodesBC):
         a.cli('export', '--to', self.b_file, '--approval', self.b_approval, '--generation', '2',
               '-o', bundle)
         b.cli('import', '--admin-key', self.admin_pub, bundle)
-        self.assertIn('exported to:  node %s, generations 1, 2\n' % self.b_fp,
+        self.assertIn('exported to:  node %s (not attested), generations 1, 2\n' % self.b_fp,
                       a.offline('keys').stdout)
         a.offline('promote', '2')
         self.assertRegex(a.offline('keys').stdout, r'\n2 +\S+ +\S+ +write ')
