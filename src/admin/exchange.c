@@ -666,6 +666,7 @@ static int import_trust(const char *path, const char *dir, const struct state *s
 	}
 	for (size_t i = 0; i < b->n_gens; i++) {
 		const struct bundle_generation *g = &b->gens[i];
+		char who[PROVENANCE_DESCRIPTION_MAX];
 
 		if (!g->certified) {
 			log_error("%s: generation %u carries no certificate of the node that made "
@@ -682,6 +683,8 @@ static int import_trust(const char *path, const char *dir, const struct state *s
 				  (unsigned)g->number, why);
 			goto out;
 		}
+		provenance_describe(&g->cert, who);
+		log_info("%s: generation %u was made by %s", path, (unsigned)g->number, who);
 	}
 	*ret = anchor;
 	anchor = NULL;

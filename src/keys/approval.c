@@ -101,6 +101,19 @@ int approval_attest(EVP_PKEY *admin, const char *root, struct approval *a)
 	return r;
 }
 
+int approval_attestation_verify(EVP_PKEY *admin, const struct tpm_name *node,
+				const struct tpm_name *sign_name, const char *root, const uint8_t *sig,
+				size_t sig_len)
+{
+	struct approval a = {.node = *node, .sign_name = *sign_name};
+	uint8_t msg[ATTESTATION_MAX];
+
+	if (strlen(root) >= sizeof(a.attested_root))
+		return -EACCES;
+	strcpy(a.attested_root, root);
+	return signer_verify(admin, msg, attestation(&a, msg), sig, sig_len) < 0 ? -EACCES : 0;
+}
+
 int approval_statement_verify(EVP_PKEY *admin, const struct tpm_name *node,
 			      const struct tpm_name *sign_name, const uint8_t *sig, size_t sig_len)
 {
@@ -416,14 +429,11 @@ int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_n
 		*ret_why = "its signature is not the admin key's";
 		return -EACCES;
 	}
-	if (a->attestation_len) {
-		uint8_t att[ATTESTATION_MAX];
-
-		if (signer_verify(admin, att, attestation(a, att), a->attestation,
-				  a->attestation_len) < 0) {
-			*ret_why = "its attestation record is not signed by the admin key";
-			return -EACCES;
-		}
+	if (a->attestation_len &&
+	    approval_attestation_verify(admin, &a->node, &a->sign_name, a->attested_root,
+					a->attestation, a->attestation_len) < 0) {
+		*ret_why = "its attestation record is not signed by the admin key";
+		return -EACCES;
 	}
 	return 0;
 }

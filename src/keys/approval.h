@@ -119,6 +119,12 @@ int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_n
 int approval_statement_verify(EVP_PKEY *admin, const struct tpm_name *node,
 			      const struct tpm_name *sign_name, const uint8_t *sig, size_t sig_len);
 
+/* 0 when sig is admin's signature of the attestation record for node,
+ * sign_name and root; -EACCES otherwise. */
+int approval_attestation_verify(EVP_PKEY *admin, const struct tpm_name *node,
+				const struct tpm_name *sign_name, const char *root, const uint8_t *sig,
+				size_t sig_len);
+
 /* The approval as TPM2_PolicyAuthorize takes it. */
 int approval_to_tpm(const struct approval *a, EVP_PKEY *admin, struct tpm_approval *ret);
 

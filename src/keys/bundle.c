@@ -124,7 +124,14 @@ int bundle_encode(const struct bundle *b, const uint8_t *const *keks, char **ret
 		char *pem = NULL;
 		size_t pem_len;
 
-		r = appendf(&t, "generation %u created %llu key-id %s policy %s%s\n",
+		if (g->certified) {
+			char who[PROVENANCE_DESCRIPTION_MAX];
+
+			provenance_describe(&g->cert, who);
+			r = appendf(&t, "# generation %u was made by %s\n", (unsigned)g->number, who);
+		}
+		if (r == 0)
+			r = appendf(&t, "generation %u created %llu key-id %s policy %s%s\n",
 			    (unsigned)g->number, (unsigned long long)g->created, g->key_id,
 			    state_kind_name(g->kind), g->write ? " write" : "");
 		if (r == 0)
@@ -275,6 +282,10 @@ int bundle_parse(const char *name, const char *text, size_t len, struct bundle *
 		if (next_line(&p, end, &line, &line_len) < 0 || line_len >= sizeof(buf))
 			goto bad;
 		lineno++;
+		/* Who made the next generation, for people; the certificate is
+		 * what counts. */
+		if (line_len && line[0] == '#')
+			continue;
 		if (b.n_gens == 0 && !b.anchors.pcr_key_len && line_len > 8 &&
 		    memcmp(line, "pcr-key ", 8) == 0) {
 			memcpy(buf, line + 8, line_len - 8);

@@ -65,6 +65,12 @@ int provenance_check(const struct provenance *p, EVP_PKEY *admin, uint32_t numbe
 		*ret_why = "the node that made it is not one the admin key approved";
 		goto out;
 	}
+	if (p->attestation_len &&
+	    approval_attestation_verify(admin, &p->storage, &sign_name, p->attested_root,
+					p->attestation, p->attestation_len) < 0) {
+		*ret_why = "its creator's attestation record is not signed by the admin key";
+		goto out;
+	}
 	if (tpmobj_name(obj_pub, obj_pub_len, &object) < 0) {
 		*ret_why = "its sealed object's public area is not canonical";
 		goto out;
@@ -80,6 +86,19 @@ int provenance_check(const struct provenance *p, EVP_PKEY *admin, uint32_t numbe
 out:
 	EVP_PKEY_free(creator);
 	return r;
+}
+
+void provenance_describe(const struct provenance *p, char out[PROVENANCE_DESCRIPTION_MAX])
+{
+	char fp[NODE_FINGERPRINT_MAX];
+
+	node_fingerprint(&p->storage, fp);
+	if (p->attestation_len)
+		snprintf(out, PROVENANCE_DESCRIPTION_MAX,
+			 "node %s, attested (its EK certificate chains to %s)", fp,
+			 p->attested_root);
+	else
+		snprintf(out, PROVENANCE_DESCRIPTION_MAX, "node %s, not attested", fp);
 }
 
 int provenance_format(uint32_t number, const struct provenance *p, char **ret)
@@ -100,6 +119,14 @@ int provenance_format(uint32_t number, const struct provenance *p, char **ret)
 	w += 2 * p->statement_len;
 	*w++ = ' ';
 	util_hex(p->sig, p->sig_len, w);
+	w += 2 * p->sig_len;
+	if (p->attestation_len) {
+		*w++ = ' ';
+		util_hex((const uint8_t *)p->attested_root, strlen(p->attested_root), w);
+		w += 2 * strlen(p->attested_root);
+		*w++ = ' ';
+		util_hex(p->attestation, p->attestation_len, w);
+	}
 	*ret = out;
 	return 0;
 }
@@ -128,6 +155,7 @@ int provenance_parse(const char *text, uint32_t *ret_number, struct provenance *
 	uint64_t number;
 	const char *sp = strchr(text, ' ');
 	char num[16];
+	int more;
 
 	if (!sp || sp == text || (size_t)(sp - text) >= sizeof(num))
 		return -EBADMSG;
@@ -138,9 +166,20 @@ int provenance_parse(const char *text, uint32_t *ret_number, struct provenance *
 	text = sp + 1;
 	if (hex_field(&text, p.signing_pub, sizeof(p.signing_pub), &p.signing_pub_len) != 1 ||
 	    hex_field(&text, p.storage.bytes, sizeof(p.storage.bytes), &p.storage.len) != 1 ||
-	    hex_field(&text, p.statement, sizeof(p.statement), &p.statement_len) != 1 ||
-	    hex_field(&text, p.sig, sizeof(p.sig), &p.sig_len) != 0)
+	    hex_field(&text, p.statement, sizeof(p.statement), &p.statement_len) != 1)
 		return -EBADMSG;
+	more = hex_field(&text, p.sig, sizeof(p.sig), &p.sig_len);
+	if (more == 1) {
+		size_t n = 0;
+
+		if (hex_field(&text, (uint8_t *)p.attested_root, sizeof(p.attested_root) - 1, &n) !=
+			    1 ||
+		    memchr(p.attested_root, '\0', n) ||
+		    hex_field(&text, p.attestation, sizeof(p.attestation), &p.attestation_len) != 0)
+			return -EBADMSG;
+	} else if (more < 0) {
+		return -EBADMSG;
+	}
 	*ret_number = (uint32_t)number;
 	*ret = p;
 	return 0;
@@ -293,8 +332,12 @@ int provenance_certifier(const char *dir, const struct state *s, struct certifie
 	c.self.storage = s->srk_name;
 	memcpy(c.self.statement, a.statement, a.statement_len);
 	c.self.statement_len = a.statement_len;
-	if (a.attestation_len)
+	if (a.attestation_len) {
 		strcpy(c.attested_root, a.attested_root);
+		strcpy(c.self.attested_root, a.attested_root);
+		memcpy(c.self.attestation, a.attestation, a.attestation_len);
+		c.self.attestation_len = a.attestation_len;
+	}
 	*ret = c;
 	return 0;
 }

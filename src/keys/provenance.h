@@ -20,7 +20,10 @@
  * as one line:
  *
  *   certificate N <signing key TPM2B_PUBLIC> <storage Name> <statement> <sig>
+ *               [<attested root> <attestation>]
  *
+ * the last two when the creator's join was attested (its approval's
+ * attestation record, checked with the statement).
  * (hex; the signature DER ECDSA, what `openssl dgst -sha256 -verify`
  * takes). In the state directory it is DIR/gen-NNNNNN.cert. This module
  * does not decide who trusts which admin key: its callers do. Functions
@@ -30,6 +33,7 @@
 #define TPM2KMS_PROVENANCE_H
 
 #include "keys/approval.h"
+#include "keys/nodefile.h"
 #include "keys/signer.h"
 #include "keys/statedir.h"
 #include "tpm/tpm.h"
@@ -39,7 +43,9 @@
 
 #define PROVENANCE_SIGNKEY_FILE  "node-signing-key.pem"
 #define PROVENANCE_APPROVAL_FILE "node-approval"
-#define PROVENANCE_LINE_MAX      (2 * (TPM_BLOB_MAX + TPM_NAME_MAX + SIGNER_SIG_MAX + TPM_SIG_MAX) + 64)
+#define PROVENANCE_LINE_MAX                                                                  \
+	(2 * (TPM_BLOB_MAX + TPM_NAME_MAX + 2 * SIGNER_SIG_MAX + TPM_SIG_MAX + APPROVAL_ROOT_MAX) + \
+	 64)
 
 /* One generation's certificate and what checks it. */
 struct provenance {
@@ -50,6 +56,11 @@ struct provenance {
 	size_t statement_len;
 	uint8_t sig[TPM_SIG_MAX];          /* the creator's signature */
 	size_t sig_len;
+	/* The attestation record of the creator's approval (approval.h),
+	 * attestation_len 0: its join was not attested. */
+	char attested_root[APPROVAL_ROOT_MAX];
+	uint8_t attestation[SIGNER_SIG_MAX];
+	size_t attestation_len;
 };
 
 /* The message a certificate signs (the TPM signs its SHA-256). */
@@ -60,10 +71,16 @@ size_t provenance_message(uint32_t number, enum tpm_kek_kind kind, uint64_t crea
 
 /* 0 when p proves that a node the admin approved created this generation
  * (number, kind, created, key_id, and the sealed object whose TPM2B_PUBLIC
- * is obj_pub); -EKEYREJECTED with the reason otherwise. */
+ * is obj_pub), and that the node was attested where p says so;
+ * -EKEYREJECTED with the reason otherwise. */
 int provenance_check(const struct provenance *p, EVP_PKEY *admin, uint32_t number,
 		     enum tpm_kek_kind kind, uint64_t created, const char *key_id,
 		     const uint8_t *obj_pub, size_t obj_pub_len, const char **ret_why);
+
+/* Who made the generation, for people: "node FP, attested (its EK
+ * certificate chains to ROOT)" or "node FP, not attested". */
+#define PROVENANCE_DESCRIPTION_MAX (NODE_FINGERPRINT_MAX + APPROVAL_ROOT_MAX + 64)
+void provenance_describe(const struct provenance *p, char out[PROVENANCE_DESCRIPTION_MAX]);
 
 /* The line's text after "certificate " (malloc'd, no newline). */
 int provenance_format(uint32_t number, const struct provenance *p, char **ret);

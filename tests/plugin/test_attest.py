@@ -311,6 +311,27 @@ class AttestedJoin(unittest.TestCase):
                     '--approval', approval_b, '-o', self.p('b.bundle'))
         self.assertIn('attested, its EK certificate chains to /CN=swtpm-localca-rootca',
                       r.stderr)
+        # The bundle says who made each generation, and import checks and
+        # says it too: generation 1 was made by node A after its attested
+        # join, so its certificate carries A's attestation record.
+        fp_a = self.approval_field(approval_a, 'node').hex()
+        made_by = ('was made by node %s, attested (its EK certificate chains to '
+                   '/CN=swtpm-localca-rootca)' % fp_a)
+        self.assertIn('# generation 1 ' + made_by, read(self.p('b.bundle')))
+        r = run_cli('import', '--tcti', tb.tcti, '--state-dir', self.p('node-b-state'),
+                    '--admin-key', admin_pub, self.p('b.bundle'))
+        self.assertIn('generation 1 ' + made_by, r.stderr)
+        # A certificate whose attestation record was altered is refused.
+        cert = os.path.join(state_a, 'gen-000001.cert')
+        text = read(cert)
+        with open(cert, 'w') as f:
+            f.write(text.replace(root.hex(), b'/CN=Some Other Root'.hex()))
+        r = run_cli('export', '--tcti', ta.tcti, '--state-dir', state_a, '--to', node_b,
+                    '--approval', approval_b, '-o', self.p('b2.bundle'), check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('attestation record is not signed by the admin key', r.stderr)
+        with open(cert, 'w') as f:
+            f.write(text)
         tc = self.tpm('node-c')
         node_c = self.node_key(tc, 'node-c')
         run_cli('approve', '--admin-key', self.admin, node_c, '-o', self.p('c.approval'))
