@@ -16,6 +16,7 @@
 #include "cli/daemon.h"
 #include "cli/settings.h"
 #include "cli/startup.h"
+#include "cli/doctor.h"
 #include "keys/approval.h"
 #include "keys/auditrec.h"
 #include "keys/envelope.h"
@@ -909,6 +910,18 @@ out:
 	return r;
 }
 
+/* doctor unseals every generation to check it: a key command. */
+static int cmd_doctor(const struct settings *s)
+{
+	int r = key_command_begin();
+
+	if (r < 0)
+		return r;
+	r = doctor_run(s);
+	key_command_end();
+	return r;
+}
+
 static int cmd_status(const struct settings *s)
 {
 	struct listen_addr a;
@@ -1057,6 +1070,9 @@ int main(int argc, char **argv)
 		break;
 	case CMD_ENCRYPTION_CONFIG:
 		r = cmd_encryption_config(&s);
+		break;
+	case CMD_DOCTOR:
+		r = cmd_doctor(&s);
 		break;
 	}
 	if (r < 0 && s.command == CMD_SERVE)

@@ -9,12 +9,13 @@
 #include <string.h>
 
 #define ALL_TPM     (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_NODE_KEY | CMD_EXPORT | CMD_IMPORT | \
-		     CMD_PCR_READ | CMD_CERTIFY | CMD_PCR_REVOKE)
+		     CMD_PCR_READ | CMD_CERTIFY | CMD_PCR_REVOKE | CMD_DOCTOR)
 #define ALL_STATE   (ALL_TPM | CMD_KEYS | CMD_RETIRE | CMD_PROMOTE | CMD_AUDIT)
 #define ALL         (ALL_STATE | CMD_STATUS | CMD_APPROVE | CMD_RECOVER | CMD_PCR_SIGN | \
 		     CMD_ENCRYPTION_CONFIG)
 /* Commands that may unseal a generation bound to PCRs. */
-#define ALL_UNSEAL  (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_EXPORT | CMD_IMPORT | CMD_CERTIFY)
+#define ALL_UNSEAL  (CMD_SERVE | CMD_INIT | CMD_ROTATE | CMD_EXPORT | CMD_IMPORT | CMD_CERTIFY | \
+		     CMD_DOCTOR)
 
 enum kind {
 	K_STRING,
@@ -43,7 +44,8 @@ struct option_def {
 #define NUM(field, max) offsetof(struct settings, field), (max)
 
 static const struct option_def options[] = {
-	{"listen", K_STRING, CMD_SERVE | CMD_STATUS | CMD_AUDIT | CMD_ENCRYPTION_CONFIG, false, STR(listen), "ADDRESS",
+	{"listen", K_STRING, CMD_SERVE | CMD_STATUS | CMD_AUDIT | CMD_ENCRYPTION_CONFIG | CMD_DOCTOR,
+	 false, STR(listen), "ADDRESS",
 	 "socket: PATH, unix:///PATH or unix:///@ABSTRACT (default /run/tpm2-kms/kms.sock)"},
 	{"tcti", K_STRING, ALL_TPM, false, STR(tcti), "TCTI",
 	 "TPM access, as for the TCTI loader (default device:/dev/tpmrm0)"},
@@ -124,10 +126,13 @@ static const struct option_def options[] = {
 	{"write-generation", K_U32, CMD_RECOVER, true, NUM(write_generation, UINT32_MAX), "N",
 	 "the generation the new node writes with (default: the highest)"},
 	{"output", K_STRING,
-	 CMD_NODE_KEY | CMD_APPROVE | CMD_EXPORT | CMD_RECOVER | CMD_PCR_SIGN | CMD_AUDIT, true,
-	 STR(output), "FILE",
-	 "write to FILE (atomically, mode 0600) instead of standard output; also -o (audit: "
-	 "text or json, the report's form)"},
+	 CMD_NODE_KEY | CMD_APPROVE | CMD_EXPORT | CMD_RECOVER | CMD_PCR_SIGN | CMD_AUDIT |
+	     CMD_DOCTOR,
+	 true, STR(output), "FILE",
+	 "write to FILE (atomically, mode 0600) instead of standard output; also -o (audit, "
+	 "doctor: text or json, the report's form)"},
+	{"encryption-config", K_STRING, CMD_DOCTOR, true, STR(encryption_config), "FILE",
+	 "kube-apiserver's EncryptionConfiguration, checked against this plugin"},
 	{"socket-mode", K_MODE, CMD_SERVE, false, NUM(socket_mode, 0777), "MODE",
 	 "permissions of the socket (default 0600)"},
 	{"socket-group", K_STRING, CMD_SERVE, false, STR(socket_group), "GROUP",
@@ -148,7 +153,7 @@ static const struct option_def options[] = {
 	 "TPM health probe interval (default 5000)"},
 	{"tpm-command-timeout", K_U32, CMD_SERVE, false, NUM(tpm_command_timeout_ms, 3600000),
 	 "MS", "a TPM command unanswered this long makes the TPM unhealthy (default 10000)"},
-	{"timeout", K_U32, CMD_STATUS | CMD_AUDIT, false, NUM(timeout_ms, 3600000), "MS",
+	{"timeout", K_U32, CMD_STATUS | CMD_AUDIT | CMD_DOCTOR, false, NUM(timeout_ms, 3600000), "MS",
 	 "how long to wait for the answer; a starting daemon holds it up to 10 s (default "
 	 "12000)"},
 	{"log-format", K_LOG_FORMAT, ALL, false, 0, 0, "FORMAT", "text or json (default text)"},
@@ -211,6 +216,10 @@ static const struct {
 	{"encryption-config", CMD_ENCRYPTION_CONFIG, POS_NONE, false, "",
 	 "print kube-apiserver's EncryptionConfiguration for this plugin, for each phase of "
 	 "turning encryption on or off"},
+	{"doctor", CMD_DOCTOR, POS_NONE, false, "",
+	 "check what operators get wrong (TPM, state and permissions, keys, escrow, the daemon "
+	 "as kube-apiserver sees it, its EncryptionConfiguration, the last audit); exit 0, 3 "
+	 "(warnings) or 4 (errors)"},
 	{"status", CMD_STATUS, POS_NONE, false, "",
 	 "ask a running daemon for Status; exit 0 iff healthz is ok"},
 };
@@ -604,8 +613,9 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 	}
 	if (!commands[cmd].no_config) {
 		r = load_file(&s, set_by_flag);
-		if (r < 0)
+		if (r < 0 && s.command != CMD_DOCTOR)
 			return r;
+		s.config_bad = r < 0;
 	}
 	if (s.command == CMD_ENCRYPTION_CONFIG &&
 	    ((strcmp(s.phase, "1") != 0 && strcmp(s.phase, "2") != 0 && strcmp(s.phase, "off") != 0) ||
@@ -620,9 +630,10 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 		fprintf(stderr, "tpm2-kms: approve --response needs --ek-ca\n");
 		return -EINVAL;
 	}
-	if (s.command == CMD_AUDIT && *s.output && strcmp(s.output, "text") != 0 &&
-	    strcmp(s.output, "json") != 0) {
-		fprintf(stderr, "tpm2-kms: audit --output: \"%s\" is not text or json\n", s.output);
+	if ((s.command == CMD_AUDIT || s.command == CMD_DOCTOR) && *s.output &&
+	    strcmp(s.output, "text") != 0 && strcmp(s.output, "json") != 0) {
+		fprintf(stderr, "tpm2-kms: %s --output: \"%s\" is not text or json\n",
+			settings_command_name(s.command), s.output);
 		return -EINVAL;
 	}
 	if (s.command == CMD_AUDIT && (s.prefix[0] != '/' || (*s.cert != '\0') != (*s.key != '\0'))) {

@@ -35,6 +35,7 @@ enum command {
 	CMD_PCR_REVOKE = 1 << 15,
 	CMD_AUDIT = 1 << 16,
 	CMD_ENCRYPTION_CONFIG = 1 << 17,
+	CMD_DOCTOR = 1 << 18,
 };
 
 #define SETTINGS_MAX_GENERATIONS 64
@@ -88,6 +89,10 @@ struct settings {
 	char snapshot[4096]; /* audit: an etcd snapshot file */
 	char provider_name[64]; /* encryption-config --name */
 	char phase[8];          /* encryption-config: 1, 2 or off */
+	char encryption_config[4096]; /* doctor: kube-apiserver's EncryptionConfiguration */
+	/* doctor: the configuration file did not parse (said on stderr); the
+	 * defaults and flags stand in, and doctor reports it. */
+	bool config_bad;
 	char escrow_to[4096];
 	char escrow_approval[4096];
 	char owner_auth_file[4096]; /* serve, init: the owner password, to provision */

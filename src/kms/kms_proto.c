@@ -358,3 +358,56 @@ int kms_proto_decode_decrypt_response(const uint8_t *buf, size_t len, uint8_t *o
 	v2__decrypt_response__free_unpacked(m, &wiping_allocator);
 	return r;
 }
+
+int kms_proto_encode_encrypt_request(const uint8_t *plaintext, size_t len, const char *uid,
+                                     uint8_t **ret, size_t *ret_len)
+{
+	V2__EncryptRequest m = V2__ENCRYPT_REQUEST__INIT;
+	size_t n;
+	uint8_t *buf;
+
+	m.plaintext.data = (uint8_t *)plaintext;
+	m.plaintext.len = len;
+	m.uid = (char *)uid;
+	n = v2__encrypt_request__get_packed_size(&m);
+	buf = malloc(n ? n : 1);
+	if (!buf)
+		return -ENOMEM;
+	v2__encrypt_request__pack(&m, buf);
+	*ret = buf;
+	*ret_len = n;
+	return 0;
+}
+
+int kms_proto_decrypt_request_for(const uint8_t *encrypt_response, size_t len, const char *uid,
+                                  uint8_t **ret, size_t *ret_len, char **ret_key_id)
+{
+	V2__EncryptResponse *m = v2__encrypt_response__unpack(NULL, len, encrypt_response);
+	struct kms_annotation *a = NULL;
+	char *key_id = NULL;
+	int r = -EBADMSG;
+
+	if (!m)
+		return -EBADMSG;
+	if (!m->key_id || !*m->key_id)
+		goto out;
+	r = -ENOMEM;
+	if (m->n_annotations && !(a = calloc(m->n_annotations, sizeof(*a))))
+		goto out;
+	for (size_t i = 0; i < m->n_annotations; i++)
+		a[i] = (struct kms_annotation){m->annotations[i]->key, m->annotations[i]->value.data,
+		                               m->annotations[i]->value.len};
+	if (copy_str(m->key_id, &key_id) < 0)
+		goto out;
+	r = kms_proto_encode_decrypt_request(m->ciphertext.data, m->ciphertext.len, uid, key_id, a,
+	                                     m->n_annotations, ret, ret_len);
+	if (r == 0) {
+		*ret_key_id = key_id;
+		key_id = NULL;
+	}
+out:
+	free(key_id);
+	free(a);
+	v2__encrypt_response__free_unpacked(m, NULL);
+	return r;
+}

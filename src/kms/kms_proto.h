@@ -73,4 +73,13 @@ int kms_proto_encode_decrypt_request(const uint8_t *ciphertext, size_t len, cons
 int kms_proto_decode_decrypt_response(const uint8_t *buf, size_t len, uint8_t *out, size_t cap,
                                       size_t *ret_len);
 
+/* Client side of v2 Encrypt, and the Decrypt request that asks for the
+ * plaintext back from an Encrypt response (its ciphertext, key_id and
+ * annotations): `doctor` makes the round trip kube-apiserver makes. New
+ * buffers (free()); *ret_key_id a new string. */
+int kms_proto_encode_encrypt_request(const uint8_t *plaintext, size_t len, const char *uid,
+                                     uint8_t **ret, size_t *ret_len);
+int kms_proto_decrypt_request_for(const uint8_t *encrypt_response, size_t len, const char *uid,
+                                  uint8_t **ret, size_t *ret_len, char **ret_key_id);
+
 #endif

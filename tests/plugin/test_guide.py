@@ -249,20 +249,35 @@ class Guide(unittest.TestCase):
     def test_encryption_configuration_as_written(self):
         # §3's commands, with /etc/kubernetes/enc mapped to the machine's
         # directory; what they write is parsed and its provider order checked.
+        # Then doctor, as written, reads the last one and asks the daemon.
         import yaml
         a = self.machine('node-a')
+        d = Daemon(a.dir, a.tpm, state_dir=a.state)
+        with open(os.path.join(a.dir, 'tpm2-kms.conf'), 'a') as f:
+            f.write('listen %s\n' % d.sock)
+        d.start()
         blocks = guide_blocks('## 3. Point kube-apiserver at it')
-        commands = [c for b in blocks for _, c in b if 'encryption-config' in c]
+        commands = [c for b in blocks for _, c in b if 'tpm2-kms encryption-config' in c]
         self.assertEqual(len(commands), 3, commands)
+        [doctor] = [c for b in blocks for _, c in b if c.startswith('tpm2-kms doctor')]
         orders = []
-        for command in commands:
-            code, out = a.run(command.replace('/etc/kubernetes/enc/', a.dir + '/'))
-            self.assertEqual(code, 0, out)
-            with open(os.path.join(a.dir, 'encryption-configuration.yaml')) as f:
-                cfg = yaml.safe_load(f)
-            orders.append([next(iter(p)) for p in cfg['resources'][0]['providers']])
+        try:
+            for command in commands:
+                code, out = a.run(command.replace('/etc/kubernetes/enc/', a.dir + '/'))
+                self.assertEqual(code, 0, out)
+                with open(os.path.join(a.dir, 'encryption-configuration.yaml')) as f:
+                    cfg = yaml.safe_load(f)
+                orders.append([next(iter(p)) for p in cfg['resources'][0]['providers']])
+            code, out = a.run(doctor.replace('/etc/kubernetes/enc/', a.dir + '/'))
+        finally:
+            d.stop()
         self.assertEqual(orders, [['kms', 'identity'], ['identity', 'kms'],
                                   ['kms', 'identity']])
+        # The state is root's here (a warning); nothing is wrong.
+        self.assertEqual(code, 3, out)
+        self.assertNotRegex(out, r'(?m)^error')
+        for fid in ('encconfig.endpoint', 'encconfig.order', 'encconfig.kms', 'daemon.roundtrip'):
+            self.assertRegex(out, r'(?m)^ok +%s ' % re.escape(fid))
 
     @unittest.skipUnless(have_etcd(), 'etcd-server and etcd-client are not installed')
     def test_rotation_loop_and_a_backup_audit_as_written(self):
