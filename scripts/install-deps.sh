@@ -52,6 +52,8 @@ containerd
 clang-14
 libclang-rt-14-dev
 valgrind
+debhelper
+lintian
 "
 	;;
 --bench)

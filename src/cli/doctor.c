@@ -68,6 +68,9 @@ struct doctor {
 };
 
 static void add(struct doctor *d, const char *id, enum level level, const char *fix,
+		const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void add(struct doctor *d, const char *id, enum level level, const char *fix,
 		const char *fmt, ...)
 {
 	struct finding *f;
@@ -766,6 +769,33 @@ static void check_daemon(struct doctor *d)
 
 /* --- kube-apiserver's EncryptionConfiguration --------------------------- */
 
+/* What kube-apiserver does with the kms provider that names this socket. */
+static void check_kms_provider(struct doctor *d, const struct encconfig_provider *ours)
+{
+	unsigned long ms = 0;
+
+	if (strcmp(ours->api_version, "v2") != 0)
+		add(d, "encconfig.kms", LEVEL_ERROR, "apiVersion: v2",
+		    "the kms provider's apiVersion is \"%s\": KMS v1 is deprecated and off by "
+		    "default since Kubernetes 1.29",
+		    ours->api_version);
+	else if (!*ours->name || strchr(ours->name, ':'))
+		add(d, "encconfig.kms", LEVEL_ERROR, "a plain name, such as tpm2-kms",
+		    "the kms provider's name \"%s\" is empty or has a ':' (kube-apiserver refuses it)",
+		    ours->name);
+	else if (*ours->timeout && encconfig_duration_ms(ours->timeout, &ms) < 0)
+		add(d, "encconfig.kms", LEVEL_ERROR, "timeout: 3s",
+		    "the kms provider's timeout \"%s\" is not a duration", ours->timeout);
+	else if (*ours->timeout && ms < TIMEOUT_MIN_MS)
+		add(d, "encconfig.kms", LEVEL_WARNING, "timeout: 3s (the default)",
+		    "the kms provider's timeout %s is under a second: a TPM under load answers "
+		    "later",
+		    ours->timeout);
+	else
+		add(d, "encconfig.kms", LEVEL_OK, NULL, "apiVersion v2, name %s, timeout %s", ours->name,
+		    *ours->timeout ? ours->timeout : "3s (the default)");
+}
+
 static void check_encryption_config(struct doctor *d)
 {
 	const char *path = d->s->encryption_config;
@@ -775,7 +805,6 @@ static void check_encryption_config(struct doctor *d)
 	char want[sizeof(a.name) + 16], *text = NULL;
 	const char *why = "";
 	unsigned line = 0;
-	unsigned long ms = 0;
 	size_t len = 0, pos = 0;
 
 	if (!*path) {
@@ -833,26 +862,7 @@ static void check_encryption_config(struct doctor *d)
 		    "put this plugin first once every apiserver can read its objects",
 		    "provider %s comes first: new Secrets are written with it, not this plugin",
 		    c->providers[0].type);
-	if (strcmp(ours->api_version, "v2") != 0)
-		add(d, "encconfig.kms", LEVEL_ERROR, "apiVersion: v2",
-		    "the kms provider's apiVersion is \"%s\": KMS v1 is deprecated and off by "
-		    "default since Kubernetes 1.29",
-		    ours->api_version);
-	else if (!*ours->name || strchr(ours->name, ':'))
-		add(d, "encconfig.kms", LEVEL_ERROR, "a plain name, such as tpm2-kms",
-		    "the kms provider's name \"%s\" is empty or has a ':' (kube-apiserver refuses it)",
-		    ours->name);
-	else if (*ours->timeout && encconfig_duration_ms(ours->timeout, &ms) < 0)
-		add(d, "encconfig.kms", LEVEL_ERROR, "timeout: 3s",
-		    "the kms provider's timeout \"%s\" is not a duration", ours->timeout);
-	else if (*ours->timeout && ms < TIMEOUT_MIN_MS)
-		add(d, "encconfig.kms", LEVEL_WARNING, "timeout: 3s (the default)",
-		    "the kms provider's timeout %s is under a second: a TPM under load answers "
-		    "later",
-		    ours->timeout);
-	else
-		add(d, "encconfig.kms", LEVEL_OK, NULL, "apiVersion v2, name %s, timeout %s", ours->name,
-		    *ours->timeout ? ours->timeout : "3s (the default)");
+	check_kms_provider(d, ours);
 out:
 	free(text);
 	free(c);

@@ -266,6 +266,63 @@ static int parse_sig(const char *hex, uint8_t out[SIGNER_SIG_MAX], size_t *ret_l
 	return 0;
 }
 
+/* The value of the k-th key of an approval into a. */
+static int parse_field(struct approval *a, size_t k, const char *val, const char **why)
+{
+	switch (k) {
+	case 0:
+		if (strcmp(val, "1") != 0) {
+			*why = "an approval format this version does not read";
+			return -EBADMSG;
+		}
+		break;
+	case 1:
+		if (parse_name(val, &a->node) < 0)
+			return -EBADMSG;
+		break;
+	case 2:
+		if (strlen(val) > POLICY_REF_MAX)
+			return -EBADMSG;
+		strcpy(a->policy_ref, val);
+		break;
+	case 3:
+		if (util_unhex(val, a->approved_policy, POLICY_DIGEST_BYTES) < 0)
+			return -EBADMSG;
+		break;
+	case 4:
+		if (parse_name(val, &a->signer) < 0)
+			return -EBADMSG;
+		break;
+	case 5:
+		if (parse_sig(val, a->sig, &a->sig_len) < 0)
+			return -EBADMSG;
+		break;
+	case 6:
+		if (a->pcr || parse_name(val, &a->sign_name) < 0)
+			return -EBADMSG;
+		break;
+	case 7:
+		if (parse_sig(val, a->statement, &a->statement_len) < 0)
+			return -EBADMSG;
+		break;
+	case 8: {
+		size_t n = strlen(val) / 2;
+
+		if (n == 0 || n >= sizeof(a->attested_root) ||
+		    util_unhex(val, (uint8_t *)a->attested_root, n) < 0 ||
+		    memchr(a->attested_root, '\0', n))
+			return -EBADMSG;
+		a->attested_root[n] = '\0';
+		break;
+	}
+	case 9:
+		if (parse_sig(val, a->attestation, &a->attestation_len) < 0)
+			return -EBADMSG;
+		break;
+	}
+	return 0;
+}
+
 int approval_parse(const char *text, size_t len, struct approval *ret, const char **ret_why)
 {
 	/* node-signing-key and node-statement only in a node's approval that
@@ -319,57 +376,8 @@ int approval_parse(const char *text, size_t len, struct approval *ret, const cha
 		}
 		if (strcmp(line, keys[k]) != 0)
 			goto out;
-		switch (k++) {
-		case 0:
-			if (strcmp(val, "1") != 0) {
-				why = "an approval format this version does not read";
-				goto out;
-			}
-			break;
-		case 1:
-			if (parse_name(val, &a.node) < 0)
-				goto out;
-			break;
-		case 2:
-			if (strlen(val) > POLICY_REF_MAX)
-				goto out;
-			strcpy(a.policy_ref, val);
-			break;
-		case 3:
-			if (util_unhex(val, a.approved_policy, POLICY_DIGEST_BYTES) < 0)
-				goto out;
-			break;
-		case 4:
-			if (parse_name(val, &a.signer) < 0)
-				goto out;
-			break;
-		case 5:
-			if (parse_sig(val, a.sig, &a.sig_len) < 0)
-				goto out;
-			break;
-		case 6:
-			if (a.pcr || parse_name(val, &a.sign_name) < 0)
-				goto out;
-			break;
-		case 7:
-			if (parse_sig(val, a.statement, &a.statement_len) < 0)
-				goto out;
-			break;
-		case 8: {
-			size_t n = strlen(val) / 2;
-
-			if (n == 0 || n >= sizeof(a.attested_root) ||
-			    util_unhex(val, (uint8_t *)a.attested_root, n) < 0 ||
-			    memchr(a.attested_root, '\0', n))
-				goto out;
-			a.attested_root[n] = '\0';
-			break;
-		}
-		case 9:
-			if (parse_sig(val, a.attestation, &a.attestation_len) < 0)
-				goto out;
-			break;
-		}
+		if (parse_field(&a, k++, val, &why) < 0)
+			goto out;
 	}
 	if (k != 6 && k != 8 && k != ARRAY_SIZE(keys))
 		goto out;

@@ -145,8 +145,10 @@ class Doctor(ClusterTest):
             [sys.executable, '-c', 'import ctypes, time; '
              'ctypes.CDLL(None).prctl(15, b"kube-apiserver", 0, 0, 0); time.sleep(600)'],
             preexec_fn=become)
-        wait_until(lambda: open('/proc/%d/comm' % self.apiserver.pid).read().strip() ==
-                   'kube-apiserver', 'the stand-in apiserver')
+        def named():
+            with open('/proc/%d/comm' % self.apiserver.pid) as f:
+                return f.read().strip() == 'kube-apiserver'
+        wait_until(named, 'the stand-in apiserver')
 
     def test_the_daemon_as_the_apiserver_meets_it(self):
         r, _, f = self.doctor()

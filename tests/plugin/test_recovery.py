@@ -237,7 +237,12 @@ class RecoverRefusals(EscrowTest):
     def test_any_altered_byte(self):
         text = read_text(self.escrow)
         damaged = os.path.join(self.root, 'damaged')
-        positions = range(len(text))        # every byte, newlines included
+        # Every byte, newlines included. The sanitizer build, which runs
+        # the same refusals for memory errors at several times the cost,
+        # alters every fourth byte: each field still has many altered.
+        sanitized = 'asan' in subprocess.run(['ldd', tpm2_kms()], capture_output=True,
+                                             text=True).stdout
+        positions = range(0, len(text), 4 if sanitized else 1)
         for i in positions:
             c = text[i]
             repl = '0' if c != '0' else '1'
@@ -248,7 +253,7 @@ class RecoverRefusals(EscrowTest):
             r = self.recover(self.new_file, [damaged], self.out, check=False)
             self.assertEqual(r.returncode, 1, 'byte %d (%r) altered: %s' % (i, c, r.stderr))
             self.assertFalse(os.path.exists(self.out))
-        self.assertGreater(len(positions), 1000)
+        self.assertGreater(len(positions), 250 if sanitized else 1000)
         # Truncated anywhere.
         for n in (len(text) - 1, len(text) // 2, 10):
             with open(damaged, 'w') as f:

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """tpm2-kms as an operator runs it: installed by `make install`, started by
 systemd 252 as PID 1 (Debian 12's), on a real /dev/tpmrm0 (QEMU's tpm-tis
-backed by a swtpm on the host).
+backed by a swtpm on the host); and installed from its Debian package,
+built here by dpkg-buildpackage and checked by lintian, in a second guest
+that upgrades and purges it.
 
 The guest's root is Debian 12 minbase with systemd, udev, tpm-udev,
 tpm2-tools and curl, made by debootstrap from Debian's archive once and
@@ -32,7 +34,7 @@ BOOT_AND_RUN_TIMEOUT = 900
 
 # Everything the guide and the driver run, besides what tpm2-kms links.
 GUEST_PACKAGES = ['systemd', 'systemd-sysv', 'udev', 'tpm-udev', 'tpm2-tools', 'curl',
-                  'procps', 'util-linux']
+                  'procps', 'util-linux', 'adduser']
 
 # Every step of driver.sh, in order: each must report ok.
 CHECKS = '''useradd tpm-device-owner signature-dir socket-enable socket-owner first-call-healthy enable-now
@@ -50,6 +52,13 @@ wrong-srk-status-text wrong-srk-not-restarted wrong-srk-journal-error private-tm
 back-to-device-restart back-to-device hardening-exposure no-capabilities owner-password-set
 owner-password-missing-78 owner-password-hint owner-password-guide owner-password-start
 owner-password-provisions owner-password-not-logged'''.split()
+
+# Every step of pkg-driver.sh, in order.
+PKG_CHECKS = '''pkg-install pkg-user pkg-state-dir pkg-signature-dir pkg-conffile pkg-man-docs
+pkg-not-started pkg-init pkg-init-files-owner pkg-enable-now pkg-healthy pkg-runs-as-service-user
+pkg-doctor pkg-upgrade pkg-upgrade-version pkg-upgrade-restarted pkg-upgrade-healthy
+pkg-upgrade-same-key pkg-upgrade-conffile-kept pkg-upgrade-doctor pkg-remove pkg-remove-stopped
+pkg-purge pkg-purge-keeps-keys pkg-purge-conffile-gone pkg-purge-units-gone'''.split()
 
 
 def run(argv, **kw):
@@ -172,14 +181,62 @@ def guide_keys(work):
     return d
 
 
-def overlay_image(work):
-    root = os.path.join(work, 'overlay')
-    run(['make', 'install', 'DESTDIR=' + root], cwd=installed_tree())
+def source_files():
+    """The source tree's files, as a clean clone has them."""
+    r = subprocess.run(['git', '-C', SRC, 'ls-files', '-co', '--exclude-standard'],
+                       capture_output=True, text=True)
+    if r.returncode == 0:
+        return [f for f in r.stdout.splitlines() if os.path.isfile(os.path.join(SRC, f))]
+    out = []
+    for d, dirs, files in os.walk(SRC):
+        dirs[:] = [x for x in dirs if not x.startswith(('build', '.git', 'autom4te'))]
+        out += [os.path.relpath(os.path.join(d, f), SRC) for f in files]
+    return out
+
+
+def debian_packages(work):
+    """dpkg-buildpackage -us -uc -b on a copy of the tree, lintian on what
+    it built, then a second build with a higher version for the upgrade:
+    (first .deb, second .deb, lintian's result)."""
+    top = os.path.join(work, 'deb')
+    tree = os.path.join(top, 'tpm2-kms')
+    for f in source_files():
+        os.makedirs(os.path.dirname(os.path.join(tree, f)), exist_ok=True)
+        shutil.copy2(os.path.join(SRC, f), os.path.join(tree, f))
+    # As on a fresh machine: nothing of this make (whose TESTS= and
+    # MAKEFLAGS would reach the package's own `make check` and run this
+    # test inside it) or of the test harness.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES', 'TESTS',
+                        'TOP_BUILDDIR', 'TOP_SRCDIR', 'PYTHONPATH')}
+    t0 = time.monotonic()
+    run(['dpkg-buildpackage', '-us', '-uc', '-b', '-j%d' % os.cpu_count()], cwd=tree, env=env)
+    [first] = glob.glob(os.path.join(top, 'tpm2-kms_*_amd64.deb'))
+    lint = subprocess.run(['lintian', '--fail-on', 'error,warning', first],
+                          capture_output=True, text=True)
+    version = run(['dpkg-deb', '-f', first, 'Version'], text=True).stdout.strip()
+    with open(os.path.join(tree, 'debian', 'changelog')) as f:
+        changelog = f.read()
+    with open(os.path.join(tree, 'debian', 'changelog'), 'w') as f:
+        f.write('tpm2-kms (%s+1) unstable; urgency=medium\n\n  * Test upgrade.\n\n'
+                ' -- tpm2-kms tests <tests@lists.tpm2-kms.org>  Sun, 06 Dec 2026 19:00:00 +0000'
+                '\n\n' % version + changelog)
+    # -nc: the same build, packaged again under the new version (its tests
+    # ran in the first).
+    run(['dpkg-buildpackage', '-us', '-uc', '-b', '-nc'], cwd=tree,
+        env=dict(env, DEB_BUILD_OPTIONS='nocheck'))
+    second = os.path.join(top, 'tpm2-kms_%s+1_amd64.deb' % version)
+    print('package: two builds and lintian took %.0f s' % (time.monotonic() - t0))
+    return first, second, lint
+
+
+def driver_service(root, driver):
+    """driver (a script in tests/systemd) as the guest's vmtest.service."""
     os.makedirs(os.path.join(root, 'usr', 'local', 'bin'), exist_ok=True)
-    shutil.copy(os.path.join(BUILD, 'tests', 'guest-client'),
-                os.path.join(root, 'usr', 'local', 'bin'))
-    shutil.copy(os.path.join(SRC, 'tests', 'systemd', 'driver.sh'),
+    shutil.copy(os.path.join(SRC, 'tests', 'systemd', driver),
                 os.path.join(root, 'usr', 'local', 'bin', 'vmtest-driver'))
+    shutil.copy(os.path.join(SRC, 'tests', 'systemd', 'checks.sh'),
+                os.path.join(root, 'usr', 'local', 'bin', 'vmtest-checks.sh'))
     units = os.path.join(root, 'etc', 'systemd', 'system')
     os.makedirs(os.path.join(units, 'multi-user.target.wants'), exist_ok=True)
     with open(os.path.join(units, 'vmtest.service'), 'w') as f:
@@ -189,6 +246,14 @@ def overlay_image(work):
                 '[Install]\nWantedBy=multi-user.target\n')
     os.symlink('../vmtest.service', os.path.join(units, 'multi-user.target.wants',
                                                  'vmtest.service'))
+
+
+def overlay_image(work):
+    root = os.path.join(work, 'overlay')
+    run(['make', 'install', 'DESTDIR=' + root], cwd=installed_tree())
+    driver_service(root, 'driver.sh')
+    shutil.copy(os.path.join(BUILD, 'tests', 'guest-client'),
+                os.path.join(root, 'usr', 'local', 'bin'))
     os.makedirs(os.path.join(root, 'root'), exist_ok=True)
     shutil.copytree(foreign_state(work), os.path.join(root, 'root', 'foreign-state'))
     shutil.copytree(guide_keys(work), os.path.join(root, 'root', 'guide'))
@@ -226,17 +291,30 @@ class Guest:
                 p.wait()
 
 
+def package_overlay(work, debs):
+    """The package guest's additions: the two .deb files in /root/deb and
+    the package driver. Nothing of tpm2-kms is installed."""
+    root = os.path.join(work, 'pkg-overlay')
+    driver_service(root, 'pkg-driver.sh')
+    os.makedirs(os.path.join(root, 'root', 'deb'))
+    for deb in debs:
+        shutil.copy(deb, os.path.join(root, 'root', 'deb'))
+    image = os.path.join(work, 'pkg-overlay.cpio')
+    pack(root, image)
+    return image
+
+
 class Systemd(unittest.TestCase):
-    def test_installed_units_under_systemd(self):
+    def boot_and_collect(self, work, overlay, what):
+        """Boots the base image with overlay and collects the driver's CHECK
+        lines: (results, console lines)."""
         assert os.geteuid() == 0, 'debootstrap needs root'
         kernel = run([os.path.join(SRC, 'tests', 'vm', 'guest-kernel.sh'),
                       os.path.join(BUILD, 'guest-kernel')], text=True).stdout.strip()
         base = base_image(GUEST_PACKAGES + runtime_packages(os.path.join(BUILD, 'tpm2-kms')))
-        work = tempdir('kmssd-')
-        self.addCleanup(shutil.rmtree, work, True)
         initrd = os.path.join(work, 'initrd.cpio')
         with open(initrd, 'wb') as out:
-            for part in (base, overlay_image(work)):
+            for part in (base, overlay):
                 with open(part, 'rb') as f:
                     shutil.copyfileobj(f, out)
         g = Guest(work, kernel, initrd)
@@ -261,14 +339,35 @@ class Systemd(unittest.TestCase):
                 print('systemd-analyze security: exposure %s' % line.split()[1])
             elif line == 'SYSTEMD-TEST-DONE':
                 done = True
-        print('guest ran the guide in %.0f s' % (time.monotonic() - t0))
+        print('guest ran %s in %.0f s' % (what, time.monotonic() - t0))
         tail = '\n'.join(console[-80:])
         self.assertTrue(done, 'the guest did not finish; console:\n%s' % tail)
-        for name in CHECKS:
+        return results, console
+
+    def assert_checks(self, checks, results, console):
+        for name in checks:
             with self.subTest(check=name):
                 self.assertEqual(results.get(name), 'ok', '\n'.join(
                     l for l in console if name in l or l.startswith('JOURNAL')))
-        self.assertEqual(sorted(set(results) - set(CHECKS)), [])
+        self.assertEqual(sorted(set(results) - set(checks)), [])
+
+    def test_installed_units_under_systemd(self):
+        work = tempdir('kmssd-')
+        self.addCleanup(shutil.rmtree, work, True)
+        results, console = self.boot_and_collect(work, overlay_image(work), 'the guide')
+        self.assert_checks(CHECKS, results, console)
+
+    def test_the_debian_package_installed_upgraded_and_purged(self):
+        work = tempdir('kmspk-')
+        self.addCleanup(shutil.rmtree, work, True)
+        first, second, lint = debian_packages(work)
+        # lintian: no errors or warnings (informational tags are shown).
+        self.assertEqual(lint.returncode, 0, lint.stdout + lint.stderr)
+        self.assertNotRegex(lint.stdout, r'(?m)^[EW]: ', lint.stdout)
+        print('lintian: %s' % (lint.stdout.strip().replace('\n', '; ') or 'clean'))
+        results, console = self.boot_and_collect(work, package_overlay(work, (first, second)),
+                                                 'install, upgrade and purge')
+        self.assert_checks(PKG_CHECKS, results, console)
 
 
 if __name__ == '__main__':
