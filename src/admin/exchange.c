@@ -770,6 +770,55 @@ static void import_undo(const char *dir, const struct bundle *b, const bool *wri
 	}
 }
 
+/* The bundle must be for this node (its SRK srk); a state without trust
+ * anchors takes the bundle's. */
+static int import_target(const char *path, const struct bundle *b, const struct tpm_name *srk,
+                         struct state *s)
+{
+	char fp[NODE_FINGERPRINT_MAX], here[NODE_FINGERPRINT_MAX];
+
+	if (!tpm_name_equal(&b->node, srk)) {
+		node_fingerprint(&b->node, fp);
+		node_fingerprint(srk, here);
+		log_error("%s was exported for node %s; this node is %s", path, fp, here);
+		return -EKEYREJECTED;
+	}
+	if (!s->anchors.admin_key_len)
+		anchors_set_admin(&s->anchors, &b->anchors);
+	if (!s->anchors.pcr_key_len && b->anchors.pcr_key_len)
+		anchors_set_binding(&s->anchors, &b->anchors);
+	return 0;
+}
+
+/* The files first, then the state that names them: a crash in between
+ * leaves unused files, swept later, and the old state. written[i] says
+ * which files import_undo removes after a failure. */
+static int import_commit(const char *dir, struct state *s, const struct bundle *b,
+                         const bool *is_new, const struct tpm_sealed *sealed, bool fresh,
+                         bool *written, size_t *ret_added)
+{
+	size_t added = 0;
+	int r;
+
+	for (size_t i = 0; i < b->n_gens; i++) {
+		if (!is_new[i])
+			continue;
+		r = import_write(dir, s, &b->gens[i], &sealed[i], &written[i]);
+		if (r < 0)
+			return r;
+		if (fresh && b->gens[i].write)
+			s->write_generation = b->gens[i].number;
+		added++;
+	}
+	if (added) {
+		r = state_save(dir, s);
+		if (r < 0)
+			return r;
+	}
+	*ret_added = added;
+	return 0;
+}
+
 int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint32_t nv_index,
 		    const char *admin_key_path, const char *bundle_path, size_t *ret_added)
 {
@@ -779,7 +828,6 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 	struct bundle b = {0};
 	struct state s = {0};
 	struct tpm_name srk;
-	char fp[NODE_FINGERPRINT_MAX], here[NODE_FINGERPRINT_MAX];
 	char *text = NULL;
 	uint8_t *kek = NULL;
 	bool *is_new = NULL, *written = NULL, fresh, existed;
@@ -809,19 +857,10 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 		goto out;
 
 	r = keyadmin_tpm_pinned(dir, tcti, fresh ? NULL : &s, &srk, &t);
+	if (r == 0)
+		r = import_target(bundle_path, &b, &srk, &s);
 	if (r < 0)
 		goto out;
-	node_fingerprint(&b.node, fp);
-	node_fingerprint(&srk, here);
-	if (!tpm_name_equal(&b.node, &srk)) {
-		log_error("%s was exported for node %s; this node is %s", bundle_path, fp, here);
-		r = -EKEYREJECTED;
-		goto out;
-	}
-	if (!s.anchors.admin_key_len)
-		anchors_set_admin(&s.anchors, &b.anchors);
-	if (!s.anchors.pcr_key_len && b.anchors.pcr_key_len)
-		anchors_set_binding(&s.anchors, &b.anchors);
 	if (s.anchors.pcr_key_len) {
 		/* Signatures of PCR values name the epoch index. */
 		r = tpm_epoch_provision(t);
@@ -843,28 +882,10 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 	} else {
 		statedir_sweep(dir, &s);
 	}
-	/* The files first, then the state that names them: a crash in between
-	 * leaves unused files, swept later, and the old state. */
 	written = calloc(b.n_gens, sizeof(*written));
-	if (!written) {
-		r = -ENOMEM;
+	r = written ? import_commit(dir, &s, &b, is_new, sealed, fresh, written, &added) : -ENOMEM;
+	if (r < 0)
 		goto out;
-	}
-	for (size_t i = 0; i < b.n_gens; i++) {
-		if (!is_new[i])
-			continue;
-		r = import_write(dir, &s, &b.gens[i], &sealed[i], &written[i]);
-		if (r < 0)
-			goto out;
-		if (fresh && b.gens[i].write)
-			s.write_generation = b.gens[i].number;
-		added++;
-	}
-	if (added) {
-		r = state_save(dir, &s);
-		if (r < 0)
-			goto out;
-	}
 	for (size_t i = 0; i < b.n_gens; i++)
 		log_info("generation %u (%s): %s", (unsigned)b.gens[i].number, b.gens[i].key_id,
 			 !is_new[i]	     ? "already here"
@@ -913,15 +934,49 @@ static void sort_generations(struct bundle_generation *g, uint8_t **keks, size_t
 
 /* Every generation of the bundles, opened with the recovery key and
  * wrapped again to the target; keks[i] (secure heap) for each of out->gens. */
+/* Generation i of bundle b (its text): certified by a node the admin
+ * approved, opened with the recovery key into sens and kek, the key_id and
+ * the bundle's MAC checked with it. Logs. */
+static int recover_open(const char *path, const struct bundle *b, const char *text, size_t i,
+                        EVP_PKEY *key, EVP_PKEY *admin, const uint8_t *rec_pub, size_t rec_len,
+                        struct dupcodec_sensitive *sens, uint8_t kek[TPM_KEK_BYTES])
+{
+	const struct bundle_generation *g = &b->gens[i];
+	char id[ENVELOPE_KEY_ID_MAX];
+	const char *why;
+	int r;
+
+	if (!g->certified ||
+	    provenance_check(&g->cert, admin, g->number, g->kind, g->created, g->key_id,
+	                     g->dup.pub, g->dup.pub_len, &why) < 0) {
+		log_error("%s: generation %u: %s; nothing written", path, (unsigned)g->number,
+		          g->certified ? why : "it carries no certificate of the node that made it");
+		return -EKEYREJECTED;
+	}
+	r = dupcodec_unwrap(key, rec_pub, rec_len, &g->dup, sens, kek);
+	if (r == 0)
+		r = envelope_key_id(kek, g->number, id);
+	if (r == 0 && strcmp(id, g->key_id) != 0)
+		r = -EBADMSG;
+	if (r == 0)
+		r = bundle_check_mac(b, text, i, kek);
+	if (r < 0) {
+		log_error("%s: generation %u does not open with this recovery key, or the "
+		          "bundle was altered; nothing written",
+		          path, (unsigned)g->number);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
 static int recover_bundle(const char *path, EVP_PKEY *key, EVP_PKEY *admin,
 			  const uint8_t *rec_pub, size_t rec_len, const struct tpm_name *rec_name,
 			  const struct node *target, struct bundle *out, uint8_t **keks)
 {
 	uint8_t admin_der[SIGNER_DER_MAX];
 	size_t admin_der_len;
-	const char *why;
 	struct dupcodec_sensitive *sens = secmem_alloc(sizeof(*sens));
-	char fp[NODE_FINGERPRINT_MAX], id[ENVELOPE_KEY_ID_MAX];
+	char fp[NODE_FINGERPRINT_MAX];
 	struct bundle b = {0};
 	char *text = NULL;
 	uint8_t *kek = NULL;
@@ -965,35 +1020,11 @@ static int recover_bundle(const char *path, EVP_PKEY *key, EVP_PKEY *admin,
 			r = -EINVAL;
 			goto out;
 		}
-		if (!g->certified ||
-		    provenance_check(&g->cert, admin, g->number, g->kind, g->created, g->key_id,
-				     g->dup.pub, g->dup.pub_len, &why) < 0) {
-			log_error("%s: generation %u: %s; nothing written", path,
-				  (unsigned)g->number,
-				  g->certified ? why
-					       : "it carries no certificate of the node that made it");
-			r = -EKEYREJECTED;
-			goto out;
-		}
 		kek = secmem_alloc(TPM_KEK_BYTES);
-		if (!kek) {
-			r = -ENOMEM;
+		r = kek ? recover_open(path, &b, text, i, key, admin, rec_pub, rec_len, sens, kek)
+			: -ENOMEM;
+		if (r < 0)
 			goto out;
-		}
-		r = dupcodec_unwrap(key, rec_pub, rec_len, &g->dup, sens, kek);
-		if (r == 0)
-			r = envelope_key_id(kek, g->number, id);
-		if (r == 0 && strcmp(id, g->key_id) != 0)
-			r = -EBADMSG;
-		if (r == 0)
-			r = bundle_check_mac(&b, text, i, kek);
-		if (r < 0) {
-			log_error("%s: generation %u does not open with this recovery key, or the "
-				  "bundle was altered; nothing written",
-				  path, (unsigned)g->number);
-			r = -EBADMSG;
-			goto out;
-		}
 		if (have) {
 			secmem_free(kek, TPM_KEK_BYTES);
 			kek = NULL;

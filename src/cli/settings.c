@@ -475,6 +475,55 @@ static int load_file(struct settings *s, const bool *set_by_flag)
 	return r;
 }
 
+/* What no single option says wrong: values and options that only make
+ * sense together, and what a command cannot go without. Prints why. */
+static int check_combinations(const struct settings *s)
+{
+	if (s->command == CMD_ENCRYPTION_CONFIG &&
+	    ((strcmp(s->phase, "1") != 0 && strcmp(s->phase, "2") != 0 && strcmp(s->phase, "off") != 0) ||
+	     !*s->provider_name || strpbrk(s->provider_name, ": \t\"'\\#") != NULL)) {
+		fprintf(stderr, "tpm2-kms: encryption-config: %s\n",
+			!*s->provider_name || strpbrk(s->provider_name, ": \t\"'\\#")
+				? "--name must be a plain name without ':' (kube-apiserver refuses one)"
+				: "--phase is 1, 2 or off");
+		return -EINVAL;
+	}
+	if (s->command == CMD_APPROVE && *s->response && !*s->ek_ca) {
+		fprintf(stderr, "tpm2-kms: approve --response needs --ek-ca\n");
+		return -EINVAL;
+	}
+	if ((s->command == CMD_AUDIT || s->command == CMD_DOCTOR) && *s->output &&
+	    strcmp(s->output, "text") != 0 && strcmp(s->output, "json") != 0) {
+		fprintf(stderr, "tpm2-kms: %s --output: \"%s\" is not text or json\n",
+			settings_command_name(s->command), s->output);
+		return -EINVAL;
+	}
+	if (s->command == CMD_AUDIT && (s->prefix[0] != '/' || (*s->cert != '\0') != (*s->key != '\0'))) {
+		fprintf(stderr, "tpm2-kms: audit: %s\n",
+			s->prefix[0] != '/' ? "--prefix must start with /"
+					   : "--cert and --key go together");
+		return -EINVAL;
+	}
+	if ((s->command == CMD_APPROVE && !*s->admin_key) ||
+	    (s->command == CMD_AUDIT && !*s->endpoints && !*s->snapshot) ||
+	    (s->command == CMD_EXPORT && (!*s->to || !*s->approval)) ||
+	    (s->command == CMD_RECOVER && (!*s->to || !*s->recovery_key || !*s->admin_key)) ||
+	    (s->command == CMD_PCR_SIGN && (!*s->key || !*s->pcrs)) ||
+	    (s->command == CMD_PCR_READ && !*s->pcrs)) {
+		fprintf(stderr, "tpm2-kms: %s needs %s (see tpm2-kms %s --help)\n",
+			settings_command_name(s->command),
+			s->command == CMD_APPROVE    ? "--admin-key"
+			: s->command == CMD_EXPORT   ? "--to and --approval"
+			: s->command == CMD_RECOVER  ? "--recovery-key, --admin-key and --to"
+			: s->command == CMD_PCR_SIGN ? "--key and --pcrs"
+			: s->command == CMD_AUDIT    ? "--endpoints (or --snapshot)"
+						    : "--pcrs",
+			settings_command_name(s->command));
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int settings_parse(int argc, char **argv, struct settings *ret)
 {
 	struct settings s;
@@ -617,48 +666,9 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 			return r;
 		s.config_bad = r < 0;
 	}
-	if (s.command == CMD_ENCRYPTION_CONFIG &&
-	    ((strcmp(s.phase, "1") != 0 && strcmp(s.phase, "2") != 0 && strcmp(s.phase, "off") != 0) ||
-	     !*s.provider_name || strpbrk(s.provider_name, ": \t\"'\\#") != NULL)) {
-		fprintf(stderr, "tpm2-kms: encryption-config: %s\n",
-			!*s.provider_name || strpbrk(s.provider_name, ": \t\"'\\#")
-				? "--name must be a plain name without ':' (kube-apiserver refuses one)"
-				: "--phase is 1, 2 or off");
-		return -EINVAL;
-	}
-	if (s.command == CMD_APPROVE && *s.response && !*s.ek_ca) {
-		fprintf(stderr, "tpm2-kms: approve --response needs --ek-ca\n");
-		return -EINVAL;
-	}
-	if ((s.command == CMD_AUDIT || s.command == CMD_DOCTOR) && *s.output &&
-	    strcmp(s.output, "text") != 0 && strcmp(s.output, "json") != 0) {
-		fprintf(stderr, "tpm2-kms: %s --output: \"%s\" is not text or json\n",
-			settings_command_name(s.command), s.output);
-		return -EINVAL;
-	}
-	if (s.command == CMD_AUDIT && (s.prefix[0] != '/' || (*s.cert != '\0') != (*s.key != '\0'))) {
-		fprintf(stderr, "tpm2-kms: audit: %s\n",
-			s.prefix[0] != '/' ? "--prefix must start with /"
-					   : "--cert and --key go together");
-		return -EINVAL;
-	}
-	if ((s.command == CMD_APPROVE && !*s.admin_key) ||
-	    (s.command == CMD_AUDIT && !*s.endpoints && !*s.snapshot) ||
-	    (s.command == CMD_EXPORT && (!*s.to || !*s.approval)) ||
-	    (s.command == CMD_RECOVER && (!*s.to || !*s.recovery_key || !*s.admin_key)) ||
-	    (s.command == CMD_PCR_SIGN && (!*s.key || !*s.pcrs)) ||
-	    (s.command == CMD_PCR_READ && !*s.pcrs)) {
-		fprintf(stderr, "tpm2-kms: %s needs %s (see tpm2-kms %s --help)\n",
-			settings_command_name(s.command),
-			s.command == CMD_APPROVE    ? "--admin-key"
-			: s.command == CMD_EXPORT   ? "--to and --approval"
-			: s.command == CMD_RECOVER  ? "--recovery-key, --admin-key and --to"
-			: s.command == CMD_PCR_SIGN ? "--key and --pcrs"
-			: s.command == CMD_AUDIT    ? "--endpoints (or --snapshot)"
-						    : "--pcrs",
-			settings_command_name(s.command));
-		return -EINVAL;
-	}
+	r = check_combinations(&s);
+	if (r < 0)
+		return r;
 	*ret = s;
 	return 0;
 }

@@ -227,190 +227,230 @@ static int parse_generation_line(char *line, struct bundle_generation *g)
 	return 0;
 }
 
+/* Where bundle_parse is in the text: the current line and its number. */
+struct cursor {
+	const char *p, *end, *line;
+	size_t len, lineno;
+};
+
+static int cursor_next(struct cursor *c)
+{
+	if (next_line(&c->p, c->end, &c->line, &c->len) < 0)
+		return -EBADMSG;
+	c->lineno++;
+	return 0;
+}
+
+/* The current line's text after prefix, as a string in buf (size bytes):
+ * -EBADMSG unless the line starts with prefix and fits. */
+static int cursor_value(const struct cursor *c, const char *prefix, char *buf, size_t size)
+{
+	size_t n = strlen(prefix);
+
+	if (c->len < n || c->len - n >= size || memcmp(c->line, prefix, n) != 0)
+		return -EBADMSG;
+	memcpy(buf, c->line + n, c->len - n);
+	buf[c->len - n] = '\0';
+	return 0;
+}
+
+/* Comment lines, "format 1", "node", "admin-key". -EINVAL: logged. */
+static int parse_header(struct cursor *c, const char *name, struct bundle *b, char *buf,
+			size_t size)
+{
+	do {
+		if (cursor_next(c) < 0)
+			return -EBADMSG;
+	} while (c->len && c->line[0] == '#');
+	if (c->len != 8 || memcmp(c->line, "format 1", 8) != 0) {
+		log_error("%s:%zu: not a bundle of format %d", name, c->lineno, BUNDLE_FORMAT);
+		return -EINVAL;
+	}
+	if (cursor_next(c) < 0 || cursor_value(c, "node ", buf, size) < 0)
+		return -EBADMSG;
+	b->node.len = strlen(buf) / 2;
+	if (b->node.len < 3 || b->node.len > sizeof(b->node.bytes) ||
+	    util_unhex(buf, b->node.bytes, b->node.len) < 0)
+		return -EBADMSG;
+	if (cursor_next(c) < 0 || cursor_value(c, "admin-key ", buf, size) < 0 ||
+	    signer_parse_hex(buf, b->anchors.admin_key, sizeof(b->anchors.admin_key),
+			     &b->anchors.admin_key_len) < 0)
+		return -EBADMSG;
+	return 0;
+}
+
+/* The PCR signer's lines, before the first generation: "pcr-key" then
+ * "pcrs", and "pcr-literal". 1 when the line was one of them. */
+static int parse_pcr_lines(struct cursor *c, struct bundle *b, char *buf, size_t size)
+{
+	if (b->n_gens)
+		return 0;
+	if (!b->anchors.pcr_key_len && cursor_value(c, "pcr-key ", buf, size) == 0) {
+		if (!*buf ||
+		    signer_parse_hex(buf, b->anchors.pcr_key, sizeof(b->anchors.pcr_key),
+				     &b->anchors.pcr_key_len) < 0 ||
+		    cursor_next(c) < 0 || cursor_value(c, "pcrs ", buf, size) < 0 ||
+		    policy_pcrs_parse(buf, &b->anchors.pcrs) < 0)
+			return -EBADMSG;
+		return 1;
+	}
+	if (b->anchors.pcr_key_len && !b->anchors.literal.n &&
+	    cursor_value(c, "pcr-literal ", buf, size) == 0) {
+		if (!*buf ||
+		    policy_pcr_values_parse(buf, &b->anchors.literal, b->anchors.literal_values) < 0)
+			return -EBADMSG;
+		return 1;
+	}
+	return 0;
+}
+
+/* A generation's line (in buf) and the PEM block of its key after it.
+ * -EINVAL: logged. */
+static int parse_generation(struct cursor *c, const char *name, struct bundle *b, char *buf)
+{
+	struct bundle_generation *gens, g = {0};
+	const char *pem_start;
+
+	if (parse_generation_line(buf, &g) < 0)
+		return -EBADMSG;
+	if (b->n_gens && g.number <= b->gens[b->n_gens - 1].number) {
+		log_error("%s:%zu: generations must be listed once each, in ascending order", name,
+			  c->lineno);
+		return -EINVAL;
+	}
+	pem_start = c->p;
+	if (cursor_next(c) < 0 || c->len != strlen(PEM_BEGIN) ||
+	    memcmp(c->line, PEM_BEGIN, c->len) != 0)
+		return -EBADMSG;
+	do {
+		if (cursor_next(c) < 0)
+			return -EBADMSG;
+	} while (c->len != strlen(PEM_END) || memcmp(c->line, PEM_END, c->len) != 0);
+	if (sealfile_decode_importable(pem_start, (size_t)(c->p - pem_start), &g.dup) < 0) {
+		log_error("%s:%zu: generation %u's key is not a valid importable TSS2 key", name,
+			  c->lineno, (unsigned)g.number);
+		return -EINVAL;
+	}
+	if (b->n_gens >= STATE_MAX_GENERATIONS)
+		return -EBADMSG;
+	gens = realloc(b->gens, (b->n_gens + 1) * sizeof(*gens));
+	if (!gens)
+		return -ENOMEM;
+	b->gens = gens;
+	b->gens[b->n_gens++] = g;
+	return 0;
+}
+
+/* Generations, each a line and a PEM block (its certificate after it),
+ * until the first mac line, which is current on return; the PCR signer's
+ * lines may come first, comments anywhere. -EINVAL: logged. */
+static int parse_generations(struct cursor *c, const char *name, struct bundle *b, char *buf,
+			     size_t size)
+{
+	size_t n_write = 0;
+	int r;
+
+	for (;;) {
+		if (cursor_next(c) < 0 || c->len >= size)
+			return -EBADMSG;
+		/* Who made the next generation, for people; the certificate is
+		 * what counts. */
+		if (c->len && c->line[0] == '#')
+			continue;
+		r = parse_pcr_lines(c, b, buf, size);
+		if (r < 0)
+			return r;
+		if (r > 0)
+			continue;
+		if (c->len > 4 && memcmp(c->line, "mac ", 4) == 0)
+			break;
+		if (cursor_value(c, "certificate ", buf, size) == 0) {
+			struct bundle_generation *last = b->n_gens ? &b->gens[b->n_gens - 1] : NULL;
+			uint32_t number;
+
+			/* Right after its generation's key, once. */
+			if (!*buf || !last || last->certified ||
+			    provenance_parse(buf, &number, &last->cert) < 0 ||
+			    number != last->number)
+				return -EBADMSG;
+			last->certified = true;
+			continue;
+		}
+		memcpy(buf, c->line, c->len);
+		buf[c->len] = '\0';
+		r = parse_generation(c, name, b, buf);
+		if (r < 0)
+			return r;
+		n_write += b->gens[b->n_gens - 1].write;
+	}
+	if (b->n_gens == 0) {
+		log_error("%s: holds no key generation", name);
+		return -EINVAL;
+	}
+	if (n_write > 1) {
+		log_error("%s: more than one generation is marked as the write key", name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* One mac line per generation, in the same order, from the current line;
+ * nothing after. */
+static int parse_macs(struct cursor *c, struct bundle *b)
+{
+	size_t n_macs = 0;
+
+	for (;;) {
+		char want[32], hex[2 * BUNDLE_MAC_BYTES + 1];
+		int pl;
+
+		if (n_macs >= b->n_gens)
+			return -EBADMSG;
+		pl = snprintf(want, sizeof(want), "mac %u ", (unsigned)b->gens[n_macs].number);
+		if (c->len != (size_t)pl + 2 * BUNDLE_MAC_BYTES || memcmp(c->line, want, (size_t)pl))
+			return -EBADMSG;
+		memcpy(hex, c->line + pl, 2 * BUNDLE_MAC_BYTES);
+		hex[2 * BUNDLE_MAC_BYTES] = '\0';
+		/* Lower case only: the MAC lines are outside what the MACs
+		 * cover, so no byte of them may change and still parse. */
+		if (strspn(hex, "0123456789abcdef") != 2 * BUNDLE_MAC_BYTES ||
+		    util_unhex(hex, b->gens[n_macs].mac, BUNDLE_MAC_BYTES) < 0)
+			return -EBADMSG;
+		n_macs++;
+		if (c->p == c->end)
+			break;
+		if (cursor_next(c) < 0)
+			return -EBADMSG;
+	}
+	return n_macs == b->n_gens ? 0 : -EBADMSG;
+}
+
 int bundle_parse(const char *name, const char *text, size_t len, struct bundle *ret)
 {
 	struct bundle b = {0};
-	const char *p = text, *end = text + len, *line, *pem_start;
-	size_t line_len, lineno = 0, n_macs = 0, n_write = 0;
+	struct cursor c = {.p = text, .end = text + len};
 	char buf[4096];
-	EVP_PKEY *admin = NULL;
-	int r = -EBADMSG;
+	int r;
 
 	if (len > BUNDLE_MAX_BYTES || strlen(text) != len) {
 		log_error("%s: not a bundle (too large, or binary)", name);
 		return -EBADMSG;
 	}
-	/* Comment lines first, then the header. */
-	do {
-		if (next_line(&p, end, &line, &line_len) < 0)
-			goto bad;
-		lineno++;
-	} while (line_len && line[0] == '#');
-	if (line_len != 8 || memcmp(line, "format 1", 8) != 0) {
-		log_error("%s:%zu: not a bundle of format %d", name, lineno, BUNDLE_FORMAT);
-		goto out;
+	r = parse_header(&c, name, &b, buf, sizeof(buf));
+	if (r == 0)
+		r = parse_generations(&c, name, &b, buf, sizeof(buf));
+	if (r == 0) {
+		b.body_len = (size_t)(c.line - text);
+		r = parse_macs(&c, &b);
 	}
-	if (next_line(&p, end, &line, &line_len) < 0 || line_len < 5 || line_len >= sizeof(buf) ||
-	    memcmp(line, "node ", 5) != 0)
-		goto bad;
-	lineno++;
-	memcpy(buf, line + 5, line_len - 5);
-	buf[line_len - 5] = '\0';
-	b.node.len = strlen(buf) / 2;
-	if (b.node.len < 3 || b.node.len > sizeof(b.node.bytes) ||
-	    util_unhex(buf, b.node.bytes, b.node.len) < 0)
-		goto bad;
-	if (next_line(&p, end, &line, &line_len) < 0 || line_len < 10 ||
-	    line_len >= sizeof(buf) || memcmp(line, "admin-key ", 10) != 0)
-		goto bad;
-	lineno++;
-	memcpy(buf, line + 10, line_len - 10);
-	buf[line_len - 10] = '\0';
-	b.anchors.admin_key_len = strlen(buf) / 2;
-	if (b.anchors.admin_key_len == 0 || b.anchors.admin_key_len > sizeof(b.anchors.admin_key) ||
-	    util_unhex(buf, b.anchors.admin_key, b.anchors.admin_key_len) < 0 ||
-	    signer_from_der(b.anchors.admin_key, b.anchors.admin_key_len, &admin) < 0)
-		goto bad;
-	EVP_PKEY_free(admin);
-	admin = NULL;
-
-	/* Generations, each a line and a PEM block, until the first mac; the
-	 * PCR signer's two lines may come first. */
-	for (;;) {
-		struct bundle_generation *gens, g = {0};
-
-		if (next_line(&p, end, &line, &line_len) < 0 || line_len >= sizeof(buf))
-			goto bad;
-		lineno++;
-		/* Who made the next generation, for people; the certificate is
-		 * what counts. */
-		if (line_len && line[0] == '#')
-			continue;
-		if (b.n_gens == 0 && !b.anchors.pcr_key_len && line_len > 8 &&
-		    memcmp(line, "pcr-key ", 8) == 0) {
-			memcpy(buf, line + 8, line_len - 8);
-			buf[line_len - 8] = '\0';
-			b.anchors.pcr_key_len = strlen(buf) / 2;
-			if (b.anchors.pcr_key_len == 0 ||
-			    b.anchors.pcr_key_len > sizeof(b.anchors.pcr_key) ||
-			    util_unhex(buf, b.anchors.pcr_key, b.anchors.pcr_key_len) < 0 ||
-			    signer_from_der(b.anchors.pcr_key, b.anchors.pcr_key_len, &admin) < 0)
-				goto bad;
-			EVP_PKEY_free(admin);
-			admin = NULL;
-			if (next_line(&p, end, &line, &line_len) < 0 || line_len < 5 ||
-			    line_len >= sizeof(buf) || memcmp(line, "pcrs ", 5) != 0)
-				goto bad;
-			lineno++;
-			memcpy(buf, line + 5, line_len - 5);
-			buf[line_len - 5] = '\0';
-			if (policy_pcrs_parse(buf, &b.anchors.pcrs) < 0)
-				goto bad;
-			continue;
-		}
-		if (b.n_gens == 0 && b.anchors.pcr_key_len && !b.anchors.literal.n &&
-		    line_len > 12 && memcmp(line, "pcr-literal ", 12) == 0) {
-			memcpy(buf, line + 12, line_len - 12);
-			buf[line_len - 12] = '\0';
-			if (policy_pcr_values_parse(buf, &b.anchors.literal,
-			                            b.anchors.literal_values) < 0)
-				goto bad;
-			continue;
-		}
-		if (line_len > 4 && memcmp(line, "mac ", 4) == 0)
-			break;
-		if (line_len > 12 && memcmp(line, "certificate ", 12) == 0) {
-			struct bundle_generation *last = b.n_gens ? &b.gens[b.n_gens - 1] : NULL;
-			uint32_t number;
-
-			/* Right after its generation's key, once. */
-			memcpy(buf, line + 12, line_len - 12);
-			buf[line_len - 12] = '\0';
-			if (!last || last->certified ||
-			    provenance_parse(buf, &number, &last->cert) < 0 ||
-			    number != last->number)
-				goto bad;
-			last->certified = true;
-			continue;
-		}
-		memcpy(buf, line, line_len);
-		buf[line_len] = '\0';
-		if (parse_generation_line(buf, &g) < 0)
-			goto bad;
-		if (b.n_gens && g.number <= b.gens[b.n_gens - 1].number) {
-			log_error("%s:%zu: generations must be listed once each, in ascending order",
-				  name, lineno);
-			goto out;
-		}
-		pem_start = p;
-		if (next_line(&p, end, &line, &line_len) < 0 || line_len != strlen(PEM_BEGIN) ||
-		    memcmp(line, PEM_BEGIN, line_len) != 0)
-			goto bad;
-		lineno++;
-		do {
-			if (next_line(&p, end, &line, &line_len) < 0)
-				goto bad;
-			lineno++;
-		} while (line_len != strlen(PEM_END) || memcmp(line, PEM_END, line_len) != 0);
-		if (sealfile_decode_importable(pem_start, (size_t)(p - pem_start), &g.dup) < 0) {
-			log_error("%s:%zu: generation %u's key is not a valid importable TSS2 key",
-				  name, lineno, (unsigned)g.number);
-			goto out;
-		}
-		if (b.n_gens >= STATE_MAX_GENERATIONS)
-			goto bad;
-		gens = realloc(b.gens, (b.n_gens + 1) * sizeof(*gens));
-		if (!gens) {
-			r = -ENOMEM;
-			goto out;
-		}
-		b.gens = gens;
-		b.gens[b.n_gens++] = g;
-		n_write += g.write;
+	if (r == -EBADMSG)
+		log_error("%s:%zu: not a valid bundle line (truncated or altered?)", name, c.lineno);
+	if (r == 0) {
+		*ret = b;
+		b.gens = NULL;
+	} else if (r == -EINVAL) {
+		r = -EBADMSG; /* said already */
 	}
-	if (b.n_gens == 0) {
-		log_error("%s: holds no key generation", name);
-		goto out;
-	}
-	if (n_write > 1) {
-		log_error("%s: more than one generation is marked as the write key", name);
-		goto out;
-	}
-	b.body_len = (size_t)(line - text);
-	/* One mac line per generation, in the same order; nothing after. */
-	for (;;) {
-		char want[32], hex[2 * BUNDLE_MAC_BYTES + 1];
-		int pl;
-
-		if (n_macs >= b.n_gens)
-			goto bad;
-		pl = snprintf(want, sizeof(want), "mac %u ", (unsigned)b.gens[n_macs].number);
-		if (line_len != (size_t)pl + 2 * BUNDLE_MAC_BYTES || memcmp(line, want, (size_t)pl))
-			goto bad;
-		memcpy(hex, line + pl, 2 * BUNDLE_MAC_BYTES);
-		hex[2 * BUNDLE_MAC_BYTES] = '\0';
-		/* Lower case only: the MAC lines are outside what the MACs
-		 * cover, so no byte of them may change and still parse. */
-		if (strspn(hex, "0123456789abcdef") != 2 * BUNDLE_MAC_BYTES ||
-		    util_unhex(hex, b.gens[n_macs].mac, BUNDLE_MAC_BYTES) < 0)
-			goto bad;
-		n_macs++;
-		if (p == end)
-			break;
-		if (next_line(&p, end, &line, &line_len) < 0)
-			goto bad;
-		lineno++;
-	}
-	if (n_macs != b.n_gens)
-		goto bad;
-	*ret = b;
-	b.gens = NULL;
-	r = 0;
-	goto out;
-bad:
-	log_error("%s:%zu: not a valid bundle line (truncated or altered?)", name, lineno);
-	r = -EBADMSG;
-out:
 	bundle_free(&b);
 	return r;
 }

@@ -128,6 +128,18 @@ int signer_from_der(const uint8_t *der, size_t len, EVP_PKEY **ret)
 	return 0;
 }
 
+int signer_parse_hex(const char *hex, uint8_t *out, size_t cap, size_t *ret_len)
+{
+	size_t n = strlen(hex) / 2;
+	EVP_PKEY *key = NULL;
+
+	if (n == 0 || n > cap || util_unhex(hex, out, n) < 0 || signer_from_der(out, n, &key) < 0)
+		return -EINVAL;
+	EVP_PKEY_free(key);
+	*ret_len = n;
+	return 0;
+}
+
 int signer_to_der(EVP_PKEY *key, uint8_t out[SIGNER_DER_MAX], size_t *ret_len)
 {
 	unsigned char *der = NULL;

@@ -28,6 +28,9 @@ int signer_load_private(const char *path, const char *what, const char *passphra
 
 /* -EINVAL unless der is exactly one supported public key. */
 int signer_from_der(const uint8_t *der, size_t len, EVP_PKEY **ret);
+/* A signer's public key in hex DER, as the state and bundles write it,
+ * into out (cap bytes), checked to be one signer_from_der takes. */
+int signer_parse_hex(const char *hex, uint8_t *out, size_t cap, size_t *ret_len);
 int signer_to_der(EVP_PKEY *key, uint8_t out[SIGNER_DER_MAX], size_t *ret_len);
 
 /* -EINVAL for a key type or size we do not accept. */

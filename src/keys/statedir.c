@@ -389,6 +389,36 @@ int state_load(const char *dir, struct state *ret)
 	return r;
 }
 
+/* A signer's public key (DER, in hex), once: the admin key, the PCR
+ * signer. */
+static int parse_signer(const char *hex, uint8_t *out, size_t cap, size_t *len)
+{
+	if (*len || signer_parse_hex(hex, out, cap, len) < 0)
+		return -EBADMSG;
+	return 0;
+}
+
+/* A trust anchor's line: 1 when key is one and val is good, 0 when key is
+ * not an anchor's, -EBADMSG for a bad or repeated one. */
+static int parse_anchor(struct anchors *a, const char *key, const char *val)
+{
+	int r;
+
+	if (strcmp(key, "admin-key") == 0)
+		r = parse_signer(val, a->admin_key, sizeof(a->admin_key), &a->admin_key_len);
+	else if (strcmp(key, "pcr-key") == 0)
+		r = parse_signer(val, a->pcr_key, sizeof(a->pcr_key), &a->pcr_key_len);
+	else if (strcmp(key, "pcrs") == 0)
+		r = a->pcrs.n || policy_pcrs_parse(val, &a->pcrs) < 0 ? -EBADMSG : 0;
+	else if (strcmp(key, "pcr-literal") == 0)
+		r = a->literal.n || policy_pcr_values_parse(val, &a->literal, a->literal_values) < 0
+			? -EBADMSG
+			: 0;
+	else
+		return 0;
+	return r < 0 ? r : 1;
+}
+
 int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
 {
 	struct state s = {0};
@@ -443,33 +473,8 @@ int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
 				goto bad;
 			s.write_generation = (uint32_t)v;
 			have_write = true;
-		} else if (strcmp(key, "admin-key") == 0) {
-			size_t n = strlen(val) / 2;
-			EVP_PKEY *k = NULL;
-
-			if (s.anchors.admin_key_len || n == 0 || n > sizeof(s.anchors.admin_key) ||
-			    util_unhex(val, s.anchors.admin_key, n) < 0 ||
-			    signer_from_der(s.anchors.admin_key, n, &k) < 0)
-				goto bad;
-			EVP_PKEY_free(k);
-			s.anchors.admin_key_len = n;
-		} else if (strcmp(key, "pcr-key") == 0) {
-			size_t n = strlen(val) / 2;
-			EVP_PKEY *k = NULL;
-
-			if (s.anchors.pcr_key_len || n == 0 || n > sizeof(s.anchors.pcr_key) ||
-			    util_unhex(val, s.anchors.pcr_key, n) < 0 ||
-			    signer_from_der(s.anchors.pcr_key, n, &k) < 0)
-				goto bad;
-			EVP_PKEY_free(k);
-			s.anchors.pcr_key_len = n;
-		} else if (strcmp(key, "pcrs") == 0) {
-			if (s.anchors.pcrs.n || policy_pcrs_parse(val, &s.anchors.pcrs) < 0)
-				goto bad;
-		} else if (strcmp(key, "pcr-literal") == 0) {
-			if (s.anchors.literal.n ||
-			    policy_pcr_values_parse(val, &s.anchors.literal,
-			                            s.anchors.literal_values) < 0)
+		} else if ((r = parse_anchor(&s.anchors, key, val)) != 0) {
+			if (r < 0)
 				goto bad;
 		} else if (strcmp(key, "generation") == 0) {
 			struct state_generation g;

@@ -1713,6 +1713,62 @@ static int policy_or(tpm *t, ESYS_TR policy, const struct tpm_or_list *or)
 	return 0;
 }
 
+/* P_dup in the policy session, in the order the brief verified: select
+ * the new parent, authorize (the admin's approval), command code; then
+ * the PolicyOR of a dup+pcr generation. */
+static int dup_policy(tpm *t, ESYS_TR policy, ESYS_TR obj, ESYS_TR parent,
+                      const struct tpm_approval *approval, TPMT_TK_VERIFIED *ticket,
+                      TPM2B_NAME *signer, enum tpm_kek_kind kind, const struct tpm_or_list *or)
+{
+	TPM2B_NAME *obj_name = NULL, *parent_name = NULL;
+	TSS2_RC rc;
+	int r;
+
+	rc = Esys_TR_GetName(t->esys, obj, &obj_name);
+	if (rc == TSS2_RC_SUCCESS)
+		rc = Esys_TR_GetName(t->esys, parent, &parent_name);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = fail(t, "TR_GetName", rc);
+		goto out;
+	}
+	rc = Esys_PolicyDuplicationSelect(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE,
+	                                  ESYS_TR_NONE, obj_name, parent_name, TPM2_NO);
+	if (rc != TSS2_RC_SUCCESS) {
+		r = policy_fail(t, "PolicyDuplicationSelect", rc);
+		goto out;
+	}
+	r = policy_authorize_command(t, policy, approval, ticket, signer, NULL, TPM2_CC_Duplicate);
+	if (r == 0 && kind == TPM_KEK_DUP_PCR)
+		r = policy_or(t, policy, or);
+out:
+	Esys_Free(obj_name);
+	Esys_Free(parent_name);
+	return r;
+}
+
+/* What TPM2_Duplicate returned, with the object's public area, in our
+ * form. */
+static int marshal_duplicate(tpm *t, const struct tpm_sealed *s, const TPM2B_PRIVATE *dup,
+                             const TPM2B_ENCRYPTED_SECRET *seed, struct tpm_duplicate *ret)
+{
+	struct tpm_duplicate d;
+	size_t off = 0;
+	TSS2_RC rc;
+
+	memcpy(d.pub, s->pub, s->pub_len);
+	d.pub_len = s->pub_len;
+	rc = Tss2_MU_TPM2B_PRIVATE_Marshal(dup, d.dup, sizeof(d.dup), &off);
+	d.dup_len = off;
+	off = 0;
+	if (rc == TSS2_RC_SUCCESS)
+		rc = Tss2_MU_TPM2B_ENCRYPTED_SECRET_Marshal(seed, d.seed, sizeof(d.seed), &off);
+	d.seed_len = off;
+	if (rc != TSS2_RC_SUCCESS)
+		return fail(t, "marshal duplicate", rc);
+	*ret = d;
+	return 0;
+}
+
 int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
 		      const struct tpm_or_list *or, const uint8_t *new_parent_pub,
 		      size_t new_parent_len, const struct tpm_approval *approval,
@@ -1722,15 +1778,13 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind
 	TPM2B_PRIVATE priv = {0};
 	TPM2B_DATA no_key = {0};
 	TPMT_SYM_DEF_OBJECT no_inner = {.algorithm = TPM2_ALG_NULL};
-	TPM2B_NAME *obj_name = NULL, *parent_name = NULL, *signer = NULL;
+	TPM2B_NAME *signer = NULL;
 	TPMT_TK_VERIFIED *ticket = NULL;
 	TPM2B_DATA *key_out = NULL;
 	TPM2B_PRIVATE *dup = NULL;
 	TPM2B_ENCRYPTED_SECRET *seed = NULL;
 	ESYS_TR srk = ESYS_TR_NONE, session = ESYS_TR_NONE, obj = ESYS_TR_NONE;
 	ESYS_TR parent = ESYS_TR_NONE, policy = ESYS_TR_NONE;
-	struct tpm_duplicate d;
-	size_t off;
 	TSS2_RC rc;
 	int r;
 
@@ -1758,56 +1812,20 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind
 	if (r < 0)
 		goto out;
 	r = session_start(t, srk, TPM2_SE_POLICY, 0, &policy);
+	if (r == 0)
+		r = dup_policy(t, policy, obj, parent, approval, ticket, signer, kind, or);
 	if (r < 0)
 		goto out;
-	rc = Esys_TR_GetName(t->esys, obj, &obj_name);
-	if (rc == TSS2_RC_SUCCESS)
-		rc = Esys_TR_GetName(t->esys, parent, &parent_name);
-	if (rc != TSS2_RC_SUCCESS) {
-		r = fail(t, "TR_GetName", rc);
-		goto out;
-	}
-	/* The order the brief verified: select, authorize, command code. */
-	rc = Esys_PolicyDuplicationSelect(t->esys, policy, ESYS_TR_NONE, ESYS_TR_NONE,
-					  ESYS_TR_NONE, obj_name, parent_name, TPM2_NO);
-	if (rc != TSS2_RC_SUCCESS) {
-		r = policy_fail(t, "PolicyDuplicationSelect", rc);
-		goto out;
-	}
-	r = policy_authorize_command(t, policy, approval, ticket, signer, NULL, TPM2_CC_Duplicate);
-	if (r < 0)
-		goto out;
-	if (kind == TPM_KEK_DUP_PCR) {
-		r = policy_or(t, policy, or);
-		if (r < 0)
-			goto out;
-	}
 	rc = Esys_Duplicate(t->esys, obj, parent, policy, ESYS_TR_NONE, ESYS_TR_NONE, &no_key,
 			    &no_inner, &key_out, &dup, &seed);
 	if (rc != TSS2_RC_SUCCESS) {
 		r = policy_fail(t, "Duplicate", rc);
 		goto out;
 	}
-	memcpy(d.pub, s->pub, s->pub_len);
-	d.pub_len = s->pub_len;
-	off = 0;
-	rc = Tss2_MU_TPM2B_PRIVATE_Marshal(dup, d.dup, sizeof(d.dup), &off);
-	d.dup_len = off;
-	off = 0;
-	if (rc == TSS2_RC_SUCCESS)
-		rc = Tss2_MU_TPM2B_ENCRYPTED_SECRET_Marshal(seed, d.seed, sizeof(d.seed), &off);
-	d.seed_len = off;
-	if (rc != TSS2_RC_SUCCESS) {
-		r = fail(t, "marshal duplicate", rc);
-		goto out;
-	}
-	*ret = d;
-	r = 0;
+	r = marshal_duplicate(t, s, dup, seed, ret);
 out:
 	Esys_Free(ticket);
 	Esys_Free(signer);
-	Esys_Free(obj_name);
-	Esys_Free(parent_name);
 	Esys_Free(key_out);
 	Esys_Free(dup);
 	Esys_Free(seed);
