@@ -524,6 +524,62 @@ static int check_combinations(const struct settings *s)
 	return 0;
 }
 
+/* --help and --config, wherever they are: 1 when help was printed. */
+static int first_pass(int argc, char **argv, bool config, struct settings *s)
+{
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			command_usage(s->command, stdout);
+			return 1;
+		}
+		if (strncmp(argv[i], "--config", 8) == 0 && config &&
+		    (argv[i][8] == '\0' || argv[i][8] == '=')) {
+			const char *path = argv[i][8] == '=' ? argv[i] + 9
+					   : i + 1 < argc   ? argv[++i]
+							    : "";
+
+			if (!*path || strlen(path) >= sizeof(s->config)) {
+				fprintf(stderr, "tpm2-kms: --config needs a path\n");
+				return -EINVAL;
+			}
+			strcpy(s->config, path);
+			s->config_given = true;
+		}
+	}
+	return 0;
+}
+
+/* A positional argument a: a file (POS_PATH, POS_PATHS) or a generation
+ * number (POS_GENERATION); more than the command takes is an error. */
+static int take_positional(struct settings *s, enum positional pos, const char *a,
+			   bool *have_positional)
+{
+	uint64_t g;
+
+	if (pos == POS_NONE || (*have_positional && pos != POS_PATHS)) {
+		fprintf(stderr, "tpm2-kms: %s: unexpected argument \"%s\"\n",
+			settings_command_name(s->command), a);
+		return -EINVAL;
+	}
+	*have_positional = true;
+	if (pos != POS_GENERATION) {
+		if (!*a || s->n_args >= SETTINGS_MAX_ARGS) {
+			fprintf(stderr, "tpm2-kms: %s: empty file name, or more than %d\n",
+				settings_command_name(s->command), SETTINGS_MAX_ARGS);
+			return -EINVAL;
+		}
+		s->args[s->n_args++] = a;
+		return 0;
+	}
+	if (util_parse_u64(a, UINT32_MAX, &g) < 0 || g == 0) {
+		fprintf(stderr, "tpm2-kms: %s: GENERATION is a number, not \"%s\"\n",
+			settings_command_name(s->command), a);
+		return -EINVAL;
+	}
+	s->generation = (uint32_t)g;
+	return 0;
+}
+
 int settings_parse(int argc, char **argv, struct settings *ret)
 {
 	struct settings s;
@@ -557,26 +613,9 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 		return -EINVAL;
 	}
 
-	/* First pass: --help and --config, wherever they are. */
-	for (i = 2; i < argc; i++) {
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-			command_usage(s.command, stdout);
-			return 1;
-		}
-		if (strncmp(argv[i], "--config", 8) == 0 && !commands[cmd].no_config &&
-		    (argv[i][8] == '\0' || argv[i][8] == '=')) {
-			const char *path = argv[i][8] == '=' ? argv[i] + 9
-					   : i + 1 < argc   ? argv[++i]
-							    : "";
-
-			if (!*path || strlen(path) >= sizeof(s.config)) {
-				fprintf(stderr, "tpm2-kms: --config needs a path\n");
-				return -EINVAL;
-			}
-			strcpy(s.config, path);
-			s.config_given = true;
-		}
-	}
+	r = first_pass(argc, argv, !commands[cmd].no_config, &s);
+	if (r != 0)
+		return r;
 
 	for (i = 2; i < argc; i++) {
 		const char *a = argv[i], *value = NULL, *eq;
@@ -595,31 +634,9 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 			continue;
 		}
 		if (strncmp(a, "--", 2) != 0 && strcmp(a, "-o") != 0) {
-			uint64_t g;
-
-			if (commands[cmd].pos == POS_NONE ||
-			    (have_positional && commands[cmd].pos != POS_PATHS)) {
-				fprintf(stderr, "tpm2-kms: %s: unexpected argument \"%s\"\n",
-					settings_command_name(s.command), a);
-				return -EINVAL;
-			}
-			have_positional = true;
-			if (commands[cmd].pos != POS_GENERATION) {
-				if (!*a || s.n_args >= SETTINGS_MAX_ARGS) {
-					fprintf(stderr, "tpm2-kms: %s: empty file name, or more than "
-							"%d\n",
-						settings_command_name(s.command), SETTINGS_MAX_ARGS);
-					return -EINVAL;
-				}
-				s.args[s.n_args++] = a;
-				continue;
-			}
-			if (util_parse_u64(a, UINT32_MAX, &g) < 0 || g == 0) {
-				fprintf(stderr, "tpm2-kms: %s: GENERATION is a number, not \"%s\"\n",
-					settings_command_name(s.command), a);
-				return -EINVAL;
-			}
-			s.generation = (uint32_t)g;
+			r = take_positional(&s, commands[cmd].pos, a, &have_positional);
+			if (r < 0)
+				return r;
 			continue;
 		}
 		/* --name value, or --name=value as manifests tend to write it. */
