@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -129,7 +130,7 @@ int exchange_node_key_public(const char *public_key_path, char **ret_pem, size_t
 			     struct node *ret_node)
 {
 	struct node n = {0};
-	EVP_PKEY *key = NULL;
+	crypto_key *key = NULL;
 	int r;
 
 	r = signer_load_public(public_key_path, "recovery key", &key);
@@ -142,7 +143,7 @@ int exchange_node_key_public(const char *public_key_path, char **ret_pem, size_t
 		r = nodefile_encode(n.pub, n.pub_len, NULL, 0, ret_pem, ret_len);
 	if (r == 0)
 		*ret_node = n;
-	EVP_PKEY_free(key);
+	crypto_key_free(key);
 	return r;
 }
 
@@ -196,7 +197,7 @@ int exchange_approve(const char *admin_key_path, const char *passphrase_file, co
                      struct node *ret_node, bool *ret_challenge)
 {
 	struct tpm_ek *ek = NULL;
-	EVP_PKEY *admin = NULL;
+	crypto_key *admin = NULL;
 	struct approval a;
 	struct node n;
 	char journal[PATH_MAX], root[ATTEST_ROOT_MAX], *response = NULL;
@@ -256,7 +257,7 @@ int exchange_approve(const char *admin_key_path, const char *passphrase_file, co
 out:
 	free(response);
 	free(ek);
-	EVP_PKEY_free(admin);
+	crypto_key_free(admin);
 	return r;
 }
 
@@ -376,7 +377,7 @@ static void free_keks(uint8_t **keks, size_t n)
 /* Who the export is for: the node file, checked against the approval the
  * state's admin key signed. Logs. */
 static int export_target(const char *dir, const struct state *s, const char *node_path,
-                         const char *approval_path, EVP_PKEY **ret_admin, struct node *ret_node,
+                         const char *approval_path, crypto_key **ret_admin, struct node *ret_node,
                          struct tpm_approval *ret_ta, bool *ret_attested)
 {
 	char fp[NODE_FINGERPRINT_MAX];
@@ -384,7 +385,7 @@ static int export_target(const char *dir, const struct state *s, const char *nod
 	struct approval a;
 	struct node node;
 	const char *why;
-	EVP_PKEY *admin = NULL;
+	crypto_key *admin = NULL;
 	int r;
 
 	if (!s->anchors.admin_key_len) {
@@ -426,7 +427,7 @@ static int export_target(const char *dir, const struct state *s, const char *nod
 	*ret_node = node;
 	*ret_ta = ta;
 out:
-	EVP_PKEY_free(admin);
+	crypto_key_free(admin);
 	return r;
 }
 
@@ -434,7 +435,7 @@ out:
  * MAC) into kek; only a generation with a certificate that checks out
  * under the admin key goes. Logs. */
 static int export_one(tpm *t, const char *dir, const struct state *s,
-                      const struct pcr_binding *binding, EVP_PKEY *admin, const struct node *node,
+                      const struct pcr_binding *binding, crypto_key *admin, const struct node *node,
                       const struct tpm_approval *ta, const struct state_generation *g,
                       uint8_t kek[TPM_KEK_BYTES], struct bundle_generation *bg)
 {
@@ -498,7 +499,7 @@ int exchange_export(const char *dir, const char *tcti, const char *pcr_dir, cons
 	char fp[NODE_FINGERPRINT_MAX], *text = NULL;
 	size_t text_len = 0;
 	bool attested = false;
-	EVP_PKEY *admin = NULL;
+	crypto_key *admin = NULL;
 	uint8_t **keks = NULL;
 	size_t n = 0;
 	tpm *t = NULL;
@@ -548,7 +549,7 @@ out:
 	tpm_close(t);
 	bundle_free(&b);
 	free(gens);
-	EVP_PKEY_free(admin);
+	crypto_key_free(admin);
 	state_free(&s);
 	statedir_unlock(lock);
 	return r;
@@ -618,11 +619,11 @@ out:
  * operator's (never the bundle's own: brief §9.1). The bundle must be made
  * under it and every generation certified by a node it approved. */
 static int import_trust(const char *path, const char *dir, const struct state *s,
-			const char *admin_key_path, const struct bundle *b, EVP_PKEY **ret)
+			const char *admin_key_path, const struct bundle *b, crypto_key **ret)
 {
 	uint8_t der[SIGNER_DER_MAX];
 	size_t der_len;
-	EVP_PKEY *given = NULL, *anchor = NULL;
+	crypto_key *given = NULL, *anchor = NULL;
 	const char *why;
 	int r;
 
@@ -690,8 +691,8 @@ static int import_trust(const char *path, const char *dir, const struct state *s
 	anchor = NULL;
 	r = 0;
 out:
-	EVP_PKEY_free(given);
-	EVP_PKEY_free(anchor);
+	crypto_key_free(given);
+	crypto_key_free(anchor);
 	return r;
 }
 
@@ -822,7 +823,7 @@ static int import_commit(const char *dir, struct state *s, const struct bundle *
 int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint32_t nv_index,
 		    const char *admin_key_path, const char *bundle_path, size_t *ret_added)
 {
-	EVP_PKEY *anchor = NULL;
+	crypto_key *anchor = NULL;
 	struct pcr_binding *binding = NULL;
 	struct tpm_sealed *sealed = NULL;
 	struct bundle b = {0};
@@ -897,7 +898,7 @@ out:
 	if (r < 0 && written)
 		import_undo(dir, &b, written);
 	free(written);
-	EVP_PKEY_free(anchor);
+	crypto_key_free(anchor);
 	unseal_binding_unref(binding);
 	/* A refused import leaves no state directory it made itself. */
 	if (r < 0 && !existed && lock >= 0) {
@@ -938,7 +939,7 @@ static void sort_generations(struct bundle_generation *g, uint8_t **keks, size_t
  * approved, opened with the recovery key into sens and kek, the key_id and
  * the bundle's MAC checked with it. Logs. */
 static int recover_open(const char *path, const struct bundle *b, const char *text, size_t i,
-                        EVP_PKEY *key, EVP_PKEY *admin, const uint8_t *rec_pub, size_t rec_len,
+                        crypto_key *key, crypto_key *admin, const uint8_t *rec_pub, size_t rec_len,
                         struct dupcodec_sensitive *sens, uint8_t kek[TPM_KEK_BYTES])
 {
 	const struct bundle_generation *g = &b->gens[i];
@@ -969,7 +970,7 @@ static int recover_open(const char *path, const struct bundle *b, const char *te
 	return 0;
 }
 
-static int recover_bundle(const char *path, EVP_PKEY *key, EVP_PKEY *admin,
+static int recover_bundle(const char *path, crypto_key *key, crypto_key *admin,
 			  const uint8_t *rec_pub, size_t rec_len, const struct tpm_name *rec_name,
 			  const struct node *target, struct bundle *out, uint8_t **keks)
 {
@@ -1064,13 +1065,13 @@ int exchange_recover(const char *recovery_key_path, const char *passphrase_file,
 		     const char *admin_key_path, const char *node_path, const char *const *bundles,
 		     size_t n_bundles, uint32_t write_gen, char **ret_bundle, size_t *ret_len)
 {
-	EVP_PKEY *admin = NULL;
+	crypto_key *admin = NULL;
 	struct bundle out = {0};
 	struct tpm_name rec_name;
 	struct node target;
 	uint8_t rec_pub[TPM_BLOB_MAX], **keks = NULL;
 	size_t rec_len, cap = STATE_MAX_GENERATIONS, write_i;
-	EVP_PKEY *key = NULL;
+	crypto_key *key = NULL;
 	int r;
 
 	r = nodefile_load(node_path, &target);
@@ -1121,7 +1122,7 @@ int exchange_recover(const char *recovery_key_path, const char *passphrase_file,
 out:
 	free_keks(keks, out.n_gens);
 	bundle_free(&out);
-	EVP_PKEY_free(key);
-	EVP_PKEY_free(admin);
+	crypto_key_free(key);
+	crypto_key_free(admin);
 	return r;
 }

@@ -3,6 +3,7 @@
 #include "base/armor.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -94,6 +95,22 @@ int armor_each(const char *text, size_t len,
 	ERR_clear_error();
 	BIO_free(bio);
 	return r < 0 ? r : blocks ? 0 : -EINVAL;
+}
+
+int armor_base64_decode(const char *in, uint8_t *out, size_t max, size_t *ret_len)
+{
+	size_t len = strlen(in), pad = 0;
+	int n;
+
+	if (len == 0 || len % 4 || len / 4 * 3 > max)
+		return -EINVAL;
+	n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
+	if (n < 0)
+		return -EINVAL;
+	while (pad < 2 && in[len - 1 - pad] == '=')
+		pad++;
+	*ret_len = (size_t)n - pad;
+	return 0;
 }
 
 void armor_free(uint8_t *data)

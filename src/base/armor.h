@@ -23,4 +23,8 @@ int armor_each(const char *text, size_t len,
 /* Frees what armor_decode returned (NULL is fine). */
 void armor_free(uint8_t *data);
 
+/* Plain base64 (one line, padded, as systemd-measure's JSON has it) into
+ * out (max bytes). -EINVAL for anything else. */
+int armor_base64_decode(const char *in, uint8_t *out, size_t max, size_t *ret_len);
+
 #endif

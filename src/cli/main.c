@@ -70,7 +70,7 @@ static gid_t group_id(const char *name)
 /* --admin-key (serve, init): the public key as DER, or nothing. */
 static int admin_key_der(const struct settings *s, uint8_t der[SIGNER_DER_MAX], size_t *ret_len)
 {
-	EVP_PKEY *key = NULL;
+	crypto_key *key = NULL;
 	int r;
 
 	*ret_len = 0;
@@ -79,7 +79,7 @@ static int admin_key_der(const struct settings *s, uint8_t der[SIGNER_DER_MAX], 
 	r = signer_load_public(s->admin_key, "admin key", &key);
 	if (r == 0)
 		r = signer_to_der(key, der, ret_len);
-	EVP_PKEY_free(key);
+	crypto_key_free(key);
 	return r;
 }
 
@@ -123,12 +123,12 @@ static int keyadmin_config_of(const struct settings *s, uint8_t admin[SIGNER_DER
 		return r;
 	c.admin_key = c.admin_key_len ? admin : NULL;
 	if (*s->pcr_key) {
-		EVP_PKEY *key = NULL;
+		crypto_key *key = NULL;
 
 		r = signer_load_public(s->pcr_key, "PCR signer", &key);
 		if (r == 0)
 			r = signer_to_der(key, c.pcr_key, &c.pcr_key_len);
-		EVP_PKEY_free(key);
+		crypto_key_free(key);
 		if (r < 0)
 			return r;
 	}
@@ -577,7 +577,7 @@ static int cmd_pcr_sign(const struct settings *s)
 	uint8_t values[POLICY_PCR_MAX][POLICY_DIGEST_BYTES];
 	struct policy_pcrs pcrs;
 	struct approval *a = calloc(1, sizeof(*a));
-	EVP_PKEY *key = NULL;
+	crypto_key *key = NULL;
 	char *text = NULL;
 	size_t len;
 	int r;
@@ -601,7 +601,7 @@ static int cmd_pcr_sign(const struct settings *s)
 	if (r == 0)
 		r = write_output(s, text, len, 0644);
 	free(text);
-	EVP_PKEY_free(key);
+	crypto_key_free(key);
 	key_command_end();
 out:
 	free(a);
@@ -647,11 +647,11 @@ static void print_key_name(const char *label, const uint8_t *der, size_t len)
 {
 	char hex[NODE_FINGERPRINT_MAX] = "(not usable)";
 	struct tpm_name name;
-	EVP_PKEY *key = NULL;
+	crypto_key *key = NULL;
 
 	if (signer_from_der(der, len, &key) == 0 && signer_name(key, &name) == 0)
 		node_fingerprint(&name, hex);
-	EVP_PKEY_free(key);
+	crypto_key_free(key);
 	printf("%-13s %s\n", label, hex);
 }
 

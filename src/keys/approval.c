@@ -46,7 +46,7 @@ static size_t statement(const struct approval *a, uint8_t *out)
 
 #define STATEMENT_MAX (32 + 4 + 2 * TPM_NAME_MAX)
 
-int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, const struct tpm_name *sign_name,
+int approval_sign(crypto_key *admin, const struct tpm_name *node, const struct tpm_name *sign_name,
 		  struct approval *ret)
 {
 	uint8_t msg[POLICY_DIGEST_BYTES + POLICY_REF_MAX], st[STATEMENT_MAX];
@@ -86,7 +86,7 @@ static size_t attestation(const struct approval *a, uint8_t *out)
 
 #define ATTESTATION_MAX (32 + 6 + 2 * TPM_NAME_MAX + APPROVAL_ROOT_MAX)
 
-int approval_attest(EVP_PKEY *admin, const char *root, struct approval *a)
+int approval_attest(crypto_key *admin, const char *root, struct approval *a)
 {
 	uint8_t msg[ATTESTATION_MAX];
 	struct approval b = *a;
@@ -101,7 +101,7 @@ int approval_attest(EVP_PKEY *admin, const char *root, struct approval *a)
 	return r;
 }
 
-int approval_attestation_verify(EVP_PKEY *admin, const struct tpm_name *node,
+int approval_attestation_verify(crypto_key *admin, const struct tpm_name *node,
 				const struct tpm_name *sign_name, const char *root, const uint8_t *sig,
 				size_t sig_len)
 {
@@ -114,7 +114,7 @@ int approval_attestation_verify(EVP_PKEY *admin, const struct tpm_name *node,
 	return signer_verify(admin, msg, attestation(&a, msg), sig, sig_len) < 0 ? -EACCES : 0;
 }
 
-int approval_statement_verify(EVP_PKEY *admin, const struct tpm_name *node,
+int approval_statement_verify(crypto_key *admin, const struct tpm_name *node,
 			      const struct tpm_name *sign_name, const uint8_t *sig, size_t sig_len)
 {
 	struct approval a = {.node = *node, .sign_name = *sign_name};
@@ -123,7 +123,7 @@ int approval_statement_verify(EVP_PKEY *admin, const struct tpm_name *node,
 	return signer_verify(admin, st, statement(&a, st), sig, sig_len) < 0 ? -EACCES : 0;
 }
 
-int approval_check_statement(const struct approval *a, EVP_PKEY *admin, const char **ret_why)
+int approval_check_statement(const struct approval *a, crypto_key *admin, const char **ret_why)
 {
 	uint8_t st[STATEMENT_MAX];
 	struct tpm_name admin_name;
@@ -157,7 +157,7 @@ static void pcr_approved(const struct approval *a, uint8_t out[POLICY_DIGEST_BYT
 		memcpy(out, pcr, POLICY_DIGEST_BYTES);
 }
 
-int approval_sign_pcrs(EVP_PKEY *signer, const struct policy_pcrs *pcrs,
+int approval_sign_pcrs(crypto_key *signer, const struct policy_pcrs *pcrs,
 		       const uint8_t (*values)[POLICY_DIGEST_BYTES], bool legacy, unsigned epoch,
 		       struct approval *ret)
 {
@@ -409,7 +409,7 @@ int approval_load(const char *path, struct approval *ret)
 	return r;
 }
 
-int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_name *node,
+int approval_check(const struct approval *a, crypto_key *admin, const struct tpm_name *node,
 		   const char **ret_why)
 {
 	uint8_t msg[POLICY_DIGEST_BYTES + POLICY_REF_MAX], want[POLICY_DIGEST_BYTES];
@@ -446,7 +446,7 @@ int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_n
 	return 0;
 }
 
-int approval_check_pcrs(const struct approval *a, EVP_PKEY *signer, const char **ret_why)
+int approval_check_pcrs(const struct approval *a, crypto_key *signer, const char **ret_why)
 {
 	uint8_t msg[POLICY_DIGEST_BYTES + POLICY_REF_MAX], want[POLICY_DIGEST_BYTES];
 	char ref[POLICY_REF_MAX + 1];
@@ -482,7 +482,7 @@ int approval_check_pcrs(const struct approval *a, EVP_PKEY *signer, const char *
 	return 0;
 }
 
-int approval_to_tpm(const struct approval *a, EVP_PKEY *admin, struct tpm_approval *ret)
+int approval_to_tpm(const struct approval *a, crypto_key *admin, struct tpm_approval *ret)
 {
 	struct tpm_approval t = {0};
 	int r;

@@ -32,11 +32,11 @@
 #ifndef TPM2KMS_APPROVAL_H
 #define TPM2KMS_APPROVAL_H
 
+#include "base/crypto.h"
 #include "tpm/policy.h"
 #include "keys/signer.h"
 #include "tpm/tpm.h"
 
-#include <openssl/evp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -75,30 +75,30 @@ struct approval {
 
 /* Signs node with the admin key and, when sign_name is given (a TPM node's
  * signing key), the node statement too. */
-int approval_sign(EVP_PKEY *admin, const struct tpm_name *node, const struct tpm_name *sign_name,
+int approval_sign(crypto_key *admin, const struct tpm_name *node, const struct tpm_name *sign_name,
 		  struct approval *ret);
 
 /* Records in a (signed by approval_sign with a signing key) that the
  * node's keys were attested by a TPM whose EK certificate chains to the
  * root of subject root. */
-int approval_attest(EVP_PKEY *admin, const char *root, struct approval *a);
+int approval_attest(crypto_key *admin, const char *root, struct approval *a);
 
 /* 0 when a's node statement is the admin's signature over its node and
  * signing key; -EACCES with the reason otherwise (none, another signer, a
  * bad signature). */
-int approval_check_statement(const struct approval *a, EVP_PKEY *admin, const char **ret_why);
+int approval_check_statement(const struct approval *a, crypto_key *admin, const char **ret_why);
 
 /* Signs PCR values with the PCR signer for an epoch, for generations
  * whose policy names the selection (policy-ref "tpm2-kms/unseal/2
  * sha256:7,11"), or with legacy, for generations made before 0.3.0
  * ("tpm2-kms/unseal", no epoch: such a signature cannot be revoked). */
-int approval_sign_pcrs(EVP_PKEY *signer, const struct policy_pcrs *pcrs,
+int approval_sign_pcrs(crypto_key *signer, const struct policy_pcrs *pcrs,
 		       const uint8_t (*values)[POLICY_DIGEST_BYTES], bool legacy, unsigned epoch,
 		       struct approval *ret);
 
 /* 0 when a PCR approval is signed by signer over its own values; -EACCES
  * with the reason otherwise. */
-int approval_check_pcrs(const struct approval *a, EVP_PKEY *signer, const char **ret_why);
+int approval_check_pcrs(const struct approval *a, crypto_key *signer, const char **ret_why);
 
 int approval_encode(const struct approval *a, char **ret, size_t *ret_len);
 
@@ -111,21 +111,21 @@ int approval_load(const char *path, struct approval *ret);
 /* 0 when a approves node and is signed by admin, its attestation record
  * too where it has one; -EACCES with the reason otherwise (another node,
  * another signer, a bad signature). */
-int approval_check(const struct approval *a, EVP_PKEY *admin, const struct tpm_name *node,
+int approval_check(const struct approval *a, crypto_key *admin, const struct tpm_name *node,
 		   const char **ret_why);
 
 /* 0 when sig is admin's signature of the node statement for node and
  * sign_name; -EACCES otherwise. */
-int approval_statement_verify(EVP_PKEY *admin, const struct tpm_name *node,
+int approval_statement_verify(crypto_key *admin, const struct tpm_name *node,
 			      const struct tpm_name *sign_name, const uint8_t *sig, size_t sig_len);
 
 /* 0 when sig is admin's signature of the attestation record for node,
  * sign_name and root; -EACCES otherwise. */
-int approval_attestation_verify(EVP_PKEY *admin, const struct tpm_name *node,
+int approval_attestation_verify(crypto_key *admin, const struct tpm_name *node,
 				const struct tpm_name *sign_name, const char *root, const uint8_t *sig,
 				size_t sig_len);
 
 /* The approval as TPM2_PolicyAuthorize takes it. */
-int approval_to_tpm(const struct approval *a, EVP_PKEY *admin, struct tpm_approval *ret);
+int approval_to_tpm(const struct approval *a, crypto_key *admin, struct tpm_approval *ret);
 
 #endif

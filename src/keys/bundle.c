@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include "base/crypto.h"
 #include "base/files.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -10,8 +11,6 @@
 #include "tpm/dupcodec.h"
 
 #include <errno.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -484,7 +483,7 @@ int bundle_check_mac(const struct bundle *b, const char *text, size_t i,
 	r = mac(kek, text, b->body_len, m);
 	if (r < 0)
 		return r;
-	r = CRYPTO_memcmp(m, b->gens[i].mac, sizeof(m)) == 0 ? 0 : -EBADMSG;
+	r = crypto_equal(m, b->gens[i].mac, sizeof(m)) ? 0 : -EBADMSG;
 	util_wipe(m, sizeof(m));
 	return r;
 }

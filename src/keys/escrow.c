@@ -69,9 +69,9 @@ bool escrow_has(const char *dir, uint32_t generation)
 /* The recorded node and approval, checked against the admin key. */
 static int load_config(const char *dir, const char *node_path, const char *approval_path,
 		       const struct state *s, struct node *ret_node, struct approval *ret_approval,
-		       EVP_PKEY **ret_admin)
+		       crypto_key **ret_admin)
 {
-	EVP_PKEY *admin = NULL;
+	crypto_key *admin = NULL;
 	const char *why;
 	int r;
 
@@ -95,7 +95,7 @@ static int load_config(const char *dir, const char *node_path, const char *appro
 				  node_path, why);
 	}
 	if (r < 0) {
-		EVP_PKEY_free(admin);
+		crypto_key_free(admin);
 		return r;
 	}
 	*ret_admin = admin;
@@ -109,13 +109,13 @@ int escrow_configure(const char *dir, const struct state *s, const char *node_pa
 	size_t node_len, approval_len;
 	struct approval a;
 	struct node n;
-	EVP_PKEY *admin = NULL;
+	crypto_key *admin = NULL;
 	int r;
 
 	r = load_config(dir, node_path, approval_path, s, &n, &a, &admin);
 	if (r < 0)
 		return r;
-	EVP_PKEY_free(admin);
+	crypto_key_free(admin);
 	r = escrow_path(dir, edir);
 	if (r < 0)
 		return r;
@@ -148,7 +148,7 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 	struct tpm_approval ta;
 	struct approval a;
 	struct node n;
-	EVP_PKEY *admin = NULL;
+	crypto_key *admin = NULL;
 	char *text = NULL;
 	size_t len;
 	int r;
@@ -183,6 +183,6 @@ int escrow_generation(tpm *t, const char *dir, const struct state *s,
 			 edir, name);
 out:
 	free(text);
-	EVP_PKEY_free(admin);
+	crypto_key_free(admin);
 	return r;
 }

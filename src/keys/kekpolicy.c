@@ -17,13 +17,13 @@ enum tpm_kek_kind kekpolicy_new_kind(const struct anchors *a)
 /* The TPM Name of a signing key kept in the state as DER. */
 static int key_name(const uint8_t *der, size_t len, struct tpm_name *ret)
 {
-	EVP_PKEY *key = NULL;
+	crypto_key *key = NULL;
 	int r;
 
 	r = signer_from_der(der, len, &key);
 	if (r == 0)
 		r = signer_name(key, ret);
-	EVP_PKEY_free(key);
+	crypto_key_free(key);
 	return r;
 }
 

@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include "base/crypto.h"
 #include "base/files.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -10,7 +11,6 @@
 #include "tpm/tpmobj.h"
 
 #include <errno.h>
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,13 +44,13 @@ size_t provenance_message(uint32_t number, enum tpm_kek_kind kind, uint64_t crea
 	return n + 2 + object->len;
 }
 
-int provenance_check(const struct provenance *p, EVP_PKEY *admin, uint32_t number,
+int provenance_check(const struct provenance *p, crypto_key *admin, uint32_t number,
 		     enum tpm_kek_kind kind, uint64_t created, const char *key_id,
 		     const uint8_t *obj_pub, size_t obj_pub_len, const char **ret_why)
 {
 	uint8_t msg[PROVENANCE_MESSAGE_MAX];
 	struct tpm_name sign_name, object;
-	EVP_PKEY *creator = NULL;
+	crypto_key *creator = NULL;
 	int r = -EKEYREJECTED;
 
 	if (tpmobj_signkey_check(p->signing_pub, p->signing_pub_len, ret_why) < 0 ||
@@ -84,7 +84,7 @@ int provenance_check(const struct provenance *p, EVP_PKEY *admin, uint32_t numbe
 	}
 	r = 0;
 out:
-	EVP_PKEY_free(creator);
+	crypto_key_free(creator);
 	return r;
 }
 
@@ -280,7 +280,7 @@ static int check_own_approval(const struct approval *a, const struct state *s,
 			      const struct tpm_sealed *key, const char **ret_why)
 {
 	struct tpm_name sign_name;
-	EVP_PKEY *admin = NULL;
+	crypto_key *admin = NULL;
 	int r;
 
 	if (!s->anchors.admin_key_len) {
@@ -299,7 +299,7 @@ static int check_own_approval(const struct approval *a, const struct state *s,
 		*ret_why = "it approves another signing key than this node's";
 		r = -EACCES;
 	}
-	EVP_PKEY_free(admin);
+	crypto_key_free(admin);
 	return r;
 }
 
@@ -377,7 +377,7 @@ int provenance_record_approval(tpm *t, const char *dir, const struct state *s,
 int provenance_certify(tpm *t, const struct certifier *c, const struct state_generation *g,
 		       const struct tpm_sealed *sealed, struct provenance *ret)
 {
-	uint8_t msg[PROVENANCE_MESSAGE_MAX], digest[SHA256_DIGEST_LENGTH];
+	uint8_t msg[PROVENANCE_MESSAGE_MAX], digest[CRYPTO_SHA256_BYTES];
 	struct provenance p = c->self;
 	struct tpm_name object;
 	int r;
@@ -385,7 +385,7 @@ int provenance_certify(tpm *t, const struct certifier *c, const struct state_gen
 	r = tpmobj_name(sealed->pub, sealed->pub_len, &object);
 	if (r < 0)
 		return r;
-	SHA256(msg, provenance_message(g->number, g->kind, g->created, g->key_id, &object, msg),
+	crypto_sha256(msg, provenance_message(g->number, g->kind, g->created, g->key_id, &object, msg),
 	       digest);
 	r = tpm_signkey_sign(t, &c->key, digest, p.sig, &p.sig_len);
 	if (r < 0) {

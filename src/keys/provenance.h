@@ -32,6 +32,7 @@
 #ifndef TPM2KMS_PROVENANCE_H
 #define TPM2KMS_PROVENANCE_H
 
+#include "base/crypto.h"
 #include "keys/approval.h"
 #include "keys/nodefile.h"
 #include "keys/signer.h"
@@ -73,7 +74,7 @@ size_t provenance_message(uint32_t number, enum tpm_kek_kind kind, uint64_t crea
  * (number, kind, created, key_id, and the sealed object whose TPM2B_PUBLIC
  * is obj_pub), and that the node was attested where p says so;
  * -EKEYREJECTED with the reason otherwise. */
-int provenance_check(const struct provenance *p, EVP_PKEY *admin, uint32_t number,
+int provenance_check(const struct provenance *p, crypto_key *admin, uint32_t number,
 		     enum tpm_kek_kind kind, uint64_t created, const char *key_id,
 		     const uint8_t *obj_pub, size_t obj_pub_len, const char **ret_why);
 

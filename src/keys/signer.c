@@ -8,6 +8,7 @@
 #include "tpm/tpmobj.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -137,6 +138,25 @@ int signer_parse_hex(const char *hex, uint8_t *out, size_t cap, size_t *ret_len)
 		return -EINVAL;
 	EVP_PKEY_free(key);
 	*ret_len = n;
+	return 0;
+}
+
+int signer_systemd_fingerprint(crypto_key *key, char out[65])
+{
+	unsigned char *der = NULL;
+	uint8_t digest[CRYPTO_SHA256_BYTES];
+	int n;
+
+	if (!EVP_PKEY_is_a(key, "RSA"))
+		return -EINVAL;
+	n = i2d_PublicKey(key, &der);
+	if (n <= 0) {
+		ERR_clear_error();
+		return -EINVAL;
+	}
+	crypto_sha256(der, (size_t)n, digest);
+	OPENSSL_free(der);
+	util_hex(digest, sizeof(digest), out);
 	return 0;
 }
 

@@ -9,9 +9,9 @@
 #ifndef TPM2KMS_SIGNER_H
 #define TPM2KMS_SIGNER_H
 
+#include "base/crypto.h"
 #include "tpm/tpm.h"
 
-#include <openssl/evp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,31 +20,34 @@
 #define SIGNER_SIG_MAX 512
 
 /* what: "admin key", ... for messages. */
-int signer_load_public(const char *path, const char *what, EVP_PKEY **ret);
+int signer_load_public(const char *path, const char *what, crypto_key **ret);
 /* passphrase_file: an encrypted key file's passphrase (NULL: OpenSSL asks
  * on the terminal); a wrong one is -EACCES, said as such. */
 int signer_load_private(const char *path, const char *what, const char *passphrase_file,
-			EVP_PKEY **ret);
+			crypto_key **ret);
 
 /* -EINVAL unless der is exactly one supported public key. */
-int signer_from_der(const uint8_t *der, size_t len, EVP_PKEY **ret);
+int signer_from_der(const uint8_t *der, size_t len, crypto_key **ret);
 /* A signer's public key in hex DER, as the state and bundles write it,
  * into out (cap bytes), checked to be one signer_from_der takes. */
 int signer_parse_hex(const char *hex, uint8_t *out, size_t cap, size_t *ret_len);
-int signer_to_der(EVP_PKEY *key, uint8_t out[SIGNER_DER_MAX], size_t *ret_len);
+/* systemd's pkfp of an RSA key: SHA-256 of its PKCS#1 RSAPublicKey DER, in
+ * hex. -EINVAL for a key that is not RSA. */
+int signer_systemd_fingerprint(crypto_key *key, char out[65]);
+int signer_to_der(crypto_key *key, uint8_t out[SIGNER_DER_MAX], size_t *ret_len);
 
 /* -EINVAL for a key type or size we do not accept. */
-int signer_check(EVP_PKEY *key);
+int signer_check(crypto_key *key);
 
 /* The key's TPM Name, as PolicyAuthorize names it. */
-int signer_name(EVP_PKEY *key, struct tpm_name *ret);
+int signer_name(crypto_key *key, struct tpm_name *ret);
 
-int signer_sign(EVP_PKEY *key, const uint8_t *msg, size_t len, uint8_t sig[SIGNER_SIG_MAX],
+int signer_sign(crypto_key *key, const uint8_t *msg, size_t len, uint8_t sig[SIGNER_SIG_MAX],
 		size_t *ret_len);
 /* 0, or -EBADMSG when sig is not key's signature of msg. */
-int signer_verify(EVP_PKEY *key, const uint8_t *msg, size_t len, const uint8_t *sig,
+int signer_verify(crypto_key *key, const uint8_t *msg, size_t len, const uint8_t *sig,
 		  size_t sig_len);
 
-bool signer_equal(EVP_PKEY *a, EVP_PKEY *b);
+bool signer_equal(crypto_key *a, crypto_key *b);
 
 #endif

@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include "base/armor.h"
+#include "base/crypto.h"
 #include "base/files.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -12,9 +14,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
-#include <openssl/evp.h>
-#include <openssl/sha.h>
-#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,37 +203,6 @@ static int json_entry(struct json *j, struct systemd_entry *e)
 	return 0;
 }
 
-static int base64_decode(const char *in, uint8_t *out, size_t max, size_t *ret_len)
-{
-	size_t len = strlen(in), pad = 0;
-	int n;
-
-	if (len == 0 || len % 4 || len / 4 * 3 > max)
-		return -EINVAL;
-	n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
-	if (n < 0)
-		return -EINVAL;
-	while (pad < 2 && in[len - 1 - pad] == '=')
-		pad++;
-	*ret_len = (size_t)n - pad;
-	return 0;
-}
-
-/* systemd's pkfp: SHA-256 of the PKCS#1 RSAPublicKey DER, in hex. */
-static int systemd_fingerprint(EVP_PKEY *key, char out[65])
-{
-	unsigned char *der = NULL;
-	uint8_t digest[SHA256_DIGEST_LENGTH];
-	int n = i2d_PublicKey(key, &der);
-
-	if (n <= 0)
-		return -EINVAL;
-	SHA256(der, (size_t)n, digest);
-	OPENSSL_free(der);
-	util_hex(digest, sizeof(digest), out);
-	return 0;
-}
-
 /* Adds one checked signature to b (epoch: NULL for none). */
 static int add(struct pcr_binding *b, const char *source, const uint8_t approved[32],
 	       const unsigned *epoch, struct tpm_approval *ta)
@@ -262,7 +230,7 @@ static int add(struct pcr_binding *b, const char *source, const uint8_t approved
 }
 
 static void load_systemd(struct pcr_binding *b, const char *path, const char *text, size_t len,
-			 EVP_PKEY *signer)
+			 crypto_key *signer)
 {
 	struct json j = {.p = text, .end = text + len};
 	struct systemd_entry *e = calloc(1, sizeof(*e));
@@ -296,7 +264,7 @@ static void load_systemd(struct pcr_binding *b, const char *path, const char *te
 					goto bad;
 				snprintf(source, sizeof(source), "%s (entry %zu)", path, k);
 				any = true;
-				if (!EVP_PKEY_is_a(signer, "RSA") || systemd_fingerprint(signer, fp) < 0 ||
+				if (signer_systemd_fingerprint(signer, fp) < 0 ||
 				    strcmp(e->pkfp, fp) != 0) {
 					log_warning("pcr signature %s: ignored: made with another key "
 						    "than the PCR signer",
@@ -310,7 +278,7 @@ static void load_systemd(struct pcr_binding *b, const char *path, const char *te
 					continue;
 				}
 				if (util_unhex(e->pol, pol, 32) < 0 ||
-				    base64_decode(e->sig, sig, sizeof(sig), &sig_len) < 0 ||
+				    armor_base64_decode(e->sig, sig, sizeof(sig), &sig_len) < 0 ||
 				    signer_verify(signer, pol, 32, sig, sig_len) < 0) {
 					log_warning("pcr signature %s: ignored: its signature does not "
 						    "check out",
@@ -342,7 +310,7 @@ bad:
 }
 
 static void load_ours(struct pcr_binding *b, const char *path, const char *text, size_t len,
-		      EVP_PKEY *signer)
+		      crypto_key *signer)
 {
 	struct approval *a = calloc(1, sizeof(*a));
 	struct tpm_approval ta;
@@ -393,7 +361,7 @@ static bool errno_of_access(const char *path)
 /* Every file of dir in name order (so which ones a cap leaves out does not
  * depend on the file system), each read without following links or
  * blocking on a FIFO. */
-static void load_dir(struct pcr_binding *b, const char *dir, EVP_PKEY *signer)
+static void load_dir(struct pcr_binding *b, const char *dir, crypto_key *signer)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -481,7 +449,7 @@ int unseal_load_binding(const struct anchors *a, const char *dir, struct pcr_bin
 	struct pcr_binding *b;
 	struct tpm_or_list or;
 	uint8_t policy[32];
-	EVP_PKEY *signer = NULL;
+	crypto_key *signer = NULL;
 	int r;
 
 	if (!a->pcr_key_len)
@@ -501,7 +469,7 @@ int unseal_load_binding(const struct anchors *a, const char *dir, struct pcr_bin
 		return r;
 	}
 	load_dir(b, dir, signer);
-	EVP_PKEY_free(signer);
+	crypto_key_free(signer);
 	*ret = b;
 	return 0;
 }
@@ -517,7 +485,7 @@ static void literal_of(const struct anchors *a, struct tpm_pcr_literal *ret)
 		memcpy(all + 32 * i, a->literal_values[i], 32);
 	}
 	ret->n = a->literal.n;
-	SHA256(all, 32 * a->literal.n, ret->digest);
+	crypto_sha256(all, 32 * a->literal.n, ret->digest);
 }
 
 int unseal_kek(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *s,
@@ -550,7 +518,7 @@ int unseal_kek(tpm *t, const struct pcr_binding *b, const struct tpm_sealed *s,
 			return r;
 		for (size_t i = 0; i < v.n; i++)
 			memcpy(all + 32 * i, v.value[i], 32);
-		SHA256(all, 32 * v.n, digest);
+		crypto_sha256(all, 32 * v.n, digest);
 		if (memcmp(digest, literal.digest, 32) != 0) {
 			v.literal = true;
 			if (ret_values)

@@ -5,6 +5,7 @@
 #include "base/util.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>

@@ -19,9 +19,9 @@
 #ifndef TPM2KMS_DUPCODEC_H
 #define TPM2KMS_DUPCODEC_H
 
+#include "base/crypto.h"
 #include "tpm/tpm.h"
 
-#include <openssl/evp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,12 +40,12 @@ int dupcodec_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, s
  * private key is parent_key. -EBADMSG when the wrapper does not open or
  * its HMAC fails (another parent, or altered); -EINVAL for a sensitive
  * area that is not a 32-byte sealed KEK. */
-int dupcodec_unwrap(EVP_PKEY *parent_key, const uint8_t *parent_pub, size_t parent_len,
+int dupcodec_unwrap(crypto_key *parent_key, const uint8_t *parent_pub, size_t parent_len,
 		   const struct tpm_duplicate *d, struct dupcodec_sensitive *ret_sensitive,
 		   uint8_t ret_kek[TPM_KEK_BYTES]);
 
 /* The OpenSSL public key of a storage key's public area (an EK, say). */
-int dupcodec_public_key(const uint8_t *pub, size_t len, EVP_PKEY **ret);
+int dupcodec_public_key(const uint8_t *pub, size_t len, crypto_key **ret);
 
 /* Wraps the sensitive area of the object object_pub to the storage key
  * new_parent_pub with a fresh seed: a duplicate TPM2_Import takes. */

@@ -1,17 +1,17 @@
 #include "config.h"
 
 #include "tpm/policy.h"
+#include "base/crypto.h"
 #include "base/util.h"
 
 #include <assert.h>
 #include <errno.h>
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* out = SHA-256(a || b || c), any of them may be empty. The inputs here
- * are a few dozen bytes; SHA256() on one buffer cannot fail. */
+ * are a few dozen bytes; SHA-256 of one buffer cannot fail. */
 static void sha256_3(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len,
 		     const uint8_t *c, size_t c_len, uint8_t out[POLICY_DIGEST_BYTES])
 {
@@ -25,7 +25,7 @@ static void sha256_3(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_
 		memcpy(buf + a_len, b, b_len);
 	if (c_len)
 		memcpy(buf + a_len + b_len, c, c_len);
-	SHA256(buf, a_len + b_len + c_len, out);
+	crypto_sha256(buf, a_len + b_len + c_len, out);
 }
 
 /* The common update: H(old || CC || arg). */
@@ -207,7 +207,7 @@ void policy_pcr_after(const uint8_t in[POLICY_DIGEST_BYTES], const struct policy
 	/* The PCR digest: SHA-256 of the values in selection order. */
 	for (size_t i = 0; i < pcrs->n; i++)
 		memcpy(all + 32 * i, values[i], 32);
-	SHA256(all, 32 * pcrs->n, arg + n);
+	crypto_sha256(all, 32 * pcrs->n, arg + n);
 	extend(in, POLICY_CC_POLICY_PCR, arg, n + POLICY_DIGEST_BYTES, out);
 }
 
@@ -255,8 +255,8 @@ void policy_epoch_name(struct tpm_name *ret)
 	util_put_be16(pub + 12, 8);
 	ret->bytes[0] = 0x00;
 	ret->bytes[1] = 0x0b;
-	SHA256(pub, sizeof(pub), ret->bytes + 2);
-	ret->len = 2 + SHA256_DIGEST_LENGTH;
+	crypto_sha256(pub, sizeof(pub), ret->bytes + 2);
+	ret->len = 2 + CRYPTO_SHA256_BYTES;
 }
 
 uint64_t policy_epoch_operand(unsigned epoch)
@@ -267,14 +267,14 @@ uint64_t policy_epoch_operand(unsigned epoch)
 void policy_epoch(const uint8_t in[POLICY_DIGEST_BYTES], uint64_t operand,
 		  uint8_t out[POLICY_DIGEST_BYTES])
 {
-	uint8_t args_in[12], args[SHA256_DIGEST_LENGTH], tail[SHA256_DIGEST_LENGTH + TPM_NAME_MAX];
+	uint8_t args_in[12], args[CRYPTO_SHA256_BYTES], tail[CRYPTO_SHA256_BYTES + TPM_NAME_MAX];
 	struct tpm_name name;
 
 	/* args = H(operandB || offset || operation) */
 	util_put_be64(args_in, operand);
 	util_put_be16(args_in + 8, 0);
 	util_put_be16(args_in + 10, POLICY_EO_UNSIGNED_LE);
-	SHA256(args_in, sizeof(args_in), args);
+	crypto_sha256(args_in, sizeof(args_in), args);
 	policy_epoch_name(&name);
 	memcpy(tail, args, sizeof(args));
 	memcpy(tail + sizeof(args), name.bytes, name.len);

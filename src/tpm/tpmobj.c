@@ -4,6 +4,7 @@
 #include "base/util.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <openssl/core_names.h>
 #include <openssl/ecdsa.h>
 #include <openssl/param_build.h>

@@ -6,9 +6,9 @@
 #ifndef TPM2KMS_TPMOBJ_H
 #define TPM2KMS_TPMOBJ_H
 
+#include "base/crypto.h"
 #include "tpm/tpm.h"
 
-#include <openssl/evp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,7 +49,7 @@ uint32_t tpmobj_kek_attributes(enum tpm_kek_kind kind);
  * exponent written out (65537, not 0), as systemd writes it, ECC with a
  * NULL KDF, as tpm2_loadexternal does. Its Name is what a policy names.
  * -EINVAL for keys other than RSA and ECC P-256/P-384. */
-int tpmobj_signer_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_len);
+int tpmobj_signer_public(crypto_key *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_len);
 
 /* A storage key's public area around a public key made in software (an
  * offline recovery key): the TCG SRK template (fixedTPM|fixedParent|
@@ -57,7 +57,7 @@ int tpmobj_signer_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_l
  * AES-128-CFB for RSA 2048 and P-256, AES-256-CFB for larger keys. A TPM
  * duplicates to it as to any node; its Name is computed here. -EINVAL for
  * keys other than RSA 2048-4096 and ECC P-256/P-384. */
-int tpmobj_storage_public(EVP_PKEY *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_len);
+int tpmobj_storage_public(crypto_key *key, uint8_t out[TPM_BLOB_MAX], size_t *ret_len);
 
 /* A node's signing key (design brief §9.1): ECC P-256, SHA-256 Name,
  * fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|sign|noDA, not
@@ -69,11 +69,11 @@ int tpmobj_signkey_check(const uint8_t *pub, size_t len, const char **ret_why);
 
 /* The public key of a signing key's public area (tpmobj_signkey_check), for
  * OpenSSL to verify its signatures. */
-int tpmobj_signkey_public(const uint8_t *pub, size_t len, EVP_PKEY **ret);
+int tpmobj_signkey_public(const uint8_t *pub, size_t len, crypto_key **ret);
 
 /* A signature made by key with SHA-256 (DER ECDSA, or RSASSA-PKCS1-v1_5)
  * as a marshalled TPMT_SIGNATURE. */
-int tpmobj_signature(EVP_PKEY *key, const uint8_t *sig, size_t sig_len,
+int tpmobj_signature(crypto_key *key, const uint8_t *sig, size_t sig_len,
 		     uint8_t out[TPM_BLOB_MAX], size_t *ret_len);
 
 /* The verifier's key for EK-based attestation: an HMAC-SHA256 key made in
