@@ -388,17 +388,12 @@ static int export_target(const char *dir, const struct state *s, const char *nod
 	crypto_key *admin = NULL;
 	int r;
 
-	if (!s->anchors.admin_key_len) {
-		log_error("%s records no admin key: nothing here can be exported (tpm2-kms init "
-			  "--admin-key ADMIN.pub.pem, then rotate)",
-			  dir);
-		return -EPERM;
-	}
-	r = signer_from_der(s->anchors.admin_key, s->anchors.admin_key_len, &admin);
-	if (r < 0) {
-		log_error("%s/state: the admin key is not usable", dir);
+	r = signer_state_admin(dir, &s->anchors,
+			       "nothing here can be exported (tpm2-kms init --admin-key "
+			       "ADMIN.pub.pem, then rotate)",
+			       &admin);
+	if (r < 0)
 		return r;
-	}
 	r = nodefile_load(node_path, &node);
 	if (r == 0)
 		r = approval_load(approval_path, &a);

@@ -75,16 +75,10 @@ static int load_config(const char *dir, const char *node_path, const char *appro
 	const char *why;
 	int r;
 
-	if (!s->anchors.admin_key_len) {
-		log_error("%s records no admin key: escrow needs one (tpm2-kms init --admin-key)",
-			  dir);
-		return -EPERM;
-	}
-	r = signer_from_der(s->anchors.admin_key, s->anchors.admin_key_len, &admin);
-	if (r < 0) {
-		log_error("%s/state: the admin key is not usable", dir);
+	r = signer_state_admin(dir, &s->anchors, "escrow needs one (tpm2-kms init --admin-key)",
+			       &admin);
+	if (r < 0)
 		return r;
-	}
 	r = nodefile_load(node_path, ret_node);
 	if (r == 0)
 		r = approval_load(approval_path, ret_approval);

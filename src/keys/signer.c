@@ -141,6 +141,21 @@ int signer_parse_hex(const char *hex, uint8_t *out, size_t cap, size_t *ret_len)
 	return 0;
 }
 
+int signer_state_admin(const char *dir, const struct anchors *a, const char *needed_for,
+		       crypto_key **ret)
+{
+	int r;
+
+	if (!a->admin_key_len) {
+		log_error("%s records no admin key: %s", dir, needed_for);
+		return -EPERM;
+	}
+	r = signer_from_der(a->admin_key, a->admin_key_len, ret);
+	if (r < 0)
+		log_error("%s/state: the admin key is not usable", dir);
+	return r;
+}
+
 int signer_systemd_fingerprint(crypto_key *key, char out[65])
 {
 	unsigned char *der = NULL;

@@ -10,6 +10,7 @@
 #define TPM2KMS_SIGNER_H
 
 #include "base/crypto.h"
+#include "keys/anchors.h"
 #include "tpm/tpm.h"
 
 #include <stdbool.h>
@@ -31,6 +32,10 @@ int signer_from_der(const uint8_t *der, size_t len, crypto_key **ret);
 /* A signer's public key in hex DER, as the state and bundles write it,
  * into out (cap bytes), checked to be one signer_from_der takes. */
 int signer_parse_hex(const char *hex, uint8_t *out, size_t cap, size_t *ret_len);
+/* The admin key the state directory dir records (a), for what needs it:
+ * -EPERM (logged, saying what needs it) when it records none. */
+int signer_state_admin(const char *dir, const struct anchors *a, const char *needed_for,
+		       crypto_key **ret);
 /* systemd's pkfp of an RSA key: SHA-256 of its PKCS#1 RSAPublicKey DER, in
  * hex. -EINVAL for a key that is not RSA. */
 int signer_systemd_fingerprint(crypto_key *key, char out[65]);

@@ -92,6 +92,14 @@ static bool rc_transient(TSS2_RC rc)
  * only the kind the TPM is short of, which the failing command does not
  * hold: what is there belongs to dead processes, or to a live one that
  * will see an error and retry. */
+/* Flushes a loaded object or session, if there is one. */
+static void flush(tpm *t, ESYS_TR *handle)
+{
+	if (*handle != ESYS_TR_NONE)
+		Esys_FlushContext(t->esys, *handle);
+	*handle = ESYS_TR_NONE;
+}
+
 static void flush_leftovers(tpm *t, TPM2_HANDLE first)
 {
 	TSS2_SYS_CONTEXT *sys = NULL;
@@ -949,8 +957,7 @@ int tpm_signkey_sign(tpm *t, const struct tpm_sealed *key, const uint8_t digest[
 	r = ecdsa_der(&out->signature.ecdsa, sig, ret_len);
 out:
 	Esys_Free(out);
-	if (obj != ESYS_TR_NONE)
-		Esys_FlushContext(t->esys, obj);
+	flush(t, &obj);
 	srk_session_end(t, &srk, &session);
 	return r;
 }
@@ -1030,8 +1037,7 @@ int tpm_kek_unseal(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
 	r = take_kek(out, kek);
 out:
 	free_sensitive(out);
-	if (obj != ESYS_TR_NONE)
-		Esys_FlushContext(t->esys, obj);
+	flush(t, &obj);
 	srk_session_end(t, &srk, &session);
 	return r;
 }
@@ -1553,8 +1559,7 @@ int tpm_attest_answer(tpm *t, const struct tpm_name *pinned, const struct tpm_na
 		r = srk_load(t, &pub, &priv, "Load (signing key)", &srk, &session, &obj);
 	if (r == 0)
 		r = certify(t, obj, key, nonce, nonce_len, ret_sign);
-	if (obj != ESYS_TR_NONE)
-		Esys_FlushContext(t->esys, obj);
+	flush(t, &obj);
 	srk_session_end(t, &srk, &session);
 	if (srk2 != ESYS_TR_NONE)
 		Esys_TR_Close(t->esys, &srk2);
@@ -1829,12 +1834,9 @@ out:
 	Esys_Free(key_out);
 	Esys_Free(dup);
 	Esys_Free(seed);
-	if (policy != ESYS_TR_NONE)
-		Esys_FlushContext(t->esys, policy);
-	if (parent != ESYS_TR_NONE)
-		Esys_FlushContext(t->esys, parent);
-	if (obj != ESYS_TR_NONE)
-		Esys_FlushContext(t->esys, obj);
+	flush(t, &policy);
+	flush(t, &parent);
+	flush(t, &obj);
 	srk_session_end(t, &srk, &session);
 	return r;
 }
@@ -1986,10 +1988,8 @@ out:
 	free_sensitive(out);
 	Esys_Free(ticket);
 	Esys_Free(signer);
-	if (policy != ESYS_TR_NONE)
-		Esys_FlushContext(t->esys, policy);
-	if (obj != ESYS_TR_NONE)
-		Esys_FlushContext(t->esys, obj);
+	flush(t, &policy);
+	flush(t, &obj);
 	srk_session_end(t, &srk, &session);
 	return r;
 }
