@@ -727,7 +727,8 @@ static void check_daemon(struct doctor *d)
 					   "the plaintext Decrypt gave back"};
 	struct listen_addr a;
 	struct probe p = {0};
-	const char *as = d->apiserver_pid ? d->apiserver.name : "doctor's user";
+	/* Only root can take on the apiserver's ids. */
+	const char *as = d->apiserver_pid && geteuid() == 0 ? d->apiserver.name : "doctor's user";
 
 	if (listen_addr_parse(d->s->listen, &a) < 0) {
 		add(d, "daemon.status", LEVEL_ERROR, "correct listen", "--listen %s is not a Unix socket",
