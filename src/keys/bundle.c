@@ -79,6 +79,63 @@ static int append_hex(struct text *t, const uint8_t *p, size_t n)
 	return r;
 }
 
+/* The PCR signer's lines: its key and selection, and the literal PCRs. */
+static int encode_pcr_lines(struct text *t, const struct anchors *a)
+{
+	char pcrs[100], lit[POLICY_PCR_MAX * 80];
+	int r;
+
+	policy_pcrs_format(&a->pcrs, pcrs, sizeof(pcrs));
+	r = appendf(t, "pcr-key ");
+	if (r == 0)
+		r = append_hex(t, a->pcr_key, a->pcr_key_len);
+	if (r == 0)
+		r = appendf(t, "\npcrs %s\n", pcrs);
+	if (r < 0 || !a->literal.n)
+		return r;
+	policy_pcr_values_format(&a->literal, (const uint8_t(*)[POLICY_DIGEST_BYTES])a->literal_values,
+				 lit, sizeof(lit));
+	r = append(t, "pcr-literal ", 12);
+	if (r == 0)
+		r = append(t, lit, strlen(lit));
+	return r == 0 ? append(t, "\n", 1) : r;
+}
+
+/* A generation: who made it (a comment), its line, its key, its
+ * certificate. */
+static int encode_generation(struct text *t, const struct bundle_generation *g)
+{
+	char who[PROVENANCE_DESCRIPTION_MAX], *pem = NULL, *line = NULL;
+	size_t pem_len;
+	int r = 0;
+
+	if (g->certified) {
+		provenance_describe(&g->cert, who);
+		r = appendf(t, "# generation %u was made by %s\n", (unsigned)g->number, who);
+	}
+	if (r == 0)
+		r = appendf(t, "generation %u created %llu key-id %s policy %s%s\n",
+			    (unsigned)g->number, (unsigned long long)g->created, g->key_id,
+			    state_kind_name(g->kind), g->write ? " write" : "");
+	if (r == 0)
+		r = sealfile_encode_importable(&g->dup, &pem, &pem_len);
+	if (r == 0)
+		r = append(t, pem, pem_len);
+	if (r == 0 && g->certified)
+		r = provenance_format(g->number, &g->cert, &line);
+	/* Appended piecewise: a certificate line is longer than appendf's
+	 * buffer. */
+	if (r == 0 && g->certified)
+		r = append(t, "certificate ", 12);
+	if (r == 0 && g->certified)
+		r = append(t, line, strlen(line));
+	if (r == 0 && g->certified)
+		r = append(t, "\n", 1);
+	free(pem);
+	free(line);
+	return r;
+}
+
 int bundle_encode(const struct bundle *b, const uint8_t *const *keks, char **ret, size_t *ret_len)
 {
 	struct text t = {0};
@@ -95,62 +152,10 @@ int bundle_encode(const struct bundle *b, const uint8_t *const *keks, char **ret
 		r = append_hex(&t, b->anchors.admin_key, b->anchors.admin_key_len);
 	if (r == 0)
 		r = append(&t, "\n", 1);
-	if (r == 0 && b->anchors.pcr_key_len) {
-		char pcrs[100];
-
-		policy_pcrs_format(&b->anchors.pcrs, pcrs, sizeof(pcrs));
-		r = appendf(&t, "pcr-key ");
-		if (r == 0)
-			r = append_hex(&t, b->anchors.pcr_key, b->anchors.pcr_key_len);
-		if (r == 0)
-			r = appendf(&t, "\npcrs %s\n", pcrs);
-		if (r == 0 && b->anchors.literal.n) {
-			char lit[POLICY_PCR_MAX * 80];
-
-			policy_pcr_values_format(
-			    &b->anchors.literal,
-			    (const uint8_t(*)[POLICY_DIGEST_BYTES])b->anchors.literal_values, lit,
-			    sizeof(lit));
-			r = append(&t, "pcr-literal ", 12);
-			if (r == 0)
-				r = append(&t, lit, strlen(lit));
-			if (r == 0)
-				r = append(&t, "\n", 1);
-		}
-	}
-	for (size_t i = 0; r == 0 && i < b->n_gens; i++) {
-		const struct bundle_generation *g = &b->gens[i];
-		char *pem = NULL;
-		size_t pem_len;
-
-		if (g->certified) {
-			char who[PROVENANCE_DESCRIPTION_MAX];
-
-			provenance_describe(&g->cert, who);
-			r = appendf(&t, "# generation %u was made by %s\n", (unsigned)g->number, who);
-		}
-		if (r == 0)
-			r = appendf(&t, "generation %u created %llu key-id %s policy %s%s\n",
-			    (unsigned)g->number, (unsigned long long)g->created, g->key_id,
-			    state_kind_name(g->kind), g->write ? " write" : "");
-		if (r == 0)
-			r = sealfile_encode_importable(&g->dup, &pem, &pem_len);
-		if (r == 0)
-			r = append(&t, pem, pem_len);
-		free(pem);
-		if (r == 0 && g->certified) {
-			char *line = NULL;
-
-			r = provenance_format(g->number, &g->cert, &line);
-			if (r == 0)
-				r = append(&t, "certificate ", 12);
-			if (r == 0)
-				r = append(&t, line, strlen(line));
-			if (r == 0)
-				r = append(&t, "\n", 1);
-			free(line);
-		}
-	}
+	if (r == 0 && b->anchors.pcr_key_len)
+		r = encode_pcr_lines(&t, &b->anchors);
+	for (size_t i = 0; r == 0 && i < b->n_gens; i++)
+		r = encode_generation(&t, &b->gens[i]);
 	body_len = t.len;
 	for (size_t i = 0; r == 0 && i < b->n_gens; i++) {
 		uint8_t m[BUNDLE_MAC_BYTES];

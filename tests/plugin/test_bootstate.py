@@ -492,6 +492,35 @@ class Literal(BootTest):
         wait_until(lambda: self.status(a).healthz == 'ok', 'healthy again')
 
 
+    def test_literal_pcrs_travel_in_a_bundle(self):
+        # A dup+pcr generation with a literal PCR 7 goes to node B, booted
+        # into the same PCR 7 and 11: the bundle carries the literal values
+        # (its pcr-literal line), and B's state records them.
+        uki = hashlib.sha256(b'uki').hexdigest()
+        a, b = self.node('a'), self.node('b')
+        for n in (a, b):
+            self.boot(n, 7, b'ours')
+            n.tools('tpm2_pcrextend', '11:sha256=' + uki)
+        node_a, _ = a.node_file()
+        approval_a, _ = self.approve(node_a)
+        a.cli('init', '--admin-key', self.admin_pub, '--approval', approval_a, '--pcr-key',
+              self.pcr_pub, '--pcrs', '11', '--pcr-literal', '7', '--pcr-signatures',
+              self.sigdir(a))
+        values, sig = self.sign_current(a, pcrs='11')
+        ours = run_cli('pcr-read', '--tcti', a.tpm.tcti, '--pcrs', '7').stdout.strip()
+        node_b, _ = b.node_file()
+        approval_b, _ = self.approve(node_b)
+        bundle = os.path.join(self.root, 'b.bundle')
+        a.cli('export', '--to', node_b, '--approval', approval_b, '-o', bundle,
+              '--pcr-signatures', self.sigdir(a))
+        self.assertIn('\npcr-literal %s\n' % ours, read_text(bundle))
+        shutil.copy(sig, self.sigdir(b))
+        b.cli('import', '--admin-key', self.admin_pub, bundle, '--pcr-signatures',
+              self.sigdir(b))
+        self.assertIn('\npcr-literal %s\n' % ours, read_text(os.path.join(b.state, 'state')))
+        self.assertRegex(b.offline('keys').stdout, r'\n1 +\S+ +\S+ +write +dup\+pcr ')
+
+
 class Revocation(BootTest):
     def test_a_revoked_signature_unseals_nothing(self):
         # Boot state A signed; after an update B is signed and A's signature
