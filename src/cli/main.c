@@ -995,6 +995,8 @@ static int serve_failed(int err)
 	return permanent ? EXIT_PERMANENT : 1;
 }
 
+/* Long for a reason: the order things start in and stop in, read top to
+ * bottom in one place (chrony's main.c does the same). */
 int main(int argc, char **argv)
 {
 	struct settings s;

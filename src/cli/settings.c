@@ -294,7 +294,9 @@ static void defaults(struct settings *s)
 	s->timeout_ms = 12000;
 }
 
-/* Applies one setting; where is "--name" or "FILE:LINE" for errors. */
+/* Applies one setting; where is "--name" or "FILE:LINE" for errors. Long
+ * for a reason: one case per kind of value, each its check and its
+ * message, side by side. */
 static int apply(struct settings *s, const struct option_def *o, const char *value,
 		 const char *where)
 {

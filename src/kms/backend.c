@@ -920,6 +920,8 @@ static void collect_audit(const backend *p, struct metrics_out *out)
 		               (unsigned)a->gen[i], (unsigned long long)a->gen_objects[i]);
 }
 
+/* Every metric family, in the order /metrics shows them. Long for a
+ * reason: one block per family, nothing shared between them. */
 static void collect(void *arg, struct metrics_out *out)
 {
 	backend *p = arg;
