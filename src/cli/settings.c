@@ -582,6 +582,43 @@ static int take_positional(struct settings *s, enum positional pos, const char *
 	return 0;
 }
 
+/* The option argv[*i] (--name value, --name=value as manifests tend to
+ * write it, or -o value); *i moves past its value. */
+static int take_option(struct settings *s, int argc, char **argv, int *i, bool *set_by_flag)
+{
+	const char *a = argv[*i], *value = NULL, *eq;
+	const struct option_def *o;
+	char name[64];
+
+	eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+	if (eq) {
+		size_t n = (size_t)(eq - (a + 2));
+
+		snprintf(name, sizeof(name), "%.*s", (int)(n < sizeof(name) ? n : 0), a + 2);
+		value = eq + 1;
+	}
+	o = find_option(strcmp(a, "-o") == 0 ? "output" : eq ? name : a + 2);
+	if (!o || !(o->commands & s->command)) {
+		fprintf(stderr, "tpm2-kms: %s: unknown option %s (see tpm2-kms %s --help)\n",
+			settings_command_name(s->command), a, settings_command_name(s->command));
+		return -EINVAL;
+	}
+	set_by_flag[o - options] = true;
+	if (o->kind == K_FLAG) {
+		if (value) {
+			fprintf(stderr, "tpm2-kms: --%s takes no value\n", o->name);
+			return -EINVAL;
+		}
+		*(bool *)((char *)s + o->offset) = true;
+		return 0;
+	}
+	if (!value && *i + 1 >= argc) {
+		fprintf(stderr, "tpm2-kms: %s needs a value\n", a);
+		return -EINVAL;
+	}
+	return apply(s, o, value ? value : argv[++*i], a);
+}
+
 int settings_parse(int argc, char **argv, struct settings *ret)
 {
 	struct settings s;
@@ -620,9 +657,7 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 		return r;
 
 	for (i = 2; i < argc; i++) {
-		const char *a = argv[i], *value = NULL, *eq;
-		const struct option_def *o;
-		char name[64];
+		const char *a = argv[i];
 
 		if (strcmp(a, "--config") == 0 && !commands[cmd].no_config) {
 			i++;
@@ -641,35 +676,7 @@ int settings_parse(int argc, char **argv, struct settings *ret)
 				return r;
 			continue;
 		}
-		/* --name value, or --name=value as manifests tend to write it. */
-		eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
-		if (eq) {
-			size_t n = (size_t)(eq - (a + 2));
-
-			snprintf(name, sizeof(name), "%.*s", (int)(n < sizeof(name) ? n : 0), a + 2);
-			value = eq + 1;
-		}
-		o = find_option(strcmp(a, "-o") == 0 ? "output" : eq ? name : a + 2);
-		if (!o || !(o->commands & s.command)) {
-			fprintf(stderr, "tpm2-kms: %s: unknown option %s (see tpm2-kms %s --help)\n",
-				settings_command_name(s.command), a,
-				settings_command_name(s.command));
-			return -EINVAL;
-		}
-		set_by_flag[o - options] = true;
-		if (o->kind == K_FLAG) {
-			if (value) {
-				fprintf(stderr, "tpm2-kms: --%s takes no value\n", o->name);
-				return -EINVAL;
-			}
-			*(bool *)((char *)&s + o->offset) = true;
-			continue;
-		}
-		if (!value && i + 1 >= argc) {
-			fprintf(stderr, "tpm2-kms: %s needs a value\n", a);
-			return -EINVAL;
-		}
-		r = apply(&s, o, value ? value : argv[++i], a);
+		r = take_option(&s, argc, argv, &i, set_by_flag);
 		if (r < 0)
 			return r;
 	}
