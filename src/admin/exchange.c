@@ -54,7 +54,7 @@ static int append_eks(tpm *t, char **pem, size_t *len)
 	int r = ek ? 0 : -ENOMEM;
 
 	for (size_t i = 0; r == 0 && i < TPM_EK_KINDS; i++) {
-		r = tpm_ek_read(t, tpm_ek_cert_indices[i], ek);
+		r = tpm_ek_read(t, tpm_ek_cert_index(i), ek);
 		if (r == -ENOENT) {
 			r = 0;
 			continue;

@@ -223,22 +223,6 @@ void report_text(FILE *out, const struct audit_result *a)
 	next_steps(out, a);
 }
 
-/* A JSON string. Bytes outside printable ASCII are written as \u00XX (an
- * etcd key is bytes; this keeps the output valid JSON whatever they are). */
-static void json_str(FILE *out, const char *s)
-{
-	fputc('"', out);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(out, "\\%c", *p);
-		else if (*p < 0x20 || *p >= 0x7f)
-			fprintf(out, "\\u%04x", *p);
-		else
-			fputc(*p, out);
-	}
-	fputc('"', out);
-}
-
 static void json_keys(FILE *out, const struct audit_result *a)
 {
 	bool first = true;
@@ -251,7 +235,7 @@ static void json_keys(FILE *out, const struct audit_result *a)
 			continue;
 		fprintf(out, "%s{\"generation\":%u,\"key_id\":", first ? "" : ",",
 		        (unsigned)k->generation);
-		json_str(out, k->key_id);
+		util_json_string(out, k->key_id);
 		fprintf(out,
 		        ",\"write\":%s,\"escrowed\":%s,\"objects\":%llu,\"decrypted\":%llu,"
 		        "\"undecryptable\":%llu,\"retirable\":%s}",
@@ -269,12 +253,12 @@ static void json_keys(FILE *out, const struct audit_result *a)
 		if (k->in_state)
 			continue;
 		fprintf(out, "%s{\"key_id\":", first ? "" : ",");
-		json_str(out, k->key_id);
+		util_json_string(out, k->key_id);
 		fprintf(out, ",\"provider\":");
-		json_str(out, k->provider);
+		util_json_string(out, k->provider);
 		fprintf(out, ",\"objects\":%llu,\"decrypted\":%llu,\"why\":",
 		        (unsigned long long)k->objects, (unsigned long long)k->decrypted);
-		json_str(out, k->why);
+		util_json_string(out, k->why);
 		fputc('}', out);
 		first = false;
 	}
@@ -288,7 +272,7 @@ static void json_list(FILE *out, const char *name, char *const *list, size_t n)
 	for (size_t j = 0; j < n; j++) {
 		if (j)
 			fputc(',', out);
-		json_str(out, list[j]);
+		util_json_string(out, list[j]);
 	}
 	fputc(']', out);
 }
@@ -300,7 +284,7 @@ static void json_resources(FILE *out, const struct audit_result *a)
 		const struct audit_resource *r = &a->resources[i];
 
 		fprintf(out, "%s{\"resource\":", i ? "," : "");
-		json_str(out, r->name);
+		util_json_string(out, r->name);
 		fprintf(out, ",\"by_provider\":{");
 		for (int p = 0, k = 0; p < STORED_N_PROVIDERS; p++)
 			if (r->by_provider[p])
@@ -323,10 +307,10 @@ static void json_resources(FILE *out, const struct audit_result *a)
 void report_json(FILE *out, const struct audit_result *a)
 {
 	fprintf(out, "{\"source\":");
-	json_str(out, a->source);
+	util_json_string(out, a->source);
 	fprintf(out, ",\"snapshot\":%s", a->snapshot ? "true" : "false");
 	fprintf(out, ",\"prefix\":");
-	json_str(out, a->prefix);
+	util_json_string(out, a->prefix);
 	fprintf(out,
 	        ",\"revision\":%lld,\"started\":%llu,\"finished\":%llu,\"complete\":%s,"
 	        "\"all_decrypt\":%s,\"write_generation\":%u,\"objects\":%llu,\"by_provider\":{",
@@ -346,9 +330,9 @@ void report_json(FILE *out, const struct audit_result *a)
 	fprintf(out, ",\"failures\":[");
 	for (size_t i = 0; i < a->n_failures; i++) {
 		fprintf(out, "%s{\"key\":", i ? "," : "");
-		json_str(out, a->failures[i].key);
+		util_json_string(out, a->failures[i].key);
 		fprintf(out, ",\"reason\":");
-		json_str(out, a->failures[i].reason);
+		util_json_string(out, a->failures[i].reason);
 		fputc('}', out);
 	}
 	fprintf(out, "],\"failures_left_out\":%llu", (unsigned long long)a->failures_left_out);

@@ -3,6 +3,7 @@
 #include "base/util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -130,4 +131,18 @@ const char *util_utc(uint64_t t, char buf[UTIL_UTC_MAX])
 	gmtime_r(&tt, &tm);
 	strftime(buf, UTIL_UTC_MAX, "%Y-%m-%dT%H:%M:%SZ", &tm);
 	return buf;
+}
+
+void util_json_string(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(out, "\\%c", *p);
+		else if (*p < 0x20 || *p >= 0x7f)
+			fprintf(out, "\\u%04x", *p);
+		else
+			fputc(*p, out);
+	}
+	fputc('"', out);
 }

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -41,5 +42,10 @@ void util_put_be32(uint8_t *p, uint32_t v);
 void util_put_be64(uint8_t *p, uint64_t v);
 uint32_t util_get_be32(const uint8_t *p);
 uint64_t util_get_be64(const uint8_t *p);
+
+/* s as a JSON string. Bytes outside printable ASCII are written as
+ * \u00XX (an etcd key is bytes; the output stays valid JSON whatever
+ * they are). */
+void util_json_string(FILE *out, const char *s);
 
 #endif

@@ -911,22 +911,6 @@ out:
 
 /* --- the report ---------------------------------------------------------- */
 
-static void json_str(FILE *out, const char *s)
-{
-	fputc('"', out);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(out, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(out, "\\u%04x", c);
-		else
-			fputc(c, out);
-	}
-	fputc('"', out);
-}
-
 static enum level report(const struct doctor *d, bool json)
 {
 	enum level worst = LEVEL_OK;
@@ -940,11 +924,11 @@ static enum level report(const struct doctor *d, bool json)
 		printf("{\"worst\":\"%s\",\"findings\":[", LEVEL_NAME[worst]);
 		for (size_t i = 0; i < d->n; i++) {
 			printf("%s{\"id\":", i ? "," : "");
-			json_str(stdout, d->f[i].id);
+			util_json_string(stdout, d->f[i].id);
 			printf(",\"level\":\"%s\",\"finding\":", LEVEL_NAME[d->f[i].level]);
-			json_str(stdout, d->f[i].text);
+			util_json_string(stdout, d->f[i].text);
 			printf(",\"fix\":");
-			json_str(stdout, d->f[i].fix);
+			util_json_string(stdout, d->f[i].fix);
 			printf("}");
 		}
 		printf("]}\n");

@@ -5,6 +5,7 @@
 #include "tpm/tpmobj.h"
 #include "base/util.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <openssl/bn.h>
 #include <openssl/ecdsa.h>
@@ -1123,11 +1124,11 @@ static const struct {
 	{0x01c00016u, 0x81010016u, EK_H3_P384, "ECC P-384 EK (template H-3)"},
 };
 
-const uint32_t tpm_ek_cert_indices[TPM_EK_KINDS] = {
-	TPM_EK_RSA_CERT_INDEX,
-	0x01c0000au,
-	0x01c00016u,
-};
+uint32_t tpm_ek_cert_index(size_t k)
+{
+	assert(k < TPM_EK_KINDS);
+	return EK_KINDS[k].cert_index;
+}
 
 static void ek_template(enum ek_template which, TPM2B_PUBLIC *ret)
 {
@@ -1170,10 +1171,8 @@ static void ek_template(enum ek_template which, TPM2B_PUBLIC *ret)
 	}
 }
 
-/* EK kind k: persistent where the TPM's maker put it, else made again
- * from its template (transient: *ret_transient says it must be
- * flushed). */
-static int ek_handle(tpm *t, size_t k, ESYS_TR *ret, bool *ret_transient)
+/* EK kind k made again from its template, transient (flush it). */
+static int ek_create(tpm *t, size_t k, ESYS_TR *ret)
 {
 	TPM2B_SENSITIVE_CREATE sensitive = {0};
 	TPM2B_PUBLIC tmpl;
@@ -1182,13 +1181,7 @@ static int ek_handle(tpm *t, size_t k, ESYS_TR *ret, bool *ret_transient)
 	unsigned attempt = 0;
 	uint64_t deadline = patience();
 	TSS2_RC rc;
-	int r;
 
-	r = tr_open(t, EK_KINDS[k].handle, "look up a persistent EK", ret);
-	if (r != -ENOENT) {
-		*ret_transient = false;
-		return r;
-	}
 	ek_template(EK_KINDS[k].tmpl, &tmpl);
 	do
 		rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD,
@@ -1199,8 +1192,17 @@ static int ek_handle(tpm *t, size_t k, ESYS_TR *ret, bool *ret_transient)
 		log_error("tpm: cannot make the %s from its template", EK_KINDS[k].what);
 		return fail(t, "CreatePrimary (EK)", rc);
 	}
-	*ret_transient = true;
 	return 0;
+}
+
+/* EK kind k: persistent where the TPM's maker put it, else made from its
+ * template (*ret_transient: it must be flushed). */
+static int ek_handle(tpm *t, size_t k, ESYS_TR *ret, bool *ret_transient)
+{
+	int r = tr_open(t, EK_KINDS[k].handle, "look up a persistent EK", ret);
+
+	*ret_transient = r == -ENOENT;
+	return r == -ENOENT ? ek_create(t, k, ret) : r;
 }
 
 static void ek_release(tpm *t, ESYS_TR *ek, bool transient)
@@ -1412,36 +1414,38 @@ static void ek_session_end(tpm *t, ESYS_TR *s)
 	*s = ESYS_TR_NONE;
 }
 
-/* This TPM's EK whose Name is want, with its public area: persistent ones
- * first (cheap), then those made from templates. -ENOENT when none is. */
+/* This TPM's EK whose Name is want, with its public area: the persistent
+ * ones first (one lookup each, cheap), then the others made from their
+ * templates. -ENOENT when none is. */
 static int ek_find(tpm *t, const struct tpm_name *want, ESYS_TR *ret, bool *ret_transient,
                    TPM2B_PUBLIC **ret_pub)
 {
+	bool persistent[TPM_EK_KINDS] = {false};
+
 	for (int pass = 0; pass < 2; pass++)
 		for (size_t k = 0; k < TPM_EK_KINDS; k++) {
-			TPM2B_PUBLIC *pub = NULL;
 			ESYS_TR tr = ESYS_TR_NONE;
-			bool transient = false;
+			bool transient = pass == 1;
 			struct tpm_name name;
 			int r;
 
-			if (pass == 0)
+			if (pass == 0) {
 				r = tr_open(t, EK_KINDS[k].handle, "look up a persistent EK", &tr);
-			else if (tr_open(t, EK_KINDS[k].handle, "look up a persistent EK", &tr) == 0)
-				r = -EEXIST; /* seen in the first pass */
-			else
-				r = ek_handle(t, k, &tr, &transient);
+				persistent[k] = r == 0;
+			} else {
+				r = persistent[k] ? -EEXIST : ek_create(t, k, &tr);
+			}
 			if (r == 0)
 				r = tr_name(t, tr, &name);
-			if (r == 0 && tpm_name_equal(&name, want))
-				r = ek_public(t, tr, &pub);
-			else if (r == 0)
+			if (r == 0 && tpm_name_equal(&name, want)) {
+				r = ek_public(t, tr, ret_pub);
+				if (r == 0) {
+					*ret = tr;
+					*ret_transient = transient;
+					return 0;
+				}
+			} else if (r == 0) {
 				r = -ENOENT;
-			if (r == 0) {
-				*ret = tr;
-				*ret_transient = transient;
-				*ret_pub = pub;
-				return 0;
 			}
 			ek_release(t, &tr, transient);
 			if (r != -ENOENT && r != -EEXIST)

@@ -186,8 +186,9 @@ struct tpm_ek {
 	size_t chain_len[TPM_EK_MAX_CHAIN];
 	size_t n_chain;
 };
-/* The certificate indices read, in order of preference. */
-extern const uint32_t tpm_ek_cert_indices[TPM_EK_KINDS];
+/* The certificate index of EK kind k (k < TPM_EK_KINDS), in order of
+ * preference. */
+uint32_t tpm_ek_cert_index(size_t k);
 /* The EK whose certificate is in NV cert_index. An EK that is not
  * persistent (many TPMs ship so) is made from its template for the call,
  * and flushed. -ENOENT when the TPM has no such certificate. */

@@ -95,20 +95,7 @@ class AttestedJoin(unittest.TestCase):
         response = self.p('a.response')
         self.answer(t, 'node-a', challenge, response)
 
-        # The TPM's HMAC over each certification, checked by
-        # python3-cryptography with the key the challenge carried.
-        [journal] = glob.glob(os.path.join(self.admin_dir, 'tpm2-kms-challenges', '*'))
-        key = bytes.fromhex(read(journal).split()[3])
-        resp = fields(pem_blocks(response, 'TPM2-KMS RESPONSE')[0])
-        self.assertEqual(resp[0].hex(), os.path.basename(journal), 'the nonce')
-        for attest, mac in ((resp[1], resp[2]), (resp[3], resp[4])):
-            digest = hashes.Hash(hashes.SHA256())
-            digest.update(attest[2:])
-            h = hmac.HMAC(key, hashes.SHA256())
-            h.update(digest.finalize())
-            h.verify(mac)
-            self.assertEqual(attest[2:6], b'\xff\x54\x43\x47')  # TPM_GENERATED_VALUE
-            self.assertEqual(attest[6:8], b'\x80\x17')          # TPM_ST_ATTEST_CERTIFY
+        self.check_hmacs(response)
 
         approval = self.p('a.approval')
         r = self.approve(node, '--response', response, out=approval)
@@ -153,15 +140,21 @@ class AttestedJoin(unittest.TestCase):
         return node, challenge, response, approval
 
     def check_hmacs(self, response):
+        """The TPM's HMAC over each certification, checked by
+        python3-cryptography with the key the open challenge holds; the
+        nonce, and that the TPM made them (magic, certify type)."""
         [journal] = glob.glob(os.path.join(self.admin_dir, 'tpm2-kms-challenges', '*'))
         key = bytes.fromhex(read(journal).split()[3])
         resp = fields(pem_blocks(response, 'TPM2-KMS RESPONSE')[0])
+        self.assertEqual(resp[0].hex(), os.path.basename(journal), 'the nonce')
         for attest, mac in ((resp[1], resp[2]), (resp[3], resp[4])):
             digest = hashes.Hash(hashes.SHA256())
             digest.update(attest[2:])
             h = hmac.HMAC(key, hashes.SHA256())
             h.update(digest.finalize())
             h.verify(mac)
+            self.assertEqual(attest[2:6], b'\xff\x54\x43\x47')  # TPM_GENERATED_VALUE
+            self.assertEqual(attest[6:8], b'\x80\x17')          # TPM_ST_ATTEST_CERTIFY
 
     def test_an_ecc_p384_ek_joins(self):
         # A TPM whose only EK is ECC P-384 (high range, SHA-384 Names,
