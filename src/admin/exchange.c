@@ -965,9 +965,93 @@ static int recover_open(const char *path, const struct bundle *b, const char *te
 	return 0;
 }
 
+/* What recovery has gathered from its bundles so far. The arrays grow a
+ * generation at a time: a recovery takes a handful, and sizing them for
+ * STATE_MAX_GENERATIONS up front zeroed 23 MB on every run. */
+struct recovered {
+	struct bundle b;
+	uint8_t **keks; /* keks[i]: b.gens[i]'s KEK, in the secure heap */
+};
+
+static void recovered_free(struct recovered *rc)
+{
+	free_keks(rc->keks, rc->b.n_gens);
+	bundle_free(&rc->b);
+}
+
+/* Adds g, wrapped to the target, with its KEK; takes kek on success. The
+ * plaintext sensitive area in sens is wiped either way. */
+static int recovered_add(struct recovered *rc, const char *path, const struct bundle_generation *g,
+			 const struct node *target, struct dupcodec_sensitive *sens, uint8_t *kek)
+{
+	struct bundle_generation *gens, *add;
+	uint8_t **keks;
+	size_t n = rc->b.n_gens;
+	int r;
+
+	if (n >= STATE_MAX_GENERATIONS) {
+		log_error("more than %d generations", STATE_MAX_GENERATIONS);
+		r = -E2BIG;
+		goto out;
+	}
+	gens = realloc(rc->b.gens, (n + 1) * sizeof(*gens));
+	if (gens)
+		rc->b.gens = gens;
+	keks = realloc(rc->keks, (n + 1) * sizeof(*keks));
+	if (keks)
+		rc->keks = keks;
+	if (!gens || !keks) {
+		r = -ENOMEM;
+		goto out;
+	}
+	add = &rc->b.gens[n];
+	*add = (struct bundle_generation){
+		.number = g->number,
+		.created = g->created,
+		.kind = g->kind,
+		.certified = true,
+		.cert = g->cert,
+	};
+	strcpy(add->key_id, g->key_id);
+	r = dupcodec_wrap(target->pub, target->pub_len, g->dup.pub, g->dup.pub_len, sens,
+			  &add->dup);
+	if (r < 0) {
+		log_error("%s: cannot wrap generation %u to the new node", path,
+			  (unsigned)g->number);
+		goto out;
+	}
+	rc->keks[n] = kek;
+	rc->b.n_gens = n + 1;
+out:
+	util_wipe(sens, sizeof(*sens));
+	return r;
+}
+
+/* The generation numbered like g that an earlier bundle gave, if any; one
+ * that differs from g is refused. */
+static int recovered_find(const struct recovered *rc, const char *path,
+			  const struct bundle_generation *g, bool *ret_have)
+{
+	for (size_t k = 0; k < rc->b.n_gens; k++) {
+		const struct bundle_generation *have = &rc->b.gens[k];
+
+		if (have->number != g->number)
+			continue;
+		if (strcmp(have->key_id, g->key_id) != 0) {
+			log_error("%s: generation %u is %s here and %s in another bundle", path,
+				  (unsigned)g->number, g->key_id, have->key_id);
+			return -EINVAL;
+		}
+		*ret_have = true;
+		return 0;
+	}
+	*ret_have = false;
+	return 0;
+}
+
 static int recover_bundle(const char *path, crypto_key *key, crypto_key *admin,
 			  const uint8_t *rec_pub, size_t rec_len, const struct tpm_name *rec_name,
-			  const struct node *target, struct bundle *out, uint8_t **keks)
+			  const struct node *target, struct recovered *rc)
 {
 	uint8_t admin_der[SIGNER_DER_MAX];
 	size_t admin_der_len;
@@ -976,6 +1060,7 @@ static int recover_bundle(const char *path, crypto_key *key, crypto_key *admin,
 	struct bundle b = {0};
 	char *text = NULL;
 	uint8_t *kek = NULL;
+	bool have;
 	int r;
 
 	if (!sens)
@@ -1001,52 +1086,28 @@ static int recover_bundle(const char *path, crypto_key *key, crypto_key *admin,
 		r = -EKEYREJECTED;
 		goto out;
 	}
-	anchors_set_admin(&out->anchors, &b.anchors);
+	anchors_set_admin(&rc->b.anchors, &b.anchors);
 	if (b.anchors.pcr_key_len)
-		anchors_set_binding(&out->anchors, &b.anchors);
+		anchors_set_binding(&rc->b.anchors, &b.anchors);
 	for (size_t i = 0; i < b.n_gens; i++) {
-		struct bundle_generation *g = &b.gens[i], *have = NULL;
-
-		for (size_t k = 0; k < out->n_gens; k++)
-			if (out->gens[k].number == g->number)
-				have = &out->gens[k];
-		if (have && strcmp(have->key_id, g->key_id) != 0) {
-			log_error("%s: generation %u is %s here and %s in another bundle", path,
-				  (unsigned)g->number, g->key_id, have->key_id);
-			r = -EINVAL;
-			goto out;
-		}
-		kek = secmem_alloc(TPM_KEK_BYTES);
-		r = kek ? recover_open(path, &b, text, i, key, admin, rec_pub, rec_len, sens, kek)
-			: -ENOMEM;
+		r = recovered_find(rc, path, &b.gens[i], &have);
 		if (r < 0)
 			goto out;
-		if (have) {
-			secmem_free(kek, TPM_KEK_BYTES);
-			kek = NULL;
-			continue;
+		kek = secmem_alloc(TPM_KEK_BYTES);
+		/* Opened even when an earlier bundle gave it: every bundle
+		 * named must be whole. */
+		r = kek ? recover_open(path, &b, text, i, key, admin, rec_pub, rec_len, sens, kek)
+			: -ENOMEM;
+		if (r == 0 && !have) {
+			r = recovered_add(rc, path, &b.gens[i], target, sens, kek);
+			if (r == 0)
+				kek = NULL;
 		}
-		if (out->n_gens >= STATE_MAX_GENERATIONS) {
-			log_error("more than %d generations", STATE_MAX_GENERATIONS);
-			r = -E2BIG;
-			goto out;
-		}
-		r = dupcodec_wrap(target->pub, target->pub_len, g->dup.pub, g->dup.pub_len, sens,
-				 &out->gens[out->n_gens].dup);
 		util_wipe(sens, sizeof(*sens));
-		if (r < 0) {
-			log_error("%s: cannot wrap generation %u to the new node", path,
-				  (unsigned)g->number);
-			goto out;
-		}
-		out->gens[out->n_gens].number = g->number;
-		out->gens[out->n_gens].created = g->created;
-		out->gens[out->n_gens].kind = g->kind;
-		out->gens[out->n_gens].certified = true;
-		out->gens[out->n_gens].cert = g->cert;
-		strcpy(out->gens[out->n_gens].key_id, g->key_id);
-		keks[out->n_gens++] = kek;
+		secmem_free(kek, TPM_KEK_BYTES);
 		kek = NULL;
+		if (r < 0)
+			goto out;
 	}
 out:
 	secmem_free(kek, TPM_KEK_BYTES);
@@ -1061,11 +1122,11 @@ int exchange_recover(const char *recovery_key_path, const char *passphrase_file,
 		     size_t n_bundles, uint32_t write_gen, char **ret_bundle, size_t *ret_len)
 {
 	crypto_key *admin = NULL;
-	struct bundle out = {0};
+	struct recovered rc = {0};
 	struct tpm_name rec_name;
 	struct node target;
-	uint8_t rec_pub[TPM_BLOB_MAX], **keks = NULL;
-	size_t rec_len, cap = STATE_MAX_GENERATIONS, write_i;
+	uint8_t rec_pub[TPM_BLOB_MAX];
+	size_t rec_len, write_i;
 	crypto_key *key = NULL;
 	int r;
 
@@ -1083,40 +1144,38 @@ int exchange_recover(const char *recovery_key_path, const char *passphrase_file,
 		r = tpmobj_name(rec_pub, rec_len, &rec_name);
 	if (r < 0)
 		goto out;
-	out.gens = calloc(cap, sizeof(*out.gens));
-	keks = calloc(cap, sizeof(*keks));
-	if (!out.gens || !keks) {
-		r = -ENOMEM;
-		goto out;
-	}
 	for (size_t i = 0; i < n_bundles; i++) {
-		r = recover_bundle(bundles[i], key, admin, rec_pub, rec_len, &rec_name, &target, &out,
-				   keks);
+		r = recover_bundle(bundles[i], key, admin, rec_pub, rec_len, &rec_name, &target,
+				   &rc);
 		if (r < 0)
 			goto out;
 	}
-	sort_generations(out.gens, keks, out.n_gens);
-	write_i = out.n_gens - 1;
+	if (rc.b.n_gens == 0) { /* no bundle named: parsing refuses an empty one */
+		log_error("no bundle to recover from");
+		r = -EINVAL;
+		goto out;
+	}
+	sort_generations(rc.b.gens, rc.keks, rc.b.n_gens);
+	write_i = rc.b.n_gens - 1;
 	if (write_gen) {
-		for (write_i = 0; write_i < out.n_gens && out.gens[write_i].number != write_gen;
+		for (write_i = 0; write_i < rc.b.n_gens && rc.b.gens[write_i].number != write_gen;
 		     write_i++)
 			;
-		if (write_i == out.n_gens) {
+		if (write_i == rc.b.n_gens) {
 			log_error("--write-generation %u: no such generation in the bundles",
 				  (unsigned)write_gen);
 			r = -ENOENT;
 			goto out;
 		}
 	}
-	out.gens[write_i].write = true;
-	out.node = target.name;
-	r = bundle_encode(&out, (const uint8_t *const *)keks, ret_bundle, ret_len);
+	rc.b.gens[write_i].write = true;
+	rc.b.node = target.name;
+	r = bundle_encode(&rc.b, (const uint8_t *const *)rc.keks, ret_bundle, ret_len);
 	if (r == 0)
 		log_info("recovered %zu generation%s for node %s; import the bundle there",
-			 out.n_gens, out.n_gens == 1 ? "" : "s", node_path);
+			 rc.b.n_gens, rc.b.n_gens == 1 ? "" : "s", node_path);
 out:
-	free_keks(keks, out.n_gens);
-	bundle_free(&out);
+	recovered_free(&rc);
 	crypto_key_free(key);
 	crypto_key_free(admin);
 	return r;
