@@ -174,10 +174,10 @@ static int node_ek_checked(const char *node_path, const char *ek_ca, struct tpm_
 
 	if (!eks)
 		return -ENOMEM;
-	r = files_read_input(node_path, NODEFILE_MAX_BYTES, &text, &len);
-	if (r == 0)
-		r = nodefile_eks(text, len, eks, TPM_EK_KINDS, &n, &why);
-	free(text);
+	r = files_read_input("node file", node_path, NODEFILE_MAX_BYTES, &text, &len);
+	if (r < 0)
+		goto out;
+	r = nodefile_eks(text, len, eks, TPM_EK_KINDS, &n, &why);
 	if (r == -ENOENT)
 		log_error("node file %s carries no EK certificate: nothing to attest (node-key "
 		          "writes it where the TPM has one; see docs/operations.md 9.2)",
@@ -188,6 +188,8 @@ static int node_ek_checked(const char *node_path, const char *ek_ca, struct tpm_
 		r = attest_ek_check(&eks[i - 1], ek_ca, root);
 	if (r == 0)
 		*ek = eks[0];
+out:
+	free(text);
 	free(eks);
 	return r;
 }
@@ -226,7 +228,7 @@ int exchange_approve(const char *admin_key_path, const char *passphrase_file, co
 		goto out;
 	}
 	if (ek) {
-		r = files_read_input(response_path, 16384, &response, &response_len);
+		r = files_read_input("response", response_path, 16384, &response, &response_len);
 		if (r == 0)
 			r = attest_response_check(&n, response, response_len, journal);
 		if (r < 0)
@@ -276,7 +278,7 @@ int exchange_node_key_answer(const char *dir, const char *tcti, const char *chal
 
 	if (!req || !c)
 		goto out;
-	r = files_read_input(challenge_path, 16384, &text, &len);
+	r = files_read_input("challenge", challenge_path, 16384, &text, &len);
 	if (r < 0)
 		goto out;
 	r = attest_challenge_decode(text, len, req);
@@ -396,7 +398,7 @@ static int export_target(const char *dir, const struct state *s, const char *nod
 		return r;
 	r = nodefile_load(node_path, &node);
 	if (r == 0)
-		r = approval_load(approval_path, &a);
+		r = approval_load(approval_path, &a, NULL, NULL);
 	if (r < 0)
 		goto out;
 	node_fingerprint(&node.name, fp);
@@ -815,17 +817,46 @@ static int import_commit(const char *dir, struct state *s, const struct bundle *
 	return 0;
 }
 
+/* Every generation of the bundle imported under this TPM's SRK and checked
+ * (import_verify) into sealed[]. Under PCR binding the epoch index comes
+ * first: signatures of PCR values name it. */
+static int import_all(tpm *t, const char *path, const struct bundle *b, const char *text,
+		      const struct state *s, const char *pcr_dir, struct tpm_sealed *sealed)
+{
+	struct pcr_binding *binding = NULL;
+	uint8_t *kek = secmem_alloc(TPM_KEK_BYTES);
+	int r = kek ? 0 : -ENOMEM;
+
+	if (r == 0 && s->anchors.pcr_key_len) {
+		r = tpm_epoch_provision(t);
+		if (r == 0)
+			r = unseal_load_binding(&s->anchors, pcr_dir, &binding);
+	}
+	for (size_t i = 0; r == 0 && i < b->n_gens; i++)
+		r = import_verify(t, path, b, text, i, binding, kek, &sealed[i]);
+	unseal_binding_unref(binding);
+	secmem_free(kek, TPM_KEK_BYTES);
+	return r;
+}
+
+static void import_report(const struct bundle *b, const bool *is_new, bool fresh)
+{
+	for (size_t i = 0; i < b->n_gens; i++)
+		log_info("generation %u (%s): %s", (unsigned)b->gens[i].number, b->gens[i].key_id,
+			 !is_new[i]		     ? "already here"
+			 : fresh && b->gens[i].write ? "imported, write key"
+						     : "imported, decrypt-only");
+}
+
 int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint32_t nv_index,
 		    const char *admin_key_path, const char *bundle_path, size_t *ret_added)
 {
 	crypto_key *anchor = NULL;
-	struct pcr_binding *binding = NULL;
 	struct tpm_sealed *sealed = NULL;
 	struct bundle b = {0};
 	struct state s = {0};
 	struct tpm_name srk;
 	char *text = NULL;
-	uint8_t *kek = NULL;
 	bool *is_new = NULL, *written = NULL, fresh, existed;
 	size_t added = 0;
 	tpm *t = NULL;
@@ -840,8 +871,7 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 		goto out;
 	is_new = calloc(b.n_gens, sizeof(*is_new));
 	sealed = calloc(b.n_gens, sizeof(*sealed));
-	kek = secmem_alloc(TPM_KEK_BYTES);
-	if (!is_new || !sealed || !kek) {
+	if (!is_new || !sealed) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -855,18 +885,8 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 	r = keyadmin_tpm_pinned(dir, tcti, fresh ? NULL : &s, &srk, &t);
 	if (r == 0)
 		r = import_target(bundle_path, &b, &srk, &s);
-	if (r < 0)
-		goto out;
-	if (s.anchors.pcr_key_len) {
-		/* Signatures of PCR values name the epoch index. */
-		r = tpm_epoch_provision(t);
-		if (r == 0)
-			r = unseal_load_binding(&s.anchors, pcr_dir, &binding);
-		if (r < 0)
-			goto out;
-	}
-	for (size_t i = 0; r == 0 && i < b.n_gens; i++)
-		r = import_verify(t, bundle_path, &b, text, i, binding, kek, &sealed[i]);
+	if (r == 0)
+		r = import_all(t, bundle_path, &b, text, &s, pcr_dir, sealed);
 	if (r < 0)
 		goto out;
 	if (fresh) {
@@ -882,11 +902,7 @@ int exchange_import(const char *dir, const char *tcti, const char *pcr_dir, uint
 	r = written ? import_commit(dir, &s, &b, is_new, sealed, fresh, written, &added) : -ENOMEM;
 	if (r < 0)
 		goto out;
-	for (size_t i = 0; i < b.n_gens; i++)
-		log_info("generation %u (%s): %s", (unsigned)b.gens[i].number, b.gens[i].key_id,
-			 !is_new[i]	     ? "already here"
-			 : fresh && b.gens[i].write ? "imported, write key"
-						    : "imported, decrypt-only");
+	import_report(&b, is_new, fresh);
 	*ret_added = added;
 	r = 0;
 out:
@@ -894,13 +910,11 @@ out:
 		import_undo(dir, &b, written);
 	free(written);
 	crypto_key_free(anchor);
-	unseal_binding_unref(binding);
 	/* A refused import leaves no state directory it made itself. */
 	if (r < 0 && !existed && lock >= 0) {
 		statedir_unlink(dir, "lock");
 		rmdir(dir);
 	}
-	secmem_free(kek, TPM_KEK_BYTES);
 	if (sealed)
 		util_freezero(sealed, b.n_gens * sizeof(*sealed));
 	free(is_new);

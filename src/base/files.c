@@ -229,9 +229,40 @@ void files_describe_access(const char *path, char *out, size_t size)
 		 (unsigned)me, (unsigned)me);
 }
 
-int files_read_input(const char *path, size_t max, char **ret, size_t *ret_len)
+int files_read_input(const char *what, const char *path, size_t max, char **ret,
+		     size_t *ret_len)
 {
-	return files_read(path, false, max, ret, ret_len);
+	int r = files_read(path, false, max, ret, ret_len);
+
+	if (r == -ENOENT)
+		log_error("%s %s: no such file", what, path);
+	return r;
+}
+
+int files_parse_input(const char *what, const char *path, size_t max, files_parser *parse,
+		      void *ret, char **ret_text, size_t *ret_len)
+{
+	const char *why = "damaged";
+	char *text = NULL;
+	size_t len;
+	int r;
+
+	r = files_read_input(what, path, max, &text, &len);
+	if (r < 0)
+		return r;
+	r = parse(text, len, ret, &why);
+	if (r < 0) {
+		log_error("%s %s: %s", what, path, why);
+		goto out;
+	}
+	if (ret_text) {
+		*ret_text = text;
+		*ret_len = len;
+		text = NULL;
+	}
+out:
+	free(text);
+	return r;
 }
 
 int files_read_nofollow(const char *path, size_t max, char **ret, size_t *ret_len)

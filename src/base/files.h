@@ -23,8 +23,17 @@ int files_write_output(const char *path, const void *data, size_t len, mode_t mo
 /* A whole regular file of at most max bytes, NUL-terminated (a FIFO is
  * refused, never waited on); nofollow: a symbolic link is not followed. */
 int files_read(const char *path, bool nofollow, size_t max, char **ret, size_t *ret_len);
-/* An input file named on the command line (node, approval, bundle). */
-int files_read_input(const char *path, size_t max, char **ret, size_t *ret_len);
+/* An input file named on the command line (node, approval, bundle), what
+ * it is in messages ("approval"); logs every failure, a missing file as
+ * "approval PATH: no such file". */
+int files_read_input(const char *what, const char *path, size_t max, char **ret,
+		     size_t *ret_len);
+/* A parser of a whole input text into ret, saying why it refuses one. */
+typedef int files_parser(const char *text, size_t len, void *ret, const char **ret_why);
+/* An input file read (files_read_input) and parsed; logs "WHAT PATH: WHY"
+ * when parse refuses it. ret_text, when not NULL, takes the text. */
+int files_parse_input(const char *what, const char *path, size_t max, files_parser *parse,
+		      void *ret, char **ret_text, size_t *ret_len);
 /* A file found in a directory others write to (PCR signatures). */
 int files_read_nofollow(const char *path, size_t max, char **ret, size_t *ret_len);
 

@@ -814,7 +814,7 @@ static void check_encryption_config(struct doctor *d)
 		    "--encryption-provider-config)");
 		goto out;
 	}
-	if (!c || files_read_input(path, 1 << 20, &text, &len) < 0) {
+	if (!c || files_read_input("encryption configuration", path, 1 << 20, &text, &len) < 0) {
 		add(d, "encconfig.parse", LEVEL_ERROR, NULL, "cannot read %s", path);
 		goto out;
 	}

@@ -390,23 +390,15 @@ out:
 	return r;
 }
 
-int approval_load(const char *path, struct approval *ret)
+static int parse_approval(const char *text, size_t len, void *ret, const char **ret_why)
 {
-	const char *why;
-	char *text = NULL;
-	size_t len;
-	int r;
+	return approval_parse(text, len, ret, ret_why);
+}
 
-	r = files_read_input(path, APPROVAL_MAX_BYTES, &text, &len);
-	if (r == -ENOENT)
-		log_error("approval %s: no such file", path);
-	if (r < 0)
-		return r;
-	r = approval_parse(text, len, ret, &why);
-	if (r < 0)
-		log_error("approval %s: %s", path, why);
-	free(text);
-	return r;
+int approval_load(const char *path, struct approval *ret, char **ret_text, size_t *ret_len)
+{
+	return files_parse_input("approval", path, APPROVAL_MAX_BYTES, parse_approval, ret,
+				 ret_text, ret_len);
 }
 
 int approval_check(const struct approval *a, crypto_key *admin, const struct tpm_name *node,

@@ -106,7 +106,7 @@ int approval_encode(const struct approval *a, char **ret, size_t *ret_len);
 int approval_parse(const char *text, size_t len, struct approval *ret, const char **ret_why);
 
 /* Reads and parses; logs. */
-int approval_load(const char *path, struct approval *ret);
+int approval_load(const char *path, struct approval *ret, char **ret_text, size_t *ret_len);
 
 /* 0 when a approves node and is signed by admin, its attestation record
  * too where it has one; -EACCES with the reason otherwise (another node,

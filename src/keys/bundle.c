@@ -465,9 +465,7 @@ int bundle_load(const char *path, char **ret_text, struct bundle *ret)
 	size_t len;
 	int r;
 
-	r = files_read_input(path, BUNDLE_MAX_BYTES, &text, &len);
-	if (r == -ENOENT)
-		log_error("bundle %s: no such file", path);
+	r = files_read_input("bundle", path, BUNDLE_MAX_BYTES, &text, &len);
 	if (r < 0)
 		return r;
 	r = bundle_parse(path, text, len, ret);

@@ -81,7 +81,7 @@ static int load_config(const char *dir, const char *node_path, const char *appro
 		return r;
 	r = nodefile_load(node_path, ret_node);
 	if (r == 0)
-		r = approval_load(approval_path, ret_approval);
+		r = approval_load(approval_path, ret_approval, NULL, NULL);
 	if (r == 0) {
 		r = approval_check(ret_approval, admin, &ret_node->name, &why);
 		if (r < 0)
@@ -116,10 +116,10 @@ int escrow_configure(const char *dir, const struct state *s, const char *node_pa
 	r = statedir_mkdir(dir, ESCROW_DIR);
 	if (r < 0)
 		return r;
-	r = files_read_input(node_path, NODEFILE_MAX_BYTES, &node_text, &node_len);
+	r = files_read_input("node file", node_path, NODEFILE_MAX_BYTES, &node_text, &node_len);
 	if (r == 0)
-		r = files_read_input(approval_path, APPROVAL_MAX_BYTES, &approval_text,
-					&approval_len);
+		r = files_read_input("approval", approval_path, APPROVAL_MAX_BYTES,
+				     &approval_text, &approval_len);
 	/* The approval names the node: write the node file last, so a
 	 * configuration is complete only when both are there. */
 	if (r == 0)

@@ -177,23 +177,15 @@ out:
 	return r;
 }
 
+static int parse_node(const char *text, size_t len, void *ret, const char **ret_why)
+{
+	return nodefile_decode(text, len, ret, ret_why);
+}
+
 int nodefile_load(const char *path, struct node *ret)
 {
-	const char *why;
-	char *text = NULL;
-	size_t len;
-	int r;
-
-	r = files_read_input(path, NODEFILE_MAX_BYTES, &text, &len);
-	if (r == -ENOENT)
-		log_error("node file %s: no such file", path);
-	if (r < 0)
-		return r;
-	r = nodefile_decode(text, len, ret, &why);
-	if (r < 0)
-		log_error("node file %s: %s", path, why);
-	free(text);
-	return r;
+	return files_parse_input("node file", path, NODEFILE_MAX_BYTES, parse_node, ret, NULL,
+				 NULL);
 }
 
 void node_fingerprint(const struct tpm_name *name, char out[NODE_FINGERPRINT_MAX])

@@ -352,18 +352,15 @@ int provenance_record_approval(tpm *t, const char *dir, const struct state *s,
 	size_t len;
 	int r;
 
-	r = files_read_input(approval_path, APPROVAL_MAX_BYTES, &text, &len);
+	r = approval_load(approval_path, &a, &text, &len);
 	if (r < 0)
 		return r;
-	r = approval_parse(text, len, &a, &why);
-	if (r == 0) {
-		r = provenance_signkey(t, dir, false, &key);
-		if (r == -ENOENT)
-			why = "this node has no signing key yet: run tpm2-kms node-key, and have "
-			      "the admin approve the node file it writes";
-		else if (r == 0)
-			r = check_own_approval(&a, s, &key, &why);
-	}
+	r = provenance_signkey(t, dir, false, &key);
+	if (r == -ENOENT)
+		why = "this node has no signing key yet: run tpm2-kms node-key, and have the admin "
+		      "approve the node file it writes";
+	else if (r == 0)
+		r = check_own_approval(&a, s, &key, &why);
 	if (r < 0) {
 		log_error("approval %s cannot be this node's: %s", approval_path, why);
 		free(text);

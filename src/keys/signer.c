@@ -33,7 +33,7 @@ static int passphrase_from_file(char *buf, int size, int rwflag, void *u)
 	size_t len = 0;
 	int n = -1;
 
-	if (files_read_input(path, 1024, &text, &len) < 0)
+	if (files_read_input("passphrase file", path, 1024, &text, &len) < 0)
 		return -1;
 	if (len && text[len - 1] == '\n')
 		len--;
