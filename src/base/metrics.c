@@ -27,37 +27,36 @@ struct rpc_series {
 	uint64_t count;
 };
 
-struct rpc_timing {
-	char api[16], method[16];
-	struct histogram h;
-};
-
 struct tpm_series {
 	char op[16];
 	char error[24];
 	uint64_t count;
 };
 
-struct tpm_timing {
-	char op[16];
+/* The histograms of one family: a series per label set, at most max (a
+ * label set past them is not counted). */
+struct histogram_series {
+	char labels[64]; /* as rendered: api="v2",method="Encrypt" */
 	struct histogram h;
+};
+
+struct histograms {
+	struct histogram_series *series;
+	size_t n, max;
 };
 
 #define MAX_SERIES 128
 
 static struct rpc_series rpcs[MAX_SERIES];
 static size_t n_rpcs;
-static struct rpc_timing rpc_times[MAX_SERIES];
-static size_t n_rpc_times;
+static struct histogram_series rpc_time_series[MAX_SERIES];
+static struct histograms rpc_times = {rpc_time_series, 0, MAX_SERIES};
 static struct tpm_series tpm_errors[MAX_SERIES];
 static size_t n_tpm_errors;
-static struct tpm_timing tpm_times[8];
-static size_t n_tpm_times;
-static struct {
-	char command[24];
-	struct histogram h;
-} tpm_commands[32];
-static size_t n_tpm_commands;
+static struct histogram_series tpm_time_series[8];
+static struct histograms tpm_times = {tpm_time_series, 0, 8};
+static struct histogram_series tpm_command_series[32];
+static struct histograms tpm_commands = {tpm_command_series, 0, 32};
 
 static struct {
 	metrics_collector fn;
@@ -73,7 +72,8 @@ struct metrics_out {
 
 void metrics_reset(void)
 {
-	n_rpcs = n_rpc_times = n_tpm_errors = n_tpm_times = n_tpm_commands = 0;
+	n_rpcs = n_tpm_errors = 0;
+	rpc_times.n = tpm_times.n = tpm_commands.n = 0;
 }
 
 static void observe(struct histogram *h, uint64_t us)
@@ -85,6 +85,23 @@ static void observe(struct histogram *h, uint64_t us)
 	h->counts[i]++;
 	h->sum_us += us;
 	h->count++;
+}
+
+static void observe_labelled(struct histograms *f, const char *labels, uint64_t us)
+{
+	size_t i;
+
+	for (i = 0; i < f->n; i++)
+		if (strcmp(f->series[i].labels, labels) == 0)
+			break;
+	if (i == f->n) {
+		if (f->n == f->max)
+			return;
+		memset(&f->series[i], 0, sizeof(f->series[i]));
+		snprintf(f->series[i].labels, sizeof(f->series[i].labels), "%s", labels);
+		f->n++;
+	}
+	observe(&f->series[i].h, us);
 }
 
 /* "/v2.KeyManagementService/Status" -> "v2", "Status"; anything else is
@@ -113,7 +130,7 @@ static void split_path(const char *path, char api[16], char method[16])
 
 void metrics_rpc(const char *path, int grpc_status, uint64_t duration_us)
 {
-	char api[16], method[16];
+	char api[16], method[16], labels[64];
 	size_t i;
 
 	split_path(path ? path : "", api, method);
@@ -129,32 +146,17 @@ void metrics_rpc(const char *path, int grpc_status, uint64_t duration_us)
 	}
 	if (i < n_rpcs)
 		rpcs[i].count++;
-
-	for (i = 0; i < n_rpc_times; i++)
-		if (strcmp(rpc_times[i].api, api) == 0 && strcmp(rpc_times[i].method, method) == 0)
-			break;
-	if (i == n_rpc_times && n_rpc_times < MAX_SERIES) {
-		strcpy(rpc_times[i].api, api);
-		strcpy(rpc_times[i].method, method);
-		n_rpc_times++;
-	}
-	if (i < n_rpc_times)
-		observe(&rpc_times[i].h, duration_us);
+	snprintf(labels, sizeof(labels), "api=\"%s\",method=\"%s\"", api, method);
+	observe_labelled(&rpc_times, labels, duration_us);
 }
 
 void metrics_tpm(const char *op, uint64_t duration_us, const char *error)
 {
+	char labels[64];
 	size_t i;
 
-	for (i = 0; i < n_tpm_times; i++)
-		if (strcmp(tpm_times[i].op, op) == 0)
-			break;
-	if (i == n_tpm_times && n_tpm_times < 8) {
-		snprintf(tpm_times[i].op, sizeof(tpm_times[i].op), "%s", op);
-		n_tpm_times++;
-	}
-	if (i < n_tpm_times)
-		observe(&tpm_times[i].h, duration_us);
+	snprintf(labels, sizeof(labels), "op=\"%.15s\"", op);
+	observe_labelled(&tpm_times, labels, duration_us);
 	if (!error || !*error)
 		return;
 	for (i = 0; i < n_tpm_errors; i++)
@@ -171,18 +173,10 @@ void metrics_tpm(const char *op, uint64_t duration_us, const char *error)
 
 void metrics_tpm_command(const char *command, uint64_t duration_us)
 {
-	size_t i;
+	char labels[64];
 
-	for (i = 0; i < n_tpm_commands; i++)
-		if (strcmp(tpm_commands[i].command, command) == 0)
-			break;
-	if (i == n_tpm_commands) {
-		if (n_tpm_commands == sizeof(tpm_commands) / sizeof(tpm_commands[0]))
-			return;
-		snprintf(tpm_commands[i].command, sizeof(tpm_commands[i].command), "%s", command);
-		n_tpm_commands++;
-	}
-	observe(&tpm_commands[i].h, duration_us);
+	snprintf(labels, sizeof(labels), "command=\"%.23s\"", command);
+	observe_labelled(&tpm_commands, labels, duration_us);
 }
 
 int metrics_add_collector(metrics_collector fn, void *arg)
@@ -242,6 +236,13 @@ void metrics_family(struct metrics_out *out, const char *name, const char *type,
 	metrics_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+void metrics_gauge(struct metrics_out *out, const char *name, const char *help,
+		   unsigned long long value)
+{
+	metrics_family(out, name, "gauge", help);
+	metrics_printf(out, "%s %llu\n", name, value);
+}
+
 static void print_histogram(struct metrics_out *out, const char *name, const char *labels,
 			    const struct histogram *h)
 {
@@ -259,10 +260,17 @@ static void print_histogram(struct metrics_out *out, const char *name, const cha
 	metrics_printf(out, "%s_count{%s} %llu\n", name, labels, (unsigned long long)h->count);
 }
 
+static void print_histograms(struct metrics_out *out, const char *name, const char *help,
+			     const struct histograms *f)
+{
+	metrics_family(out, name, "histogram", help);
+	for (size_t i = 0; i < f->n; i++)
+		print_histogram(out, name, f->series[i].labels, &f->series[i].h);
+}
+
 int metrics_render(char **ret, size_t *ret_len)
 {
 	struct metrics_out out = {.cap = 8192};
-	char labels[96];
 
 	out.buf = malloc(out.cap);
 	if (!out.buf)
@@ -278,29 +286,14 @@ int metrics_render(char **ret, size_t *ret_len)
 		metrics_printf(&out, "tpm2kms_requests_total{api=\"%s\",method=\"%s\",code=\"%d\"} %llu\n",
 			       rpcs[i].api, rpcs[i].method, rpcs[i].code,
 			       (unsigned long long)rpcs[i].count);
-	metrics_family(&out, "tpm2kms_request_duration_seconds", "histogram",
-		       "Time from request headers to response, by API and method.");
-	for (size_t i = 0; i < n_rpc_times; i++) {
-		snprintf(labels, sizeof(labels), "api=\"%.15s\",method=\"%.15s\"", rpc_times[i].api,
-			 rpc_times[i].method);
-		print_histogram(&out, "tpm2kms_request_duration_seconds", labels,
-				&rpc_times[i].h);
-	}
-	metrics_family(&out, "tpm2kms_tpm_command_duration_seconds", "histogram",
-		       "TPM commands, sent to answer received, by command.");
-	for (size_t i = 0; i < n_tpm_commands; i++) {
-		snprintf(labels, sizeof(labels), "command=\"%.23s\"", tpm_commands[i].command);
-		print_histogram(&out, "tpm2kms_tpm_command_duration_seconds", labels,
-				&tpm_commands[i].h);
-	}
-	metrics_family(&out, "tpm2kms_tpm_operation_duration_seconds", "histogram",
-		       "TPM worker jobs (counter: NV_Increment+NV_Read; unseal; probe), by "
-		       "operation.");
-	for (size_t i = 0; i < n_tpm_times; i++) {
-		snprintf(labels, sizeof(labels), "op=\"%.15s\"", tpm_times[i].op);
-		print_histogram(&out, "tpm2kms_tpm_operation_duration_seconds", labels,
-				&tpm_times[i].h);
-	}
+	print_histograms(&out, "tpm2kms_request_duration_seconds",
+			 "Time from request headers to response, by API and method.", &rpc_times);
+	print_histograms(&out, "tpm2kms_tpm_command_duration_seconds",
+			 "TPM commands, sent to answer received, by command.", &tpm_commands);
+	print_histograms(&out, "tpm2kms_tpm_operation_duration_seconds",
+			 "TPM worker jobs (counter: NV_Increment+NV_Read; unseal; probe), by "
+			 "operation.",
+			 &tpm_times);
 	metrics_family(&out, "tpm2kms_tpm_errors_total", "counter",
 		       "Failed TPM operations, by operation and error.");
 	for (size_t i = 0; i < n_tpm_errors; i++)

@@ -24,6 +24,9 @@ void metrics_printf(struct metrics_out *out, const char *fmt, ...)
 /* A HELP/TYPE header, once per family. */
 void metrics_family(struct metrics_out *out, const char *name, const char *type,
 		    const char *help);
+/* A gauge family of one unlabelled value. */
+void metrics_gauge(struct metrics_out *out, const char *name, const char *help,
+		   unsigned long long value);
 typedef void (*metrics_collector)(void *arg, struct metrics_out *out);
 int metrics_add_collector(metrics_collector fn, void *arg);
 void metrics_remove_collector(metrics_collector fn, void *arg);

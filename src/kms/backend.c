@@ -902,17 +902,14 @@ static void collect_audit(const backend *p, struct metrics_out *out)
 {
 	const struct auditrec *a = p->audit;
 
-	metrics_family(out, "tpm2kms_audit_timestamp_seconds", "gauge",
-	               "When the last audit of etcd (tpm2-kms audit) began, Unix time; 0: none.");
-	metrics_printf(out, "tpm2kms_audit_timestamp_seconds %llu\n",
-	               (unsigned long long)(a ? a->started : 0));
-	metrics_family(out, "tpm2kms_audit_complete", "gauge",
-	               "1 when the last audit read every key under the prefix.");
-	metrics_printf(out, "tpm2kms_audit_complete %d\n", a && a->complete);
-	metrics_family(out, "tpm2kms_audit_undecryptable_objects", "gauge",
-	               "KMS v2 objects the last audit found that do not decrypt here.");
-	metrics_printf(out, "tpm2kms_audit_undecryptable_objects %llu\n",
-	               (unsigned long long)(a ? a->undecryptable : 0));
+	metrics_gauge(out, "tpm2kms_audit_timestamp_seconds",
+		      "When the last audit of etcd (tpm2-kms audit) began, Unix time; 0: none.",
+		      a ? a->started : 0);
+	metrics_gauge(out, "tpm2kms_audit_complete",
+		      "1 when the last audit read every key under the prefix.", a && a->complete);
+	metrics_gauge(out, "tpm2kms_audit_undecryptable_objects",
+		      "KMS v2 objects the last audit found that do not decrypt here.",
+		      a ? a->undecryptable : 0);
 	metrics_family(out, "tpm2kms_audit_objects", "gauge",
 	               "Objects the last audit found under each generation of this node.");
 	for (size_t i = 0; a && i < a->n_gens; i++)
@@ -920,31 +917,9 @@ static void collect_audit(const backend *p, struct metrics_out *out)
 		               (unsigned)a->gen[i], (unsigned long long)a->gen_objects[i]);
 }
 
-/* Every metric family, in the order /metrics shows them. Long for a
- * reason: one block per family, nothing shared between them. */
-static void collect(void *arg, struct metrics_out *out)
+/* The generations, one line each per family. */
+static void collect_generations(const backend *p, struct metrics_out *out)
 {
-	backend *p = arg;
-
-	{
-		const char *healthz, *key_id;
-
-		status(p, &healthz, &key_id);
-		metrics_family(
-		    out, "tpm2kms_status_ok", "gauge",
-		    "1 while Status answers healthz \"ok\" (its reason is in the log and "
-		    "`tpm2-kms status`).");
-		metrics_printf(out, "tpm2kms_status_ok %d\n", strcmp(healthz, "ok") == 0);
-	}
-	metrics_family(out, "tpm2kms_start_time_seconds", "gauge",
-	               "When this daemon started, Unix time (restarts show as changes).");
-	metrics_printf(out, "tpm2kms_start_time_seconds %llu\n", (unsigned long long)p->started_at);
-	metrics_family(out, "tpm2kms_tpm_up", "gauge", "1 while the last TPM probe succeeded.");
-	metrics_printf(out, "tpm2kms_tpm_up %d\n", p->worker && tpm_worker_healthy(p->worker));
-	metrics_family(out, "tpm2kms_nonce_value", "gauge",
-		       "Last NV counter value used for a nonce (0: none since start).");
-	metrics_printf(out, "tpm2kms_nonce_value %llu\n",
-		       (unsigned long long)(p->worker ? tpm_worker_last_counter(p->worker) : 0));
 	metrics_family(out, "tpm2kms_kek_generation_info", "gauge",
 		       "Key generations known: key_id and state (write, decrypt-only, "
 		       "loading, unusable).");
@@ -956,35 +931,54 @@ static void collect(void *arg, struct metrics_out *out)
 			       !g->kek	       ? (g->broken ? "unusable" : "loading")
 			       : g->number == p->write_gen ? "write"
 							   : "decrypt-only");
-	metrics_family(out, "tpm2kms_escrow_missing", "gauge",
-		       "1 while escrow is configured and the write key generation is not escrowed.");
-	metrics_printf(out, "tpm2kms_escrow_missing %d\n",
-		       escrow_missing(p, find(p, p->write_gen)));
 	metrics_family(out, "tpm2kms_kek_generation_escrowed", "gauge",
 		       "1 for a dup generation with an escrow file (escrow configured).");
 	for (struct generation *g = p->gens; g; g = g->next)
 		if (tpm_kek_duplicable(g->kind) && p->escrow_configured)
 			metrics_printf(out, "tpm2kms_kek_generation_escrowed{generation=\"%u\"} %d\n",
 				       (unsigned)g->number, g->escrowed);
-	metrics_family(out, "tpm2kms_pcr_approval_missing", "gauge",
-		       "Boot-state-bound generations waiting for a signature that approves the "
-		       "current PCR values.");
-	{
-		unsigned n = 0;
+	metrics_family(out, "tpm2kms_decrypts_total", "counter",
+		       "Successful Decrypt calls per key generation since start.");
+	for (struct generation *g = p->gens; g; g = g->next)
+		metrics_printf(out, "tpm2kms_decrypts_total{generation=\"%u\"} %llu\n",
+			       (unsigned)g->number, (unsigned long long)g->decrypts);
+}
 
-		for (struct generation *g = p->gens; g; g = g->next)
-			n += !g->kek && g->problem != NULL;
-		metrics_printf(out, "tpm2kms_pcr_approval_missing %u\n", n);
-	}
-	metrics_family(out, "tpm2kms_kek_generations_not_loaded", "gauge",
-		       "Key generations known but not unsealed (loading or unusable).");
-	{
-		unsigned n = 0;
+/* Every metric family; /metrics shows them in this order. */
+static void collect(void *arg, struct metrics_out *out)
+{
+	backend *p = arg;
+	const char *healthz, *key_id;
+	unsigned no_approval = 0, not_loaded = 0, waiting = 0;
 
-		for (struct generation *g = p->gens; g; g = g->next)
-			n += !g->kek;
-		metrics_printf(out, "tpm2kms_kek_generations_not_loaded %u\n", n);
+	status(p, &healthz, &key_id);
+	for (struct generation *g = p->gens; g; g = g->next) {
+		no_approval += !g->kek && g->problem != NULL;
+		not_loaded += !g->kek;
 	}
+	for (struct waiter *w = p->waiters; w; w = w->next)
+		waiting++;
+	metrics_gauge(out, "tpm2kms_status_ok",
+		      "1 while Status answers healthz \"ok\" (its reason is in the log and "
+		      "`tpm2-kms status`).",
+		      strcmp(healthz, "ok") == 0);
+	metrics_gauge(out, "tpm2kms_start_time_seconds",
+		      "When this daemon started, Unix time (restarts show as changes).",
+		      (unsigned long long)p->started_at);
+	metrics_gauge(out, "tpm2kms_tpm_up", "1 while the last TPM probe succeeded.",
+		      p->worker && tpm_worker_healthy(p->worker));
+	metrics_gauge(out, "tpm2kms_nonce_value",
+		      "Last NV counter value used for a nonce (0: none since start).",
+		      p->worker ? tpm_worker_last_counter(p->worker) : 0);
+	metrics_gauge(out, "tpm2kms_escrow_missing",
+		      "1 while escrow is configured and the write key generation is not escrowed.",
+		      escrow_missing(p, find(p, p->write_gen)));
+	metrics_gauge(out, "tpm2kms_pcr_approval_missing",
+		      "Boot-state-bound generations waiting for a signature that approves the "
+		      "current PCR values.",
+		      no_approval);
+	metrics_gauge(out, "tpm2kms_kek_generations_not_loaded",
+		      "Key generations known but not unsealed (loading or unusable).", not_loaded);
 	metrics_family(out, "tpm2kms_state_unreadable", "gauge",
 		       "1 while the daemon cannot read what it must check (the state file, the "
 		       "escrow directory, PCR signature files): owner or mode.");
@@ -992,21 +986,11 @@ static void collect(void *arg, struct metrics_out *out)
 		metrics_printf(out, "tpm2kms_state_unreadable{what=\"%s\"} %d\n", blind_names[i],
 			       p->blind[i][0] != '\0');
 	collect_audit(p, out);
-	metrics_family(out, "tpm2kms_calls_waiting_for_start", "gauge",
-		       "Calls held until the start is over (keys unsealed or the hold window "
-		       "ended).");
-	{
-		unsigned n = 0;
-
-		for (struct waiter *w = p->waiters; w; w = w->next)
-			n++;
-		metrics_printf(out, "tpm2kms_calls_waiting_for_start %u\n", n);
-	}
-	metrics_family(out, "tpm2kms_decrypts_total", "counter",
-		       "Successful Decrypt calls per key generation since start.");
-	for (struct generation *g = p->gens; g; g = g->next)
-		metrics_printf(out, "tpm2kms_decrypts_total{generation=\"%u\"} %llu\n",
-			       (unsigned)g->number, (unsigned long long)g->decrypts);
+	metrics_gauge(out, "tpm2kms_calls_waiting_for_start",
+		      "Calls held until the start is over (keys unsealed or the hold window "
+		      "ended).",
+		      waiting);
+	collect_generations(p, out);
 }
 
 static const struct kms_backend_ops ops = {
