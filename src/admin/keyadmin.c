@@ -316,6 +316,29 @@ static int open_locked(const char *dir, int *ret_lock, struct state *ret)
 	return keyadmin_open(dir, false, 0, ret_lock, ret, NULL);
 }
 
+/* open_locked, and the generation numbered so in it; hint follows the
+ * message that it is not there. */
+static int open_generation(const char *dir, uint32_t generation, const char *hint,
+			   int *ret_lock, struct state *ret, const struct state_generation **ret_g)
+{
+	struct state s = {0};
+	int lock = -1, r;
+
+	r = open_locked(dir, &lock, &s);
+	if (r < 0)
+		return r;
+	if (!state_find(&s, generation)) {
+		log_error("%s has no generation %u%s", dir, (unsigned)generation, hint);
+		state_free(&s);
+		statedir_unlock(lock);
+		return -ENOENT;
+	}
+	*ret_lock = lock;
+	*ret = s;
+	*ret_g = state_find(ret, generation); /* in *ret's array */
+	return 0;
+}
+
 /* Hands the TPM the owner password in path: the file's bytes exactly, as
  * tpm2-tools reads `file:PATH`, so one file serves both. It stays on the
  * stack only while copied, and is wiped. */
@@ -504,53 +527,76 @@ static int provision_catch_up(tpm *t, const char *dir, const struct keyadmin_con
 	return 0;
 }
 
+/* The SRK made or found, and pinned: a state provisioned before must find
+ * the SRK it recorded. The owner password's file is read only when
+ * something must be created: the guide has it removed after provisioning. */
+static int provision_srk(tpm *t, const char *dir, const struct keyadmin_config *c, bool fresh,
+			 struct state *s)
+{
+	uint32_t nv_index = c->nv_index   ? c->nv_index
+			    : s->nv_index ? s->nv_index
+					  : TPM_NV_INDEX_DEFAULT;
+	struct tpm_name srk_name;
+	bool needed = true;
+	int r = 0;
+
+	if (c->owner_auth_file) {
+		r = tpm_needs_provisioning(t, nv_index, s->anchors.pcr_key_len || c->pcr_key_len,
+					   &needed);
+		if (r == 0 && needed)
+			r = owner_auth_load(t, c->owner_auth_file);
+		if (r < 0)
+			return r;
+	}
+	r = tpm_srk_provision(t, &srk_name);
+	if (r == -EACCES)
+		log_owner_auth_refused(c, nv_index);
+	if (r < 0)
+		return r;
+	if (!fresh && !tpm_name_equal(&srk_name, &s->srk_name)) {
+		log_srk_mismatch(dir);
+		return -EKEYREJECTED;
+	}
+	if (fresh) {
+		s->srk_name = srk_name;
+		s->nv_index = nv_index;
+	}
+	return 0;
+}
+
+/* The nonce counter, and under PCR binding the epoch index that
+ * signatures of PCR values name. */
+static int provision_indices(tpm *t, const struct keyadmin_config *c, const struct state *s)
+{
+	int r;
+
+	r = tpm_nv_counter_provision(t, s->nv_index);
+	if (r == -EACCES)
+		log_owner_auth_refused(c, s->nv_index);
+	if (r < 0 || !s->anchors.pcr_key_len)
+		return r;
+	r = tpm_epoch_provision(t);
+	if (r == -EACCES)
+		log_owner_auth_refused(c, TPM_NV_EPOCH_INDEX);
+	return r;
+}
+
 int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_config *c,
 		       struct state *ret)
 {
 	struct state s = {0};
-	struct tpm_name srk_name;
-	uint32_t nv_index = c->nv_index;
 	tpm *t = NULL;
 	int lock = -1, r;
 	bool fresh, changed = false;
 
-	r = keyadmin_open(dir, true, nv_index, &lock, &s, &fresh);
+	r = keyadmin_open(dir, true, c->nv_index, &lock, &s, &fresh);
 	if (r < 0)
 		return r;
 	r = tpm_open_watched(tcti, c->watch, &t);
-	if (r < 0)
-		goto out;
-	/* The owner password's file is read only when something must be
-	 * created: the guide has it removed after provisioning. */
-	if (c->owner_auth_file) {
-		bool needed = true;
-
-		r = tpm_needs_provisioning(t,
-		                           nv_index     ? nv_index
-		                           : s.nv_index ? s.nv_index
-		                                        : TPM_NV_INDEX_DEFAULT,
-		                           s.anchors.pcr_key_len || c->pcr_key_len, &needed);
-		if (r == 0 && needed)
-			r = owner_auth_load(t, c->owner_auth_file);
-		if (r < 0)
-			goto out;
-	}
-	r = tpm_srk_provision(t, &srk_name);
-	if (r == -EACCES)
-		log_owner_auth_refused(c, nv_index ? nv_index : s.nv_index ? s.nv_index
-									 : TPM_NV_INDEX_DEFAULT);
-	if (r < 0)
-		goto out;
-	if (!fresh && !tpm_name_equal(&srk_name, &s.srk_name)) {
-		log_srk_mismatch(dir);
-		r = -EKEYREJECTED;
-		goto out;
-	}
-	if (fresh) {
-		s.srk_name = srk_name;
-		s.nv_index = nv_index ? nv_index : TPM_NV_INDEX_DEFAULT;
-	}
-	r = adopt_admin_key(dir, &s, c->admin_key, c->admin_key_len, &changed);
+	if (r == 0)
+		r = provision_srk(t, dir, c, fresh, &s);
+	if (r == 0)
+		r = adopt_admin_key(dir, &s, c->admin_key, c->admin_key_len, &changed);
 	if (r == 0)
 		r = adopt_pcr_key(dir, &s, c, &changed);
 	if (r == 0)
@@ -559,21 +605,10 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 		r = configure_escrow(dir, &s, c);
 	if (r == 0 && c->node_approval)
 		r = provenance_record_approval(t, dir, &s, c->node_approval);
+	if (r == 0)
+		r = provision_indices(t, c, &s);
 	if (r < 0)
 		goto out;
-	r = tpm_nv_counter_provision(t, s.nv_index);
-	if (r == -EACCES)
-		log_owner_auth_refused(c, s.nv_index);
-	if (r < 0)
-		goto out;
-	/* Signatures of PCR values name the epoch index: it must exist. */
-	if (s.anchors.pcr_key_len) {
-		r = tpm_epoch_provision(t);
-		if (r == -EACCES)
-			log_owner_auth_refused(c, TPM_NV_EPOCH_INDEX);
-		if (r < 0)
-			goto out;
-	}
 	if (fresh) {
 		r = provision_first_generation(t, dir, &s);
 	} else {
@@ -584,7 +619,6 @@ int keyadmin_provision(const char *dir, const char *tcti, const struct keyadmin_
 		goto out;
 	*ret = s;
 	s.gens = NULL;
-	r = 0;
 out:
 	tpm_close(t);
 	state_free(&s);
@@ -670,17 +704,11 @@ int keyadmin_promote(const char *dir, uint32_t generation, bool force)
 	size_t n_missing = 0;
 	int lock = -1, r;
 
-	r = open_locked(dir, &lock, &s);
+	r = open_generation(dir, generation,
+			    ": stage it here, or import it from the node that staged it, first", &lock,
+			    &s, &g);
 	if (r < 0)
 		return r;
-	g = state_find(&s, generation);
-	if (!g) {
-		log_error("%s has no generation %u: stage it here, or import it from the node that "
-			  "staged it, first",
-			  dir, (unsigned)generation);
-		r = -ENOENT;
-		goto out;
-	}
 	if (generation == s.write_generation) {
 		log_info("generation %u is already the write key", (unsigned)generation);
 		r = 0;
@@ -806,15 +834,9 @@ int keyadmin_retire(const char *dir, uint32_t generation, bool force)
 	uint64_t used;
 	int lock = -1, r;
 
-	r = open_locked(dir, &lock, &s);
+	r = open_generation(dir, generation, "", &lock, &s, &g);
 	if (r < 0)
 		return r;
-	g = state_find(&s, generation);
-	if (!g) {
-		log_error("%s has no generation %u", dir, (unsigned)generation);
-		r = -ENOENT;
-		goto out;
-	}
 	if (generation == s.write_generation) {
 		log_error("generation %u is the write key; rotate first", (unsigned)generation);
 		r = -EBUSY;

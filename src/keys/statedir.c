@@ -419,13 +419,65 @@ static int parse_anchor(struct anchors *a, const char *key, const char *val)
 	return r < 0 ? r : 1;
 }
 
+enum { HAVE_FORMAT = 1, HAVE_SRK = 2, HAVE_NV = 4, HAVE_WRITE = 8 };
+
+/* One "key value" line of the state file into s, noting in have the
+ * required keys seen. -EINVAL: the line is not valid (the caller names
+ * it); other errors are logged here. */
+static int state_parse_line(const char *dir, const char *key, char *val, struct state *s,
+			    unsigned *have)
+{
+	struct state_generation g;
+	uint64_t v;
+	int r;
+
+	if (strcmp(key, "format") == 0) {
+		if (util_parse_u64(val, UINT32_MAX, &v) < 0)
+			return -EINVAL;
+		if (v < STATE_FORMAT_MIN || v > STATE_FORMAT_MAX) {
+			log_error("%s/state: format %llu is not supported by this version (it "
+				  "reads formats %d to %d)",
+				  dir, (unsigned long long)v, STATE_FORMAT_MIN, STATE_FORMAT_MAX);
+			return -EPROTONOSUPPORT;
+		}
+		*have |= HAVE_FORMAT;
+	} else if (strcmp(key, "srk-name") == 0) {
+		size_t n = strlen(val) / 2;
+
+		if (n == 0 || n > sizeof(s->srk_name.bytes) ||
+		    util_unhex(val, s->srk_name.bytes, n) < 0)
+			return -EINVAL;
+		s->srk_name.len = n;
+		*have |= HAVE_SRK;
+	} else if (strcmp(key, "nv-index") == 0) {
+		if (util_parse_u64(val, TPM_NV_INDEX_LAST, &v) < 0 || v < TPM_NV_INDEX_FIRST)
+			return -EINVAL;
+		s->nv_index = (uint32_t)v;
+		*have |= HAVE_NV;
+	} else if (strcmp(key, "write-generation") == 0) {
+		if (util_parse_u64(val, UINT32_MAX, &v) < 0 || v == 0)
+			return -EINVAL;
+		s->write_generation = (uint32_t)v;
+		*have |= HAVE_WRITE;
+	} else if ((r = parse_anchor(&s->anchors, key, val)) != 0) {
+		if (r < 0)
+			return -EINVAL;
+	} else if (strcmp(key, "generation") == 0) {
+		if (parse_generation(val, &g) < 0 || state_add(s, &g) < 0)
+			return -EINVAL;
+	} else {
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
 {
 	struct state s = {0};
 	char *line, *save = NULL;
 	size_t lineno = 0;
-	bool have_format = false, have_srk = false, have_nv = false, have_write = false;
-	int r;
+	unsigned have = 0;
+	int r = 0;
 
 	if (strlen(buf) != len) {
 		log_error("%s/state: contains NUL bytes", dir);
@@ -433,59 +485,24 @@ int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
 		goto out;
 	}
 	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *key = line, *val;
-		uint64_t v;
+		char *val;
 
 		lineno++;
 		if (*line == '#' || *line == '\0')
 			continue;
 		val = strchr(line, ' ');
-		if (!val)
-			goto bad;
-		*val++ = '\0';
-		if (strcmp(key, "format") == 0) {
-			if (util_parse_u64(val, UINT32_MAX, &v) < 0)
-				goto bad;
-			if (v < STATE_FORMAT_MIN || v > STATE_FORMAT_MAX) {
-				log_error("%s/state: format %llu is not supported by this version "
-					  "(it reads formats %d to %d)",
-					  dir, (unsigned long long)v, STATE_FORMAT_MIN,
-					  STATE_FORMAT_MAX);
-				r = -EPROTONOSUPPORT;
-				goto out;
-			}
-			have_format = true;
-		} else if (strcmp(key, "srk-name") == 0) {
-			size_t n = strlen(val) / 2;
-
-			if (n == 0 || n > sizeof(s.srk_name.bytes) ||
-			    util_unhex(val, s.srk_name.bytes, n) < 0)
-				goto bad;
-			s.srk_name.len = n;
-			have_srk = true;
-		} else if (strcmp(key, "nv-index") == 0) {
-			if (util_parse_u64(val, TPM_NV_INDEX_LAST, &v) < 0 || v < TPM_NV_INDEX_FIRST)
-				goto bad;
-			s.nv_index = (uint32_t)v;
-			have_nv = true;
-		} else if (strcmp(key, "write-generation") == 0) {
-			if (util_parse_u64(val, UINT32_MAX, &v) < 0 || v == 0)
-				goto bad;
-			s.write_generation = (uint32_t)v;
-			have_write = true;
-		} else if ((r = parse_anchor(&s.anchors, key, val)) != 0) {
-			if (r < 0)
-				goto bad;
-		} else if (strcmp(key, "generation") == 0) {
-			struct state_generation g;
-
-			if (parse_generation(val, &g) < 0 || state_add(&s, &g) < 0)
-				goto bad;
-		} else {
-			goto bad;
+		if (val) {
+			*val++ = '\0';
+			r = state_parse_line(dir, line, val, &s, &have);
 		}
+		if (!val || r == -EINVAL) {
+			log_error("%s/state: line %zu is not valid", dir, lineno);
+			r = -EBADMSG;
+		}
+		if (r < 0)
+			goto out;
 	}
-	if (!have_format || !have_srk || !have_nv || !have_write ||
+	if (have != (HAVE_FORMAT | HAVE_SRK | HAVE_NV | HAVE_WRITE) ||
 	    !state_find(&s, s.write_generation) ||
 	    (s.anchors.pcr_key_len != 0) != (s.anchors.pcrs.n != 0) ||
 	    (s.anchors.literal.n && !s.anchors.pcr_key_len)) {
@@ -497,11 +514,6 @@ int state_parse(const char *dir, char *buf, size_t len, struct state *ret)
 	}
 	*ret = s;
 	s.gens = NULL;
-	r = 0;
-	goto out;
-bad:
-	log_error("%s/state: line %zu is not valid", dir, lineno);
-	r = -EBADMSG;
 out:
 	state_free(&s);
 	return r;
