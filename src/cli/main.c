@@ -259,6 +259,56 @@ static int daemon_config_of(const struct settings *s, struct daemon_config *ret)
 	return 0;
 }
 
+/* Commands that hold key material in clear, serve first: no core dumps,
+ * no ptrace by other users, keys in the locked secure heap of heap_bytes,
+ * then the ciphers. */
+static int key_command_begin_heap(size_t heap_bytes)
+{
+	int r = secmem_harden_process();
+
+	if (r == 0)
+		r = secmem_init(heap_bytes);
+	if (r == 0) {
+		r = envelope_init();
+		if (r < 0) {
+			log_error("OpenSSL lacks HKDF, HMAC or AES-256-GCM");
+			secmem_finish();
+		}
+	}
+	return r;
+}
+
+static int key_command_begin(void)
+{
+	return key_command_begin_heap(SECURE_HEAP_BYTES);
+}
+
+static void key_command_end(void)
+{
+	envelope_finish();
+	secmem_finish();
+}
+
+/* The state to serve, provisioned first if need be. A TPM that does not
+ * answer must not hold up the start: past the command timeout the state's
+ * keys are served, loading when it answers. */
+static int serve_state(const struct settings *s, const struct keyadmin_config *kc,
+		       struct state *ret)
+{
+	int r;
+
+	r = startup_provision(s->state_dir, s->tcti, kc,
+			      s->tpm_command_timeout_ms ? s->tpm_command_timeout_ms : 10000, ret);
+	if (r != -EIO && r != -ETIMEDOUT)
+		return r;
+	r = state_load(s->state_dir, ret);
+	if (r == -ENOENT)
+		log_error("cannot provision %s without a TPM", s->state_dir);
+	if (r == 0)
+		log_warning("TPM unavailable at start; serving, keys load when it answers");
+	return r;
+}
+
 static int cmd_serve(const struct settings *s)
 {
 	struct serve_ctx ctx = {0};
@@ -287,17 +337,9 @@ static int cmd_serve(const struct settings *s)
 		return r;
 
 	/* Order: process hardening, secure heap, crypto, keys, transport. */
-	r = secmem_harden_process();
+	r = key_command_begin_heap(SERVE_SECURE_HEAP_BYTES);
 	if (r < 0)
 		return r;
-	r = secmem_init(SERVE_SECURE_HEAP_BYTES);
-	if (r < 0)
-		return r;
-	r = envelope_init();
-	if (r < 0) {
-		log_error("OpenSSL lacks HKDF, HMAC or AES-256-GCM");
-		goto out;
-	}
 	if (vmgenid_probe() == VMGENID_MISSING)
 		log_warning("this VM has no VM generation ID device: if it is ever restored from a "
 			    "snapshot, envelope salts may repeat (see docs/security.md); give it "
@@ -311,23 +353,9 @@ static int cmd_serve(const struct settings *s)
 	r = keyadmin_config_of(s, admin, &kc);
 	if (r < 0)
 		goto out;
-	/* A TPM that does not answer must not hold up the start: past the
-	 * command timeout the state's keys are served, loading when it
-	 * answers. */
-	r = startup_provision(s->state_dir, s->tcti, &kc,
-			      s->tpm_command_timeout_ms ? s->tpm_command_timeout_ms : 10000, &st);
-	if (r == -EIO || r == -ETIMEDOUT) {
-		/* No TPM right now. Existing keys load when it comes back. */
-		r = state_load(s->state_dir, &st);
-		if (r == -ENOENT)
-			log_error("cannot provision %s without a TPM", s->state_dir);
-		if (r < 0)
-			goto out;
-		log_warning("TPM unavailable at start; serving, keys load when it answers");
-	} else if (r < 0) {
-		goto out;
-	}
-	r = backend_new(loop, &pc, &st, &p);
+	r = serve_state(s, &kc, &st);
+	if (r == 0)
+		r = backend_new(loop, &pc, &st, &p);
 	if (r < 0)
 		goto out;
 	ctx.p = p;
@@ -340,50 +368,29 @@ static int cmd_serve(const struct settings *s)
 out:
 	state_free(&st);
 	uv_loop_close(loop);
-	envelope_finish();
-	secmem_finish();
+	key_command_end();
 	if (claim >= 0)
 		close(claim);
 	return r;
 }
 
-/* Commands that hold key material in clear harden themselves as serve
- * does: no core dumps, no ptrace by other users, keys in the locked
- * secure heap. */
-static int key_command_begin(void)
+/* What a command made (r its result), to standard output or -o FILE
+ * written atomically with mode: 0644 for public keys and signatures (the
+ * service user reads what an operator made as root), 0600 for bundles.
+ * Frees data either way; returns r, or the write's error. */
+static int output_result(const struct settings *s, int r, char *data, size_t len, mode_t mode)
 {
-	int r = secmem_harden_process();
-
-	if (r == 0)
-		r = secmem_init(SECURE_HEAP_BYTES);
-	if (r == 0) {
-		r = envelope_init();
-		if (r < 0) {
-			log_error("OpenSSL lacks HKDF, HMAC or AES-256-GCM");
-			secmem_finish();
-		}
-	}
-	return r;
-}
-
-static void key_command_end(void)
-{
-	envelope_finish();
-	secmem_finish();
-}
-
-/* Standard output, or -o FILE written atomically with mode: 0644 for
- * public keys and signatures (the service user reads what an operator
- * made as root), 0600 for bundles. */
-static int write_output(const struct settings *s, const char *data, size_t len, mode_t mode)
-{
-	if (*s->output)
-		return files_write_output(s->output, data, len, mode);
-	if (fwrite(data, 1, len, stdout) != len || fflush(stdout) != 0) {
+	if (r < 0)
+		goto out;
+	if (*s->output) {
+		r = files_write_output(s->output, data, len, mode);
+	} else if (fwrite(data, 1, len, stdout) != len || fflush(stdout) != 0) {
 		log_error("cannot write to standard output");
-		return -EIO;
+		r = -EIO;
 	}
-	return 0;
+out:
+	free(data);
+	return r;
 }
 
 /* init and rotate: make a key, print its key_id. */
@@ -466,25 +473,20 @@ static int cmd_node_key(const struct settings *s)
 {
 	struct node n;
 	char *pem = NULL;
-	size_t len;
+	size_t len = 0;
 	int r;
 
 	if (*s->answer) {
 		r = exchange_node_key_answer(s->state_dir, s->tcti, s->answer, &pem, &len);
-		if (r == 0)
-			r = write_output(s, pem, len, 0644);
-		free(pem);
-		return r;
+		return output_result(s, r, pem, len, 0644);
 	}
 	if (*s->public_key)
 		r = exchange_node_key_public(s->public_key, &pem, &len, &n);
 	else
 		r = exchange_node_key(s->state_dir, s->tcti, &pem, &len, &n);
-	if (r == 0)
-		r = write_output(s, pem, len, 0644);
+	r = output_result(s, r, pem, len, 0644);
 	if (r == 0)
 		print_node("", &n);
-	free(pem);
 	return r;
 }
 
@@ -492,7 +494,7 @@ static int cmd_approve(const struct settings *s)
 {
 	struct node n;
 	char *text = NULL;
-	size_t len;
+	size_t len = 0;
 	bool challenge = false;
 	int r;
 
@@ -502,29 +504,30 @@ static int cmd_approve(const struct settings *s)
 	r = exchange_approve(s->admin_key, passphrase_file(s), s->args[0],
 	                     *s->ek_ca ? s->ek_ca : NULL, *s->response ? s->response : NULL, &text,
 	                     &len, &n, &challenge);
-	if (r == 0)
-		r = write_output(s, text, len, 0644);
+	r = output_result(s, r, text, len, 0644);
 	if (r == 0)
 		print_node(challenge ? "challenged " : "approved ", &n);
-	free(text);
 	key_command_end();
 	return r;
 }
 
-static int cmd_export(const struct settings *s)
+/* export and recover: a bundle for one node, 0600. */
+static int cmd_bundle(const struct settings *s)
 {
 	char *text = NULL;
-	size_t len;
+	size_t len = 0;
 	int r;
 
 	r = key_command_begin();
 	if (r < 0)
 		return r;
-	r = exchange_export(s->state_dir, s->tcti, s->pcr_signatures, s->to, s->approval,
-			    s->generations, s->n_generations, &text, &len);
-	if (r == 0)
-		r = write_output(s, text, len, 0600);
-	free(text);
+	if (s->command == CMD_EXPORT)
+		r = exchange_export(s->state_dir, s->tcti, s->pcr_signatures, s->to, s->approval,
+				    s->generations, s->n_generations, &text, &len);
+	else
+		r = exchange_recover(s->recovery_key, passphrase_file(s), s->admin_key, s->to,
+				     s->args, s->n_args, s->write_generation, &text, &len);
+	r = output_result(s, r, text, len, 0600);
 	key_command_end();
 	return r;
 }
@@ -579,7 +582,7 @@ static int cmd_pcr_sign(const struct settings *s)
 	struct approval *a = calloc(1, sizeof(*a));
 	crypto_key *key = NULL;
 	char *text = NULL;
-	size_t len;
+	size_t len = 0;
 	int r;
 
 	if (!a)
@@ -598,31 +601,11 @@ static int cmd_pcr_sign(const struct settings *s)
 				       s->legacy, s->epoch, a);
 	if (r == 0)
 		r = approval_encode(a, &text, &len);
-	if (r == 0)
-		r = write_output(s, text, len, 0644);
-	free(text);
+	r = output_result(s, r, text, len, 0644);
 	crypto_key_free(key);
 	key_command_end();
 out:
 	free(a);
-	return r;
-}
-
-static int cmd_recover(const struct settings *s)
-{
-	char *text = NULL;
-	size_t len;
-	int r;
-
-	r = key_command_begin();
-	if (r < 0)
-		return r;
-	r = exchange_recover(s->recovery_key, passphrase_file(s), s->admin_key, s->to, s->args,
-			     s->n_args, s->write_generation, &text, &len);
-	if (r == 0)
-		r = write_output(s, text, len, 0600);
-	free(text);
-	key_command_end();
 	return r;
 }
 
@@ -1044,13 +1027,11 @@ int main(int argc, char **argv)
 		r = cmd_approve(&s);
 		break;
 	case CMD_EXPORT:
-		r = cmd_export(&s);
+	case CMD_RECOVER:
+		r = cmd_bundle(&s);
 		break;
 	case CMD_IMPORT:
 		r = cmd_import(&s);
-		break;
-	case CMD_RECOVER:
-		r = cmd_recover(&s);
 		break;
 	case CMD_CERTIFY:
 		r = cmd_certify(&s);
