@@ -250,12 +250,17 @@ static void set_health(tpm_worker *w, bool healthy, const char *problem)
 		w->on_health(w->arg, healthy);
 }
 
+/* Queues j for the worker thread; a job refused (stopping, queue full) is
+ * freed here. */
 static int submit(tpm_worker *w, struct job *j)
 {
 	uv_mutex_lock(&w->lock);
 	if (w->stopping || (j->kind != JOB_PROBE && w->queued >= w->cfg.max_queue)) {
+		int r = w->stopping ? -ECANCELED : -ENOBUFS;
+
 		uv_mutex_unlock(&w->lock);
-		return w->stopping ? -ECANCELED : -ENOBUFS;
+		job_free(j);
+		return r;
 	}
 	j->next = NULL;
 	*w->queue_tail = j;
@@ -379,10 +384,8 @@ static void on_probe_timer(uv_timer_t *t)
 		return;
 	}
 	j->kind = JOB_PROBE;
-	if (submit(w, j) < 0) {
-		job_free(j);
+	if (submit(w, j) < 0)
 		return;
-	}
 	w->probe_pending = true;
 }
 
@@ -558,7 +561,6 @@ const char *tpm_worker_problem(const tpm_worker *w)
 int tpm_worker_counter(tpm_worker *w, uint64_t deadline_ms, tpm_counter_fn cb, void *arg)
 {
 	struct job *j = calloc(1, sizeof(*j));
-	int r;
 
 	if (!j)
 		return -ENOMEM;
@@ -571,17 +573,13 @@ int tpm_worker_counter(tpm_worker *w, uint64_t deadline_ms, tpm_counter_fn cb, v
 	}
 	j->counter_cb = cb;
 	j->arg = arg;
-	r = submit(w, j);
-	if (r < 0)
-		job_free(j);
-	return r;
+	return submit(w, j);
 }
 
 int tpm_worker_unseal(tpm_worker *w, const struct tpm_sealed *s, enum tpm_kek_kind kind,
 		      struct pcr_binding *binding, tpm_unseal_fn cb, void *arg)
 {
 	struct job *j = calloc(1, sizeof(*j));
-	int r;
 
 	if (!j)
 		return -ENOMEM;
@@ -592,10 +590,7 @@ int tpm_worker_unseal(tpm_worker *w, const struct tpm_sealed *s, enum tpm_kek_ki
 	j->kek_kind = kind;
 	j->unseal_cb = cb;
 	j->arg = arg;
-	r = submit(w, j);
-	if (r < 0)
-		job_free(j);
-	return r;
+	return submit(w, j);
 }
 
 uint64_t tpm_worker_last_counter(const tpm_worker *w)

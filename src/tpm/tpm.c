@@ -1778,21 +1778,58 @@ static int marshal_duplicate(tpm *t, const struct tpm_sealed *s, const TPM2B_PRI
 	return 0;
 }
 
+/* A sealed KEK loaded for a use the admin's signature authorises
+ * (duplicate, signed unseal): the signature's ticket and key Name, and the
+ * object under the SRK. End it whether or not the beginning succeeded. */
+struct signed_use {
+	TPMT_TK_VERIFIED *ticket;
+	TPM2B_NAME *signer;
+	ESYS_TR srk, session, obj;
+};
+
+static int signed_use_begin(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
+			    const struct tpm_approval *approval, struct signed_use *u)
+{
+	TPM2B_PUBLIC pub = {0};
+	TPM2B_PRIVATE priv = {0};
+	int r;
+
+	*u = (struct signed_use){
+		.srk = ESYS_TR_NONE, .session = ESYS_TR_NONE, .obj = ESYS_TR_NONE};
+	r = tpmobj_sealed_check(s, kind, NULL);
+	if (r == 0)
+		r = unmarshal_sealed(s, &pub, &priv);
+	/* At most two objects at a time (swtpm has three slots, and may be
+	 * shared): the signer comes and goes first. */
+	if (r == 0)
+		r = approval_ticket(t, approval, &u->ticket, &u->signer);
+	if (r == 0)
+		r = srk_load(t, &pub, &priv, "Load (sealed KEK)", &u->srk, &u->session, &u->obj);
+	return r;
+}
+
+static void signed_use_end(tpm *t, struct signed_use *u)
+{
+	Esys_Free(u->ticket);
+	Esys_Free(u->signer);
+	u->ticket = NULL;
+	u->signer = NULL;
+	flush(t, &u->obj);
+	srk_session_end(t, &u->srk, &u->session);
+}
+
 int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind,
 		      const struct tpm_or_list *or, const uint8_t *new_parent_pub,
 		      size_t new_parent_len, const struct tpm_approval *approval,
 		      struct tpm_duplicate *ret)
 {
-	TPM2B_PUBLIC pub = {0}, parent_pub;
-	TPM2B_PRIVATE priv = {0};
+	TPM2B_PUBLIC parent_pub;
 	TPM2B_DATA no_key = {0};
 	TPMT_SYM_DEF_OBJECT no_inner = {.algorithm = TPM2_ALG_NULL};
-	TPM2B_NAME *signer = NULL;
-	TPMT_TK_VERIFIED *ticket = NULL;
 	TPM2B_DATA *key_out = NULL;
 	TPM2B_PRIVATE *dup = NULL;
 	TPM2B_ENCRYPTED_SECRET *seed = NULL;
-	ESYS_TR srk = ESYS_TR_NONE, session = ESYS_TR_NONE, obj = ESYS_TR_NONE;
+	struct signed_use u;
 	ESYS_TR parent = ESYS_TR_NONE, policy = ESYS_TR_NONE;
 	TSS2_RC rc;
 	int r;
@@ -1801,31 +1838,22 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind
 
 	if (!tpm_kek_duplicable(kind) || (kind == TPM_KEK_DUP_PCR && !or))
 		return -EINVAL;
-	r = tpmobj_sealed_check(s, kind, NULL);
-	if (r == 0)
-		r = unmarshal_sealed(s, &pub, &priv);
-	if (r == 0)
-		r = unmarshal_public(new_parent_pub, new_parent_len, &parent_pub);
+	r = unmarshal_public(new_parent_pub, new_parent_len, &parent_pub);
 	if (r < 0)
 		return r;
-	/* At most two objects at a time (swtpm has three slots, and may be
-	 * shared): the signer comes and goes first. */
-	r = approval_ticket(t, approval, &ticket, &signer);
-	if (r < 0)
-		goto out;
-	r = srk_load(t, &pub, &priv, "Load (sealed KEK)", &srk, &session, &obj);
+	r = signed_use_begin(t, s, kind, approval, &u);
 	if (r < 0)
 		goto out;
 	/* The new parent is only a public key: the NULL hierarchy will do. */
 	r = load_external(t, &parent_pub, ESYS_TR_RH_NULL, "LoadExternal (new parent)", &parent);
 	if (r < 0)
 		goto out;
-	r = session_start(t, srk, TPM2_SE_POLICY, 0, &policy);
+	r = session_start(t, u.srk, TPM2_SE_POLICY, 0, &policy);
 	if (r == 0)
-		r = dup_policy(t, policy, obj, parent, approval, ticket, signer, kind, or);
+		r = dup_policy(t, policy, u.obj, parent, approval, u.ticket, u.signer, kind, or);
 	if (r < 0)
 		goto out;
-	rc = Esys_Duplicate(t->esys, obj, parent, policy, ESYS_TR_NONE, ESYS_TR_NONE, &no_key,
+	rc = Esys_Duplicate(t->esys, u.obj, parent, policy, ESYS_TR_NONE, ESYS_TR_NONE, &no_key,
 			    &no_inner, &key_out, &dup, &seed);
 	if (rc != TSS2_RC_SUCCESS) {
 		r = policy_fail(t, "Duplicate", rc);
@@ -1833,15 +1861,12 @@ int tpm_kek_duplicate(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind kind
 	}
 	r = marshal_duplicate(t, s, dup, seed, ret);
 out:
-	Esys_Free(ticket);
-	Esys_Free(signer);
 	Esys_Free(key_out);
 	Esys_Free(dup);
 	Esys_Free(seed);
 	flush(t, &policy);
 	flush(t, &parent);
-	flush(t, &obj);
-	srk_session_end(t, &srk, &session);
+	signed_use_end(t, &u);
 	return r;
 }
 
@@ -1929,14 +1954,10 @@ int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind 
 			  const uint64_t *epoch_operand, const struct tpm_pcr_literal *literal,
 			  const struct tpm_or_list *or, uint8_t kek[TPM_KEK_BYTES])
 {
-	TPM2B_PUBLIC pub = {0};
-	TPM2B_PRIVATE priv = {0};
 	TPM2B_DIGEST no_digest = {0};
 	TPML_PCR_SELECTION sel;
 	TPM2B_SENSITIVE_DATA *out = NULL;
-	TPMT_TK_VERIFIED *ticket = NULL;
-	TPM2B_NAME *signer = NULL;
-	ESYS_TR srk = ESYS_TR_NONE, session = ESYS_TR_NONE, obj = ESYS_TR_NONE;
+	struct signed_use u;
 	ESYS_TR policy = ESYS_TR_NONE;
 	TSS2_RC rc;
 	int r;
@@ -1945,20 +1966,12 @@ int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind 
 
 	if (!tpm_kek_pcr_bound(kind) || n_pcrs == 0 || n_pcrs > 24)
 		return -EINVAL;
-	r = tpmobj_sealed_check(s, kind, NULL);
-	if (r == 0)
-		r = unmarshal_sealed(s, &pub, &priv);
-	if (r < 0)
-		return r;
-	r = approval_ticket(t, approval, &ticket, &signer);
-	if (r < 0)
-		goto out;
-	r = srk_load(t, &pub, &priv, "Load (sealed KEK)", &srk, &session, &obj);
+	r = signed_use_begin(t, s, kind, approval, &u);
 	if (r < 0)
 		goto out;
 	/* Salted, and encrypting what Unseal answers: the KEK does not cross
 	 * the bus in clear on this path either. */
-	r = session_start(t, srk, TPM2_SE_POLICY, TPMA_SESSION_ENCRYPT, &policy);
+	r = session_start(t, u.srk, TPM2_SE_POLICY, TPMA_SESSION_ENCRYPT, &policy);
 	if (r < 0)
 		goto out;
 	pcr_selection(pcrs, n_pcrs, &sel);
@@ -1974,7 +1987,8 @@ int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind 
 		if (r < 0)
 			goto out;
 	}
-	r = policy_authorize_command(t, policy, approval, ticket, signer, literal, TPM2_CC_Unseal);
+	r = policy_authorize_command(t, policy, approval, u.ticket, u.signer, literal,
+				     TPM2_CC_Unseal);
 	if (r < 0)
 		goto out;
 	/* A policy of one branch is that branch: no PolicyOR. */
@@ -1982,7 +1996,7 @@ int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind 
 		r = policy_or(t, policy, or);
 	if (r < 0)
 		goto out;
-	rc = Esys_Unseal(t->esys, obj, policy, ESYS_TR_NONE, ESYS_TR_NONE, &out);
+	rc = Esys_Unseal(t->esys, u.obj, policy, ESYS_TR_NONE, ESYS_TR_NONE, &out);
 	if (rc != TSS2_RC_SUCCESS) {
 		r = policy_fail(t, "Unseal (KEK, policy)", rc);
 		goto out;
@@ -1990,11 +2004,8 @@ int tpm_kek_unseal_signed(tpm *t, const struct tpm_sealed *s, enum tpm_kek_kind 
 	r = take_kek(out, kek);
 out:
 	free_sensitive(out);
-	Esys_Free(ticket);
-	Esys_Free(signer);
 	flush(t, &policy);
-	flush(t, &obj);
-	srk_session_end(t, &srk, &session);
+	signed_use_end(t, &u);
 	return r;
 }
 

@@ -186,28 +186,31 @@ static int kek_public_check(const uint8_t *pub, size_t len, enum tpm_kek_kind ki
 	return 0;
 }
 
-int tpmobj_sealed_check(const struct tpm_sealed *s, enum tpm_kek_kind kind,
-			const uint8_t *auth_policy)
+/* A marshalled TPM2B_PRIVATE filling len bytes exactly (of a buffer of
+ * cap), not empty. */
+static bool private_valid(const uint8_t *buf, size_t len, size_t cap)
 {
 	TPM2B_PRIVATE priv;
 	size_t off = 0;
-	int r;
 
-	r = kek_public_check(s->pub, s->pub_len, kind, auth_policy);
+	return len <= cap &&
+	       Tss2_MU_TPM2B_PRIVATE_Unmarshal(buf, len, &off, &priv) == TSS2_RC_SUCCESS &&
+	       off == len && priv.size != 0;
+}
+
+int tpmobj_sealed_check(const struct tpm_sealed *s, enum tpm_kek_kind kind,
+			const uint8_t *auth_policy)
+{
+	int r = kek_public_check(s->pub, s->pub_len, kind, auth_policy);
+
 	if (r < 0)
 		return r;
-	if (s->priv_len > sizeof(s->priv) ||
-	    Tss2_MU_TPM2B_PRIVATE_Unmarshal(s->priv, s->priv_len, &off, &priv) !=
-		    TSS2_RC_SUCCESS ||
-	    off != s->priv_len)
-		return -EINVAL;
-	return 0;
+	return private_valid(s->priv, s->priv_len, sizeof(s->priv)) ? 0 : -EINVAL;
 }
 
 int tpmobj_duplicate_check(const struct tpm_duplicate *d, enum tpm_kek_kind kind,
 			   const uint8_t *auth_policy)
 {
-	TPM2B_PRIVATE dup;
 	TPM2B_ENCRYPTED_SECRET seed;
 	size_t off = 0;
 	int r;
@@ -215,11 +218,8 @@ int tpmobj_duplicate_check(const struct tpm_duplicate *d, enum tpm_kek_kind kind
 	r = kek_public_check(d->pub, d->pub_len, kind, auth_policy);
 	if (r < 0)
 		return r;
-	if (d->dup_len > sizeof(d->dup) || d->seed_len > sizeof(d->seed) ||
-	    Tss2_MU_TPM2B_PRIVATE_Unmarshal(d->dup, d->dup_len, &off, &dup) != TSS2_RC_SUCCESS ||
-	    off != d->dup_len || dup.size == 0)
+	if (!private_valid(d->dup, d->dup_len, sizeof(d->dup)) || d->seed_len > sizeof(d->seed))
 		return -EINVAL;
-	off = 0;
 	if (Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(d->seed, d->seed_len, &off, &seed) !=
 		    TSS2_RC_SUCCESS ||
 	    off != d->seed_len || seed.size == 0)
