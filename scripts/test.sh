@@ -17,6 +17,14 @@ fail=0
 # daemon or a guest, and at one per core the cores sat 30% idle (the normal
 # suite: 214 s at -j2, 161 s at -j4).
 jobs=$(($(nproc) * 2))
+# What each part costs, for the closing summary.
+times=""
+started=$(date +%s)
+took() {
+	now=$(date +%s)
+	times="$times $1 $((now - started)) s,"
+	started=$now
+}
 suite() {
 	dir=$1
 	shift
@@ -41,7 +49,9 @@ suite() {
 # build/ is configured as the operations guide installs (tests/systemd
 # installs from it).
 suite build --prefix=/usr --sysconfdir=/etc
+took "build and suite"
 suite build-asan --with-sanitizer=address,undefined
+took "sanitizer build and suite"
 
 # The daemon under valgrind memcheck through the end-to-end tests.
 cd "$top/build"
@@ -53,6 +63,7 @@ else
 	fail=$((fail + 1))
 fi
 cd "$top"
+took valgrind
 
 # The installed units under systemd as PID 1, in a QEMU guest whose Debian
 # root debootstrap makes once (kept in build/systemd-guest/).
@@ -65,6 +76,7 @@ else
 	fail=$((fail + 1))
 fi
 cd "$top"
+took "systemd guests"
 
 # libFuzzer: every target searches for 10 s from its corpus, one per core
 # at once (40 s on two cores).
@@ -80,6 +92,8 @@ else
 	fail=$((fail + 1))
 fi
 cd "$top"
+took "fuzz build and search"
+echo "time:${times%,}"
 # One closing line for whoever reads only the end.
 echo "$pass passed, $fail failed"
 exit "$status"
