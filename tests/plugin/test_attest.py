@@ -110,6 +110,23 @@ class AttestedJoin(unittest.TestCase):
         self.assertIn('answered already (a replay)', r.stderr)
         self.assertFalse(os.path.exists(self.p('again')))
 
+    def test_missing_files_are_named(self):
+        t = self.tpm('node-a')
+        node = self.node_key(t, 'node-a')
+        for r, said in (
+                (self.answer(t, 'node-a', self.p('none.challenge'), self.p('o1'), check=False),
+                 'challenge %s: no such file' % self.p('none.challenge')),
+                (self.approve(node, '--response', self.p('none.response'), out=self.p('o2'),
+                              check=False),
+                 'response %s: no such file' % self.p('none.response')),
+                (self.approve(self.p('none.node'), out=self.p('o3'), check=False),
+                 'node file %s: no such file' % self.p('none.node'))):
+            self.assertEqual(r.returncode, 1)
+            self.assertIn(said, r.stderr)
+            self.assertNotIn('carries no EK', r.stderr)
+        for out in ('o1', 'o2', 'o3'):
+            self.assertFalse(os.path.exists(self.p(out)))
+
     def test_an_ek_that_is_not_persistent_is_made_from_its_template(self):
         # Many TPMs ship with the EK certificate in NV but no persistent EK:
         # tpm2-tools evicts swtpm's, and the join must still go through,
