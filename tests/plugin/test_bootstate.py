@@ -148,9 +148,11 @@ class Signatures(BootTest):
             sig = fields['signature']
             f.write(read_text(good).replace(sig, sig[:-4] + ('0000' if sig[-4:] != '0000'
                                                               else '1111')))
-        # Not a signature at all, and broken JSON.
+        # Not a signature at all, and broken JSON. The junk must not open
+        # with '{' (after blanks), or it is taken for JSON: one run in a few
+        # hundred did, when it was all random.
         with open(os.path.join(d, 'garbage'), 'wb') as f:
-            f.write(os.urandom(300))
+            f.write(b'\x80' + os.urandom(299))
         with open(os.path.join(d, 'broken.json'), 'w') as f:
             f.write('{"sha256":[{"pcrs":[7],"pol":')
         self.serve(a)
