@@ -298,8 +298,11 @@ class Daemon:
         return rc
 
     def output(self):
-        return ''.join(open(os.path.join(self.root, 'serve-%d.log' % i), errors='replace').read()
-                       for i in range(1, self.n + 1))
+        text = []
+        for i in range(1, self.n + 1):
+            with open(os.path.join(self.root, 'serve-%d.log' % i), errors='replace') as f:
+                text.append(f.read())
+        return ''.join(text)
 
 
 class DelayProxy:

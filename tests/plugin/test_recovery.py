@@ -61,7 +61,11 @@ class OutputFiles(EscrowTest):
         fifo = os.path.join(self.root, 'fifo')
         os.mkfifo(fifo)
         got = []
-        reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+
+        def read_fifo():
+            with open(fifo) as f:
+                got.append(f.read())
+        reader = threading.Thread(target=read_fifo)
         reader.start()
         run_cli('node-key', '--public', self.recovery_pub, '-o', fifo)
         reader.join(30)
