@@ -993,8 +993,8 @@ static void recovered_free(struct recovered *rc)
 	bundle_free(&rc->b);
 }
 
-/* Adds g, wrapped to the target, with its KEK; takes kek on success. The
- * plaintext sensitive area in sens is wiped either way. */
+/* Adds g, wrapped to the target from the plaintext sensitive area in sens
+ * (the caller wipes it), with its KEK; takes kek on success. */
 static int recovered_add(struct recovered *rc, const char *path, const struct bundle_generation *g,
 			 const struct node *target, struct dupcodec_sensitive *sens, uint8_t *kek)
 {
@@ -1005,8 +1005,7 @@ static int recovered_add(struct recovered *rc, const char *path, const struct bu
 
 	if (n >= STATE_MAX_GENERATIONS) {
 		log_error("more than %d generations", STATE_MAX_GENERATIONS);
-		r = -E2BIG;
-		goto out;
+		return -E2BIG;
 	}
 	gens = realloc(rc->b.gens, (n + 1) * sizeof(*gens));
 	if (gens)
@@ -1014,10 +1013,8 @@ static int recovered_add(struct recovered *rc, const char *path, const struct bu
 	keks = realloc(rc->keks, (n + 1) * sizeof(*keks));
 	if (keks)
 		rc->keks = keks;
-	if (!gens || !keks) {
-		r = -ENOMEM;
-		goto out;
-	}
+	if (!gens || !keks)
+		return -ENOMEM;
 	add = &rc->b.gens[n];
 	*add = (struct bundle_generation){
 		.number = g->number,
@@ -1032,13 +1029,11 @@ static int recovered_add(struct recovered *rc, const char *path, const struct bu
 	if (r < 0) {
 		log_error("%s: cannot wrap generation %u to the new node", path,
 			  (unsigned)g->number);
-		goto out;
+		return r;
 	}
 	rc->keks[n] = kek;
 	rc->b.n_gens = n + 1;
-out:
-	util_wipe(sens, sizeof(*sens));
-	return r;
+	return 0;
 }
 
 /* The generation numbered like g that an earlier bundle gave, if any; one

@@ -321,21 +321,23 @@ static int open_locked(const char *dir, int *ret_lock, struct state *ret)
 static int open_generation(const char *dir, uint32_t generation, const char *hint,
 			   int *ret_lock, struct state *ret, const struct state_generation **ret_g)
 {
+	const struct state_generation *g;
 	struct state s = {0};
 	int lock = -1, r;
 
 	r = open_locked(dir, &lock, &s);
 	if (r < 0)
 		return r;
-	if (!state_find(&s, generation)) {
+	g = state_find(&s, generation);
+	if (!g) {
 		log_error("%s has no generation %u%s", dir, (unsigned)generation, hint);
 		state_free(&s);
 		statedir_unlock(lock);
 		return -ENOENT;
 	}
 	*ret_lock = lock;
-	*ret = s;
-	*ret_g = state_find(ret, generation); /* in *ret's array */
+	*ret = s; /* g points into the generations array, which *ret now holds */
+	*ret_g = g;
 	return 0;
 }
 
