@@ -218,6 +218,13 @@ class Refusals(NodesBC):
                       a.offline('keys').stdout)
         a.cli('rotate', '--stage')
         before = snapshot(a.state)
+        # A generation the state does not hold: named, and how to get it.
+        for cmd, said in (('promote', 'has no generation 9: stage it here, or import it'),
+                          ('retire', 'has no generation 9')):
+            r = a.offline(cmd, '9', check=False)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn(said, r.stderr)
+        self.assertEqual(snapshot(a.state), before)
         r = a.offline('promote', '2', check=False)
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn('generation 2 was never exported to 1 node this node exports to (%s)'
